@@ -1,0 +1,1 @@
+"""Pure values and arithmetic of the market data: no I/O, no threads, no clocks read here."""

@@ -1,0 +1,218 @@
+"""The one error tree of qx_actors.
+
+Every error the package raises derives from :class:`QxError`. The Engine decides what to do
+with an error from its type alone: a :class:`RecoverableError` restarts the mode after
+``restart_interval_s``; a :class:`FatalError` (or anything unexpected) stops the run in
+``Failed``. Errors of lower layers (aiohttp, websockets, msgspec, peewee, sqlite3, psycopg2)
+are mapped into this tree where they enter (``raise ... from exc``).
+
+::
+
+    QxError
+    ├── RecoverableError                      -> Running.Recovering, restart
+    ├── FatalError                            -> Failed
+    ├── ConfigError (Fatal)                   bad YAML / key / value; names the key path
+    ├── ExchangeError                         anything the exchange did
+    │   ├── ExchangeTransportError (Recov.)   connection refused/reset, DNS, ...
+    │   │   └── ExchangeTimeout               a request that took longer than rest_timeout_s
+    │   ├── ExchangeHttpError                 non-2xx answer (status, message, body)
+    │   │   ├── ExchangeServerError (Recov.)  5xx, and 429 once the trials are spent
+    │   │   └── ExchangeClientError (Fatal)   other 4xx: our request is wrong
+    │   ├── ExchangeDecodeError (Fatal)       malformed JSON / wrong types; names the path
+    │   ├── InvalidMarketData (Fatal)         unrounded/unordered candles, off-grid settlement
+    │   └── StreamError (Recov.)              WebSocket feed problems
+    │       ├── StreamProtocolError           unexpected JSON-RPC answer / subscription
+    │       ├── StreamHeartbeatTimeout        no pong within disconnect_timeout_s
+    │       └── StaleFeedError                no tick for live_price_tick_max_interval_s
+    ├── HistoryError (Fatal)                  history that can't be completed
+    │   ├── UnreachableGapError               a gap older than the reach
+    │   ├── ReachBeforeHistoryError           reach before the exchange's first data
+    │   └── LookbackBeyondReachError          live lookback older than the reach
+    ├── StorageError                          the database
+    │   ├── DatabaseBusyError (Recov.)        locked / busy / connection lost
+    │   ├── DatabaseInUseError (Fatal)        another engine writes this database
+    │   └── SchemaError (Fatal)               unknown or newer schema version
+    ├── ShutdownTimeout (Fatal)               kept as the error of Failed after a slow shutdown
+    └── SyncError                             misuse of the public handles
+        ├── SyncAlreadyStarted                engine.start() called twice
+        ├── SyncNotStarted                    shutdown before start
+        ├── SyncAlreadyShutdown               second shutdown
+        ├── SyncAlreadyTerminated             shutdown after Failed (carries the final status)
+        └── SyncShutdownFailed                shutdown did not complete in time
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class QxError(Exception):
+    """Base of every error raised by qx_actors."""
+
+
+class RecoverableError(QxError):
+    """An error after which the mode restarts (network, timeouts, 5xx, stale feed, DB busy)."""
+
+
+class FatalError(QxError):
+    """An error that stops the run in ``Failed`` (invalid data, unreachable gap, bad config)."""
+
+
+class ConfigError(FatalError):
+    """Invalid configuration; the message names the key path and what was expected."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.detail = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+# --- exchange -------------------------------------------------------------------------------
+
+
+class ExchangeError(QxError):
+    """Something the exchange (or the way to it) did wrong."""
+
+
+class ExchangeTransportError(ExchangeError, RecoverableError):
+    """The request did not get an answer: connection refused or reset, DNS failure."""
+
+
+class ExchangeTimeout(ExchangeTransportError):
+    """A request took longer than the configured timeout."""
+
+
+class ExchangeHttpError(ExchangeError):
+    """A non-2xx answer; carries the status, the exchange's message and the raw body."""
+
+    def __init__(
+        self, status: int, message: str, body: str = "", *, endpoint: str = "", **extra: Any
+    ) -> None:
+        self.status = status
+        self.message = message
+        self.body = body
+        self.endpoint = endpoint
+        self.extra = extra
+        where = f" {endpoint}" if endpoint else ""
+        super().__init__(f"HTTP {status}{where}: {message}")
+
+
+class ExchangeServerError(ExchangeHttpError, RecoverableError):
+    """5xx, or 429 after the last trial: the exchange may answer later."""
+
+
+class ExchangeClientError(ExchangeHttpError, FatalError):
+    """A 4xx other than 429: the request itself is wrong and will stay wrong."""
+
+
+class ExchangeDecodeError(ExchangeError, FatalError):
+    """The answer is not the documented JSON; ``path`` names the offending field."""
+
+    def __init__(self, message: str, *, path: str = "", endpoint: str = "") -> None:
+        self.path = path
+        self.endpoint = endpoint
+        where = f" from {endpoint}" if endpoint else ""
+        at = f" at {path}" if path else ""
+        super().__init__(f"invalid JSON{where}{at}: {message}")
+
+
+class InvalidMarketData(ExchangeError, FatalError):
+    """Well-formed data that breaks the exchange's rules (e.g. unrounded candle times)."""
+
+
+class StreamError(ExchangeError, RecoverableError):
+    """The WebSocket feed failed; the feed reconnects."""
+
+
+class StreamProtocolError(StreamError):
+    """An unexpected JSON-RPC answer (e.g. a subscription that was not confirmed as asked)."""
+
+
+class StreamHeartbeatTimeout(StreamError):
+    """No answer to a ping within the disconnect timeout: the connection is dead."""
+
+
+class StaleFeedError(StreamError):
+    """No tick arrived for ``live_price_tick_max_interval_s``."""
+
+
+# --- history --------------------------------------------------------------------------------
+
+
+class HistoryError(FatalError):
+    """The requested history can't be completed."""
+
+
+class UnreachableGapError(HistoryError):
+    """A gap older than the configured reach: it can't be repaired."""
+
+
+class ReachBeforeHistoryError(HistoryError):
+    """The exchange has no data for a range that should exist: the reach is too old."""
+
+
+class LookbackBeyondReachError(HistoryError):
+    """A live lookback that starts before the configured reach."""
+
+
+# --- storage --------------------------------------------------------------------------------
+
+
+class StorageError(QxError):
+    """The database failed."""
+
+
+class DatabaseBusyError(StorageError, RecoverableError):
+    """The database is busy, locked for a moment, or the connection was lost."""
+
+
+class DatabaseInUseError(StorageError, FatalError):
+    """Another engine holds the single-writer lock of this database."""
+
+
+class SchemaError(StorageError, FatalError):
+    """The database's schema version is unknown or newer than this package."""
+
+
+# --- lifecycle ------------------------------------------------------------------------------
+
+
+class ShutdownTimeout(FatalError):
+    """The actors did not stop within ``shutdown_timeout_s`` and were stopped forcibly."""
+
+
+class SyncError(QxError):
+    """Misuse of the public handles (start twice, shutdown twice, ...)."""
+
+
+class SyncAlreadyStarted(SyncError):
+    """``SyncEngine.start()`` was called a second time."""
+
+
+class SyncNotStarted(SyncError):
+    """A shutdown was requested before the engine was started."""
+
+
+class SyncAlreadyShutdown(SyncError):
+    """A shutdown was already requested or completed."""
+
+
+class SyncAlreadyTerminated(SyncError):
+    """The run already stopped (``Failed``); carries the final status."""
+
+    def __init__(self, status: Any) -> None:
+        self.status = status
+        super().__init__(f"sync already terminated with status {status}")
+
+
+class SyncShutdownFailed(SyncError):
+    """The shutdown did not complete cleanly; the run ended in ``Failed``."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(f"shutdown failed: {cause}")
+
+
+def is_recoverable(error: BaseException) -> bool:
+    """Whether the Engine should restart the mode after ``error`` (decided by type alone)."""
+    return isinstance(error, RecoverableError) and not isinstance(error, FatalError)
