@@ -82,6 +82,11 @@ class LoopThread:
         self._thread.join(timeout)
 
     @property
+    def thread(self) -> threading.Thread:
+        """The thread running the loop."""
+        return self._thread
+
+    @property
     def is_alive(self) -> bool:
         """Whether the loop thread still runs."""
         return self._thread.is_alive()

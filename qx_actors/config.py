@@ -1,0 +1,321 @@
+"""YAML configuration: typed, frozen, validated once at the edge.
+
+``load_config(path)`` reads a YAML file, interpolates ``${ENV_VAR}`` (and ``${ENV_VAR:-default}``)
+in string values, and decodes it into :class:`QxConfig` with msgspec. Unknown keys, wrong types
+and out-of-range values raise :class:`~qx_actors.errors.ConfigError` naming the key path, e.g.
+``sync.rest_timeout_s: expected a number > 0, got "abc"``.
+
+Every field below has a documented default; the README's config reference mirrors this module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+import yaml
+
+from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
+from qx_actors.domain.timeutil import FIRST_CANDLE_TIME, FIRST_SETTLEMENT_TIME, floor_day, utc_now
+from qx_actors.errors import ConfigError
+
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0)]
+PositiveHours = Annotated[float, msgspec.Meta(gt=0)]
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+_DURATION_UNITS = {
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def parse_reach(text: str, *, now: datetime, earliest: datetime) -> datetime:
+    """Resolve a reach (``90d``/``12h``/``2w`` before ``now``, an ISO date/datetime, ``max``).
+
+    The result is never before ``earliest`` (the exchange's first data). ``ValueError`` on bad input.
+    """
+    text = text.strip()
+    if text == "max":
+        return earliest
+    match = _DURATION_RE.match(text)
+    if match:
+        reach = now - float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        return max(reach, earliest)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"expected a duration such as '90d', '12h', '2w', an ISO date or 'max', got {text!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if parsed > now:
+        raise ValueError(f"reach {text!r} is in the future")
+    return max(parsed.astimezone(UTC), earliest)
+
+
+def _check_reach(text: str, earliest: datetime) -> None:
+    parse_reach(text, now=utc_now(), earliest=earliest)
+
+
+class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the exchange is. Defaults are the real LN Markets endpoints."""
+
+    #: REST v3 base URL.
+    rest_url: str = "https://api.lnmarkets.com"
+    #: Stream API (WebSocket, JSON-RPC) URL.
+    stream_url: str = "wss://stream.lnmarkets.com/v1"
+    #: Follow live prices over the Stream API; false = REST polling only.
+    stream_enabled: bool = True
+    #: Send a ping after this long without any frame.
+    heartbeat_interval_s: PositiveSeconds = 30.0
+    #: No answer this long after a ping: the connection is dead.
+    disconnect_timeout_s: PositiveSeconds = 6.0
+
+    def __post_init__(self) -> None:
+        if not self.rest_url.startswith(("http://", "https://")):
+            raise ValueError(f"rest_url: expected an http(s):// URL, got {self.rest_url!r}")
+        if not self.stream_url.startswith(("ws://", "wss://")):
+            raise ValueError(f"stream_url: expected a ws(s):// URL, got {self.stream_url!r}")
+
+
+class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Timing, pacing and reach of the synchronization."""
+
+    rest_timeout_s: PositiveSeconds = 20.0
+    rest_rate_limit_per_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    rest_error_cooldown_s: NonNegativeSeconds = 10.0
+    rest_error_max_trials: Annotated[int, msgspec.Meta(ge=1)] = 3
+    price_history_batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000
+    #: ``90d``/``12h``/``2w`` before now, an ISO date or datetime, or ``max`` (2020-03-01).
+    price_history_reach: str = "90d"
+    #: ``90d``/``12h``/``2w`` before now, an ISO date or datetime, or ``max`` (2021-01-11 08:00).
+    funding_settlement_reach: str = "90d"
+    price_history_re_sync_interval_s: PositiveSeconds = 10.0
+    price_history_re_backfill_interval_s: PositiveSeconds = 90.0
+    price_history_flag_gap_range_h: PositiveHours = 672.0
+    funding_settlement_flag_missing_range_h: PositiveHours = 672.0
+    live_price_tick_max_interval_s: PositiveSeconds = 180.0
+    #: ``keep`` every tick, or ``prune`` ticks covered by stable candles (quantoxide's way).
+    tick_retention: Literal["keep", "prune"] = "keep"
+    funding_settlement_retry_interval_s: PositiveSeconds = 60.0
+    restart_interval_s: NonNegativeSeconds = 10.0
+    shutdown_timeout_s: PositiveSeconds = 6.0
+    #: Capacity of each update receiver; on overflow the oldest updates are dropped.
+    update_queue_capacity: Annotated[int, msgspec.Meta(ge=1)] = 1000
+
+    def __post_init__(self) -> None:
+        for key, earliest in (
+            ("price_history_reach", FIRST_CANDLE_TIME),
+            ("funding_settlement_reach", FIRST_SETTLEMENT_TIME),
+        ):
+            try:
+                _check_reach(getattr(self, key), earliest)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+
+    def price_history_reach_at(self, now: datetime) -> datetime:
+        """The oldest candle to keep, floored to midnight UTC."""
+        reach = parse_reach(self.price_history_reach, now=now, earliest=FIRST_CANDLE_TIME)
+        return max(floor_day(reach), FIRST_CANDLE_TIME)
+
+    def funding_settlement_reach_at(self, now: datetime) -> datetime:
+        """The oldest funding settlement to keep."""
+        return parse_reach(self.funding_settlement_reach, now=now, earliest=FIRST_SETTLEMENT_TIME)
+
+
+class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where and how structured logs are written."""
+
+    #: ``json`` lines (machines) or ``console`` (humans).
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    #: Path of a JSON-lines log file; stderr when null.
+    file: str | None = None
+
+
+class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole configuration of one sync run."""
+
+    #: ``backfill`` | ``live`` | ``full``.
+    mode: Literal["backfill", "live", "full"] = "full"
+    #: Live only: recent history to make sure of first, ``N x RES`` such as ``20 x 5m``.
+    lookback: str | None = None
+    #: ``sqlite:///path.db`` or ``postgresql://user:pass@host:5432/db``.
+    database: str = "sqlite:///data/qx.db"
+    exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
+    sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        if not self.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                "database: expected 'sqlite:///path.db' or "
+                f"'postgresql://user:pass@host:port/db', got {self.database!r}"
+            )
+        if self.lookback is not None:
+            if self.mode != "live":
+                raise ValueError(f"lookback: only valid with mode 'live' (mode is {self.mode!r})")
+            try:
+                lookback = Lookback.parse(self.lookback)
+            except ValueError as exc:
+                raise ValueError(f"lookback: {exc}") from None
+            check_lookback_within_reach(lookback, self.sync, now=utc_now())
+
+    @property
+    def sync_mode(self) -> SyncMode:
+        """The configured mode as a :class:`SyncMode`."""
+        kind = ModeKind(self.mode)
+        if kind is ModeKind.LIVE:
+            return SyncMode.live(Lookback.parse(self.lookback) if self.lookback else None)
+        return SyncMode(kind)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective config as plain data (for ``qx-actors config``)."""
+        result: dict[str, Any] = msgspec.to_builtins(self)
+        return result
+
+
+def check_lookback_within_reach(lookback: Lookback, sync: SyncConfig, *, now: datetime) -> None:
+    """A lookback that starts before the price-history reach is an error (``ValueError``)."""
+    reach = sync.price_history_reach_at(now)
+    if now - lookback.duration < reach:
+        raise ValueError(
+            f"lookback: {lookback} reaches back to {(now - lookback.duration):%Y-%m-%d %H:%M}Z, "
+            f"before sync.price_history_reach ({reach:%Y-%m-%d %H:%M}Z)"
+        )
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def _interpolate(node: Any, path: str) -> Any:
+    if isinstance(node, str):
+
+        def _replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            value = os.environ.get(name)
+            if value is None:
+                if default is not None:
+                    return default
+                raise ConfigError(path or "<root>", f"environment variable {name} is not set")
+            return value
+
+        return _ENV_RE.sub(_replace, node)
+    if isinstance(node, Mapping):
+        out = {}
+        for key, value in node.items():
+            child = f"{path}.{key}" if path else str(key)
+            out[key] = _interpolate(value, child)
+        return out
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+_MSGSPEC_AT = re.compile(r"^(?P<detail>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
+
+
+def _lookup(data: Any, dotted: str) -> Any:
+    node = data
+    for part in [p for p in re.split(r"\.|\[(\d+)\]", dotted) if p]:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _struct_for(path: str) -> type[msgspec.Struct] | None:
+    struct: type[msgspec.Struct] = QxConfig
+    for part in [p for p in path.split(".") if p]:
+        annotations = {f.name: f.type for f in msgspec.structs.fields(struct)}
+        child = annotations.get(part)
+        if not (isinstance(child, type) and issubclass(child, msgspec.Struct)):
+            return None
+        struct = child
+    return struct
+
+
+def _friendly(error: msgspec.ValidationError, data: Any) -> ConfigError:
+    text = str(error)
+    match = _MSGSPEC_AT.match(text)
+    path, detail = ("", text) if match is None else (match["path"].lstrip("."), match["detail"])
+    unknown = _UNKNOWN.match(detail)
+    if unknown:
+        struct = _struct_for(path)
+        known = ", ".join(struct.__struct_fields__) if struct else ""
+        key = f"{path}.{unknown['field']}" if path else unknown["field"]
+        return ConfigError(key, f"unknown key (known keys here: {known})")
+    if detail.startswith("Invalid enum value"):
+        parent, _, field = path.rpartition(".")
+        struct = _struct_for(parent)
+        choices = ""
+        if struct is not None:
+            types = {f.name: f.type for f in msgspec.structs.fields(struct)}
+            choices = " | ".join(repr(c) for c in get_args(types.get(field)))
+        got = msgspec.json.encode(_lookup(data, path)).decode()
+        return ConfigError(path, f"expected one of {choices}, got {got}")
+    if "Expected" in detail:
+        detail = detail.replace("Expected `float`", "expected a number")
+        detail = detail.replace("Expected `int`", "expected a whole number")
+        detail = detail.replace("Expected `str`", "expected a string")
+        detail = detail.replace("Expected `bool`", "expected true or false")
+        detail = detail.replace("Expected `object`", "expected a mapping")
+        detail = detail.replace("Expected ", "expected ")
+        value = _lookup(data, path)
+        detail = re.sub(r", got `[^`]+`$", "", detail)
+        detail = f"{detail}, got {msgspec.json.encode(value).decode()}"
+        return ConfigError(path, detail)
+    # A __post_init__ message already starts with the key name inside its struct.
+    head, sep, rest = detail.partition(": ")
+    if sep and re.fullmatch(r"[a-z_]+", head):
+        return ConfigError(f"{path}.{head}" if path else head, rest)
+    return ConfigError(path, detail)
+
+
+def config_from_mapping(data: Any, *, source: str = "<config>") -> QxConfig:
+    """Validate already-parsed YAML/JSON data into a :class:`QxConfig`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"{source}: expected a mapping at the top level, got {data!r}")
+    data = _interpolate(data, "")
+    try:
+        return msgspec.convert(data, QxConfig, str_keys=True)
+    except msgspec.ValidationError as exc:
+        raise _friendly(exc, data) from exc
+
+
+def load_config(path: str | os.PathLike[str]) -> QxConfig:
+    """Read and validate a YAML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {file}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError("", f"{file}: invalid YAML{where}: {problem}") from exc
+    return config_from_mapping(data, source=str(file))
+
+
+def dump_config(config: QxConfig) -> str:
+    """The effective config as YAML."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,104 @@
+"""Live-mode lookback (``20 x 5m``) and the sync modes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+
+#: Resolutions a lookback may be expressed in, by their wire names.
+RESOLUTIONS: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "3m": timedelta(minutes=3),
+    "5m": timedelta(minutes=5),
+    "10m": timedelta(minutes=10),
+    "15m": timedelta(minutes=15),
+    "30m": timedelta(minutes=30),
+    "45m": timedelta(minutes=45),
+    "1h": timedelta(hours=1),
+    "2h": timedelta(hours=2),
+    "3h": timedelta(hours=3),
+    "4h": timedelta(hours=4),
+    "1d": timedelta(days=1),
+}
+#: The longest lookback accepted (as in quantoxide).
+MAX_LOOKBACK = timedelta(days=500)
+
+_LOOKBACK_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*([0-9]+[mhd])\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Lookback:
+    """How much recent candle history live mode makes sure of: ``count`` x ``resolution``."""
+
+    count: int
+    resolution: str
+
+    def __post_init__(self) -> None:
+        if self.resolution not in RESOLUTIONS:
+            known = ", ".join(RESOLUTIONS)
+            raise ValueError(f"unknown resolution {self.resolution!r} (expected one of {known})")
+        if self.count < 1:
+            raise ValueError(f"lookback count must be at least 1, got {self.count}")
+        if self.duration > MAX_LOOKBACK:
+            raise ValueError(f"lookback {self} is longer than {MAX_LOOKBACK.days} days")
+
+    @classmethod
+    def parse(cls, text: str) -> Lookback:
+        """Parse ``"20 x 5m"``; a ``ValueError`` says what was expected."""
+        match = _LOOKBACK_RE.match(text)
+        if match is None:
+            raise ValueError(f"expected 'N x RES' such as '20 x 5m', got {text!r}")
+        return cls(int(match.group(1)), match.group(2))
+
+    @property
+    def duration(self) -> timedelta:
+        """The time span the lookback covers."""
+        return self.count * RESOLUTIONS[self.resolution]
+
+    def __str__(self) -> str:
+        return f"{self.count} x {self.resolution}"
+
+
+class ModeKind(str, Enum):
+    """The three kinds of sync run."""
+
+    BACKFILL = "backfill"
+    LIVE = "live"
+    FULL = "full"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncMode:
+    """What a run does: ``SyncMode.backfill()``, ``SyncMode.live(lookback)``, ``SyncMode.full()``."""
+
+    kind: ModeKind
+    lookback: Lookback | None = None
+
+    @classmethod
+    def backfill(cls) -> SyncMode:
+        """History only, over REST; no live feed."""
+        return cls(ModeKind.BACKFILL)
+
+    @classmethod
+    def live(cls, lookback: Lookback | str | None = None) -> SyncMode:
+        """Live prices, after making sure of ``lookback`` recent candles (if any)."""
+        if isinstance(lookback, str):
+            lookback = Lookback.parse(lookback)
+        return cls(ModeKind.LIVE, lookback)
+
+    @classmethod
+    def full(cls) -> SyncMode:
+        """Backfill everything, then live."""
+        return cls(ModeKind.FULL)
+
+    @property
+    def live_feed_active(self) -> bool:
+        """Whether the mode follows live prices."""
+        return self.kind is not ModeKind.BACKFILL
+
+    def __str__(self) -> str:
+        if self.kind is ModeKind.LIVE and self.lookback is not None:
+            return f"live (lookback: {self.lookback})"
+        return self.kind.value

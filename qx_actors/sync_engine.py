@@ -1,0 +1,219 @@
+"""The public handles: ``SyncEngine`` (builder), ``SyncController`` (running), ``SyncReader``.
+
+These are plain objects used from the application's threads; behind them the Controller and
+Engine actors do the work. ``SyncEngine.reader()``, ``update_receiver()`` and
+``status_snapshot()`` work before ``start()`` so that no early update is missed.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import pykka
+
+from qx_actors.actors.base import RunThreads
+from qx_actors.actors.controller import ControllerActor
+from qx_actors.actors.engine import ChildSpawner, EngineActor, ModeProgram, RunContext
+from qx_actors.actors.messages import BeginRun, ForceStop, RequestShutdown
+from qx_actors.config import QxConfig
+from qx_actors.domain.lookback import SyncMode
+from qx_actors.errors import (
+    ShutdownTimeout,
+    SyncAlreadyStarted,
+    SyncShutdownFailed,
+)
+from qx_actors.status import State, SyncStatus, shutdown_refusal
+from qx_actors.updates import UpdateHub, UpdateReceiver
+
+
+class SyncReader:
+    """A read-only view of a run (mode, status, updates) to hand to other parts of an app."""
+
+    def __init__(self, mode: SyncMode, hub: UpdateHub, run_id: str) -> None:
+        self._mode = mode
+        self._hub = hub
+        self._run_id = run_id
+
+    @property
+    def mode(self) -> SyncMode:
+        """The run's mode."""
+        return self._mode
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (also in every log event of the run)."""
+        return self._run_id
+
+    def status_snapshot(self) -> SyncStatus:
+        """The current status."""
+        return self._hub.status()
+
+    def update_receiver(self) -> UpdateReceiver:
+        """A new bounded receiver of every update from now on."""
+        return self._hub.receiver()
+
+
+class SyncController(SyncReader):
+    """The handle of a running sync: status, updates, shutdown."""
+
+    def __init__(
+        self,
+        mode: SyncMode,
+        hub: UpdateHub,
+        run_id: str,
+        controller: pykka.ActorRef[Any],
+        shutdown_timeout_s: float,
+        threads: RunThreads,
+    ) -> None:
+        super().__init__(mode, hub, run_id)
+        self._controller = controller
+        self._threads = threads
+        self._shutdown_timeout_s = shutdown_timeout_s
+
+    def reader(self) -> SyncReader:
+        """A read-only view of this run."""
+        return SyncReader(self.mode, self._hub, self.run_id)
+
+    def subscribe(self, actor_ref: pykka.ActorRef[Any]) -> None:
+        """Tell every update from now on to an actor of the embedding application."""
+        self._hub.subscribe(actor_ref)
+
+    def shutdown(self) -> None:
+        """Stop the run gracefully; blocks until ``Shutdown`` (or raises).
+
+        Raises ``SyncAlreadyShutdown`` on a second call, ``SyncAlreadyTerminated`` after a fatal
+        stop, and ``SyncShutdownFailed`` if the actors did not stop within
+        ``sync.shutdown_timeout_s`` (they are then stopped forcibly and the run is ``Failed``).
+        """
+        refusal = shutdown_refusal(self._hub.status())
+        if refusal is not None:
+            raise refusal
+        try:
+            self._controller.ask(RequestShutdown(), timeout=self._shutdown_timeout_s)
+        except pykka.ActorDeadError:
+            # The run ended between the snapshot and the request.
+            refusal = shutdown_refusal(self._hub.status())
+            raise refusal or SyncShutdownFailed(RuntimeError("controller stopped")) from None
+        status = self._hub.wait_stopped(self._shutdown_timeout_s)
+        if status is None:
+            error = ShutdownTimeout(
+                f"the actors did not stop within {self._shutdown_timeout_s} s; stopped forcibly"
+            )
+            try:
+                self._controller.ask(ForceStop(error), timeout=self._shutdown_timeout_s)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass
+            status = self._hub.wait_stopped(self._shutdown_timeout_s)
+            raise SyncShutdownFailed(status.error if status and status.error else error)
+        if status.state is State.FAILED:
+            raise SyncShutdownFailed(status.error or RuntimeError("run failed"))
+        self._join_actors()
+
+    def until_stopped(self, timeout: float | None = None) -> SyncStatus:
+        """Block until the run is ``Shutdown`` or ``Failed``; return the final status.
+
+        Raises ``TimeoutError`` if that did not happen within ``timeout`` seconds.
+        """
+        status = self._hub.wait_stopped(timeout)
+        if status is None:
+            raise TimeoutError(f"the run did not stop within {timeout} s")
+        self._join_actors()
+        return status
+
+    def _join_actors(self) -> None:
+        # The terminal status is published just before the Controller stops itself; a thread
+        # stuck after a forced stop is a daemon and is left behind (bounded wait).
+        self._threads.join(self._shutdown_timeout_s)
+
+
+class SyncEngine:
+    """Builds one sync run; ``start()`` starts its actors and returns a :class:`SyncController`.
+
+    ``program`` and ``children`` replace the mode logic and the child actors (tests and
+    extensions); by default they follow ``mode`` (or the config's mode).
+    """
+
+    def __init__(
+        self,
+        config: QxConfig,
+        mode: SyncMode | None = None,
+        *,
+        program: ModeProgram | None = None,
+        children: Mapping[str, ChildSpawner] | None = None,
+        stop_order: tuple[str, ...] | None = None,
+    ) -> None:
+        self.config = config
+        self.mode = mode or config.sync_mode
+        self.run_id = uuid.uuid4().hex[:12]
+        self._hub = UpdateHub(config.sync.update_queue_capacity)
+        self._program = program
+        self._children = children
+        self._stop_order = stop_order
+        self._threads = RunThreads()
+        self._started = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: QxConfig, mode: SyncMode | None = None) -> SyncEngine:
+        """An engine for ``config``; ``mode`` overrides the config's mode."""
+        return cls(config, mode)
+
+    def reader(self) -> SyncReader:
+        """A read-only view of the (future) run."""
+        return SyncReader(self.mode, self._hub, self.run_id)
+
+    def update_receiver(self) -> UpdateReceiver:
+        """A new bounded receiver; created before ``start()`` it sees every update."""
+        return self._hub.receiver()
+
+    def status_snapshot(self) -> SyncStatus:
+        """The current status (``NotInitiated`` before ``start()``)."""
+        return self._hub.status()
+
+    def start(self) -> SyncController:
+        """Start the actors; a second call raises ``SyncAlreadyStarted``."""
+        with self._lock:
+            if self._started:
+                raise SyncAlreadyStarted("this SyncEngine was already started")
+            self._started = True
+        if self._program is None or self._children is None:
+            from qx_actors.modes import default_parts
+
+            parts = default_parts(self.config, self.mode)
+            program = self._program or parts.program
+            children = self._children if self._children is not None else parts.children
+            stop_order = self._stop_order or parts.stop_order
+        else:
+            program, children, stop_order = self._program, self._children, self._stop_order or ()
+        context = RunContext(
+            run_id=self.run_id, mode=self.mode, config=self.config, threads=self._threads
+        )
+
+        def spawn_engine(controller: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+            return EngineActor.start(
+                controller=controller,
+                context=context,
+                program=program,
+                children=children,
+                stop_order=stop_order,
+            )
+
+        controller = ControllerActor.start(
+            run_id=self.run_id,
+            mode=str(self.mode),
+            hub=self._hub,
+            spawn_engine=spawn_engine,
+            threads=self._threads,
+        )
+        controller.ask(BeginRun())
+        return SyncController(
+            self.mode,
+            self._hub,
+            self.run_id,
+            controller,
+            self.config.sync.shutdown_timeout_s,
+            self._threads,
+        )
