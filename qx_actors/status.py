@@ -203,12 +203,12 @@ class StatusMachine:
         return State(self._model.state)
 
     def fire(self, trigger: Trigger) -> AppliedTransition | None:
-        """Apply ``trigger``; ``None`` when it would repeat the current state (a no-op).
+        """Apply ``trigger``; ``None`` when it would repeat the current Running state (a no-op).
 
         Raises :class:`TransitionRejected` when the graph has no such edge.
         """
         src = self.state
-        if _DESTINATION[trigger] is src:
+        if _DESTINATION[trigger] is src and src.is_running:
             return None
         if not allowed(trigger, src):
             raise TransitionRejected(trigger, src, f"no '{trigger}' transition from {src}")

@@ -23,6 +23,7 @@ from qx_actors.domain.lookback import SyncMode
 from qx_actors.errors import (
     ShutdownTimeout,
     SyncAlreadyStarted,
+    SyncNotStarted,
     SyncShutdownFailed,
 )
 from qx_actors.status import State, SyncStatus, shutdown_refusal
@@ -154,6 +155,7 @@ class SyncEngine:
         self._stop_order = stop_order
         self._threads = RunThreads()
         self._started = False
+        self._controller: SyncController | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -172,6 +174,12 @@ class SyncEngine:
     def status_snapshot(self) -> SyncStatus:
         """The current status (``NotInitiated`` before ``start()``)."""
         return self._hub.status()
+
+    def shutdown(self) -> None:
+        """Shut the run down; before ``start()`` this raises ``SyncNotStarted``."""
+        if self._controller is None:
+            raise SyncNotStarted("the sync engine was not started")
+        self._controller.shutdown()
 
     def start(self) -> SyncController:
         """Start the actors; a second call raises ``SyncAlreadyStarted``."""
@@ -209,7 +217,7 @@ class SyncEngine:
             threads=self._threads,
         )
         controller.ask(BeginRun())
-        return SyncController(
+        self._controller = SyncController(
             self.mode,
             self._hub,
             self.run_id,
@@ -217,3 +225,4 @@ class SyncEngine:
             self.config.sync.shutdown_timeout_s,
             self._threads,
         )
+        return self._controller

@@ -1,0 +1,99 @@
+"""Test-only helpers: mode programs, a stuck child actor, waiting on the status receiver."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pykka
+
+from qx_actors.actors.base import QxActor
+from qx_actors.actors.engine import RunContext
+from qx_actors.actors.messages import Report, Sleep
+from qx_actors.status import State, SyncStatus, Trigger
+from qx_actors.updates import StatusUpdate, SyncUpdate, UpdateReceiver
+
+
+def statuses_until(
+    receiver: UpdateReceiver, stop: Callable[[SyncStatus], bool], timeout: float = 10.0
+) -> list[SyncStatus]:
+    """Read status updates until ``stop(status)``; the statuses read, in order."""
+    seen: list[SyncStatus] = []
+    while True:
+        update = receiver.get(timeout)
+        if isinstance(update, StatusUpdate):
+            seen.append(update.status)
+            if stop(update.status):
+                return seen
+
+
+def until_state(receiver: UpdateReceiver, state: State, timeout: float = 10.0) -> list[SyncStatus]:
+    """Read status updates until ``state`` is reached (or a terminal state)."""
+    return statuses_until(receiver, lambda s: s.state is state or s.is_stopped, timeout)
+
+
+def names(statuses: list[SyncStatus]) -> list[str]:
+    """The status names of ``statuses``."""
+    return [s.name for s in statuses]
+
+
+class FlakyProgram:
+    """A test-only mode: progress, fail recoverably ``failures`` times, then backfilled, idle."""
+
+    def __init__(self, failures: int = 0, fatal: BaseException | None = None) -> None:
+        self.failures = failures
+        self.fatal = fatal
+        self.attempts: list[int] = []
+
+    def __call__(self, ctx: RunContext) -> Iterator[Any]:
+        from qx_actors.errors import RecoverableError
+
+        self.attempts.append(ctx.attempt)
+        yield Report(Trigger.PROGRESS)
+        if ctx.attempt < self.failures:
+            raise RecoverableError(f"injected failure {ctx.attempt + 1}")
+        if self.fatal is not None:
+            raise self.fatal
+        yield Report(Trigger.BACKFILLED)
+        while True:
+            yield Sleep(3600)
+
+
+class StuckChild(QxActor):
+    """A child whose stop blocks until ``release`` is set (to provoke a shutdown timeout)."""
+
+    def __init__(self, *, threads: Any, release: threading.Event) -> None:
+        super().__init__(threads=threads)
+        self.release = release
+
+    def on_stop(self) -> None:
+        self.release.wait(30)
+
+
+def stuck_child_spawner(release: threading.Event) -> Callable[..., pykka.ActorRef[Any]]:
+    """A child spawner for :class:`StuckChild`."""
+
+    def spawn(ctx: RunContext, engine: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+        return StuckChild.start(threads=ctx.threads, release=release)
+
+    return spawn
+
+
+class CollectingActor(pykka.ThreadingActor):
+    """An application actor that collects the updates it is told."""
+
+    def __init__(self, done: Callable[[SyncUpdate], bool]) -> None:
+        super().__init__()
+        self.updates: list[SyncUpdate] = []
+        self.finished = threading.Event()
+        self._done = done
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, SyncUpdate):
+            self.updates.append(message)
+            if self._done(message):
+                self.finished.set()
+        elif message == "updates":
+            return list(self.updates)
+        return None

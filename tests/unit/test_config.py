@@ -1,0 +1,170 @@
+"""YAML config: defaults, the bundled files, interpolation, and errors that name the key."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from qx_actors.config import QxConfig, config_from_mapping, dump_config, load_config, parse_reach
+from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
+from qx_actors.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+
+def test_empty_file_gives_documented_defaults(tmp_path: Path) -> None:
+    """An empty YAML file yields every documented default."""
+    file = tmp_path / "empty.yaml"
+    file.write_text("")
+    config = load_config(file)
+    assert QxConfig() == config
+    assert ("full", "sqlite:///data/qx.db") == (config.mode, config.database)
+    assert (20.0, 1.0, 10.0, 3) == (
+        config.sync.rest_timeout_s,
+        config.sync.rest_rate_limit_per_s,
+        config.sync.rest_error_cooldown_s,
+        config.sync.rest_error_max_trials,
+    )
+    assert ("keep", 6.0, 10.0) == (
+        config.sync.tick_retention,
+        config.sync.shutdown_timeout_s,
+        config.sync.restart_interval_s,
+    )
+    assert ("json", "info", None) == (
+        config.logging.format,
+        config.logging.level,
+        config.logging.file,
+    )
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "demo.yaml"])
+def test_bundled_config_files_are_valid(name: str) -> None:
+    """config/default.yaml and config/demo.yaml load without error."""
+    config = load_config(CONFIG_DIR / name)
+    assert config.database.startswith("sqlite:///")
+
+
+def test_default_file_points_at_the_real_exchange() -> None:
+    """The default config names the real LN Markets endpoints."""
+    config = load_config(CONFIG_DIR / "default.yaml")
+    assert "https://api.lnmarkets.com" == config.exchange.rest_url
+    assert "wss://stream.lnmarkets.com/v1" == config.exchange.stream_url
+    assert QxConfig() == config
+
+
+def test_fractional_seconds_are_accepted() -> None:
+    """Every *_s key accepts fractions such as 0.2."""
+    config = config_from_mapping({"sync": {"restart_interval_s": 0.2, "rest_timeout_s": 0.5}})
+    assert (0.2, 0.5) == (config.sync.restart_interval_s, config.sync.rest_timeout_s)
+
+
+def test_env_interpolation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """${VAR} and ${VAR:-default} are replaced in string values."""
+    monkeypatch.setenv("QX_TEST_PW", "s3cret")
+    config = config_from_mapping(
+        {
+            "database": "postgresql://qx:${QX_TEST_PW}@localhost:5432/qx",
+            "exchange": {"rest_url": "${QX_TEST_UNSET_URL:-http://127.0.0.1:9}"},
+        }
+    )
+    assert "postgresql://qx:s3cret@localhost:5432/qx" == config.database
+    assert "http://127.0.0.1:9" == config.exchange.rest_url
+
+
+def test_mode_and_lookback() -> None:
+    """mode live with a lookback becomes SyncMode.live(Lookback)."""
+    config = config_from_mapping({"mode": "live", "lookback": "20 x 5m"})
+    assert SyncMode(ModeKind.LIVE, Lookback(20, "5m")) == config.sync_mode
+    assert timedelta(minutes=100) == Lookback.parse("20 x 5m").duration
+
+
+BAD_INPUTS = [
+    ({"sync": {"rest_timeout_s": "abc"}}, "sync.rest_timeout_s", 'expected a number, got "abc"'),
+    ({"sync": {"rest_timeout_s": -1}}, "sync.rest_timeout_s", "> 0"),
+    ({"sync": {"restart_interval_s": -0.5}}, "sync.restart_interval_s", ">= 0"),
+    ({"sync": {"bogus": 1}}, "sync.bogus", "unknown key"),
+    ({"bogus": 1}, "bogus", "unknown key"),
+    ({"exchange": {"stream_enable": True}}, "exchange.stream_enable", "unknown key"),
+    ({"mode": "turbo"}, "mode", "expected one of 'backfill' | 'live' | 'full'"),
+    ({"mode": "live", "lookback": "20 x 7m"}, "lookback", "unknown resolution '7m'"),
+    ({"mode": "live", "lookback": "twenty"}, "lookback", "expected 'N x RES'"),
+    ({"mode": "live", "lookback": "501 x 1d"}, "lookback", "longer than 500 days"),
+    ({"mode": "live", "lookback": "400 x 1d"}, "lookback", "before sync.price_history_reach"),
+    ({"mode": "backfill", "lookback": "20 x 5m"}, "lookback", "only valid with mode 'live'"),
+    ({"sync": {"price_history_reach": "yesterday"}}, "sync.price_history_reach", "duration"),
+    ({"sync": {"funding_settlement_reach": "2999-01-01"}}, "sync.funding_settlement_reach", "future"),
+    ({"database": "mysql://x"}, "database", "sqlite:///path.db"),
+    ({"exchange": {"rest_url": "ftp://x"}}, "exchange.rest_url", "http(s)://"),
+    ({"exchange": {"stream_url": "http://x"}}, "exchange.stream_url", "ws(s)://"),
+    ({"exchange": {"stream_enabled": "yes"}}, "exchange.stream_enabled", "true or false"),
+    ({"logging": {"format": "xml"}}, "logging.format", "'json' | 'console'"),
+    ({"logging": {"level": "loud"}}, "logging.level", "'debug'"),
+    ({"sync": {"rest_error_max_trials": 0}}, "sync.rest_error_max_trials", ">= 1"),
+    ({"sync": {"rest_error_max_trials": 1.5}}, "sync.rest_error_max_trials", "whole number"),
+    ({"sync": {"price_history_batch_size": 5000}}, "sync.price_history_batch_size", "<= 1000"),
+    ({"sync": 5}, "sync", "expected a mapping"),
+    ({"sync": {"tick_retention": "drop"}}, "sync.tick_retention", "'keep' | 'prune'"),
+    ({"sync": {"rest_timeout_s": True}}, "sync.rest_timeout_s", "got true"),
+    ({"sync": {"shutdown_timeout_s": None}}, "sync.shutdown_timeout_s", "got null"),
+    ({"database": "${QX_TEST_DEFINITELY_UNSET}"}, "database", "QX_TEST_DEFINITELY_UNSET"),
+]
+
+
+@pytest.mark.parametrize(("data", "path", "fragment"), BAD_INPUTS, ids=[b[1] for b in BAD_INPUTS])
+def test_bad_input_names_the_key_path(data: dict[str, object], path: str, fragment: str) -> None:
+    """Each kind of bad input is a ConfigError whose message starts with the key path."""
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(data)
+    assert path == info.value.path
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert fragment in message
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path: Path) -> None:
+    """A YAML syntax error is a ConfigError with the position."""
+    file = tmp_path / "broken.yaml"
+    file.write_text("mode: full\nsync:\n  rest_timeout_s: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML at line \d+, column \d+"):
+        load_config(file)
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    """A YAML list at the top level is refused."""
+    file = tmp_path / "list.yaml"
+    file.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        load_config(file)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A config path that does not exist is a ConfigError naming the file."""
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_reach_forms() -> None:
+    """Reach accepts durations, ISO dates and datetimes, and max; price reach floors to midnight."""
+    now = datetime(2026, 6, 15, 13, 45, tzinfo=UTC)
+    first = datetime(2020, 3, 1, tzinfo=UTC)
+    assert now - timedelta(days=90) == parse_reach("90d", now=now, earliest=first)
+    assert now - timedelta(hours=12) == parse_reach("12h", now=now, earliest=first)
+    assert now - timedelta(weeks=2) == parse_reach("2w", now=now, earliest=first)
+    assert first == parse_reach("max", now=now, earliest=first)
+    assert datetime(2025, 1, 2, tzinfo=UTC) == parse_reach("2025-01-02", now=now, earliest=first)
+    assert datetime(2025, 1, 2, 3, 4, tzinfo=UTC) == parse_reach(
+        "2025-01-02T03:04:00Z", now=now, earliest=first
+    )
+    assert first == parse_reach("5000d", now=now, earliest=first)
+    sync = config_from_mapping({"sync": {"price_history_reach": "36h"}}).sync
+    assert datetime(2026, 6, 14, tzinfo=UTC) == sync.price_history_reach_at(now)
+
+
+def test_dump_config_round_trips(tmp_path: Path) -> None:
+    """The effective config printed as YAML loads back to the same config."""
+    config = config_from_mapping({"mode": "backfill", "sync": {"restart_interval_s": 0.5}})
+    file = tmp_path / "effective.yaml"
+    file.write_text(dump_config(config))
+    assert config == load_config(file)
