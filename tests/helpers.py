@@ -74,7 +74,7 @@ class StuckChild(QxActor):
 def stuck_child_spawner(release: threading.Event) -> Callable[..., pykka.ActorRef[Any]]:
     """A child spawner for :class:`StuckChild`."""
 
-    def spawn(ctx: RunContext, engine: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+    def spawn(ctx: RunContext, engine: pykka.ActorRef[Any], siblings: Any) -> pykka.ActorRef[Any]:
         return StuckChild.start(threads=ctx.threads, release=release)
 
     return spawn

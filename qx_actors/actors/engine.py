@@ -69,8 +69,11 @@ class ModeProgram(Protocol):
     def __call__(self, ctx: RunContext) -> Program: ...
 
 
-#: Starts a child actor: gets the run context and the Engine's ref, returns the child's ref.
-ChildSpawner = Callable[[RunContext, pykka.ActorRef[Any]], pykka.ActorRef[Any]]
+#: Starts a child actor: gets the run context, the Engine's ref and the children started
+#: before it (spawners run in order), returns the child's ref.
+ChildSpawner = Callable[
+    [RunContext, pykka.ActorRef[Any], Mapping[str, pykka.ActorRef[Any]]], pykka.ActorRef[Any]
+]
 
 #: Called by the Engine on an out-of-band message it does not know (e.g. ticks committed);
 #: returns the updates/effects to apply, or raises to trigger recovery.
@@ -175,7 +178,7 @@ class EngineActor(QxActor):
 
     def _begin(self) -> None:
         for name, spawn in self._spawners.items():
-            self._children[name] = spawn(self._ctx, self.actor_ref)
+            self._children[name] = spawn(self._ctx, self.actor_ref, dict(self._children))
         self._tell_controller(ChildrenStarted(tuple(self._children.values())))
         self._start_program()
 

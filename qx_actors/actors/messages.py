@@ -11,10 +11,13 @@ Mode programs (generators run by the Engine) yield *effects*: :class:`Sleep`, :c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pykka
 
+from qx_actors.domain.history import DownloadRange
+from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.status import Trigger
 from qx_actors.updates import SyncUpdate
 
@@ -145,3 +148,154 @@ class Call:
 
     target: str
     payload: Any
+
+
+# --- REST fetcher ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchCandleRange:
+    """Envelope payload: fetch the candles of ``download`` and hand them to the DB writer.
+
+    Answered (by the DB writer, once every page is stored) with a :class:`CandleRangeStored`.
+    """
+
+    download: DownloadRange
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class FetchSettlementRange:
+    """Envelope payload: fetch the settlements in ``[start, end]`` and store them.
+
+    Answered (by the DB writer) with a :class:`SettlementRangeStored`.
+    """
+
+    start: datetime
+    end: datetime
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class CancelFetches:
+    """Cancel every fetch in flight (the Engine restarts its program)."""
+
+
+# --- DB writer ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreCandlePage:
+    """From the REST fetcher: one validated page of candles to upsert; acked to ``ack_to``."""
+
+    candles: tuple[Candle, ...]
+    ack_to: pykka.ActorRef[Any]
+    request_id: int
+
+
+@dataclass(frozen=True)
+class PageStored:
+    """To the REST fetcher: a page of ``request_id`` was written (flow control)."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class FinishCandleRange:
+    """From the REST fetcher, after the last page: answer the Engine's request.
+
+    ``missing``: the inclusive minute ranges of the requested range that the exchange returned
+    no candle for (descending), the part older than the oldest candle included.
+    """
+
+    request_id: int
+    reply_to: pykka.ActorRef[Any]
+    download: DownloadRange
+    received_count: int
+    received_oldest: datetime | None
+    missing: tuple[tuple[datetime, datetime], ...]
+
+
+@dataclass(frozen=True)
+class CandleRangeStored:
+    """The answer to :class:`FetchCandleRange`: every page of it is in the database."""
+
+    download: DownloadRange
+    received_count: int
+    received_oldest: datetime | None
+    missing: tuple[tuple[datetime, datetime], ...]
+
+
+@dataclass(frozen=True)
+class StoreSettlementPage:
+    """From the REST fetcher: one validated page of settlements to upsert."""
+
+    settlements: tuple[FundingSettlement, ...]
+    ack_to: pykka.ActorRef[Any]
+    request_id: int
+
+
+@dataclass(frozen=True)
+class FinishSettlementRange:
+    """From the REST fetcher, after the last settlement page."""
+
+    request_id: int
+    reply_to: pykka.ActorRef[Any]
+    received_count: int
+
+
+@dataclass(frozen=True)
+class SettlementRangeStored:
+    """The answer to :class:`FetchSettlementRange`."""
+
+    received_count: int
+
+
+@dataclass(frozen=True)
+class QueryPriceHistory:
+    """Envelope payload: answer with the :class:`PriceHistoryFacts` from ``scan_from`` on."""
+
+    scan_from: datetime
+
+
+@dataclass(frozen=True)
+class QueryFunding:
+    """Envelope payload: answer with the :class:`FundingSettlementsFacts`."""
+
+    scan_from: datetime
+
+
+@dataclass(frozen=True)
+class FlagHoles:
+    """Envelope payload: mark the candles around these holes (gap / unstable flags)."""
+
+    holes: tuple[tuple[datetime, datetime], ...]
+
+
+@dataclass(frozen=True)
+class RecordVerifiedEmpty:
+    """Envelope payload: the exchange confirmed these inclusive minute ranges have no candle."""
+
+    ranges: tuple[tuple[datetime, datetime], ...]
+
+
+@dataclass(frozen=True)
+class PruneTicks:
+    """Envelope payload: delete ticks at or before ``up_to``; answered with the count."""
+
+    up_to: datetime
+
+
+@dataclass(frozen=True)
+class StoreTicks:
+    """From the WS feed: ticks to insert (duplicates ignored)."""
+
+    ticks: tuple[PriceTick, ...]
+
+
+@dataclass(frozen=True)
+class TicksCommitted:
+    """To the Engine: these ticks were committed (new ones only)."""
+
+    ticks: tuple[PriceTick, ...]
+    received: int

@@ -1,0 +1,217 @@
+"""``qx-actors``: run, inspect and demonstrate the sync engine from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from qx_actors.config import QxConfig, dump_config, load_config
+from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
+from qx_actors.errors import ConfigError, QxError
+from qx_actors.logs import configure_logging, format_timeline, read_timeline
+from qx_actors.status import mermaid_diagram
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _mode_from_args(config: QxConfig, args: argparse.Namespace) -> SyncMode:
+    mode_name = getattr(args, "mode", None) or config.mode
+    lookback_text = getattr(args, "lookback", None)
+    if mode_name != "live" and lookback_text:
+        raise ConfigError("--lookback", "only valid with --mode live")
+    if mode_name == "live":
+        text = lookback_text or (config.lookback if config.mode == "live" else None)
+        try:
+            lookback = Lookback.parse(text) if text else None
+        except ValueError as exc:
+            raise ConfigError("--lookback", str(exc)) from None
+        return SyncMode.live(lookback)
+    return SyncMode(ModeKind(mode_name))
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective, validated config with defaults."""
+    print(dump_config(load_config(args.config)), end="")
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """Print the status machine as Mermaid."""
+    print(mermaid_diagram(), end="")
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print the status transitions found in a JSON log file as a timeline."""
+    path = Path(args.file)
+    try:
+        with path.open(encoding="utf-8") as lines:
+            entries = list(read_timeline(lines))
+    except OSError as exc:
+        print(f"qx-actors logs: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.run:
+        entries = [e for e in entries if e.run_id == args.run]
+    print(format_timeline(entries))
+    off_graph = sum(not e.in_graph for e in entries)
+    if off_graph:
+        print(f"{off_graph} transition(s) not in the status graph", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    presses = {"count": 0}
+
+    def _handler(signum: int, frame: FrameType | None) -> None:
+        presses["count"] += 1
+        if presses["count"] > 1:
+            # A second Ctrl-C forces: leave without waiting for the graceful shutdown.
+            print("\nqx-actors: forced exit", file=sys.stderr)
+            raise SystemExit(130)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+
+
+def run_until_signal(config: QxConfig, mode: SyncMode, *, progress: bool) -> int:
+    """Run a sync until SIGINT/SIGTERM or until it fails; the process exit code."""
+    from qx_actors.progress import ProgressView
+    from qx_actors.sync_engine import SyncEngine
+
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    engine = SyncEngine.from_config(config, mode)
+    view = ProgressView(engine, config, mode, interactive=progress)
+    controller = engine.start()
+    view.follow_until(stop, controller)
+    status = controller.status_snapshot()
+    if not status.is_stopped:
+        try:
+            controller.shutdown()
+        except QxError as exc:
+            print(f"qx-actors: shutdown failed: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    final = controller.until_stopped(timeout=config.sync.shutdown_timeout_s * 2)
+    view.finish(final)
+    return EXIT_OK if final.name == "Shutdown" else EXIT_FAILED
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Run the sync until Ctrl-C."""
+    config = load_config(args.config)
+    mode = _mode_from_args(config, args)
+    configure_logging(config.logging)
+    return run_until_signal(config, mode, progress=sys.stderr.isatty())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the database's price-history and funding state."""
+    from qx_actors.progress import print_database_status
+
+    config = load_config(args.config)
+    return print_database_status(config)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run the local LN Markets simulator until Ctrl-C."""
+    from qx_actors.simulator import SimulatorConfig, run_simulator_blocking
+
+    rate = None if args.rate_limit <= 0 else args.rate_limit
+    run_simulator_blocking(
+        SimulatorConfig(
+            seed=args.seed,
+            port=args.port,
+            stream_port=args.stream_port,
+            rate_limit_per_s=rate,
+            tick_rate_per_s=args.tick_rate,
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the simulator and sync against it into a local SQLite file."""
+    from qx_actors.demo import run_demo
+
+    return run_demo(config_path=args.config, database=args.database, duration_s=args.duration)
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``qx-actors`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="qx-actors", description="LN Markets market-data sync engine (pykka actors)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sync", help="run the sync until Ctrl-C")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--mode", choices=["backfill", "live", "full"], help="override the mode")
+    p.add_argument("--lookback", help="live lookback, e.g. '20 x 5m'")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("simulate", help="run the local LN Markets simulator")
+    p.add_argument("--port", type=int, default=7357, help="REST port (default 7357)")
+    p.add_argument("--stream-port", type=int, default=7358, help="Stream API port (default 7358)")
+    p.add_argument("--seed", type=int, default=42, help="market seed (default 42)")
+    p.add_argument("--rate-limit", type=float, default=1.0, help="requests/s, 0 = off")
+    p.add_argument("--tick-rate", type=float, default=5.0, help="ticks/s on the stream")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="sync against the bundled simulator into SQLite")
+    p.add_argument("--config", default=None, help="base config (default: config/demo.yaml)")
+    p.add_argument("--database", default=None, help="database URL (default: the config's)")
+    p.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
+    )
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("status", help="print the database's history state")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("config", help="print the effective config with defaults")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("graph", help="print the status machine as Mermaid")
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("logs", help="print the status transitions of a JSON log file")
+    p.add_argument("file", help="JSON-lines log file")
+    p.add_argument("--run", help="only this run_id")
+    p.set_defaults(func=cmd_logs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``qx-actors``."""
+    args: Any = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"qx-actors: invalid config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except QxError as exc:
+        print(f"qx-actors: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

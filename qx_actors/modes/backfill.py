@@ -1,0 +1,28 @@
+"""Backfill mode: bring the candle table to cover ``[reach, now]``, report, sleep, repeat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qx_actors.actors.engine import Program, RunContext
+from qx_actors.actors.messages import Report, Sleep
+from qx_actors.modes.candles import sync_price_history
+from qx_actors.status import Trigger
+
+
+def backfill_program(ctx: RunContext) -> Program:
+    """Passes of price-history sync separated by ``price_history_re_backfill_interval_s``."""
+    first_pass = True
+    while True:
+        yield Report(Trigger.PROGRESS)
+        # Exchange-confirmed holes are asked about once more on the first pass after a
+        # (re)start: candles that appear later are repaired, and no hole is asked about in a loop.
+        yield from sync_price_history(
+            ctx, newest_gap_first=False, recheck_verified_empty=first_pass
+        )
+        yield Report(Trigger.BACKFILLED)
+        first_pass = False
+        yield Sleep(ctx.config.sync.price_history_re_backfill_interval_s)
+
+
+__all__: list[Any] = ["backfill_program"]

@@ -1,0 +1,114 @@
+"""One pass of price-history sync, as a sub-program (``yield from sync_price_history(...)``).
+
+Evaluate the stored history, publish the state, flag new gaps, fetch the next planned range,
+and repeat until the plan is empty for this pass. Ranges fetched in the pass are not planned
+again in it (the exchange would answer the same), which makes every pass terminate; what is
+still missing (young candles, holes the exchange has not filled yet) is retried next pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from datetime import datetime, timedelta
+from typing import Any
+
+from qx_actors.actors.engine import RunContext
+from qx_actors.actors.messages import (
+    Call,
+    CandleRangeStored,
+    FetchCandleRange,
+    FlagHoles,
+    Publish,
+    QueryPriceHistory,
+    RecordVerifiedEmpty,
+)
+from qx_actors.domain.history import (
+    DownloadKind,
+    DownloadRange,
+    PriceHistoryFacts,
+    PriceHistoryState,
+    check_reach_covered,
+    last_stable_minute,
+)
+from qx_actors.domain.timeutil import utc_now
+from qx_actors.updates import PriceHistoryStateUpdate
+
+REST = "rest"
+DB = "db"
+
+#: Exchange downtime right at the reach is not "reach before the exchange's history".
+REACH_TOLERANCE = timedelta(hours=6)
+
+Range = tuple[datetime, datetime]
+
+
+def confirmed_missing(
+    result: CandleRangeStored, *, now: datetime, scan_from: datetime
+) -> tuple[Range, ...]:
+    """The minutes of a fetch that the exchange confirmed empty, to record as verified-empty.
+
+    Only stable minutes (older than an hour) count: a young minute may still appear. A gap
+    fetch confirms all of them. A bulk fetch confirms holes older than the gap-scan window
+    (they would never be scanned again) and the part below its oldest candle when that is
+    within :data:`REACH_TOLERANCE` of the reach; holes inside the window are left to the gap
+    scan, which asks the exchange once more before recording them.
+    """
+    stable_end = last_stable_minute(now)
+    download = result.download
+    confirmed: list[Range] = []
+    for start, end in result.missing:
+        end = min(end, stable_end)
+        if end < start:
+            continue
+        if download.kind is DownloadKind.GAP:
+            confirmed.append((start, end))
+        elif start == download.start and result.received_oldest is not None:
+            confirmed.append((start, end))  # below the oldest candle, near the reach
+        elif end < scan_from:
+            confirmed.append((start, end))
+    return tuple(confirmed)
+
+
+def sync_price_history(
+    ctx: RunContext,
+    *,
+    newest_gap_first: bool,
+    recheck_verified_empty: bool,
+    lookback_start: datetime | None = None,
+) -> Generator[Any, Any, PriceHistoryState]:
+    """Fetch what is missing of ``[reach, now]`` (or ``[lookback_start, now]``) in one pass."""
+    sync = ctx.config.sync
+    fetched: list[DownloadRange] = []
+    flagged: set[Range] = set()
+    while True:
+        now = utc_now()
+        reach = sync.price_history_reach_at(now)
+        scan_from = now - timedelta(hours=sync.price_history_flag_gap_range_h)
+        facts: PriceHistoryFacts = yield Call(DB, QueryPriceHistory(scan_from))
+        state = PriceHistoryState.evaluate(
+            facts, reach=reach, now=now, recheck_verified_empty=recheck_verified_empty
+        )
+        yield Publish(PriceHistoryStateUpdate(state))
+        new_gaps = tuple(
+            (gap.start, gap.end) for gap in state.gaps if (gap.start, gap.end) not in flagged
+        )
+        if new_gaps:
+            yield Call(DB, FlagHoles(new_gaps))
+            flagged.update(new_gaps)
+            continue  # the flags changed which candles are unstable: evaluate again
+        if lookback_start is not None:
+            download = state.next_download_within(
+                max(lookback_start, reach), newest_gap_first=newest_gap_first, fetched=fetched
+            )
+        else:
+            download = state.next_download(newest_gap_first=newest_gap_first, fetched=fetched)
+        if download is None:
+            return state
+        result: CandleRangeStored = yield Call(
+            REST, FetchCandleRange(download, sync.price_history_batch_size)
+        )
+        fetched.append(download)
+        check_reach_covered(download, result.received_oldest, reach, tolerance=REACH_TOLERANCE)
+        confirmed = confirmed_missing(result, now=utc_now(), scan_from=scan_from)
+        if confirmed:
+            yield Call(DB, RecordVerifiedEmpty(confirmed))
