@@ -1,12 +1,11 @@
-"""Backfill mode: bring the candle table to cover ``[reach, now]``, report, sleep, repeat."""
+"""Backfill mode: cover ``[reach, now]`` with candles, then settlements; report, sleep, repeat."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from qx_actors.actors.engine import Program, RunContext
 from qx_actors.actors.messages import Report, Sleep
 from qx_actors.modes.candles import sync_price_history
+from qx_actors.modes.funding import sync_funding_settlements
 from qx_actors.status import Trigger
 
 
@@ -20,9 +19,8 @@ def backfill_program(ctx: RunContext) -> Program:
         yield from sync_price_history(
             ctx, newest_gap_first=False, recheck_verified_empty=first_pass
         )
+        yield from sync_funding_settlements(ctx)
         yield Report(Trigger.BACKFILLED)
         first_pass = False
         yield Sleep(ctx.config.sync.price_history_re_backfill_interval_s)
 
-
-__all__: list[Any] = ["backfill_program"]

@@ -1,0 +1,321 @@
+"""Client of the LN Markets Stream API (JSON-RPC 2.0 over WebSocket): last-price ticks.
+
+One :meth:`StreamClient.run` is one connection: connect, subscribe, then deliver ticks until
+the connection fails, which is always an exception (the WS feed actor reconnects). Errors of
+websockets are mapped into :mod:`qx_actors.errors` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import msgspec
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.uri import parse_uri
+
+from qx_actors.domain.values import PriceTick
+from qx_actors.errors import StreamError, StreamHeartbeatTimeout, StreamProtocolError
+from qx_actors.lnmarkets import wire
+
+_log = structlog.get_logger()
+
+LAST_PRICE_TOPIC = wire.LAST_PRICE_TOPIC
+_FRAME_EXCERPT = 200
+
+
+@dataclasses.dataclass
+class StreamCounters:
+    """Running totals of one client across its runs, for metrics (ints only)."""
+
+    connects: int = 0  # connection attempts
+    connected: int = 0  # subscriptions confirmed
+    disconnects: int = 0  # runs that ended with a StreamError
+    frames: int = 0  # frames received
+    ticks: int = 0  # ticks delivered
+    batches: int = 0  # on_ticks calls
+    rejected: int = 0  # frames logged and skipped
+    pings: int = 0  # heartbeat pings sent
+    heartbeat_timeouts: int = 0
+
+    def snapshot(self) -> StreamCounters:
+        """A copy of the current values."""
+        return dataclasses.replace(self)
+
+
+class StreamClient:
+    """Stream API client; :meth:`run` delivers ticks until the connection fails."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        heartbeat_interval_s: float = 30.0,
+        disconnect_timeout_s: float = 6.0,
+        topics: Sequence[str] = (LAST_PRICE_TOPIC,),
+        open_timeout_s: float = 10.0,
+        close_timeout_s: float = 1.0,
+        max_batch: int = 500,
+    ) -> None:
+        try:
+            parse_uri(url)
+        except InvalidURI as exc:
+            raise ValueError(f"Stream API URL must be ws(s)://host[:port]/path: {exc}") from exc
+        if heartbeat_interval_s <= 0 or disconnect_timeout_s <= 0 or open_timeout_s <= 0:
+            raise ValueError("heartbeat, disconnect and open timeouts must be > 0")
+        if not topics:
+            raise ValueError("at least one topic is required")
+        self.url = url
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.disconnect_timeout_s = disconnect_timeout_s
+        self.topics = tuple(topics)
+        self.open_timeout_s = open_timeout_s
+        self.close_timeout_s = close_timeout_s
+        self.max_batch = max_batch
+        self.counters = StreamCounters()
+
+    async def run(
+        self,
+        on_ticks: Callable[[list[PriceTick]], None],
+        *,
+        on_connected: Callable[[], None] | None = None,
+    ) -> NoReturn:
+        """Connect, subscribe, deliver ticks in batches; returns only by raising.
+
+        ``on_connected`` is called once the subscription is confirmed. ``on_ticks`` gets every
+        tick decoded from the frames already received, in order, as soon as the socket has no
+        more buffered frames (or ``max_batch`` ticks are pending). Failures are
+        :class:`StreamError` subclasses (recoverable); cancellation closes the socket.
+        """
+        self.counters.connects += 1
+        try:
+            ws = await self._connect()
+            try:
+                await _Session(self, ws, on_ticks).run(on_connected)
+            except ConnectionClosed as exc:
+                raise StreamError(f"stream {self.url}: {_describe_close(exc)}") from exc
+            finally:
+                await self._close(ws)
+        except StreamError as exc:
+            self.counters.disconnects += 1
+            if isinstance(exc, StreamHeartbeatTimeout):
+                self.counters.heartbeat_timeouts += 1
+            raise
+
+    async def _connect(self) -> ClientConnection:
+        try:
+            return await connect(
+                self.url,
+                open_timeout=self.open_timeout_s,
+                close_timeout=self.close_timeout_s,
+                # The Stream API heartbeat is a JSON-RPC ping (see _Session), not WS pings.
+                ping_interval=None,
+                max_queue=64,  # frames buffered before TCP back-pressure
+                compression=None,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise StreamError(f"stream {self.url}: handshake refused with HTTP {status}") from exc
+        except TimeoutError as exc:
+            raise StreamError(
+                f"stream {self.url}: no handshake within {self.open_timeout_s:g} s"
+            ) from exc
+        except (OSError, InvalidHandshake) as exc:
+            raise StreamError(f"stream {self.url}: cannot connect: {exc}") from exc
+
+    async def _close(self, ws: ClientConnection) -> None:
+        try:
+            await ws.close()
+        except asyncio.CancelledError:
+            ws.transport.abort()
+            raise
+        except Exception:  # the connection is going away anyway
+            ws.transport.abort()
+
+
+class _Session:
+    """One connection's protocol state: subscription, heartbeat, frame dispatch."""
+
+    def __init__(
+        self,
+        client: StreamClient,
+        ws: ClientConnection,
+        on_ticks: Callable[[list[PriceTick]], None],
+    ) -> None:
+        self.client = client
+        self.counters = client.counters
+        self.ws = ws
+        self.on_ticks = on_ticks
+        self.pending: list[PriceTick] = []
+        self.subscribe_id = secrets.token_hex(8)
+        self.subscribed = False
+        self.ping_ids: set[str] = set()
+
+    async def run(self, on_connected: Callable[[], None] | None) -> NoReturn:
+        client = self.client
+        request = wire.RpcRequest(
+            "subscribe", self.subscribe_id, wire.SubscribeParams(list(client.topics))
+        )
+        try:
+            await self.ws.send(wire.encode_request(request))
+            try:
+                async with asyncio.timeout(client.open_timeout_s):
+                    while not self.subscribed:
+                        self._handle(await self.ws.recv())
+            except TimeoutError:
+                raise StreamProtocolError(
+                    f"stream {client.url}: no answer to subscribe within "
+                    f"{client.open_timeout_s:g} s"
+                ) from None
+            self.counters.connected += 1
+            _log.info("stream_subscribed", url=client.url, topics=list(client.topics))
+            if on_connected is not None:
+                on_connected()
+            while True:
+                self._flush()
+                self._handle(await self._recv_alive())
+                await self._drain_buffered()
+        finally:
+            # Ticks already decoded are delivered even when the connection just failed.
+            self._flush()
+
+    async def _recv_alive(self) -> str | bytes:
+        """The next frame; pings after ``heartbeat_interval_s`` of silence."""
+        client = self.client
+        try:
+            async with asyncio.timeout(client.heartbeat_interval_s):
+                return await self.ws.recv()
+        except TimeoutError:
+            pass
+        ping_id = secrets.token_hex(8)
+        self.ping_ids.add(ping_id)
+        self.counters.pings += 1
+        _log.debug("stream_ping_sent", url=client.url, silence_s=client.heartbeat_interval_s)
+        await self.ws.send(wire.encode_request(wire.RpcRequest("ping", ping_id)))
+        try:
+            async with asyncio.timeout(client.disconnect_timeout_s):
+                return await self.ws.recv()
+        except TimeoutError:
+            raise StreamHeartbeatTimeout(
+                f"stream {client.url}: no frame within {client.disconnect_timeout_s:g} s "
+                f"after a ping ({client.heartbeat_interval_s:g} s of silence)"
+            ) from None
+
+    async def _drain_buffered(self) -> None:
+        """Handle the frames already received, without waiting for new ones."""
+        while len(self.pending) < self.client.max_batch:
+            try:
+                # A zero timeout: recv() returns at once when a frame is buffered and is
+                # cancelled (safely, per websockets) at the next loop turn otherwise.
+                async with asyncio.timeout(0):
+                    frame = await self.ws.recv()
+            except TimeoutError:
+                return
+            self._handle(frame)
+
+    def _flush(self) -> None:
+        if self.pending:
+            ticks, self.pending = self.pending, []
+            self.counters.ticks += len(ticks)
+            self.counters.batches += 1
+            self.on_ticks(ticks)
+
+    def _reject(self, reason: str, frame: str | bytes) -> None:
+        self.counters.rejected += 1
+        _log.warning(
+            "stream_frame_rejected",
+            url=self.client.url,
+            reason=reason,
+            frame=frame[:_FRAME_EXCERPT] if isinstance(frame, str) else repr(frame[:80]),
+        )
+
+    def _handle(self, frame: str | bytes) -> None:
+        """Dispatch one frame; only a failed subscription raises."""
+        self.counters.frames += 1
+        try:
+            msg = wire.rpc_frame_decoder.decode(frame)
+        except msgspec.DecodeError as exc:
+            self._reject(f"not a JSON-RPC frame: {exc}", frame)
+            return
+        if msg.method is not None:
+            self._handle_notification(msg, frame)
+        elif msg.id is not None and msg.id == self.subscribe_id:
+            self._handle_subscribe_answer(msg, frame)
+        elif isinstance(msg.id, str) and msg.id in self.ping_ids:
+            self.ping_ids.discard(msg.id)
+            if msg.error is not None:
+                _log.warning(
+                    "stream_rpc_error", code=msg.error.code, message=msg.error.message, id=msg.id
+                )
+        elif msg.error is not None and msg.id is None and not self.subscribed:
+            # An error without id before the confirmation can only be about the subscribe.
+            self._handle_subscribe_answer(msg, frame)
+        elif msg.error is not None:
+            self._reject(f"JSON-RPC error {msg.error.code}: {msg.error.message}", frame)
+        else:
+            self._reject(f"answer to unknown request id {msg.id!r}", frame)
+
+    def _handle_subscribe_answer(self, msg: wire.RpcFrame, frame: str | bytes) -> None:
+        url = self.client.url
+        if msg.error is not None:
+            raise StreamProtocolError(
+                f"stream {url}: subscribe failed: JSON-RPC error {msg.error.code}: "
+                f"{msg.error.message}"
+            )
+        try:
+            result = wire.subscribe_result_decoder.decode(msg.result)
+        except msgspec.DecodeError as exc:
+            raise StreamProtocolError(
+                f"stream {url}: unexpected subscribe answer ({exc}): {_excerpt(frame)}"
+            ) from exc
+        requested = set(self.client.topics)
+        if set(result.subscribed) != requested:
+            raise StreamProtocolError(
+                f"stream {url}: subscribed to {sorted(result.subscribed)}, "
+                f"requested {sorted(requested)}"
+            )
+        self.subscribed = True
+
+    def _handle_notification(self, msg: wire.RpcFrame, frame: str | bytes) -> None:
+        if msg.method != "subscription":
+            if msg.method not in ("hello", "time", "pong"):
+                self._reject(f"unknown method {msg.method!r}", frame)
+            return
+        try:
+            params = wire.notification_params_decoder.decode(msg.params)
+        except msgspec.DecodeError as exc:
+            self._reject(f"bad subscription params: {exc}", frame)
+            return
+        if params.topic not in self.client.topics:
+            self._reject(f"notification for unsubscribed topic {params.topic!r}", frame)
+            return
+        if not params.topic.endswith("/lastPrice"):
+            self._reject(f"unsupported topic {params.topic!r}", frame)
+            return
+        try:
+            data = wire.last_price_decoder.decode(params.data)
+            tick = wire.to_tick(data)
+        except msgspec.DecodeError as exc:
+            self._reject(f"bad lastPrice data: {wire.decode_error(exc, 'data')}", frame)
+            return
+        except (OverflowError, ValueError) as exc:
+            self._reject(f"bad lastPrice time: {exc}", frame)
+            return
+        self.pending.append(tick)
+
+
+def _excerpt(frame: str | bytes) -> str:
+    text = frame if isinstance(frame, str) else frame.decode("utf-8", errors="replace")
+    return text[:_FRAME_EXCERPT]
+
+
+def _describe_close(exc: ConnectionClosed) -> str:
+    if exc.rcvd is None:
+        return "connection lost without a close frame"
+    reason = f" ({exc.rcvd.reason})" if exc.rcvd.reason else ""
+    return f"connection closed by the server with code {exc.rcvd.code}{reason}"

@@ -1,0 +1,507 @@
+"""RestClient against scripted aiohttp servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+from lnm_scripted import T0, Market, json_response, serve_rest
+from structlog.testing import capture_logs
+
+from qx_actors.domain.timeutil import HOUR, MINUTE, format_rfc3339_ms
+from qx_actors.domain.values import Candle, FundingSettlement
+from qx_actors.errors import (
+    ExchangeClientError,
+    ExchangeDecodeError,
+    ExchangeServerError,
+    ExchangeTimeout,
+    ExchangeTransportError,
+    InvalidMarketData,
+)
+from qx_actors.lnmarkets import RestClient
+from qx_actors.lnmarkets.rest import _parse_retry_after
+
+Arun = Callable[..., Any]
+
+
+def client(url: str, **kw: Any) -> RestClient:
+    """A client with test-sized timings (unlimited rate unless given)."""
+    kw.setdefault("rate_limit_per_s", None)
+    kw.setdefault("error_cooldown_s", 0.01)
+    kw.setdefault("timeout_s", 2.0)
+    return RestClient(url, **kw)
+
+
+async def collect_candles(
+    market: Market, start: datetime, end: datetime, limit: int = 1000
+) -> tuple[list[list[Candle]], list[dict[str, str]]]:
+    """All pages of ``candle_pages`` against ``market`` and the queries sent."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return json_response(market.candle_page(dict(request.query)))
+
+    async with serve_rest(handler) as server, client(server.url) as rest:
+        pages = [page async for page in rest.candle_pages(start, end, limit=limit)]
+    return pages, [seen.query for seen in server.seen]
+
+
+def minutes(start: datetime, end: datetime) -> list[datetime]:
+    """Whole minutes from ``end`` down to ``start``, inclusive."""
+    count = int((end - start) / MINUTE)
+    return [end - MINUTE * i for i in range(count + 1)]
+
+
+@pytest.mark.parametrize("from_inclusive", [True, False])
+@pytest.mark.parametrize("to_inclusive", [True, False])
+@pytest.mark.parametrize("cursor_inclusive", [False, True])
+def test_candle_pages_exact_whatever_bound_semantics(
+    arun: Arun, from_inclusive: bool, to_inclusive: bool, cursor_inclusive: bool
+) -> None:
+    """candle_pages yields exactly [start, end] once, newest first, for any bound semantics."""
+    market = Market(
+        T0,
+        5000,
+        from_inclusive=from_inclusive,
+        to_inclusive=to_inclusive,
+        cursor_inclusive=cursor_inclusive,
+    )
+    start, end = T0 + 100 * MINUTE, T0 + 2599 * MINUTE
+    pages, queries = arun(collect_candles(market, start, end))
+    times = [c.time for page in pages for c in page]
+    assert minutes(start, end) == times
+    assert all(page for page in pages)
+    assert 3 <= len(queries) <= 4
+
+
+def test_candle_pages_query_format_and_cursor(arun: Arun) -> None:
+    """Pages ask from=start-1m, to=end+1m, limit, range=1m, then follow nextCursor."""
+    market = Market(T0, 3000)
+    start, end = T0 + 10 * MINUTE, T0 + 1500 * MINUTE
+    _, queries = arun(collect_candles(market, start, end))
+    first = {
+        "from": "2026-01-01T00:09:00.000Z",
+        "to": "2026-01-02T01:01:00.000Z",
+        "limit": "1000",
+        "range": "1m",
+    }
+    assert first == queries[0]
+    oldest_first_page = end + MINUTE - 999 * MINUTE
+    assert {**first, "cursor": format_rfc3339_ms(oldest_first_page)} == queries[1]
+    assert len(queries) == 2
+
+
+def test_candle_pages_stop_on_short_page_and_start(arun: Arun) -> None:
+    """A page shorter than limit ends paging even if the exchange sends a cursor."""
+    market = Market(T0, 3000, cursor_on_short_page=True)
+    pages, queries = arun(collect_candles(market, T0 + 50 * MINUTE, T0 + 80 * MINUTE))
+    assert [len(pages[0])] == [len(p) for p in pages] == [31]
+    assert len(queries) == 1
+
+
+def test_candle_pages_empty_range_and_small_limit(arun: Arun) -> None:
+    """A range before the data yields nothing; a small limit pages correctly."""
+    market = Market(T0, 100)
+    pages, _ = arun(collect_candles(market, T0 - 10 * HOUR, T0 - HOUR))
+    assert pages == []
+    start, end = T0 + 5 * MINUTE, T0 + 30 * MINUTE
+    pages, _ = arun(collect_candles(market, start, end, limit=7))
+    assert minutes(start, end) == [c.time for p in pages for c in p]
+    assert all(len(p) <= 7 for p in pages)
+
+
+def test_candle_pages_cursor_not_moving_is_invalid(arun: Arun) -> None:
+    """An exchange that repeats the same nextCursor can't loop the client forever."""
+    market = Market(T0, 100)
+
+    async def handler(request: web.Request) -> web.Response:
+        body = market.candle_page({"limit": request.query["limit"]})
+        return json_response(body)
+
+    async def main() -> None:
+        async with serve_rest(handler) as server, client(server.url) as rest:
+            async for _ in rest.candle_pages(T0, T0 + 99 * MINUTE, limit=10):
+                pass
+
+    with pytest.raises(InvalidMarketData, match="does not move back"):
+        arun(main())
+
+
+def test_candles_page_passes_params_as_given(arun: Arun) -> None:
+    """candles_page sends its bounds unpadded, formatted RFC 3339 ms Z."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return json_response({"data": [], "nextCursor": None})
+
+    async def main() -> Any:
+        async with serve_rest(handler) as server, client(server.url) as rest:
+            page = await rest.candles_page(
+                start=T0, end=None, limit=5, cursor=T0 + timedelta(milliseconds=1500)
+            )
+        return page, server.seen
+
+    page, seen = arun(main())
+    assert (page.candles, page.next_cursor) == ([], None)
+    assert seen[0].path == "/v3/futures/candles"
+    expected = {
+        "from": "2026-01-01T00:00:00.000Z",
+        "limit": "5",
+        "range": "1m",
+        "cursor": "2026-01-01T00:00:01.500Z",
+    }
+    assert expected == seen[0].query
+
+
+def test_candles_page_decodes_values(arun: Arun) -> None:
+    """A recorded-looking page decodes to domain candles and a datetime cursor."""
+    body = (
+        b'{"data":[{"time":"2026-01-01T00:01:00.000Z","open":90000.5,"high":90010,'
+        b'"low":89990,"close":90001,"volume":12.25},{"time":"2026-01-01T00:00:00.000Z",'
+        b'"open":1,"high":2,"low":0.5,"close":1.5,"volume":0}],'
+        b'"nextCursor":"2026-01-01T00:00:00.000Z"}'
+    )
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    async def main() -> Any:
+        async with serve_rest(handler) as server, client(server.url) as rest:
+            return await rest.candles_page(start=None, end=None)
+
+    page = arun(main())
+    assert [
+        Candle(T0 + MINUTE, 90000.5, 90010.0, 89990.0, 90001.0, 12.25),
+        Candle(T0, 1.0, 2.0, 0.5, 1.5, 0.0),
+    ] == page.candles
+    assert page.next_cursor == T0
+    assert UTC is page.candles[0].time.tzinfo
+
+
+def test_decode_error_names_path_and_endpoint(arun: Arun) -> None:
+    """A wrong field type is ExchangeDecodeError naming $.data[3].open, not retried."""
+    market = Market(T0, 10)
+
+    async def handler(request: web.Request) -> web.Response:
+        body = market.candle_page({})
+        body["data"][3]["open"] = "90000"
+        return json_response(body)
+
+    async def main() -> int:
+        async with serve_rest(handler) as server, client(server.url) as rest:
+            with pytest.raises(ExchangeDecodeError) as info:
+                await rest.candles_page(start=None, end=None)
+            assert info.value.path == "$.data[3].open"
+            assert "/v3/futures/candles" in str(info.value)
+            assert "$.data[3].open" in str(info.value)
+            return len(server.seen)
+
+    assert arun(main()) == 1
+
+
+def test_malformed_json_and_naive_time_are_decode_errors(arun: Arun) -> None:
+    """Malformed JSON and a time without offset are ExchangeDecodeError."""
+    bodies = [
+        b'{"data": [}',
+        b'{"data":[{"time":"2026-01-01T00:00:00","open":1,"high":1,'
+        b'"low":1,"close":1,"volume":1}],"nextCursor":null}',
+    ]
+
+    hits = itertools.count(1)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=bodies[next(hits) - 1], content_type="application/json")
+
+    async def main() -> list[ExchangeDecodeError]:
+        errors = []
+        async with serve_rest(handler) as server, client(server.url) as rest:
+            for _ in bodies:
+                with pytest.raises(ExchangeDecodeError) as info:
+                    await rest.candles_page(start=None, end=None)
+                errors.append(info.value)
+        return errors
+
+    malformed, naive = arun(main())
+    assert "malformed" in str(malformed)
+    assert naive.path == "$.data[0].time"
+
+
+def test_server_error_retried_then_success(arun: Arun) -> None:
+    """Two 503s then a page: retried after the cooldown, logged, counted."""
+
+    hits = itertools.count(1)
+
+    async def handler(request: web.Request) -> web.Response:
+        if next(hits) <= 2:
+            return json_response({"message": "maintenance"}, status=503)
+        return json_response({"data": [], "nextCursor": None})
+
+    async def main() -> Any:
+        async with serve_rest(handler) as server, client(server.url) as rest:
+            with capture_logs() as logs:
+                page = await rest.candles_page(start=None, end=None)
+            return page, rest.counters.snapshot(), logs
+
+    page, counters, logs = arun(main())
+    assert page.candles == []
+    assert (counters.requests, counters.retries, counters.errors) == (3, 2, 2)
+    retries = [e for e in logs if e["event"] == "rest_request_retry"]
+    assert [e["trial"] for e in retries] == [1, 2]
+    assert {503} == {e["status"] for e in retries}
+    assert "maintenance" in retries[0]["error"]
+
+
+def test_server_error_exhausted(arun: Arun) -> None:
+    """5xx on every trial: ExchangeServerError with the status and message, after 3 trials."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return json_response({"message": "bad gateway", "code": "E502"}, status=502)
+
+    async def main() -> Any:
+        async with serve_rest(handler) as server, client(server.url, error_max_trials=3) as rest:
+            with pytest.raises(ExchangeServerError) as info:
+                await rest.ticker()
+            return info.value, len(server.seen)
+
+    error, requests = arun(main())
+    assert (error.status, error.message, error.extra["code"]) == (502, "bad gateway", "E502")
+    assert error.endpoint == "/v3/futures/ticker"
+    assert requests == 3
+
+
+def test_rate_limited_honours_retry_after(arun: Arun) -> None:
+    """A 429 with Retry-After waits that long (not the cooldown) before the next trial."""
+    retry_after = 0.4
+
+    hits = itertools.count(1)
+
+    async def handler(request: web.Request) -> web.Response:
+        if next(hits) == 1:
+            return json_response({"message": "too many"}, 429, **{"Retry-After": "0.4"})
+        return json_response({"data": [], "nextCursor": None})
+
+    async def main() -> Any:
+        async with (
+            serve_rest(handler) as server,
+            client(server.url, error_cooldown_s=5.0, rate_limit_per_s=100) as rest,
+        ):
+            with capture_logs() as logs:
+                await rest.settlements_page(start=None, end=None)
+            return server.seen, rest.counters.snapshot(), logs
+
+    seen, counters, logs = arun(main())
+    waited = seen[1].at - seen[0].at
+    assert waited >= retry_after
+    assert waited < 5.0  # the Retry-After, not the 5 s cooldown
+    assert (counters.rate_limited, counters.retries) == (1, 1)
+    limited = [e for e in logs if e["event"] == "rest_rate_limited"]
+    assert [retry_after] == [e["retry_after_s"] for e in limited]
+
+
+def test_rate_limited_exhausted_is_server_error(arun: Arun) -> None:
+    """429 on the last trial is ExchangeServerError (recoverable)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="slow down", status=429)
+
+    async def main() -> ExchangeServerError:
+        async with serve_rest(handler) as server, client(server.url, error_max_trials=2) as rest:
+            with pytest.raises(ExchangeServerError) as info:
+                await rest.ticker()
+            return info.value
+
+    error = arun(main())
+    assert (error.status, error.message) == (429, "slow down")
+
+
+def test_client_error_not_retried(arun: Arun) -> None:
+    """400 is ExchangeClientError at once, keeping the JSON message; plain text kept too."""
+    answers = [
+        json_response({"message": "limit must be <= 1000", "details": {"limit": 5}}, 400),
+        web.Response(text="not found here", status=404),
+    ]
+
+    hits = itertools.count(1)
+
+    async def handler(request: web.Request) -> web.Response:
+        return answers[next(hits) - 1]
+
+    async def main() -> Any:
+        errors = []
+        async with serve_rest(handler) as server, client(server.url) as rest:
+            for _ in answers:
+                with pytest.raises(ExchangeClientError) as info:
+                    await rest.candles_page(start=None, end=None)
+                errors.append(info.value)
+            return errors, len(server.seen), rest.counters.retries
+
+    (bad, missing), requests, retries = arun(main())
+    assert (bad.status, bad.message) == (400, "limit must be <= 1000")
+    assert bad.extra["details"] == {"limit": 5}
+    assert (
+        missing.status,
+        missing.message,
+        missing.body,
+    ) == (404, "not found here", "not found here")
+    assert (requests, retries) == (2, 0)
+
+
+def test_timeout(arun: Arun) -> None:
+    """A server that never answers gives ExchangeTimeout after timeout_s on each trial."""
+
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def main() -> Any:
+        async with (
+            serve_rest(handler) as server,
+            client(server.url, timeout_s=0.2, error_max_trials=2) as rest,
+        ):
+            started = time.monotonic()
+            with pytest.raises(ExchangeTimeout, match=r"0\.2 s"):
+                await rest.ticker()
+            return time.monotonic() - started, rest.counters.snapshot()
+
+    elapsed, counters = arun(main())
+    assert elapsed >= 0.4
+    assert (counters.requests, counters.timeouts) == (2, 2)
+
+
+def test_connection_refused(arun: Arun, unused_port: int) -> None:
+    """Nothing listening: ExchangeTransportError after the trials."""
+
+    async def main() -> int:
+        async with client(f"http://127.0.0.1:{unused_port}", error_max_trials=2) as rest:
+            with pytest.raises(ExchangeTransportError) as info:
+                await rest.ticker()
+            assert not isinstance(info.value, ExchangeTimeout)
+            return rest.counters.requests
+
+    assert arun(main()) == 2
+
+
+def test_cancel_hung_request_is_prompt(arun: Arun) -> None:
+    """Cancelling a request the server never answers returns at once and closes cleanly."""
+
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def main() -> float:
+        async with serve_rest(handler) as server:
+            rest = client(server.url, timeout_s=30)
+            task = asyncio.create_task(rest.ticker())
+            await asyncio.wait_for(server.arrived.wait(), 5)
+            started = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 1)
+            await asyncio.wait_for(rest.close(), 1)
+            return time.monotonic() - started
+
+    assert arun(main()) < 1.0
+
+
+def test_rate_limiter_spacing(arun: Arun) -> None:
+    """N requests at R/s take at least (N - 1) / R, each start 1/R after the previous."""
+    rate, count = 20.0, 10
+
+    async def handler(request: web.Request) -> web.Response:
+        return json_response({"data": [], "nextCursor": None})
+
+    async def main() -> Any:
+        async with serve_rest(handler) as server, client(server.url, rate_limit_per_s=rate) as rest:
+            started = time.monotonic()
+            await asyncio.gather(
+                *(rest.candles_page(start=None, end=None) for _ in range(count // 2))
+            )
+            for _ in range(count - count // 2):
+                await rest.candles_page(start=None, end=None)
+            return time.monotonic() - started, [s.at for s in server.seen]
+
+    elapsed, arrivals = arun(main())
+    assert elapsed >= (count - 1) / rate
+    # Slots are scheduled, so one late start does not delay the rest: check the span.
+    assert arrivals[-1] - arrivals[0] >= (count - 1) / rate - 0.05
+
+
+def test_unlimited_rate_does_not_wait(arun: Arun) -> None:
+    """rate_limit_per_s=None never waits on the limiter."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return json_response({"data": [], "nextCursor": None})
+
+    async def main() -> float:
+        async with serve_rest(handler) as server, client(server.url) as rest:
+            for _ in range(5):
+                await rest.candles_page(start=None, end=None)
+            return rest.counters.limiter_wait_s
+
+    assert arun(main()) == 0.0
+
+
+def test_settlement_pages_exact(arun: Arun) -> None:
+    """settlement_pages yields the settlements in [start, end], `to` inclusive."""
+    market = Market(T0, 30, step=8 * HOUR, from_inclusive=False)
+    start, end = T0 + 16 * HOUR, T0 + 80 * HOUR
+
+    async def handler(request: web.Request) -> web.Response:
+        return json_response(market.settlement_page(dict(request.query)))
+
+    async def main() -> Any:
+        async with serve_rest(handler) as server, client(server.url) as rest:
+            pages = [p async for p in rest.settlement_pages(start, end, limit=3)]
+        return pages, server.seen
+
+    pages, seen = arun(main())
+    items: list[FundingSettlement] = [s for p in pages for s in p]
+    assert [end - 8 * HOUR * i for i in range(9)] == [s.time for s in items]
+    assert seen[0].path == "/v3/futures/funding-settlements"
+    assert "range" not in seen[0].query
+    assert (items[0].fixing_price, items[0].funding_rate) == (90000.0, 0.0001)
+
+
+def test_ticker(arun: Arun) -> None:
+    """The ticker decodes, funding time as UTC datetime."""
+    body = {
+        "index": 90000.1,
+        "lastPrice": 90001,
+        "prices": [{"minSize": 0, "maxSize": 100000, "bidPrice": 90000, "askPrice": 90002}],
+        "fundingRate": 0.00012,
+        "fundingTime": "2026-01-01T08:00:00.000Z",
+    }
+
+    async def handler(request: web.Request) -> web.Response:
+        return json_response(body)
+
+    async def main() -> Any:
+        async with serve_rest(handler) as server, client(server.url) as rest:
+            return await rest.ticker()
+
+    ticker = arun(main())
+    assert (ticker.index, ticker.last_price, ticker.funding_rate) == (90000.1, 90001.0, 0.00012)
+    assert ticker.funding_time == T0 + 8 * HOUR
+    assert len(ticker.prices) == 1
+
+
+def test_parse_retry_after() -> None:
+    """Retry-After as seconds or HTTP date, capped; garbage ignored."""
+    future = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert _parse_retry_after("2", 300) == 2.0
+    assert _parse_retry_after("9999", 300) == 300.0
+    assert 25 < (_parse_retry_after(future, 300) or 0) <= 30
+    assert None is _parse_retry_after("soon", 300)
+    assert None is _parse_retry_after(None, 300)
+
+
+def test_invalid_arguments() -> None:
+    """Bad construction arguments are ValueErrors."""
+    with pytest.raises(ValueError, match="base URL"):
+        RestClient("ftp://example")
+    with pytest.raises(ValueError, match="error_max_trials"):
+        RestClient("http://127.0.0.1:1", error_max_trials=0)
