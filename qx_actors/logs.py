@@ -22,6 +22,8 @@ from qx_actors.status import TRANSITIONS, State, Trigger
 STATUS_TRANSITION = "status_transition"
 #: A trigger the graph rejected (``trigger, state, reason``).
 STATUS_TRANSITION_REJECTED = "status_transition_rejected"
+#: Live data started or stopped flowing by REST polling only (``degraded``, ``state``, ``reason``).
+DEGRADED_MODE_CHANGED = "degraded_mode_changed"
 #: A status event from the Engine that arrived after shutdown was initiated (ignored).
 STATUS_EVENT_IGNORED = "status_event_ignored"
 

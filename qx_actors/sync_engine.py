@@ -194,8 +194,10 @@ class SyncEngine:
             program = self._program or parts.program
             children = self._children if self._children is not None else parts.children
             stop_order = self._stop_order or parts.stop_order
+            on_out_of_band = parts.on_out_of_band
         else:
             program, children, stop_order = self._program, self._children, self._stop_order or ()
+            on_out_of_band = None
         context = RunContext(
             run_id=self.run_id, mode=self.mode, config=self.config, threads=self._threads
         )
@@ -207,6 +209,7 @@ class SyncEngine:
                 program=program,
                 children=children,
                 stop_order=stop_order,
+                on_out_of_band=on_out_of_band,
             )
 
         controller = ControllerActor.start(

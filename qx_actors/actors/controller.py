@@ -16,6 +16,7 @@ import pykka
 from qx_actors.actors.base import QxActor, RunThreads
 from qx_actors.actors.messages import (
     BeginRun,
+    DegradedChanged,
     ChildrenStarted,
     EngineBegin,
     EngineStop,
@@ -27,6 +28,7 @@ from qx_actors.actors.messages import (
 )
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.logs import (
+    DEGRADED_MODE_CHANGED,
     STATUS_EVENT_IGNORED,
     STATUS_TRANSITION,
     STATUS_TRANSITION_REJECTED,
@@ -115,6 +117,8 @@ class ControllerActor(QxActor):
         match message:
             case StatusEvent(trigger=trigger, error=error, degraded=degraded):
                 self._on_status_event(trigger, error, degraded)
+            case DegradedChanged(degraded=degraded, reason=reason):
+                self._set_degraded(degraded, reason)
             case PublishUpdates(updates=updates):
                 for update in updates:
                     self._hub.publish(update)
@@ -131,6 +135,13 @@ class ControllerActor(QxActor):
             case _:
                 self._log.warning("unknown_message", message=repr(message))
         return None
+
+    def _set_degraded(self, degraded: bool, reason: str | None) -> None:
+        current = self._hub.status()
+        if not current.is_running or current.degraded == degraded:
+            return
+        self._log.info(DEGRADED_MODE_CHANGED, degraded=degraded, state=current.name, reason=reason)
+        self._hub.set_status(replace(current, degraded=degraded))
 
     def _begin(self) -> None:
         if not self._fire(Trigger.START):

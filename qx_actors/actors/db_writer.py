@@ -31,6 +31,7 @@ from qx_actors.actors.messages import (
     StoreSettlementPage,
     StoreTicks,
     TicksCommitted,
+    TicksStored,
 )
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.logs import get_logger
@@ -117,9 +118,11 @@ class DbWriterActor(QxActor):
                 _tell(ack_to, PageStored(rid))
             case FinishSettlementRange(request_id=rid, reply_to=reply_to, received_count=n):
                 _tell(reply_to, Reply(rid, SettlementRangeStored(n)))
-            case StoreTicks(ticks=ticks):
+            case StoreTicks(ticks=ticks, ack_to=ack_to):
                 inserted = storage.insert_ticks(ticks)
                 self.ticks_written += inserted
+                if ack_to is not None:
+                    _tell(ack_to, TicksStored())
                 _tell(self._engine, TicksCommitted(ticks, inserted))
             case Envelope(request_id=rid, reply_to=reply_to, payload=payload):
                 _tell(reply_to, Reply(rid, self._answer(storage, payload)))

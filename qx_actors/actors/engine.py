@@ -37,6 +37,7 @@ from qx_actors.actors.messages import (
     Report,
     Sleep,
     StatusEvent,
+    Tell,
     TimerFired,
 )
 from qx_actors.config import QxConfig
@@ -133,6 +134,10 @@ class EngineActor(QxActor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self._final_error = exception_value
 
+    def notify_controller(self, message: Any) -> None:
+        """Send a message to the Controller (for out-of-band handlers)."""
+        self._tell_controller(message)
+
     def _tell_controller(self, message: Any) -> None:
         try:
             self._controller.tell(message)
@@ -220,6 +225,8 @@ class EngineActor(QxActor):
                     case Sleep(seconds=seconds):
                         self._pending_timer = self._set_timer(seconds)
                         return
+                    case Tell(target=target, message=message):
+                        self._children[target].tell(message)
                     case Call(target=target, payload=payload):
                         self._pending_request = self.send_to_child(target, payload)
                         return

@@ -46,6 +46,14 @@ class PublishUpdates:
 
 
 @dataclass(frozen=True)
+class DegradedChanged:
+    """From the Engine: live data now flows (or no longer flows) by REST polling only."""
+
+    degraded: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class RequestShutdown:
     """Ask: fire ``shutdown`` (or raise the user-facing refusal) and stop the Engine."""
 
@@ -140,6 +148,14 @@ class Publish:
     """Deliver an update to subscribers; resumes at once."""
 
     update: SyncUpdate
+
+
+@dataclass(frozen=True)
+class Tell:
+    """Send ``message`` to the child actor ``target``; resumes at once."""
+
+    target: str
+    message: Any
 
 
 @dataclass(frozen=True)
@@ -288,9 +304,27 @@ class PruneTicks:
 
 @dataclass(frozen=True)
 class StoreTicks:
-    """From the WS feed: ticks to insert (duplicates ignored)."""
+    """From the WS feed: ticks to insert (duplicates ignored); acked to ``ack_to`` if set."""
 
     ticks: tuple[PriceTick, ...]
+    ack_to: pykka.ActorRef[Any] | None
+
+
+@dataclass(frozen=True)
+class TicksStored:
+    """To the WS feed: the last batch is committed; send the next."""
+
+
+@dataclass(frozen=True)
+class StreamUp:
+    """From the WS feed: subscribed, ticks flow."""
+
+
+@dataclass(frozen=True)
+class StreamDown:
+    """From the WS feed: the connection failed; it reconnects with backoff."""
+
+    error: BaseException
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pykka
 
-from qx_actors.actors.engine import ChildSpawner, ModeProgram, RunContext
+from qx_actors.actors.engine import ChildSpawner, EngineActor, ModeProgram, RunContext
 from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import ModeKind, SyncMode
 from qx_actors.modes.backfill import backfill_program
 from qx_actors.modes.candles import DB, REST
+from qx_actors.modes.live import WS, LiveTracker, live_program, on_live_message
 
 Refs = Mapping[str, pykka.ActorRef[Any]]
 
@@ -24,6 +26,7 @@ class RunParts:
     program: ModeProgram
     children: Mapping[str, ChildSpawner]
     stop_order: tuple[str, ...]
+    on_out_of_band: Callable[[EngineActor, Any], None] | None = None
 
 
 def spawn_db_writer(ctx: RunContext, engine: pykka.ActorRef[Any], _: Refs) -> pykka.ActorRef[Any]:
@@ -46,9 +49,36 @@ def spawn_rest_fetcher(
     )
 
 
+def spawn_ws_feed(
+    ctx: RunContext, engine: pykka.ActorRef[Any], siblings: Refs
+) -> pykka.ActorRef[Any]:
+    """Start the WS feed of a run (it feeds the DB writer started before it)."""
+    from qx_actors.actors.ws_feed import WsFeedActor
+
+    return WsFeedActor.start(
+        threads=ctx.threads,
+        config=ctx.config,
+        db_writer=siblings[DB],
+        engine=engine,
+        run_id=ctx.run_id,
+    )
+
+
 def default_parts(config: QxConfig, mode: SyncMode) -> RunParts:
-    """The program and children for ``mode``."""
+    """The program, children and stop order for ``mode``.
+
+    The WS feed stops first so that every tick it queued reaches the DB writer, which stops
+    last and so writes them before it closes the database.
+    """
     children: dict[str, ChildSpawner] = {DB: spawn_db_writer, REST: spawn_rest_fetcher}
     if mode.kind is ModeKind.BACKFILL:
         return RunParts(backfill_program, children, (REST, DB))
-    raise ValueError(f"mode {mode} is not available yet")
+    tracker = LiveTracker()
+    if config.exchange.stream_enabled:
+        children[WS] = spawn_ws_feed
+    return RunParts(
+        program=partial(live_program, tracker=tracker),
+        children=children,
+        stop_order=(WS, REST, DB),
+        on_out_of_band=partial(on_live_message, tracker),
+    )

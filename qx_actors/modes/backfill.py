@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qx_actors.actors.engine import Program, RunContext
 from qx_actors.actors.messages import Report, Sleep
-from qx_actors.modes.candles import sync_price_history
+from qx_actors.modes.candles import prune_covered_ticks, sync_price_history
 from qx_actors.modes.funding import sync_funding_settlements
 from qx_actors.status import Trigger
 
@@ -16,9 +16,10 @@ def backfill_program(ctx: RunContext) -> Program:
         yield Report(Trigger.PROGRESS)
         # Exchange-confirmed holes are asked about once more on the first pass after a
         # (re)start: candles that appear later are repaired, and no hole is asked about in a loop.
-        yield from sync_price_history(
+        state = yield from sync_price_history(
             ctx, newest_gap_first=False, recheck_verified_empty=first_pass
         )
+        yield from prune_covered_ticks(ctx, state)
         yield from sync_funding_settlements(ctx)
         yield Report(Trigger.BACKFILLED)
         first_pass = False

@@ -20,6 +20,7 @@ from qx_actors.actors.messages import (
     FlagHoles,
     Publish,
     QueryPriceHistory,
+    PruneTicks,
     RecordVerifiedEmpty,
 )
 from qx_actors.domain.history import (
@@ -112,3 +113,11 @@ def sync_price_history(
         confirmed = confirmed_missing(result, now=utc_now(), scan_from=scan_from)
         if confirmed:
             yield Call(DB, RecordVerifiedEmpty(confirmed))
+
+
+def prune_covered_ticks(ctx: RunContext, state: PriceHistoryState) -> Generator[Any, Any, None]:
+    """With ``tick_retention: prune``, drop ticks covered by stable candles after a clean pass."""
+    if ctx.config.sync.tick_retention != "prune" or state.gaps or state.latest is None:
+        return
+    newest_stable = min(state.latest, last_stable_minute(state.now))
+    yield Call(DB, PruneTicks(newest_stable))

@@ -1,0 +1,176 @@
+"""Live and full modes: catch up on candles, then follow live prices.
+
+* ``live(lookback)``: make sure the newest ``lookback`` of candles is present and gap-free
+  (only what is missing near the head is fetched; without a lookback, the last hour, i.e. the
+  candles that may still change), then follow ticks over the Stream API, re-syncing the head of
+  the candle table every ``price_history_re_sync_interval_s``.
+* ``full``: backfill everything (candles and funding settlements) first, then live as above,
+  plus a whole-history pass every ``price_history_re_backfill_interval_s`` and funding
+  settlements at each settlement time (or every ``funding_settlement_retry_interval_s`` while
+  not caught up).
+
+With ``exchange.stream_enabled: false`` the head re-sync over REST *is* the live feed, and the
+run reports ``Synced`` after the first catch-up. With the stream enabled, ``Synced`` comes with
+the first committed tick; while the stream is down the run is *degraded* (candles keep flowing
+by REST, the feed reconnects with backoff); no tick for ``live_price_tick_max_interval_s`` is a
+:class:`~qx_actors.errors.StaleFeedError` and the mode restarts.
+
+Ticks reach the Engine as out-of-band messages (:func:`on_live_message`); the program and that
+handler share a :class:`LiveTracker`, both on the Engine's thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from qx_actors.actors.engine import EngineActor, Program, RunContext
+from qx_actors.actors.messages import (
+    Call,
+    DegradedChanged,
+    Report,
+    Sleep,
+    StreamDown,
+    StreamUp,
+    Tell,
+    TicksCommitted,
+)
+from qx_actors.actors.ws_feed import StartStream
+from qx_actors.domain.lookback import ModeKind
+from qx_actors.domain.settlements import next_settlement_time
+from qx_actors.domain.timeutil import UNSTABLE_AGE, floor_minute, utc_now
+from qx_actors.errors import StaleFeedError
+from qx_actors.modes.candles import prune_covered_ticks, sync_price_history
+from qx_actors.modes.funding import sync_funding_settlements
+from qx_actors.status import Trigger
+from qx_actors.updates import PriceTickUpdate
+
+WS = "ws"
+
+
+@dataclass
+class LiveTracker:
+    """What the live program and the tick handler share (Engine thread only)."""
+
+    live: bool = False
+    synced_reported: bool = False
+    stream_started_at: float | None = None
+    last_tick_at: float | None = None
+    ticks_committed: int = 0
+
+    def reset(self) -> None:
+        """Forget the previous attempt (the program restarted)."""
+        self.live = False
+        self.synced_reported = False
+        self.stream_started_at = None
+        self.last_tick_at = None
+
+
+def on_live_message(tracker: LiveTracker, engine: EngineActor, message: Any) -> None:
+    """Handle the WS feed's and DB writer's messages that answer no request."""
+    match message:
+        case TicksCommitted(ticks=ticks, received=inserted):
+            tracker.last_tick_at = time.monotonic()
+            tracker.ticks_committed += inserted
+            engine.publish(*(PriceTickUpdate(tick) for tick in ticks))
+            if tracker.live and not tracker.synced_reported:
+                tracker.synced_reported = True
+                engine.report(Trigger.SYNCED)
+        case StreamUp():
+            engine.notify_controller(DegradedChanged(False, "stream subscribed"))
+        case StreamDown(error=error):
+            if tracker.live:
+                engine.notify_controller(DegradedChanged(True, str(error)))
+        case _:
+            raise TypeError(f"unexpected message for the live mode: {message!r}")
+
+
+def _window_start(ctx: RunContext, now: datetime) -> datetime:
+    lookback = ctx.mode.lookback
+    span = lookback.duration if lookback is not None else UNSTABLE_AGE
+    return floor_minute(now - span)
+
+
+def live_program(ctx: RunContext, tracker: LiveTracker) -> Program:
+    """Catch up, go live, and keep everything current until stopped."""
+    sync = ctx.config.sync
+    full = ctx.mode.kind is ModeKind.FULL
+    stream = ctx.config.exchange.stream_enabled
+    tracker.reset()
+    yield Report(Trigger.PROGRESS)
+
+    next_funding = time.monotonic()
+    if full:
+        state = yield from sync_price_history(
+            ctx, newest_gap_first=False, recheck_verified_empty=True
+        )
+        yield from prune_covered_ticks(ctx, state)
+        funding = yield from sync_funding_settlements(ctx)
+        next_funding = _next_funding_at(ctx, funding.is_caught_up)
+    else:
+        yield from sync_price_history(
+            ctx,
+            newest_gap_first=True,
+            recheck_verified_empty=False,
+            lookback_start=_window_start(ctx, utc_now()),
+        )
+
+    tracker.live = True
+    if stream:
+        yield Tell(WS, StartStream())
+        tracker.stream_started_at = time.monotonic()
+    else:
+        tracker.synced_reported = True
+        yield Report(Trigger.SYNCED)
+
+    now = time.monotonic()
+    next_resync = now + sync.price_history_re_sync_interval_s
+    next_backfill = now + sync.price_history_re_backfill_interval_s
+    while True:
+        deadlines = [next_resync]
+        if full:
+            deadlines += [next_backfill, next_funding]
+        if stream:
+            deadlines.append(_stale_at(tracker, sync.live_price_tick_max_interval_s))
+        yield Sleep(max(min(deadlines) - time.monotonic(), 0.0))
+
+        now = time.monotonic()
+        if stream and now >= _stale_at(tracker, sync.live_price_tick_max_interval_s):
+            raise StaleFeedError(
+                f"no tick for {sync.live_price_tick_max_interval_s:g} s "
+                "(sync.live_price_tick_max_interval_s)"
+            )
+        if now >= next_resync:
+            yield from sync_price_history(
+                ctx,
+                newest_gap_first=True,
+                recheck_verified_empty=False,
+                lookback_start=_window_start(ctx, utc_now()),
+            )
+            next_resync = time.monotonic() + sync.price_history_re_sync_interval_s
+        if full and now >= next_backfill:
+            state = yield from sync_price_history(
+                ctx, newest_gap_first=False, recheck_verified_empty=False
+            )
+            yield from prune_covered_ticks(ctx, state)
+            next_backfill = time.monotonic() + sync.price_history_re_backfill_interval_s
+        if full and now >= next_funding:
+            funding = yield from sync_funding_settlements(ctx)
+            next_funding = _next_funding_at(ctx, funding.is_caught_up)
+
+
+def _stale_at(tracker: LiveTracker, max_interval_s: float) -> float:
+    last = tracker.last_tick_at or tracker.stream_started_at or time.monotonic()
+    return last + max_interval_s
+
+
+def _next_funding_at(ctx: RunContext, caught_up: bool) -> float:
+    """Monotonic time of the next settlement refresh."""
+    retry = ctx.config.sync.funding_settlement_retry_interval_s
+    if not caught_up:
+        return time.monotonic() + retry
+    now = utc_now()
+    until_next = (next_settlement_time(now) - now) + timedelta(seconds=1)
+    return time.monotonic() + until_next.total_seconds()
