@@ -1,0 +1,177 @@
+"""Peewee models of the tables (the database representation) and the UTC time column.
+
+Times are stored exactly, as UTC:
+
+* PostgreSQL: ``TIMESTAMPTZ`` (microsecond precision); the session time zone is UTC.
+* SQLite: fixed-width text ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (27 characters, e.g.
+  ``2026-01-01T00:00:00.000000Z``): sorts like the time, is readable in plain SQL and is
+  understood by SQLite's date functions (``unixepoch(time)``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee as pw
+
+from qx_actors.domain.timeutil import require_utc
+
+#: the column type name that each backend maps to its own UTC time type
+UTC_DATETIME = "UTC_DATETIME"
+SQLITE_FIELD_TYPES = {UTC_DATETIME: "TEXT"}
+POSTGRES_FIELD_TYPES = {UTC_DATETIME: "TIMESTAMPTZ"}
+
+
+def to_utc_text(value: datetime) -> str:
+    """The SQLite text form of a time: ``2026-01-01T00:00:00.000000Z``."""
+    if value.tzinfo is not UTC:
+        value = require_utc(value)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def from_utc_text(text: str) -> datetime:
+    """Parse the SQLite text form back into an aware UTC datetime."""
+    return datetime.fromisoformat(text)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware datetime as ``tzinfo=UTC`` (drivers may hand back an equal other UTC object)."""
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+class UtcDateTimeField(pw.Field):
+    """An aware UTC datetime: ``TIMESTAMPTZ`` on PostgreSQL, fixed-width text on SQLite."""
+
+    field_type = UTC_DATETIME
+
+    def _is_sqlite(self) -> bool:
+        return isinstance(self.model._meta.database, pw.SqliteDatabase)
+
+    def db_value(self, value: Any) -> Any:
+        """Python -> column value."""
+        if value is None or not isinstance(value, datetime):
+            return value
+        if self._is_sqlite():
+            return to_utc_text(value)
+        return require_utc(value)
+
+    def python_value(self, value: Any) -> Any:
+        """Column value -> aware UTC datetime."""
+        if isinstance(value, str):
+            return from_utc_text(value)
+        if isinstance(value, datetime):
+            return as_utc(value)
+        return value
+
+
+class _Base(pw.Model):
+    class Meta:
+        legacy_table_names = False
+
+
+class OhlcCandle(_Base):
+    """``ohlc_candles``: one row per stored 1-minute candle."""
+
+    time = UtcDateTimeField(primary_key=True)
+    open = pw.DoubleField()
+    high = pw.DoubleField()
+    low = pw.DoubleField()
+    close = pw.DoubleField()
+    volume = pw.DoubleField()
+    created_at = UtcDateTimeField()
+    updated_at = UtcDateTimeField()
+    #: the first candle after a detected hole
+    gap = pw.BooleanField(default=False)
+    #: false while the exchange may still revise the candle (younger than 1 h, or near a hole)
+    stable = pw.BooleanField(default=False)
+
+    class Meta:
+        table_name = "ohlc_candles"
+        without_rowid = True
+
+
+class PriceTickRow(_Base):
+    """``price_ticks``: one row per stored last-price tick."""
+
+    time = UtcDateTimeField(primary_key=True)
+    last_price = pw.DoubleField()
+    created_at = UtcDateTimeField()
+
+    class Meta:
+        table_name = "price_ticks"
+        without_rowid = True
+
+
+class FundingSettlementRow(_Base):
+    """``funding_settlements``: one row per funding settlement."""
+
+    id = pw.UUIDField(primary_key=True)
+    time = UtcDateTimeField(unique=True)
+    fixing_price = pw.DoubleField()
+    funding_rate = pw.DoubleField()
+    created_at = UtcDateTimeField()
+
+    class Meta:
+        table_name = "funding_settlements"
+
+
+class OhlcVerifiedEmpty(_Base):
+    """``ohlc_verified_empty``: inclusive minute ranges the exchange confirmed have no candles."""
+
+    first_minute = UtcDateTimeField(primary_key=True)
+    last_minute = UtcDateTimeField()
+    verified_at = UtcDateTimeField()
+
+    class Meta:
+        table_name = "ohlc_verified_empty"
+
+
+class QxSchema(_Base):
+    """``qx_schema``: one row per applied schema version."""
+
+    version = pw.IntegerField(primary_key=True)
+    applied_at = UtcDateTimeField()
+
+    class Meta:
+        table_name = "qx_schema"
+
+
+class QxWriter(_Base):
+    """``qx_writer``: who holds (or last held) the single-writer lock (PostgreSQL)."""
+
+    id = pw.IntegerField(primary_key=True)
+    holder = pw.TextField()
+    acquired_at = UtcDateTimeField()
+
+    class Meta:
+        table_name = "qx_writer"
+
+
+MODELS: tuple[type[_Base], ...] = (
+    OhlcCandle,
+    PriceTickRow,
+    FundingSettlementRow,
+    OhlcVerifiedEmpty,
+    QxSchema,
+    QxWriter,
+)
+
+
+def bind_models(database: pw.Database) -> dict[type[_Base], type[_Base]]:
+    """Per-database subclasses of the models (several databases may be open in one process)."""
+    bound: dict[type[_Base], type[_Base]] = {}
+    for model in MODELS:
+        meta = type(
+            "Meta",
+            (),
+            {
+                "database": database,
+                "table_name": model._meta.table_name,
+                # WITHOUT ROWID clusters SQLite rows by time; peewee would emit it on any backend
+                "without_rowid": model._meta.without_rowid
+                and isinstance(database, pw.SqliteDatabase),
+            },
+        )
+        bound[model] = type(model.__name__, (model,), {"Meta": meta, "__module__": __name__})
+    return bound

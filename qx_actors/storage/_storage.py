@@ -1,0 +1,309 @@
+"""The writer's storage: fast batch writes, facts queries, and the single-writer lock.
+
+Used by one thread (the DB-writer actor). Every write method is one transaction.
+"""
+
+from __future__ import annotations
+
+import bisect
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from qx_actors.domain.funding import FundingSettlementsFacts
+from qx_actors.domain.history import PriceHistoryFacts
+from qx_actors.domain.timeutil import MINUTE, UNSTABLE_AGE, require_utc, utc_now
+from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
+from qx_actors.errors import StorageError
+
+from . import _queries
+from ._backend import Backend, PostgresBackend, SqliteBackend, describe_url, guard, open_backend
+from ._lock import AdvisoryWriterLock, FileWriterLock, NullWriterLock, WriterLock
+from ._schema import ensure_schema, stored_version
+
+Range = tuple[datetime, datetime]
+
+
+def _subtract(first: datetime, last: datetime, times: Sequence[datetime]) -> list[Range]:
+    """The inclusive minute range ``[first, last]`` minus the sorted minutes ``times``."""
+    pieces: list[Range] = []
+    cursor = first
+    for time in times:
+        if time < cursor or time > last:
+            continue
+        if time > cursor:
+            pieces.append((cursor, time - MINUTE))
+        cursor = time + MINUTE
+    if cursor <= last:
+        pieces.append((cursor, last))
+    return pieces
+
+
+def _merge(ranges: Iterable[Range]) -> list[Range]:
+    """Union of inclusive minute ranges; overlapping or adjacent ones are joined."""
+    merged: list[Range] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + MINUTE:
+            if last > merged[-1][1]:
+                merged[-1] = (merged[-1][0], last)
+        else:
+            merged.append((first, last))
+    return merged
+
+
+class Storage:
+    """A database opened for writing (see :func:`open_storage`)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._lock: WriterLock | None = None
+
+    # --- properties -----------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._backend.name
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return describe_url(self._backend.url)
+
+    def schema_version(self) -> int | None:
+        """The stored schema version."""
+        with guard(self._backend, "schema version"):
+            return stored_version(self._backend)
+
+    # --- candles --------------------------------------------------------------------------
+
+    def upsert_candles(self, candles: Sequence[Candle], *, now: datetime) -> int:
+        """Insert or update candles in one transaction; returns the number of candles written.
+
+        ``stable`` is ``time < now - 1 h``, ``gap`` is cleared, ``created_at`` is kept on update
+        and ``updated_at`` set to ``now``. Verified-empty ranges that the candles fall into
+        shrink, split or disappear. Candle times must be aware UTC datetimes.
+        """
+        if not candles:
+            return 0
+        backend = self._backend
+        cutoff = now - UNSTABLE_AGE
+        if isinstance(backend, PostgresBackend):
+            # one INSERT ... ON CONFLICT can't touch a row twice: the last duplicate wins
+            times = {c.time for c in candles}
+            if len(times) != len(candles):
+                candles = list({c.time: c for c in candles}.values())
+        rows = [
+            (c.time, c.open, c.high, c.low, c.close, c.volume, c.time < cutoff) for c in candles
+        ]
+        for row in rows:
+            if row[0].second or row[0].microsecond:
+                raise ValueError(f"candle time {row[0].isoformat()} is not a whole minute")
+        if rows[0][0] > rows[-1][0]:
+            rows.reverse()  # newest-first from the exchange; ascending inserts are ~20 % faster
+        lo = min(row[0] for row in rows)
+        hi = max(row[0] for row in rows)
+        with guard(backend, f"upsert {len(rows)} candles"), backend.write_txn():
+            backend.upsert_candle_rows(rows, now)
+            self._shrink_verified_empty(lo, hi, (row[0] for row in rows), now)
+        return len(rows)
+
+    def _overlapping_verified(self, lo: datetime, hi: datetime) -> list[tuple[Range, datetime]]:
+        backend = self._backend
+        tp, tv = backend.time_param, backend.time_value
+        cursor = backend.execute(
+            "SELECT first_minute, last_minute, verified_at FROM ohlc_verified_empty "
+            "WHERE first_minute <= ? AND last_minute >= ? ORDER BY first_minute",
+            (tp(hi), tp(lo)),
+        )
+        return [((tv(f), tv(la)), tv(at)) for f, la, at in cursor.fetchall()]
+
+    def _replace_verified(
+        self, old: Iterable[Range], new: Iterable[Range], verified_at: datetime
+    ) -> None:
+        backend = self._backend
+        tp = backend.time_param
+        for first, _ in old:
+            backend.execute("DELETE FROM ohlc_verified_empty WHERE first_minute = ?", (tp(first),))
+        for first, last in new:
+            backend.execute(
+                "INSERT INTO ohlc_verified_empty (first_minute, last_minute, verified_at) "
+                "VALUES (?, ?, ?)",
+                (tp(first), tp(last), tp(verified_at)),
+            )
+
+    def _shrink_verified_empty(
+        self, lo: datetime, hi: datetime, times: Iterable[datetime], now: datetime
+    ) -> None:
+        overlapping = self._overlapping_verified(lo, hi)
+        if not overlapping:
+            return
+        written = sorted(times)
+        for (first, last), verified_at in overlapping:
+            start = bisect.bisect_left(written, first)
+            stop = bisect.bisect_right(written, last)
+            if start == stop:
+                continue
+            pieces = _subtract(first, last, written[start:stop])
+            self._replace_verified([(first, last)], pieces, verified_at)
+
+    def record_verified_empty(self, ranges: Sequence[Range], *, now: datetime) -> None:
+        """Record inclusive minute ranges the exchange confirmed empty (merged with known ones).
+
+        Minutes that do hold a stored candle are left out: a stored candle always wins.
+        """
+        if not ranges:
+            return
+        for first, last in ranges:
+            require_utc(first, "verified-empty start")
+            require_utc(last, "verified-empty end")
+        new = _merge((f, la) for f, la in ranges if f <= la)
+        backend = self._backend
+        tp, tv = backend.time_param, backend.time_value
+        with guard(backend, f"record {len(new)} verified-empty ranges"), backend.write_txn():
+            for first, last in new:
+                old = [r for r, _ in self._overlapping_verified(first - MINUTE, last + MINUTE)]
+                union = _merge([*old, (first, last)])
+                cursor = backend.execute(
+                    "SELECT time FROM ohlc_candles WHERE time >= ? AND time <= ? ORDER BY time",
+                    (tp(union[0][0]), tp(union[-1][1])),
+                )
+                stored = [tv(row[0]) for row in cursor.fetchall()]
+                pieces = [p for f, la in union for p in _subtract(f, la, stored)]
+                self._replace_verified(old, pieces, now)
+
+    def flag_holes(self, holes: Sequence[Range], neighbours: int = 5) -> None:
+        """For each hole (inclusive missing minutes): mark the next candle ``gap`` and the
+        ``neighbours`` stored candles on either side unstable (so they are fetched again)."""
+        if not holes:
+            return
+        backend = self._backend
+        tp = backend.time_param
+        with guard(backend, f"flag {len(holes)} holes"), backend.write_txn():
+            for first, last in holes:
+                backend.execute(
+                    "UPDATE ohlc_candles SET gap = TRUE WHERE time = "
+                    "(SELECT MIN(time) FROM ohlc_candles WHERE time > ?)",
+                    (tp(last),),
+                )
+                backend.execute(
+                    "UPDATE ohlc_candles SET stable = FALSE WHERE time IN (SELECT time FROM "
+                    "ohlc_candles WHERE time < ? ORDER BY time DESC LIMIT ?)",
+                    (tp(first), neighbours),
+                )
+                backend.execute(
+                    "UPDATE ohlc_candles SET stable = FALSE WHERE time IN (SELECT time FROM "
+                    "ohlc_candles WHERE time > ? ORDER BY time LIMIT ?)",
+                    (tp(last), neighbours),
+                )
+
+    # --- ticks and settlements ------------------------------------------------------------
+
+    def insert_ticks(self, ticks: Sequence[PriceTick], *, now: datetime | None = None) -> int:
+        """Insert ticks, ignoring times already stored; returns how many were new."""
+        if not ticks:
+            return 0
+        created = now or utc_now()
+        backend = self._backend
+        rows = [(t.time, t.last_price, created) for t in ticks]
+        with guard(backend, f"insert {len(rows)} ticks"), backend.write_txn():
+            return backend.insert_tick_rows(rows)
+
+    def prune_ticks(self, up_to: datetime) -> int:
+        """Delete the ticks at or before ``up_to``; returns how many were deleted."""
+        backend = self._backend
+        with guard(backend, "prune ticks"), backend.write_txn():
+            cursor = backend.execute(
+                "DELETE FROM price_ticks WHERE time <= ?", (backend.time_param(up_to),)
+            )
+            return max(int(cursor.rowcount), 0)
+
+    def upsert_settlements(
+        self, settlements: Sequence[FundingSettlement], *, now: datetime | None = None
+    ) -> int:
+        """Store settlements; a known id or time keeps the stored row. Returns how many were new."""
+        if not settlements:
+            return 0
+        created = now or utc_now()
+        backend = self._backend
+        tp = backend.time_param
+        try:
+            rows = [
+                (str(uuid.UUID(s.id)), tp(s.time), s.fixing_price, s.funding_rate, tp(created))
+                for s in settlements
+            ]
+        except ValueError as exc:
+            raise StorageError(f"invalid settlement id: {exc}") from exc
+        with guard(backend, f"store {len(rows)} settlements"), backend.write_txn():
+            return backend.insert_settlement_rows(rows)
+
+    # --- facts ----------------------------------------------------------------------------
+
+    def price_history_facts(self, *, scan_from: datetime) -> PriceHistoryFacts:
+        """What the stored candles look like (one consistent snapshot)."""
+        return _queries.price_history_facts(self._backend, scan_from)
+
+    def funding_facts(self, *, scan_from: datetime) -> FundingSettlementsFacts:
+        """What the stored funding settlements look like (one consistent snapshot)."""
+        return _queries.funding_facts(self._backend, scan_from)
+
+    # --- writer lock ----------------------------------------------------------------------
+
+    def acquire_writer_lock(self, holder: str, *, wait_s: float = 0.0) -> None:
+        """Become the only writer; another holder raises ``DatabaseInUseError`` naming it.
+
+        ``wait_s`` (PostgreSQL only) waits that long for the lock to be freed, e.g. for the
+        server to notice that a killed holder is gone. Taking it twice is a no-op.
+        """
+        if self._lock is not None:
+            return
+        backend = self._backend
+        if isinstance(backend, SqliteBackend):
+            if backend.memory:
+                self._lock = NullWriterLock(holder)  # no other connection can see it
+            else:
+                self._lock = FileWriterLock(backend.path, holder)
+        else:
+            self._lock = AdvisoryWriterLock(backend.url, holder, timeout_s=wait_s)
+
+    def release_writer_lock(self) -> None:
+        """Stop being the writer (idempotent)."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    @property
+    def writer_lock_holder(self) -> str | None:
+        """Our holder string while we hold the writer lock."""
+        return None if self._lock is None else self._lock.holder
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the writer lock and close the connection."""
+        try:
+            self.release_writer_lock()
+        finally:
+            with guard(None, "close"):
+                self._backend.close()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_storage(url: str) -> Storage:
+    """Open (creating or checking the schema) the database at ``url`` for writing.
+
+    ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``,
+    or ``postgresql://user:pass@host:port/db``.
+    """
+    backend = open_backend(url)
+    try:
+        ensure_schema(backend)
+    except BaseException:
+        backend.close()
+        raise
+    return Storage(backend)

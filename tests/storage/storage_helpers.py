@@ -1,0 +1,49 @@
+"""Helpers of the storage tests: plain-driver SQL, wiping, building candles."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg2
+
+from qx_actors.domain.values import Candle
+
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def minute(n: int) -> datetime:
+    """``BASE`` plus ``n`` minutes."""
+    return BASE + timedelta(minutes=n)
+
+
+def candle(n: int, price: float = 100.0, volume: float = 1.0) -> Candle:
+    """A candle at ``minute(n)``."""
+    return Candle(minute(n), price, price + 2.0, price - 1.5, price + 0.5, volume)
+
+
+def run_sql(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement through a separate plain driver connection (``?`` placeholders)."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url[len("sqlite:///") :], isolation_level=None)
+        try:
+            cur = conn.execute(sql, tuple(params))
+            return cur.fetchall()
+        finally:
+            conn.close()
+    pg = psycopg2.connect(url, options="-c TimeZone=UTC")
+    try:
+        pg.autocommit = True
+        with pg.cursor() as cur:
+            cur.execute(sql.replace("?", "%s"), tuple(params))
+            return cur.fetchall() if cur.description else []
+    finally:
+        pg.close()
+
+
+def wipe(url: str) -> None:
+    """Delete every stored row (between Hypothesis examples)."""
+    for table in ("ohlc_candles", "ohlc_verified_empty", "price_ticks", "funding_settlements"):
+        run_sql(url, f"DELETE FROM {table}")
