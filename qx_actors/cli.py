@@ -86,12 +86,14 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, _handler)
 
 
-def run_until_signal(config: QxConfig, mode: SyncMode, *, progress: bool) -> int:
-    """Run a sync until SIGINT/SIGTERM or until it fails; the process exit code."""
+def run_until_signal(
+    config: QxConfig, mode: SyncMode, *, progress: bool, stop: threading.Event | None = None
+) -> int:
+    """Run a sync until SIGINT/SIGTERM (or ``stop``) or until it fails; the exit code."""
     from qx_actors.progress import ProgressView
     from qx_actors.sync_engine import SyncEngine
 
-    stop = threading.Event()
+    stop = stop or threading.Event()
     _install_signal_handlers(stop)
     engine = SyncEngine.from_config(config, mode)
     view = ProgressView(engine, config, mode, interactive=progress)
@@ -122,7 +124,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from qx_actors.progress import print_database_status
 
     config = load_config(args.config)
-    return print_database_status(config)
+    code: int = print_database_status(config)
+    return code
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -130,6 +133,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from qx_actors.simulator import SimulatorConfig, run_simulator_blocking
 
     rate = None if args.rate_limit <= 0 else args.rate_limit
+
+    def ready(simulator: Any) -> None:
+        print(f"REST   {simulator.rest_url}\nStream {simulator.stream_url}", flush=True)
+
     run_simulator_blocking(
         SimulatorConfig(
             seed=args.seed,
@@ -137,7 +144,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             stream_port=args.stream_port,
             rate_limit_per_s=rate,
             tick_rate_per_s=args.tick_rate,
-        )
+        ),
+        on_ready=ready,
     )
     return EXIT_OK
 
@@ -146,7 +154,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Start the simulator and sync against it into a local SQLite file."""
     from qx_actors.demo import run_demo
 
-    return run_demo(config_path=args.config, database=args.database, duration_s=args.duration)
+    code: int = run_demo(config_path=args.config, database=args.database, duration_s=args.duration)
+    return code
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -177,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="base config (default: config/demo.yaml)")
     p.add_argument("--database", default=None, help="database URL (default: the config's)")
     p.add_argument(
-        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: Ctrl-C)",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -41,7 +41,8 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def parse_reach(text: str, *, now: datetime, earliest: datetime) -> datetime:
     """Resolve a reach (``90d``/``12h``/``2w`` before ``now``, an ISO date/datetime, ``max``).
 
-    The result is never before ``earliest`` (the exchange's first data). ``ValueError`` on bad input.
+    The result is never before ``earliest`` (the exchange's first data); bad input is a
+    ``ValueError``.
     """
     text = text.strip()
     if text == "max":

@@ -123,7 +123,5 @@ def format_timeline(entries: Iterable[TimelineEntry]) -> str:
     for e in entries:
         flag = "" if e.in_graph else "  !! not in the status graph"
         error = f"  error={e.error}" if e.error else ""
-        out.append(
-            f"{e.timestamp}  {e.run_id}  {e.src} -> {e.dst}  [{e.trigger}]{error}{flag}"
-        )
+        out.append(f"{e.timestamp}  {e.run_id}  {e.src} -> {e.dst}  [{e.trigger}]{error}{flag}")
     return "\n".join(out)

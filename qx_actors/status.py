@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from transitions import MachineError
@@ -21,7 +21,7 @@ from transitions.extensions.nesting import HierarchicalMachine, NestedState
 from qx_actors.errors import SyncAlreadyShutdown, SyncAlreadyTerminated, SyncNotStarted
 
 
-class State(str, Enum):
+class State(StrEnum):
     """The public status names (exactly these strings appear in the API and in logs)."""
 
     NOT_INITIATED = "NotInitiated"
@@ -49,7 +49,7 @@ class State(str, Enum):
         return self.value
 
 
-class Trigger(str, Enum):
+class Trigger(StrEnum):
     """The events that move the machine."""
 
     START = "start"

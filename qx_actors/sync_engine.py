@@ -7,6 +7,7 @@ Engine actors do the work. ``SyncEngine.reader()``, ``update_receiver()`` and
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Mapping
@@ -103,10 +104,8 @@ class SyncController(SyncReader):
             error = ShutdownTimeout(
                 f"the actors did not stop within {self._shutdown_timeout_s} s; stopped forcibly"
             )
-            try:
+            with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
                 self._controller.ask(ForceStop(error), timeout=self._shutdown_timeout_s)
-            except (pykka.ActorDeadError, pykka.Timeout):
-                pass
             status = self._hub.wait_stopped(self._shutdown_timeout_s)
             raise SyncShutdownFailed(status.error if status and status.error else error)
         if status.state is State.FAILED:

@@ -1,10 +1,24 @@
-"""Shared fixtures: every test ends with no actor and no qx thread left running."""
+"""Shared fixtures.
+
+* every test ends with no actor and no qx thread left running;
+* databases: ``storage_url`` is an empty database once per backend (SQLite file, and a fresh
+  PostgreSQL database). PostgreSQL comes from ``QX_TEST_POSTGRES_URL`` (a role allowed to
+  CREATE DATABASE; ``.ci/run`` starts a throwaway server and sets it) or from a throwaway server
+  started with ``tests/pg_server.py``. Without either the PostgreSQL tests are skipped with the
+  reason, except under CI (env ``CI`` set), where that is a failure.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pykka
 import pytest
@@ -22,3 +36,56 @@ def _stop_all_actors() -> Iterator[None]:
         thread.join(5)
     still = [t.name for t in lingering if t.is_alive()]
     assert still == [], f"threads left running after the test: {still}"
+
+
+_spec = importlib.util.spec_from_file_location(
+    "qx_pg_server", Path(__file__).resolve().parent / "pg_server.py"
+)
+assert _spec is not None and _spec.loader is not None
+pg_server = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = pg_server
+_spec.loader.exec_module(pg_server)
+
+
+def _with_db(url: str, name: str) -> str:
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a PostgreSQL server's admin database (env QX_TEST_POSTGRES_URL or a throwaway)."""
+    from_env = os.environ.get("QX_TEST_POSTGRES_URL")
+    if from_env:
+        yield from_env
+        return
+    try:
+        server = pg_server.start_server()
+    except pg_server.PgServerUnavailable as exc:
+        reason = f"PostgreSQL unavailable (set QX_TEST_POSTGRES_URL or install it): {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_db_url(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    name = f"qx_test_{uuid.uuid4().hex[:16]}"
+    pg_server.create_database(postgres_url, name)
+    try:
+        yield _with_db(postgres_url, name)
+    finally:
+        pg_server.drop_database(postgres_url, name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty database, once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'qx.db'}"
+    url: str = request.getfixturevalue("postgres_db_url")
+    return url

@@ -16,8 +16,8 @@ import pykka
 from qx_actors.actors.base import QxActor, RunThreads
 from qx_actors.actors.messages import (
     BeginRun,
-    DegradedChanged,
     ChildrenStarted,
+    DegradedChanged,
     EngineBegin,
     EngineStop,
     EngineStopped,

@@ -13,6 +13,7 @@ wait ``restart_interval_s``, ``Restarting``, run the program again from the top;
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -279,10 +280,8 @@ class EngineActor(QxActor):
             loop.call_later(max(seconds, 0.0), _fire)
 
         def _fire() -> None:
-            try:
+            with contextlib.suppress(pykka.ActorDeadError):
                 ref.tell(TimerFired(token))
-            except pykka.ActorDeadError:
-                pass
 
         self._timers.call_soon(_arm)
         return token

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 
 #: Resolutions a lookback may be expressed in, by their wire names.
 RESOLUTIONS: dict[str, timedelta] = {
@@ -25,7 +25,7 @@ RESOLUTIONS: dict[str, timedelta] = {
 #: The longest lookback accepted (as in quantoxide).
 MAX_LOOKBACK = timedelta(days=500)
 
-_LOOKBACK_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*([0-9]+[mhd])\s*$")
+_LOOKBACK_RE = re.compile(r"^\s*(\d+)\s*[xX\u00d7]\s*([0-9]+[mhd])\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class Lookback:
         return f"{self.count} x {self.resolution}"
 
 
-class ModeKind(str, Enum):
+class ModeKind(StrEnum):
     """The three kinds of sync run."""
 
     BACKFILL = "backfill"
@@ -71,7 +71,7 @@ class ModeKind(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class SyncMode:
-    """What a run does: ``SyncMode.backfill()``, ``SyncMode.live(lookback)``, ``SyncMode.full()``."""
+    """What a run does: ``SyncMode.backfill()``, ``.live(lookback)``, ``.full()``."""
 
     kind: ModeKind
     lookback: Lookback | None = None

@@ -111,7 +111,8 @@ def test_recovery_loop_waits_restart_interval_and_reruns_the_program() -> None:
     recovering = [s for s in seen if s.state is State.RECOVERING]
     restarting = [s for s in seen if s.state is State.RESTARTING]
     assert ["injected failure 1", "injected failure 2"] == [str(s.error) for s in recovering]
-    waits = [(b.since - a.since).total_seconds() for a, b in zip(recovering, restarting)]
+    pairs = zip(recovering, restarting, strict=True)
+    waits = [(b.since - a.since).total_seconds() for a, b in pairs]
     assert all(wait >= 0.3 for wait in waits), waits
 
 

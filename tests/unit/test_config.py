@@ -94,7 +94,11 @@ BAD_INPUTS = [
     ({"mode": "live", "lookback": "400 x 1d"}, "lookback", "before sync.price_history_reach"),
     ({"mode": "backfill", "lookback": "20 x 5m"}, "lookback", "only valid with mode 'live'"),
     ({"sync": {"price_history_reach": "yesterday"}}, "sync.price_history_reach", "duration"),
-    ({"sync": {"funding_settlement_reach": "2999-01-01"}}, "sync.funding_settlement_reach", "future"),
+    (
+        {"sync": {"funding_settlement_reach": "2999-01-01"}},
+        "sync.funding_settlement_reach",
+        "future",
+    ),
     ({"database": "mysql://x"}, "database", "sqlite:///path.db"),
     ({"exchange": {"rest_url": "ftp://x"}}, "exchange.rest_url", "http(s)://"),
     ({"exchange": {"stream_url": "http://x"}}, "exchange.stream_url", "ws(s)://"),

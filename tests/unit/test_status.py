@@ -136,3 +136,11 @@ def test_status_snapshot_properties() -> None:
     assert ("Failed", True) == (failed.name, failed.is_stopped)
     assert not SyncStatus(State.SYNCED).is_stopped
     assert "Running.Synced (degraded)" == str(SyncStatus(State.SYNCED, degraded=True))
+
+
+def test_readme_has_the_generated_diagram() -> None:
+    """The README's Mermaid block is exactly what the machine generates."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert f"```mermaid\n{mermaid_diagram()}```" in readme

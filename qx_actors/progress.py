@@ -1,0 +1,191 @@
+"""What the CLI shows: a live progress view of a run, and the database's state.
+
+On a terminal the view is a small ``rich`` dashboard (status, candles stored, share of the reach
+covered, gaps left, ETA at the configured rate limit, ticks/s and the last price); otherwise the
+run's structured log lines are the output, plus one ``price_history_state`` /
+``funding_settlements_state`` event per evaluation.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from datetime import timedelta
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from qx_actors.config import QxConfig
+from qx_actors.domain.funding import FundingSettlementsState
+from qx_actors.domain.history import PriceHistoryState
+from qx_actors.domain.lookback import SyncMode
+from qx_actors.domain.timeutil import utc_now
+from qx_actors.logs import get_logger
+from qx_actors.status import SyncStatus
+from qx_actors.sync_engine import SyncController, SyncEngine
+from qx_actors.updates import (
+    FundingSettlementsStateUpdate,
+    Lagged,
+    PriceHistoryStateUpdate,
+    PriceTickUpdate,
+    StatusUpdate,
+    SyncUpdate,
+)
+
+_CANDLES_PER_REQUEST = 1000
+#: Without a terminal, how often a ``live_ticks`` line is logged.
+_TICK_REPORT_EVERY_S = 5.0
+
+
+class ProgressView:
+    """Follows a run's updates and shows them (dashboard on a TTY, log events otherwise)."""
+
+    def __init__(
+        self, engine: SyncEngine, config: QxConfig, mode: SyncMode, *, interactive: bool
+    ) -> None:
+        self._receiver = engine.update_receiver()
+        self._config = config
+        self._mode = mode
+        self._interactive = interactive
+        self._status: SyncStatus = engine.status_snapshot()
+        self._history: PriceHistoryState | None = None
+        self._funding: FundingSettlementsState | None = None
+        self._tick_times: deque[float] = deque(maxlen=5000)
+        self._last_price: float | None = None
+        self._ticks = 0
+        self._lagged = 0
+        self._log = get_logger(run_id=engine.run_id, mode=str(mode), actor="cli")
+
+    def _apply(self, update: SyncUpdate) -> None:
+        match update:
+            case StatusUpdate(status=status):
+                self._status = status
+            case PriceHistoryStateUpdate(state=state):
+                self._history = state
+                if not self._interactive:
+                    self._log.info("price_history_state", **state.summary())
+            case FundingSettlementsStateUpdate(state=state):
+                self._funding = state
+                if not self._interactive:
+                    self._log.info("funding_settlements_state", **state.summary())
+            case PriceTickUpdate(tick=tick):
+                self._ticks += 1
+                self._last_price = tick.last_price
+                self._tick_times.append(time.monotonic())
+            case Lagged(missed=missed):
+                self._lagged += missed
+
+    def ticks_per_second(self) -> float:
+        """Ticks per second over the last five seconds."""
+        now = time.monotonic()
+        recent = [t for t in self._tick_times if now - t <= 5.0]
+        return len(recent) / 5.0
+
+    def render(self) -> Table:
+        """The dashboard as a rich table."""
+        table = Table(title=f"qx-actors {self._mode}", show_header=False, expand=False)
+        table.add_column("what", style="bold")
+        table.add_column("value")
+        table.add_row("status", str(self._status))
+        history = self._history
+        if history is not None:
+            summary = history.summary()
+            table.add_row("candles reach", f"{summary['reach']} .. now")
+            table.add_row("stored", f"{summary['earliest']} .. {summary['latest']}")
+            table.add_row("covered", f"{history.coverage_ratio:.2%}")
+            table.add_row("missing minutes", f"{history.missing_minutes:,}")
+            table.add_row("gaps left", str(len(history.gaps)))
+            rate = self._config.sync.rest_rate_limit_per_s
+            requests = -(-history.missing_minutes // _CANDLES_PER_REQUEST)
+            table.add_row("ETA at rate limit", str(timedelta(seconds=round(requests / rate))))
+        if self._funding is not None:
+            table.add_row(
+                "settlements",
+                f"{self._funding.earliest} .. {self._funding.latest}, "
+                f"missing {len(self._funding.missing)}",
+            )
+        if self._mode.live_feed_active:
+            price = "-" if self._last_price is None else f"{self._last_price:,.1f}"
+            table.add_row("last price", price)
+            table.add_row("ticks", f"{self._ticks:,} ({self.ticks_per_second():.1f}/s)")
+        if self._lagged:
+            table.add_row("updates missed", str(self._lagged))
+        return table
+
+    def follow_until(self, stop: threading.Event, controller: SyncController) -> None:
+        """Show updates until ``stop`` is set or the run ends."""
+        live: Live | None = None
+        if self._interactive:
+            live = Live(self.render(), console=Console(file=sys.stderr), refresh_per_second=4)
+            live.start()
+        next_report = time.monotonic() + _TICK_REPORT_EVERY_S
+        try:
+            while not stop.is_set() and not controller.status_snapshot().is_stopped:
+                try:
+                    self._apply(self._receiver.get(timeout=0.25))
+                except TimeoutError:
+                    pass
+                except Exception:  # the receiver closed: the run ended
+                    break
+                if live is not None:
+                    live.update(self.render())
+                elif self._mode.live_feed_active and time.monotonic() >= next_report:
+                    next_report = time.monotonic() + _TICK_REPORT_EVERY_S
+                    self._log.info(
+                        "live_ticks",
+                        last_price=self._last_price,
+                        ticks=self._ticks,
+                        ticks_per_s=self.ticks_per_second(),
+                        status=str(self._status),
+                    )
+        finally:
+            if live is not None:
+                live.stop()
+
+    def finish(self, status: SyncStatus) -> None:
+        """Say how the run ended."""
+        print(f"qx-actors: run ended: {status}", file=sys.stderr)
+
+
+def print_database_status(config: QxConfig) -> int:
+    """Print the price-history and funding state of the configured database; exit code."""
+    from qx_actors.storage import Database
+
+    now = utc_now()
+    sync = config.sync
+    with Database(config.database) as database:
+        facts = database.price_history_facts(
+            scan_from=now - timedelta(hours=sync.price_history_flag_gap_range_h)
+        )
+        scan_from = now - timedelta(hours=sync.funding_settlement_flag_missing_range_h)
+        funding_facts = database.funding_facts(scan_from=scan_from)
+    history = PriceHistoryState.evaluate(
+        facts, reach=sync.price_history_reach_at(now), now=now, recheck_verified_empty=False
+    )
+    funding = FundingSettlementsState.evaluate(
+        funding_facts, reach=sync.funding_settlement_reach_at(now), now=now, scan_from=scan_from
+    )
+    console = Console()
+    console.print(_summary_table("price history", history.summary()))
+    if history.gaps:
+        console.print("gaps: " + ", ".join(str(g) for g in history.gaps[:10]))
+    if history.verified_empty:
+        console.print(
+            "verified empty (exchange downtime): "
+            + ", ".join(str(r) for r in history.verified_empty[:10])
+        )
+    console.print(_summary_table("funding settlements", funding.summary()))
+    return 0
+
+
+def _summary_table(title: str, summary: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    return table
