@@ -150,6 +150,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write candles, ticks or settlements of the configured database as CSV / JSON lines."""
+    from qx_actors.export import export, parse_time
+
+    config = load_config(args.config)
+    try:
+        start, end = parse_time(args.start), parse_time(args.end)
+    except ValueError as exc:
+        print(f"qx-actors export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if end <= start:
+        print("qx-actors export: --to must be after --from", file=sys.stderr)
+        return EXIT_USAGE
+    count = export(
+        config.database,
+        kind=args.kind,
+        start=start,
+        end=end,
+        resolution=args.resolution,
+        fmt=args.format,
+        output=args.output,
+    )
+    print(f"qx-actors export: {count} rows", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the simulator and sync against it into a local SQLite file."""
     from qx_actors.demo import run_demo
@@ -196,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="print the database's history state")
     p.add_argument("--config", required=True, help="YAML config file")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="export candles, ticks or settlements (CSV / JSON lines)")
+    p.add_argument("--config", required=True, help="YAML config file (its database is read)")
+    p.add_argument("--from", dest="start", required=True, help="start (ISO, UTC), inclusive")
+    p.add_argument("--to", dest="end", required=True, help="end (ISO, UTC), exclusive")
+    p.add_argument("--kind", choices=["candles", "ticks", "settlements"], default="candles")
+    p.add_argument(
+        "--resolution",
+        default="1m",
+        choices=["1m", "3m", "5m", "10m", "15m", "30m", "45m", "1h", "2h", "3h", "4h", "1d"],
+        help="candle resolution (default 1m)",
+    )
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.add_argument("--output", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("config", help="print the effective config with defaults")
     p.add_argument("--config", required=True, help="YAML config file")

@@ -1,0 +1,80 @@
+"""``qx-actors export``: candles (any resolution), ticks or settlements as CSV or JSON lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from qx_actors.domain.validation import format_utc
+from qx_actors.storage import Database
+
+KINDS = ("candles", "ticks", "settlements")
+FORMATS = ("csv", "jsonl")
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO date or datetime; without an offset it is UTC."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"expected an ISO date or datetime, got {text!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _rows(
+    database: Database, kind: str, start: datetime, end: datetime, resolution: str
+) -> tuple[list[str], Iterator[list[Any]]]:
+    if kind == "candles":
+        header = ["time", "open", "high", "low", "close", "volume", "stable", "gap", "minutes"]
+        candles = database.candles(start, end, resolution)
+        return header, (
+            [format_utc(c.time), c.open, c.high, c.low, c.close, c.volume, c.stable, c.gap,
+             c.minutes]
+            for c in candles
+        )  # fmt: skip
+    if kind == "ticks":
+        ticks = database.ticks(start, end)
+        return ["time", "last_price"], ([t.time.isoformat(), t.last_price] for t in ticks)
+    settlements = database.settlements(start, end)
+    return ["id", "time", "fixing_price", "funding_rate"], (
+        [s.id, format_utc(s.time), s.fixing_price, s.funding_rate] for s in settlements
+    )
+
+
+def write_rows(header: list[str], rows: Iterable[list[Any]], out: TextIO, fmt: str) -> int:
+    """Write ``rows`` as CSV (with a header) or JSON lines; how many rows were written."""
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    else:
+        for row in rows:
+            out.write(json.dumps(dict(zip(header, row, strict=True))) + "\n")
+            count += 1
+    return count
+
+
+def export(
+    database_url: str,
+    *,
+    kind: str,
+    start: datetime,
+    end: datetime,
+    resolution: str = "1m",
+    fmt: str = "csv",
+    output: str | None = None,
+) -> int:
+    """Export ``[start, end)`` of ``kind`` from the database; the number of rows written."""
+    with Database(database_url) as database:
+        header, rows = _rows(database, kind, start, end, resolution)
+        if output is None:
+            return write_rows(header, rows, sys.stdout, fmt)
+        with open(output, "w", encoding="utf-8", newline="") as out:
+            return write_rows(header, rows, out, fmt)
