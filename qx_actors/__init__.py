@@ -12,7 +12,16 @@ Embed it::
 """
 
 from qx_actors.config import QxConfig, load_config
+from qx_actors.domain import settlements
+from qx_actors.domain.funding import FundingSettlementsState
+from qx_actors.domain.history import PriceHistoryState
 from qx_actors.domain.lookback import Lookback, SyncMode
+from qx_actors.domain.settlements import (
+    ceil_settlement_time,
+    floor_settlement_time,
+    is_valid_settlement_time,
+    next_settlement_time,
+)
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import (
     ConfigError,
@@ -31,18 +40,23 @@ from qx_actors.errors import (
 )
 from qx_actors.logs import configure_logging
 from qx_actors.status import State, SyncStatus
+from qx_actors.storage import CandleRow, Database
 from qx_actors.sync_engine import SyncController, SyncEngine, SyncReader
 from qx_actors.updates import Lagged, ReceiverClosed, SyncUpdate, UpdateReceiver
 
 __all__ = [
     "Candle",
+    "CandleRow",
     "ConfigError",
+    "Database",
     "DatabaseInUseError",
     "ExchangeError",
     "FatalError",
     "FundingSettlement",
+    "FundingSettlementsState",
     "Lagged",
     "Lookback",
+    "PriceHistoryState",
     "PriceTick",
     "QxConfig",
     "QxError",
@@ -63,6 +77,11 @@ __all__ = [
     "SyncStatus",
     "SyncUpdate",
     "UpdateReceiver",
+    "ceil_settlement_time",
     "configure_logging",
+    "floor_settlement_time",
+    "is_valid_settlement_time",
     "load_config",
+    "next_settlement_time",
+    "settlements",
 ]
