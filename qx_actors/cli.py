@@ -128,6 +128,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the ranges a backfill would fetch, the requests and the ETA; writes nothing."""
+    from qx_actors.progress import print_plan
+
+    code: int = print_plan(load_config(args.config))
+    return code
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run the local LN Markets simulator until Ctrl-C."""
     from qx_actors.simulator import SimulatorConfig, run_simulator_blocking
@@ -237,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     p.add_argument("--output", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("plan", help="dry run: ranges to fetch, requests, ETA (writes nothing)")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("config", help="print the effective config with defaults")
     p.add_argument("--config", required=True, help="YAML config file")

@@ -24,6 +24,7 @@ from qx_actors.domain.funding import FundingSettlementsState
 from qx_actors.domain.history import PriceHistoryState
 from qx_actors.domain.lookback import SyncMode
 from qx_actors.domain.timeutil import utc_now
+from qx_actors.domain.validation import format_utc
 from qx_actors.logs import get_logger
 from qx_actors.status import SyncStatus
 from qx_actors.sync_engine import SyncController, SyncEngine
@@ -179,6 +180,63 @@ def print_database_status(config: QxConfig) -> int:
             + ", ".join(str(r) for r in history.verified_empty[:10])
         )
     console.print(_summary_table("funding settlements", funding.summary()))
+    return 0
+
+
+def print_plan(config: QxConfig) -> int:
+    """Dry run: the ranges a backfill would fetch now, requests and ETA; writes nothing."""
+    from qx_actors.domain.funding import FundingSettlementsFacts
+    from qx_actors.domain.history import PriceHistoryFacts
+    from qx_actors.errors import StorageError
+    from qx_actors.storage import Database
+
+    now = utc_now()
+    sync = config.sync
+    history_scan = now - timedelta(hours=sync.price_history_flag_gap_range_h)
+    funding_scan = now - timedelta(hours=sync.funding_settlement_flag_missing_range_h)
+    try:
+        with Database(config.database) as database:
+            facts = database.price_history_facts(scan_from=history_scan)
+            funding_facts = database.funding_facts(scan_from=funding_scan)
+    except StorageError:  # no database yet: everything is to be fetched
+        facts = PriceHistoryFacts(None, None, (), (), None)
+        funding_facts = FundingSettlementsFacts(None, None, ())
+    history = PriceHistoryState.evaluate(
+        facts, reach=sync.price_history_reach_at(now), now=now, recheck_verified_empty=True
+    )
+    funding = FundingSettlementsState.evaluate(
+        funding_facts, reach=sync.funding_settlement_reach_at(now), now=now, scan_from=funding_scan
+    )
+    batch = sync.price_history_batch_size
+    table = Table(title="plan (dry run: nothing is written)")
+    for column in ("what", "kind", "from", "to", "items", "requests"):
+        table.add_column(column)
+    requests = 0
+    for download in history.downloads(newest_gap_first=False):
+        count = download.requests(batch)
+        requests += count
+        table.add_row(
+            "candles", download.kind.value, format_utc(download.start),
+            format_utc(download.end),
+            f"{download.minutes:,}", f"{count:,}",
+        )  # fmt: skip
+    for settlement_download in funding.downloads():
+        items = len(settlement_download.times())
+        count = max(1, -(-items // _CANDLES_PER_REQUEST))
+        requests += count
+        table.add_row(
+            "settlements", settlement_download.kind.value,
+            format_utc(settlement_download.start), format_utc(settlement_download.end),
+            f"{items:,}", f"{count:,}",
+        )  # fmt: skip
+    console = Console()
+    console.print(f"database: {config.database}")
+    console.print(table)
+    eta = timedelta(seconds=round(requests / sync.rest_rate_limit_per_s))
+    console.print(
+        f"{requests:,} requests; ETA {eta} at {sync.rest_rate_limit_per_s:g} request(s)/s "
+        "(sync.rest_rate_limit_per_s)"
+    )
     return 0
 
 

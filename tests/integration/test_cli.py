@@ -150,6 +150,10 @@ def test_sync_runs_until_sigint_then_status_and_export(
     assert 0 == status.returncode, status.stderr
     assert "price history" in status.stdout and "funding settlements" in status.stdout
 
+    plan = run_cli("plan", "--config", str(config))
+    assert 0 == plan.returncode, plan.stderr
+    assert "nothing is written" in plan.stdout and "requests; ETA" in plan.stdout
+
     csv_file = tmp_path / "hours.csv"
     done = run_cli(
         "export", "--config", str(config), "--from", "2020-01-01", "--to", "2100-01-01",
@@ -159,6 +163,18 @@ def test_sync_runs_until_sigint_then_status_and_export(
     rows = csv_file.read_text().splitlines()
     assert "time,open,high,low,close,volume,stable,gap,minutes" == rows[0]
     assert hours == len(rows) - 1
+
+
+def test_plan_on_an_empty_database_lists_the_whole_reach(tmp_path: Path) -> None:
+    """plan with no database yet: one LATEST candle range and the request count at 1/s."""
+    config = tmp_path / "qx.yaml"
+    config.write_text(
+        f"database: sqlite:///{tmp_path / 'none.db'}\nsync:\n  price_history_reach: 2d\n"
+    )
+    done = run_cli("plan", "--config", str(config))
+    assert 0 == done.returncode, done.stderr
+    assert "latest" in done.stdout
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_sync_exits_nonzero_on_failed(simulator: Simulator, tmp_path: Path) -> None:
