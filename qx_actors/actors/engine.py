@@ -62,7 +62,6 @@ class RunContext:
     #: Count of (re)starts of the program in this run: 0 on the first pass.
     attempt: int = 0
     threads: RunThreads = field(default_factory=RunThreads)
-    extras: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ModeProgram(Protocol):
@@ -145,11 +144,6 @@ class EngineActor(QxActor):
         except pykka.ActorDeadError:  # the run already ended (e.g. a forced stop)
             self._log.info("controller_gone", message=type(message).__name__)
 
-    @property
-    def context(self) -> RunContext:
-        """The run's context."""
-        return self._ctx
-
     # -- messages ----------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
@@ -197,7 +191,6 @@ class EngineActor(QxActor):
             config=self._ctx.config,
             attempt=self._attempt,
             threads=self._ctx.threads,
-            extras=self._ctx.extras,
         )
         self._program = self._program_factory(ctx)
         self._advance(None, None)
@@ -249,10 +242,6 @@ class EngineActor(QxActor):
     def publish(self, *updates: SyncUpdate) -> None:
         """Hand updates to the Controller for the subscribers."""
         self._tell_controller(PublishUpdates(tuple(updates)))
-
-    def child(self, name: str) -> pykka.ActorRef[Any]:
-        """The ref of a child actor."""
-        return self._children[name]
 
     def send_to_child(self, target: str, payload: Any) -> int:
         """Send a request to a child; its :class:`Reply` will carry the returned id."""

@@ -113,7 +113,9 @@ def test_recovery_loop_waits_restart_interval_and_reruns_the_program() -> None:
     assert ["injected failure 1", "injected failure 2"] == [str(s.error) for s in recovering]
     pairs = zip(recovering, restarting, strict=True)
     waits = [(b.since - a.since).total_seconds() for a, b in pairs]
-    assert all(wait >= 0.3 for wait in waits), waits
+    # Both stamps are taken by the Controller when it applies the event, so thread scheduling
+    # can shift them by a few ms either way around the Engine's 0.3 s timer.
+    assert all(wait >= 0.27 for wait in waits), waits
 
 
 def test_fatal_error_fails_the_run_and_shutdown_is_refused() -> None:
