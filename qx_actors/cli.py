@@ -9,13 +9,17 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qx_actors.config import QxConfig, dump_config, load_config
 from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
 from qx_actors.errors import ConfigError, QxError
 from qx_actors.logs import configure_logging, format_timeline, read_timeline
 from qx_actors.status import mermaid_diagram
+
+if TYPE_CHECKING:
+    from qx_actors.progress import ProgressView
+    from qx_actors.sync_engine import SyncController
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -97,8 +101,25 @@ def run_until_signal(
     _install_signal_handlers(stop)
     engine = SyncEngine.from_config(config, mode)
     view = ProgressView(engine, config, mode, interactive=progress)
-    controller = engine.start()
-    view.follow_until(stop, controller)
+    health_server = None
+    if config.metrics.listen is not None:
+        from qx_actors.health import HealthServer, parse_listen
+
+        host, port = parse_listen(config.metrics.listen)
+        health_server = HealthServer(engine.health, engine.run_id, host, port).start()
+        print(f"qx-actors: health {health_server.url}/health, metrics {health_server.url}/metrics",
+              file=sys.stderr)  # fmt: skip
+    try:
+        controller = engine.start()
+        view.follow_until(stop, controller)
+        return _stop_run(controller, config, view)
+    finally:
+        if health_server is not None:
+            health_server.stop()
+
+
+def _stop_run(controller: SyncController, config: QxConfig, view: ProgressView) -> int:
+    """Shut the run down (unless it already ended) and say how it ended; the exit code."""
     status = controller.status_snapshot()
     if not status.is_stopped:
         try:

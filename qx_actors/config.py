@@ -144,6 +144,23 @@ class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     file: str | None = None
 
 
+class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The health probe and Prometheus endpoint."""
+
+    #: ``host:port`` to serve ``/health`` and ``/metrics`` on (e.g. ``127.0.0.1:9108``); off when
+    #: null.
+    listen: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.listen is not None:
+            from qx_actors.health import parse_listen
+
+            try:
+                parse_listen(self.listen)
+            except ValueError as exc:
+                raise ValueError(f"listen: {exc}") from None
+
+
 class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole configuration of one sync run."""
 
@@ -156,6 +173,7 @@ class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
     sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
         if not self.database.startswith(("sqlite:///", "postgresql://", "postgres://")):

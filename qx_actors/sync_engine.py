@@ -27,6 +27,7 @@ from qx_actors.errors import (
     SyncNotStarted,
     SyncShutdownFailed,
 )
+from qx_actors.health import RunHealth
 from qx_actors.status import State, SyncStatus, shutdown_refusal
 from qx_actors.updates import UpdateHub, UpdateReceiver
 
@@ -69,15 +70,21 @@ class SyncController(SyncReader):
         controller: pykka.ActorRef[Any],
         shutdown_timeout_s: float,
         threads: RunThreads,
+        health: RunHealth,
     ) -> None:
         super().__init__(mode, hub, run_id)
         self._controller = controller
         self._threads = threads
+        self._health = health
         self._shutdown_timeout_s = shutdown_timeout_s
 
     def reader(self) -> SyncReader:
         """A read-only view of this run."""
         return SyncReader(self.mode, self._hub, self.run_id)
+
+    def health(self) -> dict[str, Any]:
+        """The run's health: status, tick age, candles behind, gaps, counters (plain data)."""
+        return self._health.snapshot()
 
     def subscribe(self, actor_ref: pykka.ActorRef[Any]) -> None:
         """Tell every update from now on to an actor of the embedding application."""
@@ -148,7 +155,8 @@ class SyncEngine:
         self.config = config
         self.mode = mode or config.sync_mode
         self.run_id = uuid.uuid4().hex[:12]
-        self._hub = UpdateHub(config.sync.update_queue_capacity)
+        self.health = RunHealth(lambda: self._hub.status())
+        self._hub = UpdateHub(config.sync.update_queue_capacity, observer=self.health.observe)
         self._program = program
         self._children = children
         self._stop_order = stop_order
@@ -198,7 +206,11 @@ class SyncEngine:
             program, children, stop_order = self._program, self._children, self._stop_order or ()
             on_out_of_band = None
         context = RunContext(
-            run_id=self.run_id, mode=self.mode, config=self.config, threads=self._threads
+            run_id=self.run_id,
+            mode=self.mode,
+            config=self.config,
+            threads=self._threads,
+            health=self.health,
         )
 
         def spawn_engine(controller: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
@@ -226,5 +238,6 @@ class SyncEngine:
             controller,
             self.config.sync.shutdown_timeout_s,
             self._threads,
+            self.health,
         )
         return self._controller

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -154,8 +154,11 @@ class UpdateReceiver:
 class UpdateHub:
     """The current status and the fan-out of updates (thread-safe, never blocks)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self, capacity: int, observer: Callable[[SyncUpdate], None] | None = None
+    ) -> None:
         self._capacity = capacity
+        self._observer = observer
         self._lock = threading.Lock()
         self._status = SyncStatus(State.NOT_INITIATED)
         self._receivers: weakref.WeakSet[UpdateReceiver] = weakref.WeakSet()
@@ -193,6 +196,8 @@ class UpdateHub:
 
     def publish(self, update: SyncUpdate) -> None:
         """Deliver ``update`` to every receiver and subscribed actor."""
+        if self._observer is not None:
+            self._observer(update)
         with self._lock:
             receivers = list(self._receivers)
             actors = list(self._actors)

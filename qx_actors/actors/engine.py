@@ -44,6 +44,7 @@ from qx_actors.actors.messages import (
 from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import SyncMode
 from qx_actors.errors import is_recoverable
+from qx_actors.health import RunHealth
 from qx_actors.logs import get_logger
 from qx_actors.status import Trigger
 from qx_actors.updates import SyncUpdate
@@ -62,6 +63,8 @@ class RunContext:
     #: Count of (re)starts of the program in this run: 0 on the first pass.
     attempt: int = 0
     threads: RunThreads = field(default_factory=RunThreads)
+    #: Where actors register their counters for the health probe (None: not collected).
+    health: RunHealth | None = None
 
 
 class ModeProgram(Protocol):
@@ -191,6 +194,7 @@ class EngineActor(QxActor):
             config=self._ctx.config,
             attempt=self._attempt,
             threads=self._ctx.threads,
+            health=self._ctx.health,
         )
         self._program = self._program_factory(ctx)
         self._advance(None, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -44,9 +45,14 @@ def spawn_rest_fetcher(
     """Start the REST fetcher of a run (it feeds the DB writer started before it)."""
     from qx_actors.actors.rest_fetcher import RestFetcherActor
 
-    return RestFetcherActor.start(
+    ref = RestFetcherActor.start(
         threads=ctx.threads, config=ctx.config, db_writer=siblings[DB], run_id=ctx.run_id
     )
+    if ctx.health is not None:
+        # Read-only, int-valued counters: safe to read from the health probe's thread.
+        counters = ref.proxy().client.get().counters
+        ctx.health.register("rest", lambda: dataclasses.asdict(counters))
+    return ref
 
 
 def spawn_ws_feed(
@@ -55,13 +61,17 @@ def spawn_ws_feed(
     """Start the WS feed of a run (it feeds the DB writer started before it)."""
     from qx_actors.actors.ws_feed import WsFeedActor
 
-    return WsFeedActor.start(
+    ref = WsFeedActor.start(
         threads=ctx.threads,
         config=ctx.config,
         db_writer=siblings[DB],
         engine=engine,
         run_id=ctx.run_id,
     )
+    if ctx.health is not None:
+        counters = ref.proxy().counters.get()
+        ctx.health.register("feed", lambda: dataclasses.asdict(counters))
+    return ref
 
 
 def default_parts(config: QxConfig, mode: SyncMode) -> RunParts:

@@ -113,6 +113,7 @@ BAD_INPUTS = [
     ({"sync": {"rest_timeout_s": True}}, "sync.rest_timeout_s", "got true"),
     ({"sync": {"shutdown_timeout_s": None}}, "sync.shutdown_timeout_s", "got null"),
     ({"database": "${QX_TEST_DEFINITELY_UNSET}"}, "database", "QX_TEST_DEFINITELY_UNSET"),
+    ({"metrics": {"listen": "9108"}}, "metrics.listen", "expected 'host:port'"),
 ]
 
 
