@@ -9,10 +9,11 @@
   settlements at each settlement time (or every ``funding_settlement_retry_interval_s`` while
   not caught up).
 
-With ``exchange.stream_enabled: false`` the head re-sync over REST *is* the live feed, and the
-run reports ``Synced`` after the first catch-up. With the stream enabled, ``Synced`` comes with
-the first committed tick; while the stream is down the run is *degraded* (candles keep flowing
-by REST, the feed reconnects with backoff); no tick for ``live_price_tick_max_interval_s`` is a
+With ``exchange.stream_enabled: false`` the head re-sync over REST *is* the live feed (each
+re-sync fetches the previous and the forming minute again), and the run reports ``Synced``
+after the first catch-up. With the stream enabled, ``Synced`` comes with the first committed
+tick; while the stream is down the run is *degraded* (the head is polled over REST the same
+way, the feed reconnects with backoff); no tick for ``live_price_tick_max_interval_s`` is a
 :class:`~qx_actors.errors.StaleFeedError` and the mode restarts.
 
 Ticks reach the Engine as out-of-band messages (:func:`on_live_message`); the program and that
@@ -22,6 +23,7 @@ handler share a :class:`LiveTracker`, both on the Engine's thread.
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +32,7 @@ from qx_actors.actors.engine import EngineActor, Program, RunContext
 from qx_actors.actors.messages import (
     Call,
     DegradedChanged,
+    FetchCandleRange,
     Report,
     Sleep,
     StreamDown,
@@ -38,11 +41,12 @@ from qx_actors.actors.messages import (
     TicksCommitted,
 )
 from qx_actors.actors.ws_feed import StartStream
+from qx_actors.domain.history import DownloadKind, DownloadRange
 from qx_actors.domain.lookback import ModeKind
 from qx_actors.domain.settlements import next_settlement_time
-from qx_actors.domain.timeutil import UNSTABLE_AGE, floor_minute, utc_now
+from qx_actors.domain.timeutil import MINUTE, UNSTABLE_AGE, floor_minute, utc_now
 from qx_actors.errors import StaleFeedError
-from qx_actors.modes.candles import prune_covered_ticks, sync_price_history
+from qx_actors.modes.candles import REST, prune_covered_ticks, sync_price_history
 from qx_actors.modes.funding import sync_funding_settlements
 from qx_actors.status import Trigger
 from qx_actors.updates import PriceTickUpdate
@@ -59,6 +63,8 @@ class LiveTracker:
     stream_started_at: float | None = None
     last_tick_at: float | None = None
     ticks_committed: int = 0
+    #: The stream is down (degraded): the head is polled over REST until it is back.
+    stream_down: bool = False
 
     def reset(self) -> None:
         """Forget the previous attempt (the program restarted)."""
@@ -79,8 +85,10 @@ def on_live_message(tracker: LiveTracker, engine: EngineActor, message: Any) -> 
                 tracker.synced_reported = True
                 engine.report(Trigger.SYNCED)
         case StreamUp():
+            tracker.stream_down = False
             engine.notify_controller(DegradedChanged(False, "stream subscribed"))
         case StreamDown(error=error):
+            tracker.stream_down = True
             if tracker.live:
                 engine.notify_controller(DegradedChanged(True, str(error)))
         case _:
@@ -95,6 +103,15 @@ def _window_start(ctx: RunContext, now: datetime) -> datetime:
 
 def live_program(ctx: RunContext, tracker: LiveTracker) -> Program:
     """Catch up, go live, and keep everything current until stopped."""
+    try:
+        yield from _live(ctx, tracker)
+    finally:
+        # Closed (restart, stop) or failed: until the next attempt catches up, a tick that
+        # still arrives must not report Synced (e.g. from Running.Recovering).
+        tracker.live = False
+
+
+def _live(ctx: RunContext, tracker: LiveTracker) -> Program:
     sync = ctx.config.sync
     full = ctx.mode.kind is ModeKind.FULL
     stream = ctx.config.exchange.stream_enabled
@@ -143,6 +160,8 @@ def live_program(ctx: RunContext, tracker: LiveTracker) -> Program:
                 "(sync.live_price_tick_max_interval_s)"
             )
         if now >= next_resync:
+            if not stream or tracker.stream_down:
+                yield from _poll_head(ctx)
             yield from sync_price_history(
                 ctx,
                 newest_gap_first=True,
@@ -159,6 +178,19 @@ def live_program(ctx: RunContext, tracker: LiveTracker) -> Program:
         if full and now >= next_funding:
             funding = yield from sync_funding_settlements(ctx)
             next_funding = _next_funding_at(ctx, funding.is_caught_up)
+
+
+def _poll_head(ctx: RunContext) -> Generator[Any, Any, None]:
+    """REST polling of the head: fetch the previous and the still-forming minute again.
+
+    A re-sync pass fetches only what is missing, so within one minute it would not ask the
+    exchange at all and the forming candle would stay as first seen; without the stream
+    (disabled, or down: degraded) this request is what keeps live data flowing every
+    ``price_history_re_sync_interval_s``.
+    """
+    head = floor_minute(utc_now())
+    download = DownloadRange(DownloadKind.UPPER_BOUND, head - MINUTE, head)
+    yield Call(REST, FetchCandleRange(download, ctx.config.sync.price_history_batch_size))
 
 
 def _stale_at(tracker: LiveTracker, max_interval_s: float) -> float:
