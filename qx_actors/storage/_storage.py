@@ -209,6 +209,33 @@ class Storage:
         with guard(backend, f"insert {len(rows)} ticks"), backend.write_txn():
             return backend.insert_tick_rows(rows)
 
+    def insert_new_ticks(
+        self, ticks: Sequence[PriceTick], *, now: datetime | None = None
+    ) -> list[PriceTick]:
+        """Insert the ticks whose time is not stored yet; returns exactly those, in order.
+
+        Duplicates within the batch keep their first occurrence. One transaction; the single
+        writer makes the look-up of known times race-free.
+        """
+        if not ticks:
+            return []
+        unique: dict[datetime, PriceTick] = {}
+        for tick in ticks:
+            unique.setdefault(tick.time, tick)
+        backend = self._backend
+        tp, tv = backend.time_param, backend.time_value
+        created = now or utc_now()
+        with guard(backend, f"insert {len(unique)} ticks"), backend.write_txn():
+            cursor = backend.execute(
+                "SELECT time FROM price_ticks WHERE time >= ? AND time <= ?",
+                (tp(min(unique)), tp(max(unique))),
+            )
+            known = {tv(row[0]) for row in cursor.fetchall()}
+            new = [tick for time, tick in unique.items() if time not in known]
+            if new:
+                backend.insert_tick_rows([(t.time, t.last_price, created) for t in new])
+        return new
+
     def prune_ticks(self, up_to: datetime) -> int:
         """Delete the ticks at or before ``up_to``; returns how many were deleted."""
         backend = self._backend

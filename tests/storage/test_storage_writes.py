@@ -216,3 +216,23 @@ def test_unsupported_url_is_a_storage_error() -> None:
     """An unknown URL scheme is a StorageError naming the URL without its password."""
     with pytest.raises(StorageError, match=r"mysql://u:\*\*\*@h/db"):
         open_storage("mysql://u:secret@h/db")
+
+
+def test_insert_new_ticks_returns_exactly_the_new_ones(storage: Storage, reader: Database) -> None:
+    """insert_new_ticks stores and returns only ticks whose time was not stored, in order."""
+    from datetime import UTC, datetime, timedelta
+
+    from qx_actors.domain.values import PriceTick
+
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    first = [PriceTick(base + timedelta(milliseconds=i), 100.0 + i) for i in (0, 1, 2)]
+    assert first == storage.insert_new_ticks(first)
+    again = [
+        PriceTick(base + timedelta(milliseconds=1), 999.0),
+        PriceTick(base + timedelta(milliseconds=5), 105.0),
+        PriceTick(base + timedelta(milliseconds=5), 106.0),
+        PriceTick(base + timedelta(milliseconds=3), 103.0),
+    ]
+    assert [again[1], again[3]] == storage.insert_new_ticks(again)
+    stored = reader.ticks(base, base + timedelta(seconds=1))
+    assert [100.0, 101.0, 102.0, 103.0, 105.0] == [t.last_price for t in stored]
