@@ -8,6 +8,9 @@ Engine, which decides from their type whether to restart or fail.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pykka
@@ -48,8 +51,10 @@ class DbWriterActor(QxActor):
         database_url: str,
         engine: pykka.ActorRef[Any],
         run_id: str,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         super().__init__(threads=threads)
+        self._clock = clock
         self._url = database_url
         self._engine = engine
         self._run_id = run_id
@@ -80,25 +85,21 @@ class DbWriterActor(QxActor):
     def _report(self, error: BaseException) -> None:
         self._failed = True
         self._log.warning("db_writer_error", error=f"{type(error).__name__}: {error}")
-        try:
+        with contextlib.suppress(pykka.ActorDeadError):
             self._engine.tell(ChildFailed("db_writer", error))
-        except pykka.ActorDeadError:
-            pass
 
     def on_receive(self, message: Any) -> Any:
         storage = self._storage
         if storage is None:
             # Opening failed (already reported): answer requests so nobody waits forever.
             if isinstance(message, Envelope):
-                message.reply_to.tell(Reply(message.request_id, error=_not_open(self._url)))
+                _tell(message.reply_to, Reply(message.request_id, error=_not_open(self._url)))
             return None
         try:
             self._handle(storage, message)
         except Exception as exc:
-            if isinstance(message, Envelope):
-                message.reply_to.tell(Reply(message.request_id, error=exc))
-            elif isinstance(message, (FinishCandleRange, FinishSettlementRange)):
-                message.reply_to.tell(Reply(message.request_id, error=exc))
+            if isinstance(message, (Envelope, FinishCandleRange, FinishSettlementRange)):
+                _tell(message.reply_to, Reply(message.request_id, error=exc))
             else:
                 self._report(exc)
         return None
@@ -106,7 +107,7 @@ class DbWriterActor(QxActor):
     def _handle(self, storage: Storage, message: Any) -> None:
         match message:
             case StoreCandlePage(candles=candles, ack_to=ack_to, request_id=rid):
-                self.candles_written += storage.upsert_candles(candles, now=utc_now())
+                self.candles_written += storage.upsert_candles(candles, now=self._clock())
                 _tell(ack_to, PageStored(rid))
             case FinishCandleRange() as finish:
                 result = CandleRangeStored(
@@ -136,7 +137,7 @@ class DbWriterActor(QxActor):
             case QueryFunding(scan_from=scan_from):
                 return storage.funding_facts(scan_from=scan_from)
             case RecordVerifiedEmpty(ranges=ranges):
-                storage.record_verified_empty(ranges, now=utc_now())
+                storage.record_verified_empty(ranges, now=self._clock())
                 return None
             case FlagHoles(holes=holes):
                 storage.flag_holes(holes)
@@ -153,7 +154,5 @@ def _not_open(url: str) -> Exception:
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
-    try:
+    with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(message)
-    except pykka.ActorDeadError:
-        pass

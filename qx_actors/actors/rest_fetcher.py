@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -178,7 +179,5 @@ class RestFetcherActor(QxActor):
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
-    try:
+    with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(message)
-    except pykka.ActorDeadError:
-        pass

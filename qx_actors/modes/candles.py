@@ -2,13 +2,15 @@
 
 Evaluate the stored history, publish the state, flag new gaps, fetch the next planned range,
 and repeat until the plan is empty for this pass. Ranges fetched in the pass are not planned
-again in it (the exchange would answer the same), which makes every pass terminate; what is
-still missing (young candles, holes the exchange has not filled yet) is retried next pass.
+again in it (the exchange would answer the same), which makes every pass terminate; the one
+exception is a hole a bulk fetch left, asked about once more as a gap in the same pass, so
+that downtime is confirmed before the pass ends. What is still missing (young candles, holes
+the exchange has not filled yet) is retried next pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,9 +20,9 @@ from qx_actors.actors.messages import (
     CandleRangeStored,
     FetchCandleRange,
     FlagHoles,
+    PruneTicks,
     Publish,
     QueryPriceHistory,
-    PruneTicks,
     RecordVerifiedEmpty,
 )
 from qx_actors.domain.history import (
@@ -42,6 +44,10 @@ REACH_TOLERANCE = timedelta(hours=6)
 
 Range = tuple[datetime, datetime]
 
+#: Where a mode reads the time: ``utc_now`` unless a test or an embedding app passes another
+#: (e.g. the simulator's ``ManualClock``, to see young candles settle without waiting an hour).
+Clock = Callable[[], datetime]
+
 
 def confirmed_missing(
     result: CandleRangeStored, *, now: datetime, scan_from: datetime
@@ -50,9 +56,10 @@ def confirmed_missing(
 
     Only stable minutes (older than an hour) count: a young minute may still appear. A gap
     fetch confirms all of them. A bulk fetch confirms holes older than the gap-scan window
-    (they would never be scanned again) and the part below its oldest candle when that is
-    within :data:`REACH_TOLERANCE` of the reach; holes inside the window are left to the gap
-    scan, which asks the exchange once more before recording them.
+    (they would never be scanned again) and the part below its oldest candle (below the stored
+    candles, for a ``LOWER_BOUND`` fetch that got nothing) once the caller has checked that
+    this is within :data:`REACH_TOLERANCE` of the reach; holes inside the window are left to
+    the gap scan, which asks the exchange once more before recording them.
     """
     stable_end = last_stable_minute(now)
     download = result.download
@@ -63,7 +70,9 @@ def confirmed_missing(
             continue
         if download.kind is DownloadKind.GAP:
             confirmed.append((start, end))
-        elif start == download.start and result.received_oldest is not None:
+        elif start == download.start and (
+            result.received_oldest is not None or download.kind is DownloadKind.LOWER_BOUND
+        ):
             confirmed.append((start, end))  # below the oldest candle, near the reach
         elif end < scan_from:
             confirmed.append((start, end))
@@ -76,13 +85,14 @@ def sync_price_history(
     newest_gap_first: bool,
     recheck_verified_empty: bool,
     lookback_start: datetime | None = None,
+    clock: Clock = utc_now,
 ) -> Generator[Any, Any, PriceHistoryState]:
     """Fetch what is missing of ``[reach, now]`` (or ``[lookback_start, now]``) in one pass."""
     sync = ctx.config.sync
     fetched: list[DownloadRange] = []
     flagged: set[Range] = set()
     while True:
-        now = utc_now()
+        now = clock()
         reach = sync.price_history_reach_at(now)
         scan_from = now - timedelta(hours=sync.price_history_flag_gap_range_h)
         facts: PriceHistoryFacts = yield Call(DB, QueryPriceHistory(scan_from))
@@ -97,22 +107,60 @@ def sync_price_history(
             yield Call(DB, FlagHoles(new_gaps))
             flagged.update(new_gaps)
             continue  # the flags changed which candles are unstable: evaluate again
-        if lookback_start is not None:
-            download = state.next_download_within(
-                max(lookback_start, reach), newest_gap_first=newest_gap_first, fetched=fetched
-            )
-        else:
-            download = state.next_download(newest_gap_first=newest_gap_first, fetched=fetched)
+        download = _next_download(
+            state,
+            newest_gap_first=newest_gap_first,
+            lookback_start=None if lookback_start is None else max(lookback_start, reach),
+            fetched=fetched,
+        )
         if download is None:
+            if recheck_verified_empty:
+                # Every hole was asked about again; what the exchange confirmed empty is
+                # downtime, not a gap: report (and prune by) the state as it now stands.
+                state = PriceHistoryState.evaluate(facts, reach=reach, now=now)
+                yield Publish(PriceHistoryStateUpdate(state))
             return state
         result: CandleRangeStored = yield Call(
             REST, FetchCandleRange(download, sync.price_history_batch_size)
         )
         fetched.append(download)
-        check_reach_covered(download, result.received_oldest, reach, tolerance=REACH_TOLERANCE)
-        confirmed = confirmed_missing(result, now=utc_now(), scan_from=scan_from)
+        oldest = result.received_oldest
+        if oldest is None and download.kind is DownloadKind.LOWER_BOUND:
+            # Nothing below the stored candles: the exchange's history starts at the oldest
+            # stored one (e.g. downtime at the reach, asked again after a restart).
+            oldest = state.earliest
+        check_reach_covered(download, oldest, reach, tolerance=REACH_TOLERANCE)
+        confirmed = confirmed_missing(result, now=clock(), scan_from=scan_from)
         if confirmed:
             yield Call(DB, RecordVerifiedEmpty(confirmed))
+
+
+def _next_download(
+    state: PriceHistoryState,
+    *,
+    newest_gap_first: bool,
+    lookback_start: datetime | None,
+    fetched: list[DownloadRange],
+) -> DownloadRange | None:
+    """The next range of the pass: one not fetched yet in it.
+
+    A gap is skipped only when a *gap* fetch of this pass covered it: a hole that a bulk fetch
+    left is asked about once more, as a gap, in the same pass (so that exchange downtime is
+    confirmed and recorded before the pass reports ``Backfilled``, not one pass later).
+    """
+    skip = [old for old in fetched if old.kind is DownloadKind.GAP]
+    while True:
+        if lookback_start is not None:
+            download = state.next_download_within(
+                lookback_start, newest_gap_first=newest_gap_first, fetched=skip
+            )
+        else:
+            download = state.next_download(newest_gap_first=newest_gap_first, fetched=skip)
+        if download is None or download.kind is DownloadKind.GAP:
+            return download
+        if not any(old.covers(download) for old in fetched):
+            return download
+        skip.append(download)
 
 
 def prune_covered_ticks(ctx: RunContext, state: PriceHistoryState) -> Generator[Any, Any, None]:

@@ -20,19 +20,21 @@ from qx_actors.domain.funding import (
     SettlementDownload,
 )
 from qx_actors.domain.timeutil import utc_now
-from qx_actors.modes.candles import DB, REST
+from qx_actors.modes.candles import DB, REST, Clock
 from qx_actors.updates import FundingSettlementsStateUpdate
 
 #: Settlement pages are small; the exchange's maximum page size.
 SETTLEMENT_PAGE_SIZE = 1000
 
 
-def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSettlementsState]:
+def sync_funding_settlements(
+    ctx: RunContext, *, clock: Clock = utc_now
+) -> Generator[Any, Any, FundingSettlementsState]:
     """Fetch the settlements missing from ``[reach, now]``; ranges fetched once per pass."""
     sync = ctx.config.sync
     fetched: list[SettlementDownload] = []
     while True:
-        now = utc_now()
+        now = clock()
         scan_from = now - timedelta(hours=sync.funding_settlement_flag_missing_range_h)
         facts: FundingSettlementsFacts = yield Call(DB, QueryFunding(scan_from))
         state = FundingSettlementsState.evaluate(

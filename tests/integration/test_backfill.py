@@ -1,0 +1,487 @@
+"""Backfill end to end: the actor system against the simulator, over real sockets, into a DB.
+
+Each test compares the database with the simulator's truth (``market.final_candles``) and
+checks the documented outcome of one scenario (downtime, hidden candles, REST faults, invalid
+data, restarts). The ``harness`` fixture stops every engine and simulator and checks that every
+logged status transition is an edge of the status graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import pykka
+import pytest
+
+from qx_actors.actors.db_writer import DbWriterActor
+from qx_actors.actors.engine import RunContext
+from qx_actors.domain.history import last_stable_minute
+from qx_actors.domain.timeutil import MINUTE, floor_minute, parse_rfc3339, utc_now
+from qx_actors.errors import (
+    ExchangeDecodeError,
+    ExchangeServerError,
+    ExchangeTimeout,
+    InvalidMarketData,
+    ReachBeforeHistoryError,
+    UnreachableGapError,
+)
+from qx_actors.modes import spawn_rest_fetcher
+from qx_actors.modes.backfill import backfill_program
+from qx_actors.modes.candles import DB, REST
+from qx_actors.simulator import Faults, ManualClock, Simulator
+from qx_actors.status import State
+from qx_actors.storage import Database, open_storage
+from tests.integration.conftest import Harness
+
+Span = tuple[datetime, datetime]
+
+
+def values(candles: list) -> list[tuple]:
+    """``(time, open, high, low, close, volume)`` of candles or stored rows."""
+    return [(c.time, c.open, c.high, c.low, c.close, c.volume) for c in candles]
+
+
+def stored(url: str, start: datetime, end: datetime, now: datetime | None = None) -> list:
+    """Stored 1m rows with ``start <= time <= end`` (``now``: the market clock)."""
+    with Database(url) as db:
+        return db.candles(start, end + MINUTE, now=now)
+
+
+def verified_empty(url: str) -> list[Span]:
+    """The verified-empty ranges recorded in the database."""
+    with Database(url) as db:
+        return list(db.price_history_facts(scan_from=utc_now() - timedelta(days=30)).verified_empty)
+
+
+def assert_final(
+    url: str, sim: Simulator, start: datetime, end: datetime, now: datetime | None = None
+) -> None:
+    """Every minute of ``[start, end]`` the exchange has is stored once, stable, final values."""
+    rows = stored(url, start, end, now)
+    assert values(sim.market.final_candles(start, end)) == values(rows)
+    assert [] == [row.time for row in rows if not row.stable]
+
+
+def candle_requests(sim: Simulator, overlapping: Span | None = None) -> list[Span]:
+    """``(from, to)`` of the candle requests answered so far (those overlapping a span)."""
+    spans = []
+    for record in sim.requests():
+        if record.endpoint != "candles" or "from" not in record.query:
+            continue
+        span = (parse_rfc3339(record.query["from"]), parse_rfc3339(record.query["to"]))
+        if overlapping is None or (span[0] <= overlapping[1] and overlapping[0] <= span[1]):
+            spans.append(span)
+    return spans
+
+
+def test_backfill_stores_final_candles_and_records_downtime_once(harness: Harness) -> None:
+    """Every minute of [reach, now - 1 h] is stored once with final values; downtime is
+    recorded verified-empty, never filled in, and not fetched again on later passes."""
+    t0 = utc_now()
+    down = (
+        floor_minute(t0 - timedelta(hours=3)),
+        floor_minute(t0 - timedelta(hours=3)) + 10 * MINUTE,
+    )
+    sim = harness.simulator(downtime=(down,))
+    config = harness.config(sim)
+    run = harness.start(config)
+    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    # confirmed within the first pass, before it reports Backfilled
+    assert [(down[0], down[1] - MINUTE)] == verified_empty(harness.database_url)
+    assert () == run.history_states()[-1].gaps
+    first_pass = len(candle_requests(sim, (down[0], down[1] - MINUTE)))
+    run.wait_passes(4)
+    reach = config.sync.price_history_reach_at(t0)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    assert [] == stored(harness.database_url, down[0], down[1] - MINUTE)
+    assert [(down[0], down[1] - MINUTE)] == verified_empty(harness.database_url)
+    # asked once in bulk, once as a gap; later passes leave it alone
+    assert 2 >= first_pass
+    assert first_pass == len(candle_requests(sim, (down[0], down[1] - MINUTE)))
+    young = stored(harness.database_url, last_stable_minute(utc_now()) + MINUTE, utc_now())
+    assert young and not any(row.stable for row in young)
+    states = run.history_states()
+    assert states[-1].gaps == ()
+    run.shutdown()
+
+
+def test_hidden_young_candles_are_repaired_once_the_exchange_has_them(harness: Harness) -> None:
+    """A hole among young candles is not recorded as downtime and is filled on a later pass."""
+    t0 = utc_now()
+    first = floor_minute(t0 - timedelta(minutes=30))
+    last = first + 4 * MINUTE
+    sim = harness.simulator()
+    sim.faults.hide_candles(first, last + MINUTE)
+    run = harness.start(harness.config(sim))
+    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    assert [] == stored(harness.database_url, first, last)
+    assert [] == verified_empty(harness.database_url)
+    assert [(first, last)] == [(g.start, g.end) for g in run.history_states()[-1].gaps]
+    sim.faults.reveal_hidden()
+    run.wait_passes(run.passes() + 2)
+    rows = stored(harness.database_url, first - MINUTE, last + MINUTE)
+    expected = [first - MINUTE + i * MINUTE for i in range(7)]
+    assert expected == [row.time for row in rows]
+    assert () == run.history_states()[-1].gaps
+    run.shutdown()
+
+
+def test_hidden_stable_candles_are_repaired_after_a_restart(harness: Harness) -> None:
+    """A stable hole the exchange confirms empty is recorded once, left alone by later passes,
+    and re-checked (and filled) on the first pass after a restart."""
+    t0 = utc_now()
+    first = floor_minute(t0 - timedelta(hours=4))
+    last = first + 9 * MINUTE
+    sim = harness.simulator()
+    sim.faults.hide_candles(first, last + MINUTE)
+    config = harness.config(sim)
+    run = harness.start(config)
+    run.wait(State.BACKFILLED)
+    assert [(first, last)] == verified_empty(harness.database_url)
+    asked = len(candle_requests(sim, (first, last)))
+    run.wait_passes(3)
+    assert asked == len(candle_requests(sim, (first, last)))
+    run.shutdown()
+
+    sim.faults.reveal_hidden()
+    again = harness.start(config)
+    assert State.BACKFILLED == again.wait(State.BACKFILLED).state
+    assert asked + 1 == len(candle_requests(sim, (first, last)))
+    assert [] == verified_empty(harness.database_url)
+    reach = config.sync.price_history_reach_at(t0)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    again.shutdown()
+
+
+def test_restart_on_an_existing_database_resumes(harness: Harness) -> None:
+    """A restart fetches only the young head again, not what is stored and stable."""
+    sim = harness.simulator()
+    config = harness.config(sim)
+    run = harness.start(config)
+    run.wait(State.BACKFILLED)
+    run.shutdown()
+    before = len(candle_requests(sim))
+    restart_time = utc_now()
+    again = harness.start(config)
+    assert State.BACKFILLED == again.wait(State.BACKFILLED).state
+    new = candle_requests(sim)[before:]
+    assert len(new) <= 1
+    assert all(start >= last_stable_minute(restart_time) - 2 * MINUTE for start, _ in new)
+    reach = config.sync.price_history_reach_at(restart_time)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(restart_time) - MINUTE)
+    again.shutdown()
+
+
+RECOVERABLE_FAULTS: dict[str, tuple[Callable[[Faults], None], type[Exception]]] = {
+    "503": (lambda f: f.fail_next(2, status=503, endpoint="candles"), ExchangeServerError),
+    "502 plain text": (
+        lambda f: f.fail_next(2, status=502, endpoint="candles", plain_text=True),
+        ExchangeServerError,
+    ),
+    "429": (
+        lambda f: f.rate_limit_next(2, retry_after=0.05, endpoint="candles"),
+        ExchangeServerError,
+    ),
+    "slow": (lambda f: f.delay_next(2, 1.0, endpoint="candles"), ExchangeTimeout),
+    "hang": (lambda f: f.hang_next(2, endpoint="candles"), ExchangeTimeout),
+}
+
+
+@pytest.mark.parametrize("fault", list(RECOVERABLE_FAULTS))
+def test_recoverable_rest_fault_restarts_and_completes(harness: Harness, fault: str) -> None:
+    """5xx / 429 / slow / hanging answers past the last trial → Recovering, restart, Backfilled."""
+    arm, error_type = RECOVERABLE_FAULTS[fault]
+    t0 = utc_now()
+    sim = harness.simulator()
+    arm(sim.faults)
+    config = harness.config(sim, rest_timeout_s=0.3)
+    run = harness.start(config)
+    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    assert [
+        "Running.Starting",
+        "Running.InProgress",
+        "Running.Recovering",
+        "Running.Restarting",
+        "Running.InProgress",
+        "Running.Backfilled",
+    ] == [s.name for s in run.statuses]
+    assert isinstance(run.statuses[2].error, error_type)
+    reach = config.sync.price_history_reach_at(t0)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    assert [
+        "start",
+        "progress",
+        "recoverable_error",
+        "restart",
+        "progress",
+        "backfilled",
+    ] == [trigger for trigger, _, _ in harness.transitions()]
+    run.shutdown()
+
+
+def test_fault_within_the_trials_is_retried_without_restart(harness: Harness) -> None:
+    """One 503 with two trials allowed is retried by the client: no Recovering."""
+    sim = harness.simulator()
+    sim.faults.fail_next(1, status=503, endpoint="candles")
+    run = harness.start(harness.config(sim))
+    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    assert ["Running.Starting", "Running.InProgress", "Running.Backfilled"] == [
+        s.name for s in run.statuses
+    ]
+    assert 1 == sim.request_count("candles", 503)
+    run.shutdown()
+
+
+FATAL_FAULTS: dict[str, tuple[Callable[[Faults], None], type[Exception], str]] = {
+    "malformed JSON": (
+        lambda f: f.malformed_next(1, endpoint="candles"),
+        ExchangeDecodeError,
+        r"invalid JSON from /v3/futures/candles",
+    ),
+    "wrong type": (
+        lambda f: f.wrong_types_next(1, endpoint="candles"),
+        ExchangeDecodeError,
+        r"at \$\.data\[0\]\.open",
+    ),
+    "wrong time type": (
+        lambda f: f.wrong_types_next(1, endpoint="candles", field="time", value=12),
+        ExchangeDecodeError,
+        r"at \$\.data\[0\]\.time",
+    ),
+    "unordered": (
+        lambda f: f.unordered_next(1),
+        InvalidMarketData,
+        r"not strictly descending at \d{4}-\d\d-\d\dT\d\d:\d\d:00Z",
+    ),
+    "unrounded": (
+        lambda f: f.unrounded_next(1, offset_s=30),
+        InvalidMarketData,
+        r"candle time \d{4}-\d\d-\d\dT\d\d:\d\d:30Z is not a whole minute",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(FATAL_FAULTS))
+def test_invalid_candle_page_fails_and_writes_nothing(harness: Harness, fault: str) -> None:
+    """Malformed JSON, wrong types, unordered or unrounded candles → Failed naming the cause;
+    nothing of the rejected page is written."""
+    arm, error_type, message = FATAL_FAULTS[fault]
+    sim = harness.simulator()
+    arm(sim.faults)
+    run = harness.start(harness.config(sim, price_history_batch_size=200))
+    final = run.controller.until_stopped(timeout=10)
+    assert State.FAILED == final.state
+    assert isinstance(final.error, error_type)
+    assert final.error is not None
+    assert re_search(message, str(final.error)), str(final.error)
+    assert [] == stored(harness.database_url, utc_now() - timedelta(days=3), utc_now())
+    assert ("fatal_error", "Running.InProgress", "Failed") == harness.transitions()[-1]
+
+
+def re_search(pattern: str, text: str) -> bool:
+    """Whether ``pattern`` occurs in ``text``."""
+    import re
+
+    return re.search(pattern, text) is not None
+
+
+def test_reach_before_the_exchange_history_fails(harness: Harness) -> None:
+    """No candle within hours of the reach (history starts later) → Failed(ReachBeforeHistory)."""
+    t0 = utc_now()
+    sim = harness.simulator()
+    config = harness.config(sim, price_history_reach="2d")
+    reach = config.sync.price_history_reach_at(t0)
+    sim.market.add_downtime(reach - timedelta(days=1), reach + timedelta(hours=7))
+    run = harness.start(config)
+    final = run.controller.until_stopped(timeout=10)
+    assert State.FAILED == final.state
+    assert isinstance(final.error, ReachBeforeHistoryError)
+    assert reach.strftime("%Y-%m-%dT%H:%M:%SZ") in str(final.error)
+
+
+def test_gap_older_than_the_reach_fails(harness: Harness) -> None:
+    """A stored hole that starts before the reach can't be repaired → Failed naming it."""
+    t0 = utc_now()
+    sim = harness.simulator()
+    config = harness.config(sim)
+    reach = config.sync.price_history_reach_at(t0)
+    hole = (reach - timedelta(minutes=60), reach - timedelta(minutes=31))
+    with open_storage(harness.database_url) as storage:
+        storage.upsert_candles(
+            sim.market.final_candles(reach - timedelta(hours=2), hole[0] - MINUTE), now=t0
+        )
+        storage.upsert_candles(
+            sim.market.final_candles(hole[1] + MINUTE, reach + timedelta(minutes=10)), now=t0
+        )
+    run = harness.start(config)
+    final = run.controller.until_stopped(timeout=10)
+    assert State.FAILED == final.state
+    assert isinstance(final.error, UnreachableGapError)
+    assert hole[0].strftime("%Y-%m-%dT%H:%M:%SZ") in str(final.error)
+
+
+def test_unstable_candles_settle_to_final_values(harness: Harness) -> None:
+    """Young candles are stored unstable with the exchange's provisional values; once an hour
+    old (market clock moved on) they are fetched again and stored stable and final."""
+    t0 = floor_minute(utc_now()) + timedelta(seconds=30)
+    clock = ManualClock(t0)
+    sim = harness.simulator(clock=clock)
+    config = harness.config(sim)
+
+    def spawn_db(
+        ctx: RunContext, engine: pykka.ActorRef[Any], _: Mapping[str, pykka.ActorRef[Any]]
+    ) -> pykka.ActorRef[Any]:
+        return DbWriterActor.start(
+            threads=ctx.threads,
+            database_url=ctx.config.database,
+            engine=engine,
+            run_id=ctx.run_id,
+            clock=clock,
+        )
+
+    run = harness.start(
+        config,
+        program=partial(backfill_program, clock=clock),
+        children={DB: spawn_db, REST: spawn_rest_fetcher},
+        stop_order=(REST, DB),
+    )
+    run.wait(State.BACKFILLED)
+    young_start = last_stable_minute(t0) + MINUTE
+    young = stored(harness.database_url, young_start, t0, now=t0)
+    final = sim.market.final_candles(young_start, t0)
+    assert [c.time for c in final] == [row.time for row in young]
+    assert not any(row.stable for row in young)
+    # revised wicks for the past young minutes; the current one is still forming
+    assert all(row.high > c.high for row, c in zip(young[:-1], final[:-1], strict=True))
+    clock.advance(timedelta(minutes=61))
+    run.wait_passes(run.passes() + 2)
+    reach = config.sync.price_history_reach_at(t0)
+    assert_final(harness.database_url, sim, reach, floor_minute(t0), now=clock())
+    run.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("from_inclusive", "to_inclusive"), [(True, False), (False, True), (False, False)]
+)
+def test_backfill_is_exact_whichever_bounds_the_exchange_includes(
+    harness: Harness, from_inclusive: bool, to_inclusive: bool
+) -> None:
+    """Exclusive ``from``/``to`` on the exchange side change nothing: same candles, paging ok."""
+    t0 = utc_now()
+    down = (
+        floor_minute(t0 - timedelta(hours=2)),
+        floor_minute(t0 - timedelta(hours=2)) + 3 * MINUTE,
+    )
+    sim = harness.simulator(
+        from_inclusive=from_inclusive, to_inclusive=to_inclusive, downtime=(down,)
+    )
+    config = harness.config(sim, price_history_batch_size=250)
+    run = harness.start(config)
+    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    reach = config.sync.price_history_reach_at(t0)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    assert [(down[0], down[1] - MINUTE)] == verified_empty(harness.database_url)
+    run.shutdown()
+
+
+def test_downtime_right_at_the_reach_is_recorded_not_fatal(harness: Harness) -> None:
+    """No candle for the first hours after the reach (within tolerance) → verified-empty, and
+    later passes don't ask for the range below the oldest candle again."""
+    t0 = utc_now()
+    sim = harness.simulator()
+    config = harness.config(sim, price_history_reach="2d")
+    reach = config.sync.price_history_reach_at(t0)
+    sim.market.add_downtime(reach - timedelta(days=1), reach + timedelta(hours=2))
+    run = harness.start(config)
+    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    assert [(reach, reach + timedelta(hours=2) - MINUTE)] == verified_empty(harness.database_url)
+    asked = len(candle_requests(sim))
+    run.wait_passes(3)
+    assert all(start > reach + timedelta(hours=2) for start, _ in candle_requests(sim)[asked:])
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    run.shutdown()
+    # the first pass after a restart asks again, and the exchange still has nothing there
+    again = harness.start(config)
+    assert State.BACKFILLED == again.wait(State.BACKFILLED).state, again.statuses[-1].error
+    assert [(reach, reach + timedelta(hours=2) - MINUTE)] == verified_empty(harness.database_url)
+    again.shutdown()
+
+
+def test_rate_limited_exchange_is_paced_without_429(harness: Harness) -> None:
+    """With the exchange's limit equal to the client's pace, no request is rejected."""
+    sim = harness.simulator(rate_limit_per_s=20.0)
+    config = harness.config(sim, rest_rate_limit_per_s=20.0, price_history_batch_size=300)
+    run = harness.start(config)
+    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    assert sim.request_count() >= 4
+    assert 0 == sim.request_count(status=429)
+    run.shutdown()
+
+
+def test_random_server_errors_end_in_a_complete_history(harness: Harness) -> None:
+    """A quarter of the answers fail (seeded), one trial each: the run recovers as often as it
+    takes, resumes from what was stored, and ends with every candle final."""
+    t0 = utc_now()
+    sim = harness.simulator()
+    sim.faults.set_error_fraction(0.25, status=503, seed=3)
+    config = harness.config(
+        sim, rest_error_max_trials=1, restart_interval_s=0.02, price_history_batch_size=100
+    )
+    run = harness.start(config)
+    assert State.BACKFILLED == run.wait(State.BACKFILLED, timeout=20).state
+    assert any(s.state is State.RECOVERING for s in run.statuses)
+    reach = config.sync.price_history_reach_at(t0)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    run.shutdown()
+
+
+def test_shutdown_does_not_wait_for_a_hanging_request(harness: Harness) -> None:
+    """A request that hangs (long timeout) is cancelled by a shutdown, which ends in Shutdown."""
+    sim = harness.simulator()
+    sim.faults.hang_next(1, endpoint="candles")
+    run = harness.start(harness.config(sim, rest_timeout_s=30.0))
+    assert sim.faults.wait_hung(1, timeout=5)
+    run.controller.shutdown()
+    assert State.SHUTDOWN == run.controller.until_stopped(timeout=5).state
+
+
+def test_moving_the_reach_back_fetches_only_the_older_part(harness: Harness) -> None:
+    """A restart with an older reach fetches the range below the stored candles, nothing else."""
+    t0 = utc_now()
+    sim = harness.simulator()
+    run = harness.start(harness.config(sim))
+    run.wait(State.BACKFILLED)
+    run.shutdown()
+    with Database(harness.database_url) as db:
+        earliest = db.price_history_facts(scan_from=t0).earliest
+    assert earliest is not None
+    before = len(candle_requests(sim))
+    config = harness.config(sim, price_history_reach="2d")
+    again = harness.start(config)
+    assert State.BACKFILLED == again.wait(State.BACKFILLED).state
+    reach = config.sync.price_history_reach_at(t0)
+    new = candle_requests(sim)[before:]
+    older = [span for span in new if span[0] < earliest - timedelta(minutes=2)]
+    assert older and all(end <= earliest + MINUTE for _, end in older)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    again.shutdown()
+
+
+def test_downtime_older_than_the_gap_scan_is_confirmed_by_the_bulk_fetch(
+    harness: Harness,
+) -> None:
+    """A hole older than price_history_flag_gap_range_h is recorded from the bulk fetch alone."""
+    t0 = utc_now()
+    down = (
+        floor_minute(t0 - timedelta(hours=4)),
+        floor_minute(t0 - timedelta(hours=4)) + 5 * MINUTE,
+    )
+    sim = harness.simulator(downtime=(down,))
+    run = harness.start(harness.config(sim, price_history_flag_gap_range_h=2))
+    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    assert [(down[0], down[1] - MINUTE)] == verified_empty(harness.database_url)
+    assert 1 == len(candle_requests(sim, (down[0], down[1] - MINUTE)))
+    run.shutdown()

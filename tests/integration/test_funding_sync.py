@@ -1,0 +1,117 @@
+"""Funding settlements end to end: backfill against the simulator's schedule, into a DB."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from qx_actors.domain.settlements import ceil_settlement_time, floor_settlement_time
+from qx_actors.domain.timeutil import FIRST_SETTLEMENT_TIME, utc_now
+from qx_actors.errors import ExchangeDecodeError, InvalidMarketData
+from qx_actors.simulator import Simulator
+from qx_actors.status import State
+from qx_actors.storage import Database
+from tests.integration.conftest import Harness
+
+
+def settlements(url: str) -> list[tuple]:
+    """Every stored settlement as ``(id, time, fixing_price, funding_rate)``, oldest first."""
+    with Database(url) as db:
+        rows = db.settlements(FIRST_SETTLEMENT_TIME, utc_now() + timedelta(days=1))
+    return [(s.id, s.time, s.fixing_price, s.funding_rate) for s in rows]
+
+
+def schedule(sim: Simulator, start: datetime = FIRST_SETTLEMENT_TIME) -> list[tuple]:
+    """The simulator's settlements from ``start`` to now, as :func:`settlements` rows."""
+    return [
+        (s.id, s.time, s.fixing_price, s.funding_rate)
+        for s in sim.market.settlements(start, utc_now())
+    ]
+
+
+def test_backfill_from_max_stores_the_whole_schedule(harness: Harness) -> None:
+    """With reach "max" the table equals the exchange's schedule exactly, in a few pages."""
+    sim = harness.simulator()
+    run = harness.start(harness.config(sim, funding_settlement_reach="max"))
+    assert State.BACKFILLED == run.wait(State.BACKFILLED, timeout=30).state
+    expected = schedule(sim)
+    assert len(expected) > 5000
+    assert expected == settlements(harness.database_url)
+    assert -(-len(expected) // 1000) == sim.request_count("funding-settlements")
+    state = run.funding_states()[-1]
+    assert state.is_caught_up and state.is_complete
+    run.wait_passes(3)
+    # later passes have nothing to fetch
+    assert -(-len(expected) // 1000) == sim.request_count("funding-settlements")
+    run.shutdown()
+
+
+def test_hidden_settlements_are_fetched_on_a_later_pass(harness: Harness) -> None:
+    """Settlements missing inside the scan are asked for once per pass and stored once the
+    exchange serves them."""
+    now = utc_now()
+    first = floor_settlement_time(now - timedelta(days=10))
+    last = floor_settlement_time(now - timedelta(days=9))
+    sim = harness.simulator()
+    sim.faults.hide_settlements(first, last)
+    run = harness.start(harness.config(sim, funding_settlement_reach="20d"))
+    run.wait(State.BACKFILLED)
+    start = ceil_settlement_time(now - timedelta(days=20))
+    hidden = [row for row in schedule(sim, start) if first <= row[1] <= last]
+    assert len(hidden) >= 3
+    assert [row for row in schedule(sim, start) if row not in hidden] == settlements(
+        harness.database_url
+    )
+    assert [row[1] for row in hidden] == list(run.funding_states()[-1].missing)
+    asked = sim.request_count("funding-settlements")
+    run.wait_passes(3)
+    # once per pass, not in a loop
+    assert sim.request_count("funding-settlements") - asked in (2, 3)  # 3: a new settlement
+    sim.faults.reveal_hidden()
+    run.wait_passes(run.passes() + 2)
+    assert schedule(sim, start) == settlements(harness.database_url)
+    assert () == run.funding_states()[-1].missing
+    run.shutdown()
+
+
+def test_off_grid_settlement_fails_naming_it(harness: Harness) -> None:
+    """A settlement off the schedule (03:00) → Failed naming its time; nothing of it stored."""
+    off_grid = floor_settlement_time(utc_now() - timedelta(days=1)).replace(hour=3)
+    sim = harness.simulator()
+    sim.faults.add_off_grid_settlement(off_grid)
+    run = harness.start(harness.config(sim))
+    final = run.controller.until_stopped(timeout=10)
+    assert State.FAILED == final.state
+    assert isinstance(final.error, InvalidMarketData)
+    assert off_grid.strftime("%Y-%m-%dT%H:%M:%SZ") in str(final.error)
+    assert [] == settlements(harness.database_url)
+
+
+def test_wrong_settlement_type_fails_naming_the_field(harness: Harness) -> None:
+    """A settlement with a string funding rate → Failed naming the field path; nothing stored."""
+    sim = harness.simulator()
+    sim.faults.wrong_types_next(1, endpoint="funding-settlements")
+    run = harness.start(harness.config(sim))
+    final = run.controller.until_stopped(timeout=10)
+    assert State.FAILED == final.state
+    assert isinstance(final.error, ExchangeDecodeError)
+    assert re.search(r"at \$\.data\[0\]\.fundingRate", str(final.error)), str(final.error)
+    assert [] == settlements(harness.database_url)
+
+
+def test_restart_does_not_download_stored_settlements_again(harness: Harness) -> None:
+    """A restart on an existing database asks at most for a settlement newer than the stored."""
+    sim = harness.simulator()
+    config = harness.config(sim, funding_settlement_reach="20d")
+    run = harness.start(config)
+    run.wait(State.BACKFILLED)
+    run.shutdown()
+    stored = settlements(harness.database_url)
+    asked = sim.requests()
+    again = harness.start(config)
+    assert State.BACKFILLED == again.wait(State.BACKFILLED).state
+    new = [r for r in sim.requests()[len(asked) :] if r.endpoint == "funding-settlements"]
+    assert len(new) <= 1  # 1 only if a settlement time passed in between
+    assert all(r.query["from"] > stored[-1][1].strftime("%Y-%m-%dT%H:%M") for r in new)
+    assert stored == settlements(harness.database_url)[: len(stored)]
+    again.shutdown()
