@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,10 +19,17 @@ from qx_actors.updates import StatusUpdate, SyncUpdate, UpdateReceiver
 def statuses_until(
     receiver: UpdateReceiver, stop: Callable[[SyncStatus], bool], timeout: float = 10.0
 ) -> list[SyncStatus]:
-    """Read status updates until ``stop(status)``; the statuses read, in order."""
+    """Read status updates until ``stop(status)``; the statuses read, in order.
+
+    ``timeout`` bounds the whole wait (other updates keep arriving meanwhile).
+    """
     seen: list[SyncStatus] = []
+    deadline = time.monotonic() + timeout
     while True:
-        update = receiver.get(timeout)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no matching status within {timeout} s; seen {names(seen)}")
+        update = receiver.get(left)
         if isinstance(update, StatusUpdate):
             seen.append(update.status)
             if stop(update.status):

@@ -69,7 +69,8 @@ class DbWriterActor(QxActor):
         try:
             storage = open_storage(self._url)
             try:
-                storage.acquire_writer_lock(writer_holder(self._run_id))
+                # PostgreSQL only: give the server a moment to notice a killed holder is gone.
+                storage.acquire_writer_lock(writer_holder(self._run_id), wait_s=1.0)
             except BaseException:
                 storage.close()
                 raise
@@ -120,11 +121,11 @@ class DbWriterActor(QxActor):
             case FinishSettlementRange(request_id=rid, reply_to=reply_to, received_count=n):
                 _tell(reply_to, Reply(rid, SettlementRangeStored(n)))
             case StoreTicks(ticks=ticks, ack_to=ack_to):
-                inserted = storage.insert_ticks(ticks)
-                self.ticks_written += inserted
+                new = storage.insert_new_ticks(ticks)
+                self.ticks_written += len(new)
                 if ack_to is not None:
                     _tell(ack_to, TicksStored())
-                _tell(self._engine, TicksCommitted(ticks, inserted))
+                _tell(self._engine, TicksCommitted(tuple(new), len(ticks)))
             case Envelope(request_id=rid, reply_to=reply_to, payload=payload):
                 _tell(reply_to, Reply(rid, self._answer(storage, payload)))
             case _:

@@ -329,7 +329,8 @@ class StreamDown:
 
 @dataclass(frozen=True)
 class TicksCommitted:
-    """To the Engine: these ticks were committed (new ones only)."""
+    """To the Engine: a batch was written; ``ticks`` are the new ones (duplicates left out)."""
 
     ticks: tuple[PriceTick, ...]
+    #: how many ticks the batch had, duplicates included
     received: int

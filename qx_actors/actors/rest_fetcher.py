@@ -2,7 +2,8 @@
 
 It takes fetch requests (in :class:`Envelope`\\ s) from the Engine, pages through the exchange,
 validates every page, and hands the pages straight to the DB writer, a few at a time (flow
-control: at most :data:`PAGES_IN_FLIGHT` unacknowledged pages), so that fetching page *n+1*
+control: pages are grouped into batches of :data:`WRITE_BATCH_CANDLES`, at most
+:data:`PAGES_IN_FLIGHT` batches unacknowledged), so that fetching page *n+1*
 overlaps writing page *n*. When the last page is handed over it sends the DB writer a *finish*
 message; the DB writer, having written everything before it, answers the Engine. A failed fetch
 is answered to the Engine directly with the error. On stop every request in flight is cancelled.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,12 +37,21 @@ from qx_actors.actors.messages import (
 from qx_actors.config import QxConfig
 from qx_actors.domain.timeutil import MINUTE
 from qx_actors.domain.validation import format_utc, validate_candle_page, validate_settlement_page
+from qx_actors.domain.values import Candle
 from qx_actors.errors import InvalidMarketData
 from qx_actors.lnmarkets.rest import RestClient
 from qx_actors.logs import get_logger
 
-#: Pages handed to the DB writer and not yet acknowledged, per request.
-PAGES_IN_FLIGHT = 4
+#: Batches handed to the DB writer and not yet acknowledged, per request.
+PAGES_IN_FLIGHT = 3
+#: A long range is fetched as this many parts at once (see :func:`_split`)...
+PARALLEL_PARTS = 2
+#: ... when it spans at least this many pages.
+PARALLEL_MIN_PAGES = 8
+#: Validated candle pages are written together up to this many candles: one transaction and
+#: one acknowledgement per batch instead of per page (measured: the per-transaction cost was a
+#: tenth of a 1000-row upsert on SQLite).
+WRITE_BATCH_CANDLES = 4000
 
 
 class RestFetcherActor(QxActor):
@@ -130,31 +141,61 @@ class RestFetcherActor(QxActor):
     ) -> None:
         download = request.download
         window = self._windows[request_id] = asyncio.Semaphore(PAGES_IN_FLIGHT)
-        missing: list[tuple[datetime, datetime]] = []
-        expected = download.end  # the next minute we expect, walking backwards
-        count = 0
-        oldest: datetime | None = None
-        async for page in self._client.candle_pages(
-            download.start, download.end, limit=request.batch_size
-        ):
+        parts = _split(download.start, download.end, request.batch_size)
+        try:
+            async with asyncio.TaskGroup() as group:  # one failing part cancels the others
+                tasks = [
+                    group.create_task(self._fetch_part(request_id, start, end, request, window))
+                    for start, end in parts
+                ]
+        except ExceptionGroup as errors:
+            # The Engine decides from the error's type: hand it the part's own error.
+            raise _first_leaf(errors) from None
+        results = [task.result() for task in tasks]
+        count = sum(part.count for part in results)
+        olds = [part.oldest for part in results if part.oldest is not None]
+        missing = _merge_descending([m for part in results for m in part.missing])
+        self._db_writer.tell(
+            FinishCandleRange(
+                request_id, reply_to, download, count, min(olds, default=None), tuple(missing)
+            )
+        )
+
+    async def _fetch_part(
+        self,
+        request_id: int,
+        start: datetime,
+        end: datetime,
+        request: FetchCandleRange,
+        window: asyncio.Semaphore,
+    ) -> _PartResult:
+        """Page through ``[start, end]``, validate, hand batches over; what came back."""
+        result = _PartResult()
+        expected = end  # the next minute we expect, walking backwards
+        pending: list[Candle] = []
+        async for page in self._client.candle_pages(start, end, limit=request.batch_size):
             validate_candle_page(page)
-            if oldest is not None and page[0].time >= oldest:
+            if result.oldest is not None and page[0].time >= result.oldest:
                 raise InvalidMarketData(
                     f"candles not strictly descending across pages at {format_utc(page[0].time)}"
                 )
-            oldest = page[-1].time
-            count += len(page)
+            result.oldest = page[-1].time
+            result.count += len(page)
             for candle in page:
                 if candle.time < expected:
-                    missing.append((candle.time + MINUTE, expected))
+                    result.missing.append((candle.time + MINUTE, expected))
                 expected = candle.time - MINUTE
+            pending.extend(page)
+            if len(pending) >= WRITE_BATCH_CANDLES:
+                await window.acquire()
+                self._db_writer.tell(StoreCandlePage(tuple(pending), self.actor_ref, request_id))
+                pending = []
+        if pending:
             await window.acquire()
-            self._db_writer.tell(StoreCandlePage(tuple(page), self.actor_ref, request_id))
-        if expected >= download.start:
-            missing.append((download.start, expected))
-        self._db_writer.tell(
-            FinishCandleRange(request_id, reply_to, download, count, oldest, tuple(missing))
-        )
+            self._db_writer.tell(StoreCandlePage(tuple(pending), self.actor_ref, request_id))
+        if expected >= start:
+            result.missing.append((start, expected))
+        return result
 
     async def _fetch_settlements(
         self, request_id: int, reply_to: pykka.ActorRef[Any], request: FetchSettlementRange
@@ -181,3 +222,45 @@ class RestFetcherActor(QxActor):
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
     with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(message)
+
+
+@dataclass
+class _PartResult:
+    """What one part of a range fetch received."""
+
+    count: int = 0
+    oldest: datetime | None = None
+    #: minutes the exchange returned nothing for, descending
+    missing: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+
+def _split(start: datetime, end: datetime, batch_size: int) -> list[tuple[datetime, datetime]]:
+    """A long range as :data:`PARALLEL_PARTS` adjacent parts, newest first (else whole).
+
+    Cursor paging is sequential; independent parts let requests overlap the exchange's
+    latency. The rate limiter still paces every request.
+    """
+    minutes = int((end - start) / MINUTE) + 1
+    if minutes < PARALLEL_MIN_PAGES * batch_size:
+        return [(start, end)]
+    step = minutes // PARALLEL_PARTS
+    bounds = [start + i * step * MINUTE for i in range(PARALLEL_PARTS)] + [end + MINUTE]
+    parts = [(bounds[i], bounds[i + 1] - MINUTE) for i in range(PARALLEL_PARTS)]
+    return parts[::-1]
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first error in a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _merge_descending(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Join descending inclusive minute ranges that touch (at the parts' seams)."""
+    merged: list[tuple[datetime, datetime]] = []
+    for first, last in ranges:
+        if merged and merged[-1][0] - MINUTE == last:
+            merged[-1] = (first, merged[-1][1])
+        else:
+            merged.append((first, last))
+    return merged

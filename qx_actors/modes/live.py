@@ -77,9 +77,9 @@ class LiveTracker:
 def on_live_message(tracker: LiveTracker, engine: EngineActor, message: Any) -> None:
     """Handle the WS feed's and DB writer's messages that answer no request."""
     match message:
-        case TicksCommitted(ticks=ticks, received=inserted):
+        case TicksCommitted(ticks=ticks):
             tracker.last_tick_at = time.monotonic()
-            tracker.ticks_committed += inserted
+            tracker.ticks_committed += len(ticks)
             engine.publish(*(PriceTickUpdate(tick) for tick in ticks))
             if tracker.live and not tracker.synced_reported:
                 tracker.synced_reported = True

@@ -6,6 +6,7 @@ paths, how times and booleans travel, how driver errors map into the error tree.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import sqlite3
@@ -41,11 +42,36 @@ _CANDLE_ON_CONFLICT = (
 #: SQLite candle upsert, run with ``executemany``; a row is ``(epoch_seconds, open, high, low,
 #: close, volume, created_at_text, updated_at_text, stable)``. SQLite formats the (whole-second)
 #: epoch time itself: ~30 % faster than formatting the text in Python.
-SQLITE_UPSERT_CANDLES_SQL = (
-    f"INSERT INTO ohlc_candles ({CANDLE_COLUMNS}) "
-    "VALUES (strftime('%Y-%m-%dT%H:%M:%S', ?, 'unixepoch') || '.000000Z', "
-    f"?, ?, ?, ?, ?, ?, ?, FALSE, ?) {_CANDLE_ON_CONFLICT}"
+_SQLITE_CANDLE_ROW = (
+    "(strftime('%Y-%m-%dT%H:%M:%S', ?, 'unixepoch') || '.000000Z', ?, ?, ?, ?, ?, ?, ?, FALSE, ?)"
 )
+SQLITE_UPSERT_CANDLES_SQL = (
+    f"INSERT INTO ohlc_candles ({CANDLE_COLUMNS}) VALUES {_SQLITE_CANDLE_ROW} {_CANDLE_ON_CONFLICT}"
+)
+#: Rows per multi-row statement: 9 parameters a candle row, 3 a tick row, under SQLite's
+#: 32,766 variables (SQLite >= 3.32; older builds allow 999).
+SQLITE_ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 100
+
+
+@functools.cache
+def sqlite_upsert_candles_sql(rows: int) -> str:
+    """The candle upsert for ``rows`` rows in one statement (cached: one prepared statement).
+
+    One statement per batch instead of ``executemany``: sqlite3 releases the GIL around every
+    row it steps, and a busy thread elsewhere in the process then makes each row wait a whole
+    switch interval; measured here with one CPU-bound thread beside it, ``executemany`` fell to
+    ~200 rows/s while one multi-row statement kept ~60k rows/s (and ~520k rows/s against ~430k
+    without contention).
+    """
+    values = ", ".join([_SQLITE_CANDLE_ROW] * rows)
+    return f"INSERT INTO ohlc_candles ({CANDLE_COLUMNS}) VALUES {values} {_CANDLE_ON_CONFLICT}"
+
+
+@functools.cache
+def _sqlite_insert_ticks_sql(rows: int) -> str:
+    return _INSERT_TICK_SQL.format(values=", ".join(["(?, ?, ?)"] * rows))
+
+
 #: PostgreSQL: the staging table that a batch is COPYed into (text format, tab separated)
 POSTGRES_STAGE_TABLE = "qx_candles_stage"
 POSTGRES_CREATE_STAGE_SQL = (
@@ -201,7 +227,9 @@ class SqliteBackend(Backend):
         pragmas: list[tuple[str, Any]] = [
             ("busy_timeout", SQLITE_BUSY_TIMEOUT_MS),
             ("synchronous", "NORMAL"),
-            ("cache_size", -65_536),
+            # 16 MiB of page cache: the writer appends in time order, so a larger cache buys
+            # little and costs resident memory (the engine targets <= 150 MB).
+            ("cache_size", -16_384),
             ("temp_store", "MEMORY"),
             ("foreign_keys", 0),
         ]
@@ -238,19 +266,30 @@ class SqliteBackend(Backend):
         return self.db.atomic(lock_type="DEFERRED")  # type: ignore[no-any-return]
 
     def upsert_candle_rows(self, rows: Sequence[tuple[Any, ...]], created_at: datetime) -> None:
-        """``executemany`` of :data:`SQLITE_UPSERT_CANDLES_SQL` (times are whole minutes)."""
+        """Multi-row statements of :func:`sqlite_upsert_candles_sql` (whole-minute times)."""
         now = to_utc_text(created_at)
-        params = [(t.timestamp(), o, h, lo, c, v, now, now, s) for t, o, h, lo, c, v, s in rows]
-        self.cursor().executemany(SQLITE_UPSERT_CANDLES_SQL, params)
+        cursor = self.cursor()
+        step = SQLITE_ROWS_PER_STATEMENT
+        for first in range(0, len(rows), step):
+            chunk = rows[first : first + step]
+            params = [
+                value
+                for t, o, h, lo, c, v, s in chunk
+                for value in (t.timestamp(), o, h, lo, c, v, now, now, s)
+            ]
+            cursor.execute(sqlite_upsert_candles_sql(len(chunk)), params)
 
     def insert_tick_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        """``executemany``; sqlite3 sums the changes of every execution."""
+        """Multi-row ``INSERT ... ON CONFLICT DO NOTHING``; counts the rows inserted."""
         cursor = self.cursor()
-        cursor.executemany(
-            _INSERT_TICK_SQL.format(values="(?, ?, ?)"),
-            [(to_utc_text(t), p, to_utc_text(c)) for t, p, c in rows],
-        )
-        return max(int(cursor.rowcount), 0)
+        inserted = 0
+        step = SQLITE_ROWS_PER_STATEMENT
+        for first in range(0, len(rows), step):
+            chunk = rows[first : first + step]
+            params = [value for t, p, c in chunk for value in (to_utc_text(t), p, to_utc_text(c))]
+            cursor.execute(_sqlite_insert_ticks_sql(len(chunk)), params)
+            inserted += max(int(cursor.rowcount), 0)
+        return inserted
 
 
 class PostgresBackend(Backend):

@@ -96,13 +96,18 @@ class Storage:
         rows = [
             (c.time, c.open, c.high, c.low, c.close, c.volume, c.time < cutoff) for c in candles
         ]
+        # One pass for the checks and the bounds: this is the hot path of a backfill.
+        lo = hi = rows[0][0]
         for row in rows:
-            if row[0].second or row[0].microsecond:
-                raise ValueError(f"candle time {row[0].isoformat()} is not a whole minute")
+            time = row[0]
+            if time.second or time.microsecond:
+                raise ValueError(f"candle time {time.isoformat()} is not a whole minute")
+            if time < lo:
+                lo = time
+            elif time > hi:
+                hi = time
         if rows[0][0] > rows[-1][0]:
             rows.reverse()  # newest-first from the exchange; ascending inserts are ~20 % faster
-        lo = min(row[0] for row in rows)
-        hi = max(row[0] for row in rows)
         with guard(backend, f"upsert {len(rows)} candles"), backend.write_txn():
             backend.upsert_candle_rows(rows, now)
             self._shrink_verified_empty(lo, hi, (row[0] for row in rows), now)
