@@ -1,6 +1,6 @@
 """Fixtures of the end-to-end tests: a database URL, simulators and engines that always stop.
 
-``database_url`` is an empty SQLite file for now (the PostgreSQL variant plugs in here).
+``database_url`` is an empty database, once per backend (SQLite and PostgreSQL).
 ``harness`` starts simulators and sync engines for a test, waits on their update receivers
 with a bounded total time, and at teardown shuts every engine down, stops every simulator and
 checks that every logged status transition is an edge of the SPEC §4 graph.
@@ -13,7 +13,6 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,9 +47,9 @@ FAST_SYNC: dict[str, Any] = {
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """The URL of an empty database (SQLite file for now)."""
-    return f"sqlite:///{tmp_path / 'qx.db'}"
+def database_url(storage_url: str) -> str:
+    """The URL of an empty database, once per backend (SQLite file, fresh PostgreSQL database)."""
+    return storage_url
 
 
 @dataclass

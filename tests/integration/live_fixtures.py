@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,9 +51,9 @@ FAST_SYNC: dict[str, Any] = {
 
 
 @pytest.fixture
-def live_database_url(tmp_path: Path) -> str:
-    """An empty SQLite database file URL."""
-    return f"sqlite:///{tmp_path / 'live.db'}"
+def live_database_url(storage_url: str) -> str:
+    """An empty database, once per backend (SQLite file, fresh PostgreSQL database)."""
+    return storage_url
 
 
 @pytest.fixture
