@@ -154,9 +154,7 @@ class UpdateReceiver:
 class UpdateHub:
     """The current status and the fan-out of updates (thread-safe, never blocks)."""
 
-    def __init__(
-        self, capacity: int, observer: Callable[[SyncUpdate], None] | None = None
-    ) -> None:
+    def __init__(self, capacity: int, observer: Callable[[SyncUpdate], None] | None = None) -> None:
         self._capacity = capacity
         self._observer = observer
         self._lock = threading.Lock()

@@ -184,6 +184,8 @@ class Market:
         self._anchor_prices: list[float] = [_half(_START_PRICE)]
         self._downtime: list[tuple[int, int]] = []
         self._last_minute: tuple[int, Candle] | None = None
+        self._settlements: dict[int, FundingSettlement] = {}
+        self._settlements_lock = threading.Lock()
 
     # -- time ------------------------------------------------------------------------------
 
@@ -427,8 +429,18 @@ class Market:
             day -= DAY
 
     def settlement_at(self, when: datetime) -> FundingSettlement:
-        """The settlement the market has at ``when`` (on the grid or not)."""
+        """The settlement the market has at ``when`` (on the grid or not); memoised, since its
+        fixing price needs the whole day's minute path."""
         ms = to_epoch_ms(when)
+        known = self._settlements.get(ms)
+        if known is not None:
+            return known
+        settlement = self._make_settlement(when, ms)
+        with self._settlements_lock:
+            self._settlements[ms] = settlement
+        return settlement
+
+    def _make_settlement(self, when: datetime, ms: int) -> FundingSettlement:
         rng = random.Random(f"{self.seed}:funding:{ms}")
         magnitude = rng.uniform(0.0001, 0.0005)
         rate = round(magnitude if rng.random() < 0.6 else -magnitude, 8)

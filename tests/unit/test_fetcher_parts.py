@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -27,7 +28,7 @@ def test_parts_cover_the_range_exactly_newest_first(minutes: int) -> None:
     assert len(parts) >= 2
     ascending = parts[::-1]
     assert T0 == ascending[0][0] and end == ascending[-1][1]
-    for (_, last), (first, _) in zip(ascending, ascending[1:], strict=False):
+    for (_, last), (first, _) in itertools.pairwise(ascending):
         assert last + M == first
     assert minutes == sum(int((e - s) / M) + 1 for s, e in parts)
 
