@@ -23,7 +23,19 @@ from urllib.parse import urlsplit
 import pykka
 import pytest
 
+from qx_actors.simulator import Simulator, SimulatorConfig
+
 _OUR_THREADS = re.compile(r"^(qx-.*|\w+Actor-\d+)$")
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    """A running LN Markets simulator with no rate limit (stopped after the test)."""
+    sim = Simulator(SimulatorConfig(rate_limit_per_s=None, tick_rate_per_s=20)).start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -8,14 +8,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from qx_actors.config import load_config
-from qx_actors.simulator import Simulator, SimulatorConfig
+from qx_actors.simulator import Simulator
 from qx_actors.status import mermaid_diagram
 
 CLI = [sys.executable, "-m", "qx_actors.cli"]
@@ -27,16 +25,6 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
     )
-
-
-@pytest.fixture
-def simulator() -> Iterator[Simulator]:
-    """A simulator with no rate limit."""
-    sim = Simulator(SimulatorConfig(rate_limit_per_s=None, tick_rate_per_s=20)).start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 def write_config(path: Path, sim: Simulator, db: Path, **top: object) -> Path:

@@ -5,26 +5,13 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-
-import pytest
 
 from qx_actors.config import config_from_mapping
 from qx_actors.health import HealthServer
-from qx_actors.simulator import Simulator, SimulatorConfig
+from qx_actors.simulator import Simulator
 from qx_actors.status import State
 from qx_actors.sync_engine import SyncEngine
 from tests.helpers import until_state
-
-
-@pytest.fixture
-def simulator() -> Iterator[Simulator]:
-    """A simulator with no rate limit."""
-    sim = Simulator(SimulatorConfig(rate_limit_per_s=None, tick_rate_per_s=20)).start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 def fetch(url: str) -> tuple[int, str]:

@@ -5,26 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
-
-import pytest
 
 from qx_actors.config import QxConfig, config_from_mapping
 from qx_actors.errors import DatabaseInUseError
-from qx_actors.simulator import Simulator, SimulatorConfig
+from qx_actors.simulator import Simulator
 from qx_actors.status import State
 from qx_actors.sync_engine import SyncEngine
 from tests.helpers import until_state
-
-
-@pytest.fixture
-def simulator() -> Iterator[Simulator]:
-    """A simulator with no rate limit."""
-    sim = Simulator(SimulatorConfig(rate_limit_per_s=None)).start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 def backfill_config(sim: Simulator, database_url: str) -> QxConfig:
