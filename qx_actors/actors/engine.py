@@ -28,6 +28,7 @@ from qx_actors.actors.messages import (
     Call,
     ChildFailed,
     ChildrenStarted,
+    DegradedChanged,
     EngineBegin,
     EngineStop,
     EngineStopped,
@@ -36,6 +37,7 @@ from qx_actors.actors.messages import (
     PublishUpdates,
     Reply,
     Report,
+    SetDegraded,
     Sleep,
     StatusEvent,
     Tell,
@@ -220,6 +222,8 @@ class EngineActor(QxActor):
                         self.report(trigger, degraded=degraded)
                     case Publish(update=update):
                         self.publish(update)
+                    case SetDegraded(degraded=degraded, reason=reason):
+                        self._tell_controller(DegradedChanged(degraded, reason))
                     case Sleep(seconds=seconds):
                         self._pending_timer = self._set_timer(seconds)
                         return

@@ -144,6 +144,14 @@ class Report:
 
 
 @dataclass(frozen=True)
+class SetDegraded:
+    """Tell the Controller that live data does (not) flow by REST polling only; resumes at once."""
+
+    degraded: bool
+    reason: str
+
+
+@dataclass(frozen=True)
 class Publish:
     """Deliver an update to subscribers; resumes at once."""
 

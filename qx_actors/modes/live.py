@@ -34,6 +34,7 @@ from qx_actors.actors.messages import (
     DegradedChanged,
     FetchCandleRange,
     Report,
+    SetDegraded,
     Sleep,
     StreamDown,
     StreamUp,
@@ -65,6 +66,8 @@ class LiveTracker:
     ticks_committed: int = 0
     #: The stream is down (degraded): the head is polled over REST until it is back.
     stream_down: bool = False
+    #: The stream is up but no tick came for half the stale limit (degraded, polled too).
+    stream_quiet: bool = False
 
     def reset(self) -> None:
         """Forget the previous attempt (the program restarted)."""
@@ -72,6 +75,7 @@ class LiveTracker:
         self.synced_reported = False
         self.stream_started_at = None
         self.last_tick_at = None
+        self.stream_quiet = False
 
 
 def on_live_message(tracker: LiveTracker, engine: EngineActor, message: Any) -> None:
@@ -81,6 +85,10 @@ def on_live_message(tracker: LiveTracker, engine: EngineActor, message: Any) -> 
             tracker.last_tick_at = time.monotonic()
             tracker.ticks_committed += len(ticks)
             engine.publish(*(PriceTickUpdate(tick) for tick in ticks))
+            if tracker.stream_quiet:
+                tracker.stream_quiet = False
+                if not tracker.stream_down:
+                    engine.notify_controller(DegradedChanged(False, "ticks flow again"))
             if tracker.live and not tracker.synced_reported:
                 tracker.synced_reported = True
                 engine.report(Trigger.SYNCED)
@@ -149,8 +157,11 @@ def _live(ctx: RunContext, tracker: LiveTracker) -> Program:
         deadlines = [next_resync]
         if full:
             deadlines += [next_backfill, next_funding]
+        quiet_after = sync.live_price_tick_max_interval_s / 2
         if stream:
             deadlines.append(_stale_at(tracker, sync.live_price_tick_max_interval_s))
+            if not tracker.stream_quiet:
+                deadlines.append(_stale_at(tracker, quiet_after))
         yield Sleep(max(min(deadlines) - time.monotonic(), 0.0))
 
         now = time.monotonic()
@@ -159,8 +170,15 @@ def _live(ctx: RunContext, tracker: LiveTracker) -> Program:
                 f"no tick for {sync.live_price_tick_max_interval_s:g} s "
                 "(sync.live_price_tick_max_interval_s)"
             )
+        if stream and not tracker.stream_quiet and now >= _stale_at(tracker, quiet_after):
+            # Half-way to stale: keep the head current over REST and say so, while the
+            # stream gets the rest of the interval to deliver.
+            tracker.stream_quiet = True
+            if not tracker.stream_down:
+                yield SetDegraded(True, f"no tick for {quiet_after:g} s")
+            next_resync = now
         if now >= next_resync:
-            if not stream or tracker.stream_down:
+            if not stream or tracker.stream_down or tracker.stream_quiet:
                 yield from _poll_head(ctx)
             yield from sync_price_history(
                 ctx,

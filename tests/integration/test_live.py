@@ -243,6 +243,11 @@ def test_silent_stream_is_stale_and_restarts(
     ] == [t[2] for t in transitions(logs)]
     # The connection itself stayed up: pings were answered, no heartbeat timeout.
     assert not any("ping" in e["error"] for e in _events(logs, "stream_reconnect_scheduled"))
+    # Half-way to stale the run said it was degraded (head polled over REST), and the
+    # reconnect after the restart cleared it.
+    changes = [(e["degraded"], e["reason"]) for e in _events(logs, "degraded_mode_changed")]
+    assert (True, "no tick for 0.5 s") == changes[0]
+    assert False is changes[-1][0]
     assert_follows_graph(logs)
 
 
