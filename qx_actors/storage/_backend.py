@@ -6,6 +6,7 @@ paths, how times and booleans travel, how driver errors map into the error tree.
 
 from __future__ import annotations
 
+import abc
 import functools
 import io
 import os
@@ -134,7 +135,7 @@ def map_error(exc: BaseException, what: str) -> StorageError:
 DRIVER_ERRORS: tuple[type[Exception], ...] = (pw.PeeweeException, sqlite3.Error, psycopg2.Error)
 
 
-class Backend:
+class Backend(abc.ABC):
     """One open peewee database and the backend-specific ways of talking to it."""
 
     name: str
@@ -143,29 +144,35 @@ class Backend:
     #: the parameter placeholder of the driver
     param: str
 
+    @abc.abstractmethod
     def time_param(self, value: datetime) -> Any:
         """A UTC time as a driver parameter."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def time_value(self, value: Any) -> datetime:
         """A time column value as an aware UTC datetime."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def write_txn(self) -> AbstractContextManager[Any]:
         """A write transaction (one per batch)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def read_txn(self) -> AbstractContextManager[Any]:
         """A read transaction that sees one consistent snapshot."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def upsert_candle_rows(self, rows: Sequence[tuple[Any, ...]], created_at: datetime) -> None:
         """Upsert ``(time, open, high, low, close, volume, stable)`` rows (time as a datetime)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def insert_tick_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert ``(time, last_price, created_at)`` rows, ignoring known times; count inserted."""
-        raise NotImplementedError
+        ...
 
     def insert_settlement_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert settlement rows, ignoring known ids/times; count inserted."""
@@ -194,7 +201,7 @@ class Backend:
         cursor.execute(self.sql(text), tuple(params))
         return cursor
 
-    def recover(self) -> None:
+    def recover(self) -> None:  # noqa: B027 - most backends have nothing to drop
         """Drop this thread's connection if it is dead (it is reopened on next use)."""
 
     def close(self) -> None:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import abc
 import fcntl
 import os
 import socket
@@ -29,15 +30,15 @@ def writer_holder(run_id: str) -> str:
     return f"run {run_id} (pid {os.getpid()} on {socket.gethostname()})"
 
 
-class WriterLock:
+class WriterLock(abc.ABC):
     """A held writer lock; ``release()`` frees it (idempotent)."""
 
     def __init__(self, holder: str) -> None:
         self.holder = holder
 
+    @abc.abstractmethod
     def release(self) -> None:
         """Free the lock."""
-        raise NotImplementedError
 
 
 class NullWriterLock(WriterLock):
