@@ -6,12 +6,13 @@ configured by the CLI or the embedding application, never on import.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, TextIO
+from typing import IO, Any, TextIO, cast
 
 import structlog
 
@@ -41,7 +42,7 @@ def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | N
         out: TextIO = open(config.file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         _open_files.append(out)
     else:
-        out = stream or sys.stderr
+        out = stream or cast(TextIO, _CurrentStderr())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -60,6 +61,20 @@ def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | N
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+
+
+class _CurrentStderr(io.TextIOBase):
+    """Whatever ``sys.stderr`` is at each write, so that a live terminal display that
+    redirects stderr (rich) can print log lines above itself instead of being torn by them."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 def get_logger(**context: Any) -> Any:

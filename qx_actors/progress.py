@@ -104,10 +104,10 @@ class ProgressView:
             requests = -(-history.missing_minutes // _CANDLES_PER_REQUEST)
             table.add_row("ETA at rate limit", str(timedelta(seconds=round(requests / rate))))
         if self._funding is not None:
+            funding = self._funding.summary()
             table.add_row(
                 "settlements",
-                f"{self._funding.earliest} .. {self._funding.latest}, "
-                f"missing {len(self._funding.missing)}",
+                f"{funding['earliest']} .. {funding['latest']}, missing {funding['missing']}",
             )
         if self._mode.live_feed_active:
             price = "-" if self._last_price is None else f"{self._last_price:,.1f}"
