@@ -17,6 +17,7 @@ import pykka
 
 from qx_actors.actors.base import QxActor, RunThreads
 from qx_actors.actors.messages import (
+    CancelRequest,
     CandleRangeStored,
     ChildFailed,
     Envelope,
@@ -128,6 +129,8 @@ class DbWriterActor(QxActor):
                 _tell(self._engine, TicksCommitted(tuple(new), len(ticks)))
             case Envelope(request_id=rid, reply_to=reply_to, payload=payload):
                 _tell(reply_to, Reply(rid, self._answer(storage, payload)))
+            case CancelRequest():
+                pass  # each request is answered within its one message: nothing to cancel
             case _:
                 self._log.warning("unknown_message", message=repr(message))
 

@@ -26,6 +26,7 @@ from qx_actors.actors.base import QxActor, RunThreads
 from qx_actors.actors.loop_thread import LoopThread
 from qx_actors.actors.messages import (
     Call,
+    CancelRequest,
     ChildFailed,
     ChildrenStarted,
     DegradedChanged,
@@ -113,6 +114,7 @@ class EngineActor(QxActor):
         self._attempt = 0
         self._ids = itertools.count(1)
         self._pending_request: int | None = None
+        self._pending_target: str | None = None
         self._pending_timer: int | None = None
         self._restart_timer: int | None = None
         self._timers = LoopThread(f"qx-engine-timers-{context.run_id}")
@@ -203,6 +205,10 @@ class EngineActor(QxActor):
 
     def _close_program(self) -> None:
         program, self._program = self._program, None
+        if self._pending_request is not None and self._pending_target in self._children:
+            # e.g. a range fetch of the old attempt must not go on paging and writing
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._children[self._pending_target].tell(CancelRequest(self._pending_request))
         self._pending_request = None
         self._pending_timer = None
         if program is not None:
@@ -231,6 +237,7 @@ class EngineActor(QxActor):
                         self._children[target].tell(message)
                     case Call(target=target, payload=payload):
                         self._pending_request = self.send_to_child(target, payload)
+                        self._pending_target = target
                         return
                     case _:
                         raise TypeError(f"a mode program yielded an unknown effect: {effect!r}")

@@ -109,6 +109,13 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class CancelRequest:
+    """The Engine no longer waits for ``request_id`` (its program restarted): drop the work."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
 class Reply:
     """The answer to an :class:`Envelope`: a value or an error."""
 
@@ -198,14 +205,6 @@ class FetchSettlementRange:
     start: datetime
     end: datetime
     batch_size: int
-
-
-@dataclass(frozen=True)
-class CancelFetches:
-    """Cancel every fetch in flight (the Engine restarts its program)."""
-
-
-# --- DB writer ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import pykka
 from qx_actors.actors.base import QxActor, RunThreads
 from qx_actors.actors.loop_thread import LoopThread
 from qx_actors.actors.messages import (
-    CancelFetches,
+    CancelRequest,
     Envelope,
     FetchCandleRange,
     FetchSettlementRange,
@@ -108,8 +108,10 @@ class RestFetcherActor(QxActor):
                 window = self._windows.get(rid)
                 if window is not None:
                     self._loop.call_soon(window.release)
-            case CancelFetches():
-                self._cancel_all()
+            case CancelRequest(request_id=rid):
+                future = self._inflight.pop(rid, None)
+                if future is not None:
+                    future.cancel()
             case _:
                 self._log.warning("unknown_message", message=repr(message))
         return None

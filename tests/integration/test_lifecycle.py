@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -10,12 +11,23 @@ import pykka
 import pytest
 from structlog.testing import capture_logs
 
-from qx_actors.actors.base import RunThreads
+from qx_actors.actors.base import QxActor, RunThreads
 from qx_actors.actors.controller import ControllerActor
-from qx_actors.actors.messages import BeginRun, EngineStopped, RequestShutdown, StatusEvent
+from qx_actors.actors.messages import (
+    BeginRun,
+    Call,
+    CancelRequest,
+    ChildFailed,
+    EngineStopped,
+    Envelope,
+    Report,
+    RequestShutdown,
+    StatusEvent,
+)
 from qx_actors.config import QxConfig, config_from_mapping
 from qx_actors.errors import (
     InvalidMarketData,
+    RecoverableError,
     ShutdownTimeout,
     SyncAlreadyShutdown,
     SyncAlreadyStarted,
@@ -261,3 +273,46 @@ def test_engine_status_events_after_shutdown_are_ignored() -> None:
     rejected = [e for e in logs if e["event"] == "status_transition_rejected"]
     assert ["shutdown"] == [e["trigger"] for e in rejected]
     engines[0].stop()
+
+
+class _FailingWorker(QxActor):
+    """A child that answers a request by failing recoverably, and records cancellations."""
+
+    def __init__(self, *, threads: Any, engine: pykka.ActorRef[Any], cancelled: list[int]) -> None:
+        super().__init__(threads=threads)
+        self.engine = engine
+        self.cancelled = cancelled
+        self.done = threading.Event()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Envelope):
+            self.engine.tell(ChildFailed("worker", RecoverableError("worker lost its connection")))
+        elif isinstance(message, CancelRequest):
+            self.cancelled.append(message.request_id)
+            self.done.set()
+        return None
+
+
+def test_recovery_cancels_the_request_the_program_waited_for() -> None:
+    """When the program restarts while waiting for a child, that child is told to drop it."""
+    cancelled: list[int] = []
+    workers: list[pykka.ActorRef[Any]] = []
+
+    def spawn(ctx: Any, engine: pykka.ActorRef[Any], siblings: Any) -> pykka.ActorRef[Any]:
+        workers.append(
+            _FailingWorker.start(threads=ctx.threads, engine=engine, cancelled=cancelled)
+        )
+        return workers[0]
+
+    def program(ctx: Any) -> Iterator[Any]:
+        yield Report(Trigger.PROGRESS)
+        yield Call("worker", "fetch something")
+
+    engine = SyncEngine(config(restart_interval_s=30), program=program, children={"worker": spawn})
+    receiver = engine.update_receiver()
+    controller = engine.start()
+    recovering = until_state(receiver, State.RECOVERING)[-1]
+    assert "worker lost its connection" == str(recovering.error)
+    assert workers[0].proxy().done.get().wait(5)
+    assert [1] == cancelled
+    controller.shutdown()
