@@ -6,6 +6,7 @@ import threading
 import time
 
 import pykka
+import structlog
 
 
 class RunThreads:
@@ -44,9 +45,14 @@ class QxActor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, *, threads: RunThreads) -> None:
+    def __init__(self, *, threads: RunThreads, run_id: str | None = None) -> None:
         super().__init__()
         self.threads = threads
+        self.run_id = run_id
 
     def on_start(self) -> None:
         self.threads.add(threading.current_thread())
+        if self.run_id is not None:
+            # Log events of the libraries this actor drives (the LN Markets clients), also from
+            # the asyncio tasks it submits, carry the run's id (structlog merge_contextvars).
+            structlog.contextvars.bind_contextvars(run_id=self.run_id)

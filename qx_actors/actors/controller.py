@@ -60,7 +60,7 @@ class ControllerActor(QxActor):
         spawn_engine: EngineSpawner,
         threads: RunThreads,
     ) -> None:
-        super().__init__(threads=threads)
+        super().__init__(threads=threads, run_id=run_id)
         self._run_id = run_id
         self._mode = mode
         self._hub = hub

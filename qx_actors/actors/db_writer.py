@@ -54,7 +54,7 @@ class DbWriterActor(QxActor):
         run_id: str,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        super().__init__(threads=threads)
+        super().__init__(threads=threads, run_id=run_id)
         self._clock = clock
         self._url = database_url
         self._engine = engine

@@ -100,7 +100,7 @@ class EngineActor(QxActor):
         stop_order: tuple[str, ...] = (),
         on_out_of_band: Callable[[EngineActor, Any], None] | None = None,
     ) -> None:
-        super().__init__(threads=context.threads)
+        super().__init__(threads=context.threads, run_id=context.run_id)
         self._controller = controller
         self._ctx = context
         self._program_factory = program

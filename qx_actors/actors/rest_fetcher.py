@@ -65,7 +65,7 @@ class RestFetcherActor(QxActor):
         db_writer: pykka.ActorRef[Any],
         run_id: str,
     ) -> None:
-        super().__init__(threads=threads)
+        super().__init__(threads=threads, run_id=run_id)
         sync = config.sync
         self._client = RestClient(
             config.exchange.rest_url,

@@ -96,7 +96,7 @@ class WsFeedActor(QxActor):
         engine: pykka.ActorRef[Any],
         run_id: str,
     ) -> None:
-        super().__init__(threads=threads)
+        super().__init__(threads=threads, run_id=run_id)
         exchange = config.exchange
         self._client = StreamClient(
             exchange.stream_url,

@@ -64,3 +64,35 @@ def test_health_and_metrics_of_a_live_run(simulator: Simulator, tmp_path: object
             controller.shutdown()
     finally:
         server.stop()
+
+
+def test_client_log_events_carry_the_run_id(simulator: Simulator, tmp_path: object) -> None:
+    """Events of the LN Markets clients (e.g. stream_subscribed) carry the run's id."""
+    import io
+
+    import structlog
+
+    from qx_actors.config import LoggingConfig
+    from qx_actors.logs import configure_logging
+
+    out = io.StringIO()
+    configure_logging(LoggingConfig(format="json", level="info"), stream=out)
+    try:
+        config = config_from_mapping(
+            {
+                "mode": "live",
+                "database": f"sqlite:///{tmp_path}/qx.db",
+                "exchange": {"rest_url": simulator.rest_url, "stream_url": simulator.stream_url},
+                "sync": {"price_history_reach": "1d", "rest_rate_limit_per_s": 1000},
+            }
+        )
+        engine = SyncEngine(config)
+        receiver = engine.update_receiver()
+        controller = engine.start()
+        until_state(receiver, State.SYNCED, timeout=30)
+        controller.shutdown()
+    finally:
+        structlog.reset_defaults()
+    events = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    subscribed = [e for e in events if e["event"] == "stream_subscribed"]
+    assert subscribed and all(engine.run_id == e["run_id"] for e in subscribed)
