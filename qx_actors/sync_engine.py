@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import pykka
@@ -21,6 +22,7 @@ from qx_actors.actors.engine import ChildSpawner, EngineActor, ModeProgram, RunC
 from qx_actors.actors.messages import BeginRun, ForceStop, RequestShutdown
 from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import SyncMode
+from qx_actors.domain.timeutil import utc_now
 from qx_actors.errors import (
     ShutdownTimeout,
     SyncAlreadyStarted,
@@ -140,7 +142,8 @@ class SyncEngine:
     """Builds one sync run; ``start()`` starts its actors and returns a :class:`SyncController`.
 
     ``program`` and ``children`` replace the mode logic and the child actors (tests and
-    extensions); by default they follow ``mode`` (or the config's mode).
+    extensions); by default they follow ``mode`` (or the config's mode). ``clock`` is where the
+    run reads the time (default: the wall clock; e.g. the simulator's ``ManualClock`` in tests).
     """
 
     def __init__(
@@ -151,8 +154,10 @@ class SyncEngine:
         program: ModeProgram | None = None,
         children: Mapping[str, ChildSpawner] | None = None,
         stop_order: tuple[str, ...] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
+        self._clock = clock or utc_now
         self.mode = mode or config.sync_mode
         self.run_id = uuid.uuid4().hex[:12]
         self.health = RunHealth(lambda: self._hub.status())
@@ -211,6 +216,7 @@ class SyncEngine:
             config=self.config,
             threads=self._threads,
             health=self.health,
+            clock=self._clock,
         )
 
         def spawn_engine(controller: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:

@@ -18,6 +18,7 @@ import itertools
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import pykka
@@ -46,6 +47,7 @@ from qx_actors.actors.messages import (
 )
 from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import SyncMode
+from qx_actors.domain.timeutil import utc_now
 from qx_actors.errors import is_recoverable
 from qx_actors.health import RunHealth
 from qx_actors.logs import get_logger
@@ -68,6 +70,8 @@ class RunContext:
     threads: RunThreads = field(default_factory=RunThreads)
     #: Where actors register their counters for the health probe (None: not collected).
     health: RunHealth | None = None
+    #: Where the run reads the time (the wall clock; tests and replays pass a manual one).
+    clock: Callable[[], datetime] = utc_now
 
 
 class ModeProgram(Protocol):
@@ -199,6 +203,7 @@ class EngineActor(QxActor):
             attempt=self._attempt,
             threads=self._ctx.threads,
             health=self._ctx.health,
+            clock=self._ctx.clock,
         )
         self._program = self._program_factory(ctx)
         self._advance(None, None)

@@ -35,7 +35,11 @@ def spawn_db_writer(ctx: RunContext, engine: pykka.ActorRef[Any], _: Refs) -> py
     from qx_actors.actors.db_writer import DbWriterActor
 
     return DbWriterActor.start(
-        threads=ctx.threads, database_url=ctx.config.database, engine=engine, run_id=ctx.run_id
+        threads=ctx.threads,
+        database_url=ctx.config.database,
+        engine=engine,
+        run_id=ctx.run_id,
+        clock=ctx.clock,
     )
 
 

@@ -4,27 +4,23 @@ from __future__ import annotations
 
 from qx_actors.actors.engine import Program, RunContext
 from qx_actors.actors.messages import Report, Sleep
-from qx_actors.domain.timeutil import utc_now
-from qx_actors.modes.candles import Clock, prune_covered_ticks, sync_price_history
+from qx_actors.modes.candles import prune_covered_ticks, sync_price_history
 from qx_actors.modes.funding import sync_funding_settlements
 from qx_actors.status import Trigger
 
 
-def backfill_program(ctx: RunContext, *, clock: Clock = utc_now) -> Program:
-    """Passes of price-history sync separated by ``price_history_re_backfill_interval_s``.
-
-    ``clock`` is where the passes read the time (pass the DB writer the same one).
-    """
+def backfill_program(ctx: RunContext) -> Program:
+    """Passes of price-history sync separated by ``price_history_re_backfill_interval_s``."""
     first_pass = True
     while True:
         yield Report(Trigger.PROGRESS)
         # Exchange-confirmed holes are asked about once more on the first pass after a
         # (re)start: candles that appear later are repaired, and no hole is asked about in a loop.
         state = yield from sync_price_history(
-            ctx, newest_gap_first=False, recheck_verified_empty=first_pass, clock=clock
+            ctx, newest_gap_first=False, recheck_verified_empty=first_pass
         )
         yield from prune_covered_ticks(ctx, state)
-        yield from sync_funding_settlements(ctx, clock=clock)
+        yield from sync_funding_settlements(ctx)
         yield Report(Trigger.BACKFILLED)
         first_pass = False
         yield Sleep(ctx.config.sync.price_history_re_backfill_interval_s)

@@ -10,7 +10,7 @@ the exchange has not filled yet) is retried next pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,7 +33,6 @@ from qx_actors.domain.history import (
     check_reach_covered,
     last_stable_minute,
 )
-from qx_actors.domain.timeutil import utc_now
 from qx_actors.updates import PriceHistoryStateUpdate
 
 REST = "rest"
@@ -43,10 +42,6 @@ DB = "db"
 REACH_TOLERANCE = timedelta(hours=6)
 
 Range = tuple[datetime, datetime]
-
-#: Where a mode reads the time: ``utc_now`` unless a test or an embedding app passes another
-#: (e.g. the simulator's ``ManualClock``, to see young candles settle without waiting an hour).
-Clock = Callable[[], datetime]
 
 
 def confirmed_missing(
@@ -85,9 +80,9 @@ def sync_price_history(
     newest_gap_first: bool,
     recheck_verified_empty: bool,
     lookback_start: datetime | None = None,
-    clock: Clock = utc_now,
 ) -> Generator[Any, Any, PriceHistoryState]:
     """Fetch what is missing of ``[reach, now]`` (or ``[lookback_start, now]``) in one pass."""
+    clock = ctx.clock
     sync = ctx.config.sync
     fetched: list[DownloadRange] = []
     flagged: set[Range] = set()

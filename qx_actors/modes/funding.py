@@ -19,18 +19,16 @@ from qx_actors.domain.funding import (
     FundingSettlementsState,
     SettlementDownload,
 )
-from qx_actors.domain.timeutil import utc_now
-from qx_actors.modes.candles import DB, REST, Clock
+from qx_actors.modes.candles import DB, REST
 from qx_actors.updates import FundingSettlementsStateUpdate
 
 #: Settlement pages are small; the exchange's maximum page size.
 SETTLEMENT_PAGE_SIZE = 1000
 
 
-def sync_funding_settlements(
-    ctx: RunContext, *, clock: Clock = utc_now
-) -> Generator[Any, Any, FundingSettlementsState]:
+def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSettlementsState]:
     """Fetch the settlements missing from ``[reach, now]``; ranges fetched once per pass."""
+    clock = ctx.clock
     sync = ctx.config.sync
     fetched: list[SettlementDownload] = []
     while True:

@@ -45,7 +45,7 @@ from qx_actors.actors.ws_feed import StartStream
 from qx_actors.domain.history import DownloadKind, DownloadRange
 from qx_actors.domain.lookback import ModeKind
 from qx_actors.domain.settlements import next_settlement_time
-from qx_actors.domain.timeutil import MINUTE, UNSTABLE_AGE, floor_minute, utc_now
+from qx_actors.domain.timeutil import MINUTE, UNSTABLE_AGE, floor_minute
 from qx_actors.errors import StaleFeedError
 from qx_actors.modes.candles import REST, prune_covered_ticks, sync_price_history
 from qx_actors.modes.funding import sync_funding_settlements
@@ -139,7 +139,7 @@ def _live(ctx: RunContext, tracker: LiveTracker) -> Program:
             ctx,
             newest_gap_first=True,
             recheck_verified_empty=False,
-            lookback_start=_window_start(ctx, utc_now()),
+            lookback_start=_window_start(ctx, ctx.clock()),
         )
 
     tracker.live = True
@@ -184,7 +184,7 @@ def _live(ctx: RunContext, tracker: LiveTracker) -> Program:
                 ctx,
                 newest_gap_first=True,
                 recheck_verified_empty=False,
-                lookback_start=_window_start(ctx, utc_now()),
+                lookback_start=_window_start(ctx, ctx.clock()),
             )
             next_resync = time.monotonic() + sync.price_history_re_sync_interval_s
         if full and now >= next_backfill:
@@ -206,7 +206,7 @@ def _poll_head(ctx: RunContext) -> Generator[Any, Any, None]:
     (disabled, or down: degraded) this request is what keeps live data flowing every
     ``price_history_re_sync_interval_s``.
     """
-    head = floor_minute(utc_now())
+    head = floor_minute(ctx.clock())
     download = DownloadRange(DownloadKind.UPPER_BOUND, head - MINUTE, head)
     yield Call(REST, FetchCandleRange(download, ctx.config.sync.price_history_batch_size))
 
@@ -221,6 +221,6 @@ def _next_funding_at(ctx: RunContext, caught_up: bool) -> float:
     retry = ctx.config.sync.funding_settlement_retry_interval_s
     if not caught_up:
         return time.monotonic() + retry
-    now = utc_now()
+    now = ctx.clock()
     until_next = (next_settlement_time(now) - now) + timedelta(seconds=1)
     return time.monotonic() + until_next.total_seconds()

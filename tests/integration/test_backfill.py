@@ -8,16 +8,11 @@ logged status transition is an edge of the status graph.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import partial
-from typing import Any
 
-import pykka
 import pytest
 
-from qx_actors.actors.db_writer import DbWriterActor
-from qx_actors.actors.engine import RunContext
 from qx_actors.domain.history import last_stable_minute
 from qx_actors.domain.timeutil import MINUTE, floor_minute, parse_rfc3339, utc_now
 from qx_actors.errors import (
@@ -28,9 +23,6 @@ from qx_actors.errors import (
     ReachBeforeHistoryError,
     UnreachableGapError,
 )
-from qx_actors.modes import spawn_rest_fetcher
-from qx_actors.modes.backfill import backfill_program
-from qx_actors.modes.candles import DB, REST
 from qx_actors.simulator import Faults, ManualClock, Simulator
 from qx_actors.status import State
 from qx_actors.storage import Database, open_storage
@@ -331,23 +323,7 @@ def test_unstable_candles_settle_to_final_values(harness: Harness) -> None:
     sim = harness.simulator(clock=clock)
     config = harness.config(sim)
 
-    def spawn_db(
-        ctx: RunContext, engine: pykka.ActorRef[Any], _: Mapping[str, pykka.ActorRef[Any]]
-    ) -> pykka.ActorRef[Any]:
-        return DbWriterActor.start(
-            threads=ctx.threads,
-            database_url=ctx.config.database,
-            engine=engine,
-            run_id=ctx.run_id,
-            clock=clock,
-        )
-
-    run = harness.start(
-        config,
-        program=partial(backfill_program, clock=clock),
-        children={DB: spawn_db, REST: spawn_rest_fetcher},
-        stop_order=(REST, DB),
-    )
+    run = harness.start(config, clock=clock)
     run.wait(State.BACKFILLED)
     young_start = last_stable_minute(t0) + MINUTE
     young = stored(harness.database_url, young_start, t0, now=t0)
