@@ -62,8 +62,6 @@ class DbWriterActor(QxActor):
         self._storage: Storage | None = None
         self._failed = False
         self._log = get_logger(run_id=run_id, actor="db_writer")
-        self.candles_written = 0
-        self.ticks_written = 0
 
     def on_start(self) -> None:
         super().on_start()
@@ -109,7 +107,7 @@ class DbWriterActor(QxActor):
     def _handle(self, storage: Storage, message: Any) -> None:
         match message:
             case StoreCandlePage(candles=candles, ack_to=ack_to, request_id=rid):
-                self.candles_written += storage.upsert_candles(candles, now=self._clock())
+                storage.upsert_candles(candles, now=self._clock())
                 _tell(ack_to, PageStored(rid))
             case FinishCandleRange() as finish:
                 result = CandleRangeStored(
@@ -123,7 +121,6 @@ class DbWriterActor(QxActor):
                 _tell(reply_to, Reply(rid, SettlementRangeStored(n)))
             case StoreTicks(ticks=ticks, ack_to=ack_to):
                 new = storage.insert_new_ticks(ticks)
-                self.ticks_written += len(new)
                 if ack_to is not None:
                     _tell(ack_to, TicksStored())
                 _tell(self._engine, TicksCommitted(tuple(new), len(ticks)))
