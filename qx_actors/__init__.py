@@ -24,8 +24,10 @@ from qx_actors.domain.settlements import (
 )
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import (
+    ChildDied,
     ConfigError,
     DatabaseInUseError,
+    DatabaseUnavailable,
     ExchangeError,
     FatalError,
     QxError,
@@ -47,9 +49,11 @@ from qx_actors.updates import Lagged, ReceiverClosed, SyncUpdate, UpdateReceiver
 __all__ = [
     "Candle",
     "CandleRow",
+    "ChildDied",
     "ConfigError",
     "Database",
     "DatabaseInUseError",
+    "DatabaseUnavailable",
     "ExchangeError",
     "FatalError",
     "FundingSettlement",

@@ -14,11 +14,12 @@ are mapped into this tree where they enter (``raise ... from exc``).
     ├── ConfigError (Fatal)                   bad YAML / key / value; names the key path
     ├── ExchangeError                         anything the exchange did
     │   ├── ExchangeTransportError (Recov.)   connection refused/reset, DNS, ...
-    │   │   └── ExchangeTimeout               a request that took longer than rest_timeout_s
-    │   ├── ExchangeHttpError                 non-2xx answer (status, message, body)
-    │   │   ├── ExchangeServerError (Recov.)  5xx, and 429 once the trials are spent
-    │   │   └── ExchangeClientError (Fatal)   other 4xx: our request is wrong
-    │   ├── ExchangeDecodeError (Fatal)       malformed JSON / wrong types; names the path
+    │   │   ├── ExchangeTimeout               a request that took longer than rest_timeout_s
+    │   │   └── ExchangeBodyError             truncated body / not JSON at all
+    │   ├── ExchangeHttpError (Recov.)        non-2xx answer (status, message, body excerpt)
+    │   │   ├── ExchangeServerError           408, 5xx, and 429 once the trials are spent
+    │   │   └── ExchangeClientError           other 4xx (quantoxide retries these too)
+    │   ├── ExchangeDecodeError (Fatal)       well-formed JSON of the wrong shape; names the path
     │   ├── InvalidMarketData (Fatal)         unrounded/unordered candles, off-grid settlement
     │   └── StreamError (Recov.)              WebSocket feed problems
     │       ├── StreamProtocolError           unexpected JSON-RPC answer / subscription
@@ -28,8 +29,11 @@ are mapped into this tree where they enter (``raise ... from exc``).
     │   ├── UnreachableGapError               a gap older than the reach
     │   ├── ReachBeforeHistoryError           reach before the exchange's first data
     │   └── LookbackBeyondReachError          live lookback older than the reach
+    ├── ChildDied (Recov.)                    a child actor died unexpectedly; names it
     ├── StorageError                          the database
-    │   ├── DatabaseBusyError (Recov.)        locked / busy / connection lost
+    │   ├── DatabaseUnavailable (Recov.)      server down/restarted, connection lost, auth
+    │   │   │                                 failed, disk full, read-only file
+    │   │   └── DatabaseBusyError             SQLite locked past the busy timeout
     │   ├── DatabaseInUseError (Fatal)        another engine writes this database
     │   └── SchemaError (Fatal)               unknown or newer schema version
     ├── ShutdownTimeout (Fatal)               kept as the error of Failed after a slow shutdown
@@ -82,8 +86,20 @@ class ExchangeTimeout(ExchangeTransportError):
     """A request took longer than the configured timeout."""
 
 
-class ExchangeHttpError(ExchangeError):
-    """A non-2xx answer; carries the status, the exchange's message and the raw body."""
+class ExchangeBodyError(ExchangeTransportError):
+    """The answer's body could not be read whole or is not JSON at all (truncated, garbled).
+
+    A transport failure like a reset connection: retried, then recoverable. Well-formed JSON
+    of the wrong shape is :class:`ExchangeDecodeError` instead (fatal).
+    """
+
+
+class ExchangeHttpError(ExchangeError, RecoverableError):
+    """A non-2xx answer; carries the status, the exchange's message and the raw body.
+
+    Retried ``rest_error_max_trials`` times with the cooldown, then recoverable (as quantoxide
+    treats every REST error).
+    """
 
     def __init__(
         self, status: int, message: str, body: str = "", *, endpoint: str = "", **extra: Any
@@ -97,12 +113,12 @@ class ExchangeHttpError(ExchangeError):
         super().__init__(f"HTTP {status}{where}: {message}")
 
 
-class ExchangeServerError(ExchangeHttpError, RecoverableError):
-    """5xx, or 429 after the last trial: the exchange may answer later."""
+class ExchangeServerError(ExchangeHttpError):
+    """408, 5xx, or 429 after the last trial: the exchange may answer later."""
 
 
-class ExchangeClientError(ExchangeHttpError, FatalError):
-    """A 4xx other than 429: the request itself is wrong and will stay wrong."""
+class ExchangeClientError(ExchangeHttpError):
+    """A 4xx other than 408/429 (e.g. a stray 400): retried, then recoverable."""
 
 
 class ExchangeDecodeError(ExchangeError, FatalError):
@@ -155,6 +171,18 @@ class LookbackBeyondReachError(HistoryError):
     """A live lookback that starts before the configured reach."""
 
 
+# --- supervision ----------------------------------------------------------------------------
+
+
+class ChildDied(RecoverableError):
+    """A child actor of the Engine died unexpectedly (uncaught exception, stopped)."""
+
+    def __init__(self, child: str, cause: str) -> None:
+        self.child = child
+        self.cause = cause
+        super().__init__(f"{child} died: {cause}")
+
+
 # --- storage --------------------------------------------------------------------------------
 
 
@@ -162,8 +190,13 @@ class StorageError(QxError):
     """The database failed."""
 
 
-class DatabaseBusyError(StorageError, RecoverableError):
-    """The database is busy, locked for a moment, or the connection was lost."""
+class DatabaseUnavailable(StorageError, RecoverableError):
+    """The database can't be used right now: server down or restarted, connection lost,
+    authentication failed, disk full, read-only file. The message keeps the driver's cause."""
+
+
+class DatabaseBusyError(DatabaseUnavailable):
+    """The database is locked by another connection past the busy timeout."""
 
 
 class DatabaseInUseError(StorageError, FatalError):

@@ -152,7 +152,8 @@ class SyncStatus:
         if self.degraded:
             text += " (degraded)"
         if self.error is not None:
-            text += f": {self.error}"
+            # the error's kind first (e.g. "DatabaseUnavailable: ... authentication failed")
+            text += f": {type(self.error).__name__}: {self.error}"
         return text
 
 
