@@ -207,9 +207,11 @@ class SyncEngine:
             children = self._children if self._children is not None else parts.children
             stop_order = self._stop_order or parts.stop_order
             on_out_of_band = parts.on_out_of_band
+            tick_sink = parts.tick_sink
         else:
             program, children, stop_order = self._program, self._children, self._stop_order or ()
             on_out_of_band = None
+            tick_sink = None
         context = RunContext(
             run_id=self.run_id,
             mode=self.mode,
@@ -227,6 +229,7 @@ class SyncEngine:
                 children=children,
                 stop_order=stop_order,
                 on_out_of_band=on_out_of_band,
+                tick_sink=tick_sink,
             )
 
         controller = ControllerActor.start(

@@ -6,9 +6,16 @@ recovery loop. A program is a generator that yields effects (``Sleep``, ``Report
 a timer or a message and resumes the generator when the answer arrives, so the mode logic reads
 top to bottom while the actor thread never blocks.
 
-Errors decide by type alone: a :class:`~qx_actors.errors.RecoverableError` → ``Recovering``,
-wait ``restart_interval_s``, ``Restarting``, run the program again from the top; anything else
-→ the children are stopped and the run ends in ``Failed``.
+Errors decide by type alone: a :class:`~qx_actors.errors.RecoverableError` → ``Recovering``:
+the children are stopped (connections, the writer lock and the HTTP session go with them);
+after ``restart_interval_s`` → ``Restarting``: fresh children are started and the program runs
+again from the top, as quantoxide starts fresh tasks on every restart. Anything else → the
+children are stopped and the run ends in ``Failed``.
+
+A child that dies unexpectedly (an uncaught exception, or stopped by someone else) is a
+recoverable :class:`~qx_actors.errors.ChildDied`. Ticks that a stopping DB writer could not
+store come back as :class:`UnwrittenTicks` and are handed to the next writer first: a child
+restart drops nothing that was received.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from qx_actors.actors.loop_thread import LoopThread
 from qx_actors.actors.messages import (
     Call,
     CancelRequest,
+    ChildExited,
     ChildFailed,
     ChildrenStarted,
     DegradedChanged,
@@ -42,13 +50,16 @@ from qx_actors.actors.messages import (
     SetDegraded,
     Sleep,
     StatusEvent,
+    StoreTicks,
     Tell,
     TimerFired,
+    UnwrittenTicks,
 )
 from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import SyncMode
 from qx_actors.domain.timeutil import utc_now
-from qx_actors.errors import is_recoverable
+from qx_actors.domain.values import PriceTick
+from qx_actors.errors import ChildDied, is_recoverable
 from qx_actors.health import RunHealth
 from qx_actors.logs import get_logger
 from qx_actors.status import Trigger
@@ -103,6 +114,7 @@ class EngineActor(QxActor):
         children: Mapping[str, ChildSpawner],
         stop_order: tuple[str, ...] = (),
         on_out_of_band: Callable[[EngineActor, Any], None] | None = None,
+        tick_sink: str | None = None,
     ) -> None:
         super().__init__(threads=context.threads, run_id=context.run_id)
         self._controller = controller
@@ -113,7 +125,13 @@ class EngineActor(QxActor):
         # the ones not named stop afterwards.
         self._stop_order = stop_order
         self._on_out_of_band = on_out_of_band
+        # The child that stores ticks: it gets the ticks a stopped writer handed back.
+        self._tick_sink = tick_sink
+        self._carried_ticks: list[PriceTick] = []
         self._children: dict[str, pykka.ActorRef[Any]] = {}
+        # Children that did not stop in time: no new generation starts while one still runs
+        # (a second DB writer beside the old one would find its own writer lock taken).
+        self._lingering: list[pykka.ActorRef[Any]] = []
         self._program: Program | None = None
         self._attempt = 0
         self._ids = itertools.count(1)
@@ -139,6 +157,9 @@ class EngineActor(QxActor):
         self._stopping = True
         self._close_program()
         self._stop_children(time.monotonic() + self._ctx.config.sync.shutdown_timeout_s)
+        if self._carried_ticks:
+            # Stopped while recovering from a database failure: no writer is left to take them.
+            self._log.error("ticks_not_stored", count=len(self._carried_ticks))
         self._timers.stop()
         self._tell_controller(EngineStopped(self._final_error))
 
@@ -181,6 +202,14 @@ class EngineActor(QxActor):
                 if not self._stopping:
                     self._log.warning("child_failed", child=source, error=str(error))
                     self.handle_error(error)
+            case ChildExited(source=source, ref=ref):
+                # Children the Engine stops are no longer in _children: only a surprise counts.
+                if not self._stopping and self._children.get(source) is ref:
+                    self._log.warning("child_exited", child=source)
+                    self.handle_error(ChildDied(source, "stopped unexpectedly"))
+            case UnwrittenTicks(ticks=ticks):
+                self._carried_ticks.extend(ticks)
+                self._log.warning("ticks_carried_over", count=len(ticks))
             case _:
                 if self._on_out_of_band is not None and not self._stopping:
                     self._on_out_of_band(self, message)
@@ -188,10 +217,19 @@ class EngineActor(QxActor):
                     self._log.warning("unknown_message", message=repr(message))
 
     def _begin(self) -> None:
+        self._spawn_children()
+        self._start_program()
+
+    def _spawn_children(self) -> None:
+        """Start a fresh generation of children (in order) and hand over carried ticks."""
         for name, spawn in self._spawners.items():
             self._children[name] = spawn(self._ctx, self.actor_ref, dict(self._children))
         self._tell_controller(ChildrenStarted(tuple(self._children.values())))
-        self._start_program()
+        sink = self._children.get(self._tick_sink) if self._tick_sink else None
+        if sink is not None and self._carried_ticks:
+            ticks, self._carried_ticks = tuple(self._carried_ticks), []
+            sink.tell(StoreTicks(ticks, None))
+            self._log.info("ticks_handed_over", count=len(ticks))
 
     # -- the program -------------------------------------------------------------------------
 
@@ -273,6 +311,10 @@ class EngineActor(QxActor):
         """Recover from a recoverable error, fail on anything else."""
         if self._stopping:
             return
+        if is_recoverable(error) and self._restart_timer is not None:
+            # Already recovering (e.g. the old children's last words): one restart is enough.
+            self._log.info("recoverable_error_while_recovering", error=_describe(error))
+            return
         if is_recoverable(error):
             self._recover(error)
         else:
@@ -302,18 +344,28 @@ class EngineActor(QxActor):
             self._pending_timer = None
             self._advance(None, None)
         elif token == self._restart_timer:
+            self._lingering = [ref for ref in self._lingering if ref.is_alive()]
+            if self._lingering:
+                self._log.warning("restart_postponed", lingering=len(self._lingering))
+                self._restart_timer = self._set_timer(self._ctx.config.sync.restart_interval_s)
+                return
             self._restart_timer = None
             self._tell_controller(StatusEvent(Trigger.RESTART))
             self._attempt += 1
+            self._spawn_children()
             self._start_program()
 
     # -- recovery and stop -------------------------------------------------------------------
 
     def _recover(self, error: BaseException) -> None:
-        self._log.warning("recoverable_error", error=f"{type(error).__name__}: {error}")
+        self._log.warning("recoverable_error", error=_describe(error))
         self._close_program()
         self._tell_controller(StatusEvent(Trigger.RECOVERABLE_ERROR, error))
-        self._restart_timer = self._set_timer(self._ctx.config.sync.restart_interval_s)
+        # Fresh state for the next attempt: the children go now (a DB writer releases its
+        # connection and writer lock, the feed its socket), new ones start at the restart.
+        sync = self._ctx.config.sync
+        self._stop_children(time.monotonic() + sync.shutdown_timeout_s)
+        self._restart_timer = self._set_timer(sync.restart_interval_s)
 
     def _stop_children(self, deadline: float) -> None:
         ordered = [n for n in self._stop_order if n in self._children]
@@ -324,11 +376,12 @@ class EngineActor(QxActor):
                 ref.stop(block=True, timeout=max(deadline - time.monotonic(), 0.01))
             except pykka.Timeout:
                 self._log.warning("child_stop_timeout", child=name)
+                self._lingering.append(ref)
             except pykka.ActorDeadError:
                 pass
 
     def _fail(self, error: BaseException) -> None:
-        self._log.error("fatal_error", error=f"{type(error).__name__}: {error}")
+        self._log.error("fatal_error", error=_describe(error))
         self._end(error)
 
     def _stop_gracefully(self) -> None:
@@ -342,3 +395,7 @@ class EngineActor(QxActor):
         self._final_error = error
         self._close_program()
         self.actor_ref.stop(block=False)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

@@ -132,6 +132,21 @@ class ChildFailed:
     error: BaseException
 
 
+@dataclass(frozen=True)
+class ChildExited:
+    """From a child: it stopped. Unexpected unless the Engine stopped it (a :class:`ChildDied`)."""
+
+    source: str
+    ref: pykka.ActorRef[Any]
+
+
+@dataclass(frozen=True)
+class UnwrittenTicks:
+    """From a stopping DB writer: received ticks it could not store, for the next writer."""
+
+    ticks: tuple[PriceTick, ...]
+
+
 # --- effects yielded by mode programs ------------------------------------------------------
 
 

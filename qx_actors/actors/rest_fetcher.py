@@ -64,8 +64,12 @@ class RestFetcherActor(QxActor):
         config: QxConfig,
         db_writer: pykka.ActorRef[Any],
         run_id: str,
+        supervisor: pykka.ActorRef[Any] | None = None,
+        child_name: str | None = None,
     ) -> None:
-        super().__init__(threads=threads, run_id=run_id)
+        super().__init__(
+            threads=threads, run_id=run_id, supervisor=supervisor, child_name=child_name
+        )
         sync = config.sync
         self._client = RestClient(
             config.exchange.rest_url,
@@ -97,6 +101,7 @@ class RestFetcherActor(QxActor):
         except Exception as exc:  # closing is best effort; the loop goes anyway
             self._log.debug("rest_client_close_failed", error=repr(exc))
         self._loop.stop()
+        super().on_stop()
 
     def on_receive(self, message: Any) -> Any:
         match message:

@@ -34,7 +34,7 @@ from qx_actors.actors.messages import (
 )
 from qx_actors.config import QxConfig
 from qx_actors.domain.values import PriceTick
-from qx_actors.errors import StreamError
+from qx_actors.errors import ChildDied, StreamError
 from qx_actors.lnmarkets.stream import StreamClient
 from qx_actors.logs import get_logger
 
@@ -95,8 +95,9 @@ class WsFeedActor(QxActor):
         db_writer: pykka.ActorRef[Any],
         engine: pykka.ActorRef[Any],
         run_id: str,
+        child_name: str | None = None,
     ) -> None:
-        super().__init__(threads=threads, run_id=run_id)
+        super().__init__(threads=threads, run_id=run_id, supervisor=engine, child_name=child_name)
         exchange = config.exchange
         self._client = StreamClient(
             exchange.stream_url,
@@ -140,6 +141,7 @@ class WsFeedActor(QxActor):
             overflowed=counters.overflowed,
             reconnects=counters.reconnects,
         )
+        super().on_stop()
 
     def on_receive(self, message: Any) -> Any:
         match message:
@@ -156,12 +158,13 @@ class WsFeedActor(QxActor):
     # -- loop thread -------------------------------------------------------------------------
 
     async def _follow(self) -> None:
-        """Follow the stream; an unexpected error is reported to the Engine (which fails)."""
+        """Follow the stream; an unexpected error is a dead child: the Engine restarts us."""
         try:
             await self._reconnect_forever()
         except Exception as exc:
-            self._log.error("ws_feed_crashed", error=f"{type(exc).__name__}: {exc}")
-            _tell(self._engine, ChildFailed("ws_feed", exc))
+            cause = f"{type(exc).__name__}: {exc}"
+            self._log.error("ws_feed_crashed", error=cause)
+            _tell(self._engine, ChildFailed(self.child_name, ChildDied(self.child_name, cause)))
             raise
 
     async def _reconnect_forever(self) -> None:

@@ -28,6 +28,8 @@ class RunParts:
     children: Mapping[str, ChildSpawner]
     stop_order: tuple[str, ...]
     on_out_of_band: Callable[[EngineActor, Any], None] | None = None
+    #: The child that stores ticks (it gets the ticks a stopped DB writer could not store).
+    tick_sink: str | None = None
 
 
 def spawn_db_writer(ctx: RunContext, engine: pykka.ActorRef[Any], _: Refs) -> pykka.ActorRef[Any]:
@@ -40,6 +42,7 @@ def spawn_db_writer(ctx: RunContext, engine: pykka.ActorRef[Any], _: Refs) -> py
         engine=engine,
         run_id=ctx.run_id,
         clock=ctx.clock,
+        child_name=DB,
     )
 
 
@@ -50,7 +53,12 @@ def spawn_rest_fetcher(
     from qx_actors.actors.rest_fetcher import RestFetcherActor
 
     ref = RestFetcherActor.start(
-        threads=ctx.threads, config=ctx.config, db_writer=siblings[DB], run_id=ctx.run_id
+        threads=ctx.threads,
+        config=ctx.config,
+        db_writer=siblings[DB],
+        run_id=ctx.run_id,
+        supervisor=engine,
+        child_name=REST,
     )
     if ctx.health is not None:
         # Read-only, int-valued counters: safe to read from the health probe's thread.
@@ -71,6 +79,7 @@ def spawn_ws_feed(
         db_writer=siblings[DB],
         engine=engine,
         run_id=ctx.run_id,
+        child_name=WS,
     )
     if ctx.health is not None:
         counters = ref.proxy().counters.get()
@@ -95,4 +104,5 @@ def default_parts(config: QxConfig, mode: SyncMode) -> RunParts:
         children=children,
         stop_order=(WS, REST, DB),
         on_out_of_band=partial(on_live_message, tracker),
+        tick_sink=DB,
     )

@@ -76,6 +76,8 @@ class LiveTracker:
         self.stream_started_at = None
         self.last_tick_at = None
         self.stream_quiet = False
+        # the feed is a fresh actor after a restart: it says StreamDown again if it must
+        self.stream_down = False
 
 
 def on_live_message(tracker: LiveTracker, engine: EngineActor, message: Any) -> None:

@@ -278,11 +278,18 @@ def test_engine_status_events_after_shutdown_are_ignored() -> None:
 class _FailingWorker(QxActor):
     """A child that answers a request by failing recoverably, and records cancellations."""
 
-    def __init__(self, *, threads: Any, engine: pykka.ActorRef[Any], cancelled: list[int]) -> None:
+    def __init__(
+        self,
+        *,
+        threads: Any,
+        engine: pykka.ActorRef[Any],
+        cancelled: list[int],
+        done: threading.Event,
+    ) -> None:
         super().__init__(threads=threads)
         self.engine = engine
         self.cancelled = cancelled
-        self.done = threading.Event()
+        self.done = done
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Envelope):
@@ -296,13 +303,16 @@ class _FailingWorker(QxActor):
 def test_recovery_cancels_the_request_the_program_waited_for() -> None:
     """When the program restarts while waiting for a child, that child is told to drop it."""
     cancelled: list[int] = []
+    done = threading.Event()
     workers: list[pykka.ActorRef[Any]] = []
 
     def spawn(ctx: Any, engine: pykka.ActorRef[Any], siblings: Any) -> pykka.ActorRef[Any]:
         workers.append(
-            _FailingWorker.start(threads=ctx.threads, engine=engine, cancelled=cancelled)
+            _FailingWorker.start(
+                threads=ctx.threads, engine=engine, cancelled=cancelled, done=done
+            )
         )
-        return workers[0]
+        return workers[-1]
 
     def program(ctx: Any) -> Iterator[Any]:
         yield Report(Trigger.PROGRESS)
@@ -313,6 +323,8 @@ def test_recovery_cancels_the_request_the_program_waited_for() -> None:
     controller = engine.start()
     recovering = until_state(receiver, State.RECOVERING)[-1]
     assert "worker lost its connection" == str(recovering.error)
-    assert workers[0].proxy().done.get().wait(5)
+    assert done.wait(5)
     assert [1] == cancelled
+    # the children of the failed attempt are gone; fresh ones come with the restart
+    assert not workers[0].is_alive()
     controller.shutdown()

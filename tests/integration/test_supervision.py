@@ -1,0 +1,178 @@
+"""The Engine as a supervisor: a recoverable error restarts the children with fresh state, a
+child that dies is a recoverable ``ChildDied``, and no received tick is lost on the way."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg2
+import pykka
+import pytest
+from structlog.testing import capture_logs
+
+from qx_actors.actors.base import QxActor
+from qx_actors.actors.messages import Report, Sleep, Tell
+from qx_actors.actors.ws_feed import WsFeedActor
+from qx_actors.config import config_from_mapping
+from qx_actors.errors import ChildDied, DatabaseUnavailable
+from qx_actors.simulator import Simulator
+from qx_actors.status import State, Trigger
+from qx_actors.sync_engine import SyncEngine
+
+pytest.register_assert_rewrite("tests.integration.live_fixtures")
+
+from tests.integration.live_fixtures import (  # noqa: E402
+    LiveRun,
+    assert_follows_graph,
+    live_config,
+    stored_ticks,
+    tick_pairs,
+    transitions,
+)
+
+pytest_plugins = ["tests.integration.live_fixtures"]
+
+SimFactory = Callable[..., Simulator]
+RunFactory = Callable[..., LiveRun]
+
+
+def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == name]
+
+
+def _feeds() -> list[pykka.ActorRef[Any]]:
+    return [ref for ref in pykka.ActorRegistry.get_by_class(WsFeedActor) if ref.is_alive()]
+
+
+def test_a_child_stopped_by_someone_else_is_restarted_with_the_others(
+    sim: SimFactory,
+    run_engine: RunFactory,
+    live_database_url: str,
+) -> None:
+    """The WS feed stopped from outside: ChildDied names it, a fresh generation syncs again."""
+    with capture_logs() as logs:
+        simulator = sim(tick_rate_per_s=50)
+        cfg = live_config(
+            live_database_url, rest_url=simulator.rest_url, stream_url=simulator.stream_url
+        )
+        run = run_engine(cfg)
+        run.until_state(State.SYNCED)
+        [feed] = _feeds()
+        feed.stop()
+        recovering = run.until_state(State.RECOVERING)
+        assert isinstance(recovering.error, ChildDied)
+        assert "ws" == recovering.error.child
+        assert "Running.Recovering: ChildDied: ws died: stopped unexpectedly" == str(recovering)
+        run.until_state(State.SYNCED)
+        [fresh] = _feeds()
+        assert fresh is not feed
+        run.until_ticks(len(run.ticks) + 5)
+        assert State.SHUTDOWN == run.shutdown().state
+    assert_follows_graph(logs)
+    stored = stored_ticks(live_database_url)
+    assert len(set(stored)) == len(stored)
+    assert set(stored) <= set(tick_pairs(simulator.sent_ticks()))
+    # every tick a feed received was stored (the stopped feed handed its queue over)
+    received = sum(e["received"] - e["duplicates"] for e in _events(logs, "ws_feed_stopped"))
+    assert received == len(stored)
+
+
+class _Exploding(QxActor):
+    """A child that raises on any message (an uncaught exception kills a pykka actor)."""
+
+    def on_receive(self, message: Any) -> Any:
+        raise RuntimeError(f"cannot handle {message!r}")
+
+
+def test_a_child_dying_of_an_uncaught_exception_is_recoverable() -> None:
+    """ChildDied (recoverable) names the child and the exception; the restart spawns anew."""
+    spawned: list[pykka.ActorRef[Any]] = []
+    second = threading.Event()
+
+    def spawn(ctx: Any, engine: pykka.ActorRef[Any], _: Any) -> pykka.ActorRef[Any]:
+        ref = _Exploding.start(threads=ctx.threads, supervisor=engine, child_name="boom")
+        spawned.append(ref)
+        if len(spawned) == 2:
+            second.set()
+        return ref
+
+    def program(ctx: Any) -> Iterator[Any]:
+        yield Report(Trigger.PROGRESS)
+        if ctx.attempt == 0:
+            yield Tell("boom", "explode")
+        yield Sleep(3600)
+
+    config = config_from_mapping(
+        {"database": "sqlite:///:memory:", "sync": {"restart_interval_s": 0.05}}
+    )
+    engine = SyncEngine(config, program=program, children={"boom": spawn})
+    receiver = engine.update_receiver()
+    controller = engine.start()
+    try:
+        status = receiver.get(10)
+        while getattr(status, "status", None) is None or (
+            status.status.state is not State.RECOVERING  # type: ignore[attr-defined]
+        ):
+            status = receiver.get(10)
+        recovering = status.status  # type: ignore[attr-defined]
+        assert isinstance(recovering.error, ChildDied)
+        assert "boom died: RuntimeError: cannot handle 'explode'" == str(recovering.error)
+        assert second.wait(10)
+        assert not spawned[0].is_alive()
+        assert spawned[1].is_alive()
+    finally:
+        controller.shutdown()
+    assert State.SHUTDOWN == controller.status_snapshot().state
+
+
+def _terminate_writer_sessions(url: str) -> int:
+    """Kill the engine's PostgreSQL sessions from another connection (as a server restart does)."""
+    conn = psycopg2.connect(url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'qx_actors' AND pid <> pg_backend_pid() "
+                "AND datname = current_database()"
+            )
+            return len(cursor.fetchall())
+    finally:
+        conn.close()
+
+
+@pytest.mark.postgres
+def test_a_failed_tick_write_restarts_the_writer_and_loses_no_tick(
+    sim: SimFactory,
+    run_engine: RunFactory,
+    postgres_db_url: str,
+) -> None:
+    """The writer's session dies mid-run: DatabaseUnavailable, restart, ticks keep flowing and
+    every tick a feed received is stored once (the failed batch goes to the next writer)."""
+    with capture_logs() as logs:
+        simulator = sim(tick_rate_per_s=200)
+        cfg = live_config(
+            postgres_db_url,
+            rest_url=simulator.rest_url,
+            stream_url=simulator.stream_url,
+            restart_interval_s=0.2,
+        )
+        run = run_engine(cfg)
+        run.until_state(State.SYNCED)
+        run.until_ticks(20)
+        assert _terminate_writer_sessions(postgres_db_url) >= 1
+        recovering = run.until_state(State.RECOVERING)
+        assert isinstance(recovering.error, DatabaseUnavailable), recovering
+        run.until_state(State.SYNCED)
+        run.until_ticks(len(run.ticks) + 20)
+        assert State.SHUTDOWN == run.shutdown().state
+    assert_follows_graph(logs)
+    assert ("recoverable_error", "Running.Synced", "Running.Recovering") in transitions(logs)
+    stored = stored_ticks(postgres_db_url)
+    assert len(set(stored)) == len(stored)
+    assert set(stored) <= set(tick_pairs(simulator.sent_ticks()))
+    received = sum(e["received"] - e["duplicates"] for e in _events(logs, "ws_feed_stopped"))
+    assert received == len(stored)
+    assert set(tick_pairs(run.ticks)) <= set(stored)
