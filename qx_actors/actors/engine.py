@@ -156,10 +156,10 @@ class EngineActor(QxActor):
         # of the end only once every child and the timer thread are gone.
         self._stopping = True
         self._close_program()
-        self._stop_children(time.monotonic() + self._ctx.config.sync.shutdown_timeout_s)
+        deadline = time.monotonic() + self._ctx.config.sync.shutdown_timeout_s
+        self._stop_children(deadline)
         if self._carried_ticks:
-            # Stopped while recovering from a database failure: no writer is left to take them.
-            self._log.error("ticks_not_stored", count=len(self._carried_ticks))
+            self._flush_carried_ticks(deadline)
         self._timers.stop()
         self._tell_controller(EngineStopped(self._final_error))
 
@@ -379,6 +379,19 @@ class EngineActor(QxActor):
                 self._lingering.append(ref)
             except pykka.ActorDeadError:
                 pass
+
+    def _flush_carried_ticks(self, deadline: float) -> None:
+        """Stopped while recovering: one last DB writer stores the ticks handed back."""
+        name = self._tick_sink
+        spawn = self._spawners.get(name) if name else None
+        ticks, self._carried_ticks = tuple(self._carried_ticks), []
+        if name is None or spawn is None:
+            self._log.error("ticks_not_stored", count=len(ticks))
+            return
+        self._children[name] = sink = spawn(self._ctx, self.actor_ref, {})
+        sink.tell(StoreTicks(ticks, None))
+        # If the database still fails, the writer logs what it could not store as it stops.
+        self._stop_children(deadline)
 
     def _fail(self, error: BaseException) -> None:
         self._log.error("fatal_error", error=_describe(error))

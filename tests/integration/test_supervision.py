@@ -176,3 +176,32 @@ def test_a_failed_tick_write_restarts_the_writer_and_loses_no_tick(
     received = sum(e["received"] - e["duplicates"] for e in _events(logs, "ws_feed_stopped"))
     assert received == len(stored)
     assert set(tick_pairs(run.ticks)) <= set(stored)
+
+
+@pytest.mark.postgres
+def test_ticks_handed_back_while_recovering_are_stored_at_shutdown(
+    sim: SimFactory,
+    run_engine: RunFactory,
+    postgres_db_url: str,
+) -> None:
+    """Shut down during Recovering (after a failed tick write): the carried ticks are stored."""
+    with capture_logs() as logs:
+        simulator = sim(tick_rate_per_s=200)
+        cfg = live_config(
+            postgres_db_url,
+            rest_url=simulator.rest_url,
+            stream_url=simulator.stream_url,
+            restart_interval_s=60,
+        )
+        run = run_engine(cfg)
+        run.until_state(State.SYNCED)
+        run.until_ticks(20)
+        assert _terminate_writer_sessions(postgres_db_url) >= 1
+        run.until_state(State.RECOVERING)
+        assert State.SHUTDOWN == run.shutdown().state
+    stored = stored_ticks(postgres_db_url)
+    received = sum(e["received"] - e["duplicates"] for e in _events(logs, "ws_feed_stopped"))
+    assert received == len(stored) == len(set(stored))
+    # the path under test was taken: the failed batch came back and a last writer stored it
+    assert _events(logs, "ticks_carried_over")
+    assert [] == _events(logs, "ticks_not_stored")
