@@ -11,10 +11,14 @@
 
 With ``exchange.stream_enabled: false`` the head re-sync over REST *is* the live feed (each
 re-sync fetches the previous and the forming minute again), and the run reports ``Synced``
-after the first catch-up. With the stream enabled, ``Synced`` comes with the first committed
-tick; while the stream is down the run is *degraded* (the head is polled over REST the same
-way, the feed reconnects with backoff); no tick for ``live_price_tick_max_interval_s`` is a
-:class:`~qx_actors.errors.StaleFeedError` and the mode restarts.
+after the first catch-up (quantoxide's REST mode). With the stream enabled, ``Synced`` comes
+with the first committed tick. While the stream is down (refused, dropped) the run is
+*degraded*: the feed reconnects with backoff by itself, the head is polled over REST every
+``price_history_re_sync_interval_s``, and the run is ``Synced`` (degraded) as soon as a poll
+has brought the head up to date — restarting the mode would help nothing. Only a stream that is
+connected but silent for ``live_price_tick_max_interval_s`` is stale
+(:class:`~qx_actors.errors.StaleFeedError`, the mode restarts); half-way there the run is
+degraded and polls too.
 
 Ticks reach the Engine as out-of-band messages (:func:`on_live_message`); the program and that
 handler share a :class:`LiveTracker`, both on the Engine's thread.
@@ -62,6 +66,8 @@ class LiveTracker:
     live: bool = False
     synced_reported: bool = False
     stream_started_at: float | None = None
+    #: When the stream last (re)connected: a silence is measured from here at the earliest.
+    stream_up_at: float | None = None
     last_tick_at: float | None = None
     ticks_committed: int = 0
     #: The stream is down (degraded): the head is polled over REST until it is back.
@@ -74,6 +80,7 @@ class LiveTracker:
         self.live = False
         self.synced_reported = False
         self.stream_started_at = None
+        self.stream_up_at = None
         self.last_tick_at = None
         self.stream_quiet = False
         # the feed is a fresh actor after a restart: it says StreamDown again if it must
@@ -96,6 +103,7 @@ def on_live_message(tracker: LiveTracker, engine: EngineActor, message: Any) -> 
                 engine.report(Trigger.SYNCED)
         case StreamUp():
             tracker.stream_down = False
+            tracker.stream_up_at = time.monotonic()
             engine.notify_controller(DegradedChanged(False, "stream subscribed"))
         case StreamDown(error=error):
             tracker.stream_down = True
@@ -160,19 +168,23 @@ def _live(ctx: RunContext, tracker: LiveTracker) -> Program:
         if full:
             deadlines += [next_backfill, next_funding]
         quiet_after = sync.live_price_tick_max_interval_s / 2
-        if stream:
+        # Silence only counts while the stream is connected: a stream that is down is being
+        # reconnected by the feed already, and REST polling keeps the head current meanwhile.
+        watch_silence = stream and not tracker.stream_down
+        if watch_silence:
             deadlines.append(_stale_at(tracker, sync.live_price_tick_max_interval_s))
             if not tracker.stream_quiet:
                 deadlines.append(_stale_at(tracker, quiet_after))
         yield Sleep(max(min(deadlines) - time.monotonic(), 0.0))
 
         now = time.monotonic()
-        if stream and now >= _stale_at(tracker, sync.live_price_tick_max_interval_s):
+        watch_silence = stream and not tracker.stream_down
+        if watch_silence and now >= _stale_at(tracker, sync.live_price_tick_max_interval_s):
             raise StaleFeedError(
                 f"no tick for {sync.live_price_tick_max_interval_s:g} s "
                 "(sync.live_price_tick_max_interval_s)"
             )
-        if stream and not tracker.stream_quiet and now >= _stale_at(tracker, quiet_after):
+        if watch_silence and not tracker.stream_quiet and now >= _stale_at(tracker, quiet_after):
             # Half-way to stale: keep the head current over REST and say so, while the
             # stream gets the rest of the interval to deliver.
             tracker.stream_quiet = True
@@ -180,7 +192,8 @@ def _live(ctx: RunContext, tracker: LiveTracker) -> Program:
                 yield SetDegraded(True, f"no tick for {quiet_after:g} s")
             next_resync = now
         if now >= next_resync:
-            if not stream or tracker.stream_down or tracker.stream_quiet:
+            polled = not stream or tracker.stream_down or tracker.stream_quiet
+            if polled:
                 yield from _poll_head(ctx)
             yield from sync_price_history(
                 ctx,
@@ -188,6 +201,11 @@ def _live(ctx: RunContext, tracker: LiveTracker) -> Program:
                 recheck_verified_empty=False,
                 lookback_start=_window_start(ctx, ctx.clock()),
             )
+            if (not stream or tracker.stream_down) and not tracker.synced_reported:
+                # Current over REST alone (quantoxide's REST mode); with the stream down that
+                # is Synced, degraded. A connected but silent stream is on its way to stale.
+                tracker.synced_reported = True
+                yield Report(Trigger.SYNCED)
             next_resync = time.monotonic() + sync.price_history_re_sync_interval_s
         if full and now >= next_backfill:
             state = yield from sync_price_history(
@@ -214,8 +232,9 @@ def _poll_head(ctx: RunContext) -> Generator[Any, Any, None]:
 
 
 def _stale_at(tracker: LiveTracker, max_interval_s: float) -> float:
-    last = tracker.last_tick_at or tracker.stream_started_at or time.monotonic()
-    return last + max_interval_s
+    marks = [tracker.last_tick_at, tracker.stream_started_at, tracker.stream_up_at]
+    known = [mark for mark in marks if mark is not None]
+    return (max(known) if known else time.monotonic()) + max_interval_s
 
 
 def _next_funding_at(ctx: RunContext, caught_up: bool) -> float:

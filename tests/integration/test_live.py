@@ -179,32 +179,38 @@ def test_stream_drop_degrades_then_recovers(
     assert set(tick_pairs(run.ticks)) <= stored
 
 
-def test_refused_at_start_is_degraded_until_connected(
+def test_refused_stream_is_synced_degraded_by_rest_polling_and_never_restarts(
     sim: SimFactory, run_engine: RunFactory, live_database_url: str
 ) -> None:
-    """Handshakes refused for a while: degraded (head polled over REST), then Synced, healthy."""
+    """Handshakes refused for many stale intervals: Synced with degraded=True as soon as REST
+    polling has the head, candles current to the minute, no restart; then ticks, healthy."""
     with capture_logs() as logs:
         simulator = sim(tick_rate_per_s=50)
-        simulator.faults.refuse_connections(seconds=1.5)
+        simulator.faults.refuse_connections(seconds=3.0)  # 6 x the stale interval below
         cfg = live_config(
             live_database_url,
             rest_url=simulator.rest_url,
             stream_url=simulator.stream_url,
             price_history_re_sync_interval_s=0.2,
+            live_price_tick_max_interval_s=0.5,
         )
         run = run_engine(cfg)
-        degraded = run.until(lambda s: s.degraded)
-        assert State.IN_PROGRESS == degraded.state
-        polls_at_degraded = simulator.request_count("candles")
-        healthy = run.until(lambda s: not s.degraded)
-        polls_at_healthy = simulator.request_count("candles")
         synced = run.until_state(State.SYNCED)
-        assert not synced.degraded
+        assert synced.degraded
+        polls_at_synced = simulator.request_count("candles")
+        run.until_passes(3)  # three more re-syncs while the stream stays refused
+        assert run.controller.status_snapshot().degraded
+        newest = stored_candle_times(live_database_url)[-1]
+        assert newest >= floor_minute(utc_now()) - timedelta(minutes=1)
+        healthy = run.until(lambda s: not s.degraded, timeout=30)
+        polls_at_healthy = simulator.request_count("candles")
+        run.until_ticks(5)
         assert State.SHUTDOWN == run.shutdown().state
-    assert State.IN_PROGRESS == healthy.state
-    assert polls_at_healthy >= polls_at_degraded + 2  # live data kept flowing by REST
+    assert State.SYNCED == healthy.state
+    assert polls_at_healthy >= polls_at_synced + 2  # live data kept flowing by REST
     assert [True, False] == [e["degraded"] for e in _events(logs, "degraded_mode_changed")]
     assert len(_events(logs, "stream_reconnect_scheduled")) >= 2
+    assert [] == [t for t in transitions(logs) if t[0] in ("recoverable_error", "restart")]
     assert_follows_graph(logs)
 
 
