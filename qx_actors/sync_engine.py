@@ -234,7 +234,7 @@ class SyncEngine:
 
         controller = ControllerActor.start(
             run_id=self.run_id,
-            mode=str(self.mode),
+            mode=self.mode.name,
             hub=self._hub,
             spawn_engine=spawn_engine,
             threads=self._threads,

@@ -142,7 +142,7 @@ class EngineActor(QxActor):
         self._timers = LoopThread(f"qx-engine-timers-{context.run_id}")
         self._stopping = False
         self._final_error: BaseException | None = None
-        self._log = get_logger(run_id=context.run_id, mode=str(context.mode), actor="engine")
+        self._log = get_logger(run_id=context.run_id, mode=context.mode.name, actor="engine")
 
     # -- lifecycle ---------------------------------------------------------------------------
 

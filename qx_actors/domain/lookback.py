@@ -71,7 +71,12 @@ class ModeKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SyncMode:
-    """What a run does: ``SyncMode.backfill()``, ``.live(lookback)``, ``.full()``."""
+    """What a run does: ``SyncMode.backfill()``, ``.live(lookback)``, ``.full()``.
+
+    quantoxide's constructors work too: ``live_no_lookback()``, ``live_with_lookback(lb)``.
+    ``str(mode)`` reads like quantoxide's Display (``Backfill``, ``Live (lookback: 20 x 5m)``,
+    ``Full``); :attr:`name` is the form logs and the CLI use (``live (lookback: 20 x 5m)``).
+    """
 
     kind: ModeKind
     lookback: Lookback | None = None
@@ -89,6 +94,16 @@ class SyncMode:
         return cls(ModeKind.LIVE, lookback)
 
     @classmethod
+    def live_no_lookback(cls) -> SyncMode:
+        """Live prices; only the last hour of candles (the ones that may still change)."""
+        return cls(ModeKind.LIVE)
+
+    @classmethod
+    def live_with_lookback(cls, lookback: Lookback | str) -> SyncMode:
+        """Live prices, after making sure of the most recent ``lookback`` of candles."""
+        return cls.live(lookback)
+
+    @classmethod
     def full(cls) -> SyncMode:
         """Backfill everything, then live."""
         return cls(ModeKind.FULL)
@@ -98,7 +113,13 @@ class SyncMode:
         """Whether the mode follows live prices."""
         return self.kind is not ModeKind.BACKFILL
 
-    def __str__(self) -> str:
+    @property
+    def name(self) -> str:
+        """The mode as logs and the CLI name it: ``backfill``, ``live (lookback: 20 x 5m)``."""
         if self.kind is ModeKind.LIVE and self.lookback is not None:
             return f"live (lookback: {self.lookback})"
         return self.kind.value
+
+    def __str__(self) -> str:
+        name = self.name
+        return name[0].upper() + name[1:]
