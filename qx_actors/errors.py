@@ -28,7 +28,9 @@ are mapped into this tree where they enter (``raise ... from exc``).
     ├── HistoryError (Fatal)                  history that can't be completed
     │   ├── UnreachableGapError               a gap older than the reach
     │   ├── ReachBeforeHistoryError           reach before the exchange's first data
-    │   └── LookbackBeyondReachError          live lookback older than the reach
+    │   ├── LookbackBeyondReachError          live lookback older than the reach
+    │   ├── UnreachableMissingSettlement      a missing settlement older than the reach
+    │   └── SettlementsBeforeHistoryStart     settlements asked for before the exchange has any
     ├── ChildDied (Recov.)                    a child actor died unexpectedly; names it
     ├── StorageError                          the database
     │   ├── DatabaseUnavailable (Recov.)      server down/restarted, connection lost, auth
@@ -169,6 +171,16 @@ class ReachBeforeHistoryError(HistoryError):
 
 class LookbackBeyondReachError(HistoryError):
     """A live lookback that starts before the configured reach."""
+
+
+class UnreachableMissingSettlement(HistoryError):
+    """A funding settlement is missing before the configured reach: it can't be repaired
+    (quantoxide's ``UnreachableMissingSettlement``); names the time and the reach."""
+
+
+class SettlementsBeforeHistoryStart(HistoryError):
+    """The exchange has no funding settlements before its history start, yet they were asked
+    for (quantoxide's ``ApiSettlementsNotAvailableBeforeHistoryStart``)."""
 
 
 # --- supervision ----------------------------------------------------------------------------
