@@ -20,10 +20,11 @@ from qx_actors.actors.base import RunThreads
 from qx_actors.actors.controller import ControllerActor
 from qx_actors.actors.engine import ChildSpawner, EngineActor, ModeProgram, RunContext
 from qx_actors.actors.messages import BeginRun, ForceStop, RequestShutdown
-from qx_actors.config import QxConfig
+from qx_actors.config import QxConfig, check_lookback_within_reach
 from qx_actors.domain.lookback import SyncMode
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.errors import (
+    ConfigError,
     ShutdownTimeout,
     SyncAlreadyStarted,
     SyncNotStarted,
@@ -159,6 +160,7 @@ class SyncEngine:
         self.config = config
         self._clock = clock or utc_now
         self.mode = mode or config.sync_mode
+        _check_lookback(self.mode, config, self._clock())
         self.run_id = uuid.uuid4().hex[:12]
         self.health = RunHealth(lambda: self._hub.status())
         self._hub = UpdateHub(config.sync.update_queue_capacity, observer=self.health.observe)
@@ -250,3 +252,14 @@ class SyncEngine:
             self.health,
         )
         return self._controller
+
+
+def _check_lookback(mode: SyncMode, config: QxConfig, now: datetime) -> None:
+    """A lookback older than the reach is refused as from YAML (quantoxide's
+    ``LookbackExceedsPriceHistoryReach``): the same ``ConfigError`` wherever the mode came from."""
+    if mode.lookback is None:
+        return
+    try:
+        check_lookback_within_reach(mode.lookback, config.sync, now=now)
+    except ValueError as exc:
+        raise ConfigError("lookback", str(exc).removeprefix("lookback: ")) from None

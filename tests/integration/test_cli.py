@@ -189,3 +189,22 @@ def test_demo_runs_for_a_duration(tmp_path: Path) -> None:
     assert candles > 3 * 24 * 60
     assert settlements >= 89
     assert "run ended: Shutdown" in done.stderr
+
+
+def test_a_lookback_beyond_the_reach_on_the_command_line_exits_2(tmp_path: Path) -> None:
+    """--lookback older than the reach is refused (not clamped): exit 2 naming both values."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "database": f"sqlite:///{tmp_path / 'x.db'}",
+                "exchange": {"rest_url": "http://127.0.0.1:9", "stream_url": "ws://127.0.0.1:9/v1"},
+                "sync": {"price_history_reach": "3d"},
+            }
+        )
+    )
+    done = run_cli("sync", "--config", str(config), "--mode", "live", "--lookback", "100 x 1d")
+    assert 2 == done.returncode, done.stderr
+    assert "100 x 1d" in done.stderr and "price_history_reach" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before anything was opened

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from qx_actors import Lookback, SyncMode
@@ -31,3 +33,25 @@ def test_quantoxide_constructors_equal_ours() -> None:
     assert SyncMode.live() == SyncMode.live_no_lookback()
     assert SyncMode.live("20 x 5m") == SyncMode.live_with_lookback("20 x 5m")
     assert SyncMode.live(Lookback(3, "1h")) == SyncMode.live_with_lookback(Lookback(3, "1h"))
+
+
+def test_a_lookback_beyond_the_reach_is_refused_from_code_as_from_yaml() -> None:
+    """SyncEngine(config, SyncMode.live(...)) raises the ConfigError that YAML gives."""
+    from qx_actors import ConfigError, SyncEngine
+    from qx_actors.config import config_from_mapping
+
+    base = {"database": "sqlite:///:memory:", "sync": {"price_history_reach": "3d"}}
+    with pytest.raises(ConfigError) as from_yaml:
+        config_from_mapping({**base, "mode": "live", "lookback": "100 x 1d"})
+    with pytest.raises(ConfigError) as from_code:
+        SyncEngine(config_from_mapping(base), SyncMode.live("100 x 1d"))
+    assert "lookback" == from_code.value.path == from_yaml.value.path
+
+    # the same text, but for the minute "now - lookback" falls on (each read the clock)
+    def minute_free(text: str) -> str:
+        return re.sub(r"reaches back to \S+ \S+Z", "reaches back to …", text)
+
+    assert minute_free(str(from_yaml.value)) == minute_free(str(from_code.value))
+    assert "100 x 1d" in str(from_code.value) and "price_history_reach" in str(from_code.value)
+    # within the reach it builds
+    SyncEngine(config_from_mapping(base), SyncMode.live("2 x 1d"))
