@@ -7,8 +7,9 @@ Run from the repository root (after ``pip install -e '.[dev]'``)::
     python benchmarks/bench.py --sections backfill,ticks --json figures.json
 
 Sections (``--sections``, comma separated; default all): ``backfill``, ``ratelimit``,
-``ticks``, ``shutdown``, ``postgres``. Everything talks to 127.0.0.1 only; scratch files go to
-a temporary directory that is removed at the end (``--keep`` keeps it, with the child logs).
+``ticks``, ``shutdown``, ``postgres``, ``history``. Everything talks to 127.0.0.1 only; scratch
+files go to a temporary directory that is removed at the end (``--keep`` keeps it, with the
+child logs).
 Each figure is printed as a row ``metric | value | target | ratio | result``; ``--json FILE``
 dumps every row plus the raw figures. The exit code is 0 whatever the results (this is a
 measurement, not a test); a section that could not run prints ``skipped: reason``.
@@ -55,12 +56,14 @@ What each figure means
    ``qx_bench_*`` databases are created and dropped). *candles/s e2e* as in 1 against the raw
    bound of the same driver's bulk path (psycopg2 ``COPY`` into the temporary stage table +
    ``INSERT ... ON CONFLICT``, as the engine does, 1000-row transactions, COPY text built in
-   advance), target ratio >= 0.5. *history state* = ``Storage.price_history_facts`` (gap scan
-   over ``sync.price_history_flag_gap_range_h`` = 672 h, as the engine does) +
-   ``PriceHistoryState.evaluate`` on 3.5 million stored candles (350k with ``--quick``) on both
-   SQLite and PostgreSQL (built with the raw bulk paths; PostgreSQL then ``VACUUM ANALYZE``d as
-   autovacuum would), median of 5 after one warm-up, target <= 250 ms; the same with the gap
-   scan over the whole history is printed for information.
+   advance), target ratio >= 0.5.
+6. ``history`` — *history state* = ``Storage.price_history_facts`` (bounds and every hole of
+   the whole history, from the ``ohlc_coverage`` runs) + ``PriceHistoryState.evaluate`` on 3.5
+   million stored candles (350k with ``--quick``) with 10 holes (5 of them older than the
+   4-week gap-flag range) on SQLite and, when a server can be had as in 5, PostgreSQL (built
+   with the raw bulk paths, then ``ohlc_coverage`` built by the schema migration's
+   gaps-and-islands query, whose time is printed; PostgreSQL ``VACUUM ANALYZE``d as autovacuum
+   would), median of 5 after one warm-up, target <= 250 ms.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "@@qx-bench "
-SECTIONS = ("backfill", "ratelimit", "ticks", "shutdown", "postgres")
+SECTIONS = ("backfill", "ratelimit", "ticks", "shutdown", "postgres", "history")
 MB = 1024 * 1024
 
 
@@ -1109,7 +1112,22 @@ def build_history_postgres(url: str, n: int, end: datetime) -> None:
         conn.close()
 
 
-def time_history_state(url: str, *, full_scan: bool, repeats: int = 5) -> dict[str, float]:
+def build_coverage(url: str) -> float:
+    """Build ``ohlc_coverage`` from the candles with the schema migration's query; seconds."""
+    from qx_actors.storage._backend import open_backend
+    from qx_actors.storage._queries import rebuild_coverage
+
+    backend = open_backend(url)
+    try:
+        started = time.perf_counter()
+        with backend.write_txn():
+            rebuild_coverage(backend)
+        return time.perf_counter() - started
+    finally:
+        backend.close()
+
+
+def time_history_state(url: str, *, repeats: int = 5) -> dict[str, float]:
     """ms of ``price_history_facts`` + ``PriceHistoryState.evaluate``: first, median, max."""
     from qx_actors.domain.history import PriceHistoryState
     from qx_actors.storage import open_storage
@@ -1121,10 +1139,7 @@ def time_history_state(url: str, *, full_scan: bool, repeats: int = 5) -> dict[s
         for _ in range(repeats + 1):
             started = time.perf_counter()
             now = datetime.now(UTC)
-            scan_from = now - timedelta(hours=672)
-            if full_scan:
-                scan_from = datetime(2000, 1, 1, tzinfo=UTC)
-            facts = storage.price_history_facts(scan_from=scan_from)
+            facts = storage.price_history_facts()
             assert facts.earliest is not None
             state = PriceHistoryState.evaluate(facts, reach=facts.earliest, now=now)
             timings.append((time.perf_counter() - started) * 1000)
@@ -1140,10 +1155,56 @@ def time_history_state(url: str, *, full_scan: bool, repeats: int = 5) -> dict[s
     }
 
 
-def section_postgres(report: Report, opts: argparse.Namespace, workdir: Path) -> None:
-    """PostgreSQL e2e backfill vs the COPY bound; history-state evaluation on both backends."""
-    days = 60 if opts.quick else 350
+def section_history(report: Report, opts: argparse.Namespace, workdir: Path) -> None:
+    """History-state evaluation on SQLite and (if a server can be had) PostgreSQL."""
     history = 350_000 if opts.quick else 3_500_000
+    s = "6 history"
+    log("[6] history state")
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    figures: dict[str, Any] = {}
+    report.figures["history"] = figures
+    with contextlib.ExitStack() as stack:
+        urls: list[tuple[str, str]] = []
+        log(f"    building {history:,} candles in SQLite (raw executemany) ...")
+        started = time.perf_counter()
+        urls.append(("SQLite", build_history_sqlite(workdir / "history.db", history, end)))
+        log(f"    ... {time.perf_counter() - started:.1f} s")
+        try:
+            admin_url, how = stack.enter_context(postgres_admin())
+        except Exception as exc:
+            report.skip("history postgres", f"no PostgreSQL server: {type(exc).__name__}: {exc}")
+        else:
+            name = f"qx_bench_{os.getpid()}_history"
+            stack.callback(pg_drop, admin_url, name)
+            log(f"    server: {how}; building {history:,} candles in PostgreSQL (COPY) ...")
+            started = time.perf_counter()
+            url = pg_database(admin_url, name)
+            build_history_postgres(url, history, end)
+            log(f"    ... {time.perf_counter() - started:.1f} s")
+            urls.append(("PostgreSQL", url))
+        for backend, url in urls:
+            built = build_coverage(url)
+            timed = time_history_state(url)
+            figures[backend.lower()] = {"state": timed, "coverage_build_s": built}
+            med = timed["median_ms"]
+            report.add(
+                Row(
+                    s, f"history state, {backend}", med, "ms", "<= 250 ms", med / 250, med <= 250,
+                    note=f"{history / 1e6:g}M candles, every hole; first {timed['first_ms']:.0f}"
+                    f" ms, max {timed['max_ms']:.0f} ms, {timed['gaps']} gaps",
+                )
+            )  # fmt: skip
+            report.add(
+                Row(
+                    s, f"coverage migration, {backend}", built, "s",
+                    note=f"ohlc_coverage built once from {history / 1e6:g}M candles (information)",
+                )
+            )  # fmt: skip
+
+
+def section_postgres(report: Report, opts: argparse.Namespace, workdir: Path) -> None:
+    """PostgreSQL e2e backfill vs the COPY bound."""
+    days = 60 if opts.quick else 350
     s = "5 postgres"
     log("[5] PostgreSQL")
     try:
@@ -1152,7 +1213,7 @@ def section_postgres(report: Report, opts: argparse.Namespace, workdir: Path) ->
     except Exception as exc:
         report.skip("postgres", f"no PostgreSQL server: {type(exc).__name__}: {exc}")
         return
-    names = [f"qx_bench_{os.getpid()}_{suffix}" for suffix in ("e2e", "raw", "history")]
+    names = [f"qx_bench_{os.getpid()}_{suffix}" for suffix in ("e2e", "raw")]
     try:
         log(f"    server: {how}")
         try:
@@ -1184,36 +1245,6 @@ def section_postgres(report: Report, opts: argparse.Namespace, workdir: Path) ->
         }  # fmt: skip
         report.figures["postgres"] = figures
 
-        end = datetime.now(UTC).replace(second=0, microsecond=0)
-        log(f"    building {history:,} candles in SQLite (raw executemany) ...")
-        started = time.perf_counter()
-        sqlite_url = build_history_sqlite(workdir / "history.db", history, end)
-        built_sqlite = time.perf_counter() - started
-        log(f"    ... {built_sqlite:.1f} s; building them in PostgreSQL (COPY) ...")
-        started = time.perf_counter()
-        history_url = pg_database(admin_url, names[2])
-        build_history_postgres(history_url, history, end)
-        built_pg = time.perf_counter() - started
-        log(f"    ... {built_pg:.1f} s")
-        for backend, url in (("SQLite", sqlite_url), ("PostgreSQL", history_url)):
-            window = time_history_state(url, full_scan=False)
-            whole = time_history_state(url, full_scan=True, repeats=2)
-            figures[f"history_{backend.lower()}"] = {"window": window, "whole": whole}
-            med = window["median_ms"]
-            report.add(
-                Row(
-                    s, f"history state, {backend}", med, "ms", "<= 250 ms", med / 250, med <= 250,
-                    note=f"{history / 1e6:g}M candles, 672 h scan; first {window['first_ms']:.0f}"
-                    f" ms, max {window['max_ms']:.0f} ms, {window['gaps']} gaps",
-                )
-            )  # fmt: skip
-            report.add(
-                Row(
-                    s, f"history state, {backend}, whole scan", whole["median_ms"], "ms",
-                    note="gap scan over all candles (information)",
-                )
-            )  # fmt: skip
-        figures["history_build_s"] = {"sqlite": built_sqlite, "postgresql": built_pg}
     finally:
         for name in names:
             pg_drop(admin_url, name)
@@ -1319,6 +1350,7 @@ def main(argv: list[str] | None = None) -> int:
         "ticks": section_ticks,
         "shutdown": section_shutdown,
         "postgres": section_postgres,
+        "history": section_history,
     }
     started = time.perf_counter()
     log(f"scratch directory {workdir}; quick={opts.quick}")

@@ -209,8 +209,11 @@ def _clip(spans: Iterable[_Span], low: datetime, high: datetime) -> list[_Span]:
 class PriceHistoryState:
     """The stored price history judged against ``[reach, now]``; build it with :meth:`evaluate`.
 
-    ``gaps`` are the holes still to repair (holes minus verified-empty ranges, or all holes at
-    or after the reach when ``recheck_verified_empty``); all ranges are inclusive minutes.
+    ``gaps`` are the holes still to repair: every minute between the stored bounds that is
+    neither stored nor verified empty, anywhere (storage reports every hole, not only recent
+    ones). With ``recheck_verified_empty`` the verified-empty holes that end at or after
+    ``recheck_from`` (all of them when it is None) are gaps again, to be asked about once
+    more. All ranges are inclusive minutes.
     """
 
     reach: datetime
@@ -221,6 +224,7 @@ class PriceHistoryState:
     verified_empty: tuple[TimeRange, ...]
     earliest_unstable: datetime | None
     recheck_verified_empty: bool = False
+    recheck_from: datetime | None = None
 
     @classmethod
     def evaluate(
@@ -230,10 +234,14 @@ class PriceHistoryState:
         reach: datetime,
         now: datetime,
         recheck_verified_empty: bool = False,
+        recheck_from: datetime | None = None,
     ) -> PriceHistoryState:
         """Judge ``facts`` at ``now``; ``UnreachableGapError`` for a gap starting before reach.
 
         ``reach`` is rounded up to a whole minute (and down to the current minute if later).
+        ``recheck_from``: with ``recheck_verified_empty``, only verified-empty ranges ending at
+        or after it are re-checked (the engine passes the start of
+        ``price_history_flag_gap_range``: the recent range the exchange may still revise).
         """
         now = require_utc(now, "now")
         head = floor_minute(now)
@@ -260,7 +268,13 @@ class PriceHistoryState:
                     f"{format_utc(reach)}: it can't be repaired (move the reach back before it)"
                 )
         if recheck_verified_empty:
-            gaps = [(max(start, reach), end) for start, end in holes if end >= reach]
+            recheck_from = None if recheck_from is None else require_utc(recheck_from)
+            rechecked = [
+                span for span in verified if recheck_from is None or span[1] >= recheck_from
+            ]
+            kept = _subtract(verified, _normalise(rechecked, "re-checked range"))
+            gaps = [(max(start, reach), end) for start, end in _subtract(holes, kept)]
+            gaps = [(start, end) for start, end in gaps if end >= start]
         return cls(
             reach=reach,
             now=now,
@@ -270,6 +284,7 @@ class PriceHistoryState:
             verified_empty=tuple(TimeRange(s, e) for s, e in verified),
             earliest_unstable=unstable,
             recheck_verified_empty=recheck_verified_empty,
+            recheck_from=recheck_from if recheck_verified_empty else None,
         )
 
     # --- derived ----------------------------------------------------------------------------
@@ -292,12 +307,20 @@ class PriceHistoryState:
     def _covered_from(self) -> datetime | None:
         """The earliest stored candle, extended down through adjacent verified-empty ranges."""
         covered = self.earliest
-        if covered is None or self.recheck_verified_empty:
+        if covered is None:
             return covered
         for span in reversed(self.verified_empty):
+            if self._rechecked(span):
+                continue
             if span.start < covered <= span.end + MINUTE:
                 covered = span.start
         return covered
+
+    def _rechecked(self, span: TimeRange) -> bool:
+        """Whether the verified-empty ``span`` is asked about again (not counted as covered)."""
+        if not self.recheck_verified_empty:
+            return False
+        return self.recheck_from is None or span.end >= self.recheck_from
 
     @property
     def missing_minutes(self) -> int:

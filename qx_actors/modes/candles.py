@@ -50,11 +50,12 @@ def confirmed_missing(
     """The minutes of a fetch that the exchange confirmed empty, to record as verified-empty.
 
     Only stable minutes (older than an hour) count: a young minute may still appear. A gap
-    fetch confirms all of them. A bulk fetch confirms holes older than the gap-scan window
-    (they would never be scanned again) and the part below its oldest candle (below the stored
-    candles, for a ``LOWER_BOUND`` fetch that got nothing) once the caller has checked that
-    this is within :data:`REACH_TOLERANCE` of the reach; holes inside the window are left to
-    the gap scan, which asks the exchange once more before recording them.
+    fetch confirms all of them. A bulk fetch confirms holes older than the gap-flag range
+    (``price_history_flag_gap_range``: older history is not expected to be revised, so one
+    answer is enough) and the part below its oldest candle (below the stored candles, for a
+    ``LOWER_BOUND`` fetch that got nothing) once the caller has checked that this is within
+    :data:`REACH_TOLERANCE` of the reach; holes inside the range are left as gaps, asked about
+    once more before they are recorded.
     """
     stable_end = last_stable_minute(now)
     download = result.download
@@ -89,14 +90,23 @@ def sync_price_history(
     while True:
         now = clock()
         reach = sync.price_history_reach_at(now)
+        # price_history_flag_gap_range keeps quantoxide's meaning: the recent range in which
+        # holes are flagged (their neighbours re-fetched for revisions) and exchange-confirmed
+        # holes are asked about again. Holes are *found* everywhere: storage reports them all.
         scan_from = now - timedelta(hours=sync.price_history_flag_gap_range_h)
         facts: PriceHistoryFacts = yield Call(DB, QueryPriceHistory(scan_from))
         state = PriceHistoryState.evaluate(
-            facts, reach=reach, now=now, recheck_verified_empty=recheck_verified_empty
+            facts,
+            reach=reach,
+            now=now,
+            recheck_verified_empty=recheck_verified_empty,
+            recheck_from=scan_from,
         )
         yield Publish(PriceHistoryStateUpdate(state))
         new_gaps = tuple(
-            (gap.start, gap.end) for gap in state.gaps if (gap.start, gap.end) not in flagged
+            (gap.start, gap.end)
+            for gap in state.gaps
+            if gap.end >= scan_from and (gap.start, gap.end) not in flagged
         )
         if new_gaps:
             yield Call(DB, FlagHoles(new_gaps))

@@ -15,13 +15,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import peewee as pw
 import psycopg2
 import psycopg2.extras
 
-from qx_actors.errors import DatabaseBusyError, StorageError
+from qx_actors.errors import DatabaseBusyError, DatabaseUnavailable, StorageError
+from qx_actors.redact import redact_text, redact_url, register_url_secret
 
 from ._models import (
     POSTGRES_FIELD_TYPES,
@@ -31,8 +32,9 @@ from ._models import (
     to_utc_text,
 )
 
-#: milliseconds SQLite waits for a lock before reporting the database busy
-SQLITE_BUSY_TIMEOUT_MS = 5_000
+#: seconds SQLite waits for a lock before reporting the database busy (the default of
+#: ``open_backend``/``open_storage``; tests pass a shorter one)
+SQLITE_BUSY_TIMEOUT_S = 5.0
 
 CANDLE_COLUMNS = "time, open, high, low, close, volume, created_at, updated_at, gap, stable"
 _CANDLE_ON_CONFLICT = (
@@ -104,35 +106,169 @@ def _sqlite_path(url: str) -> str:
 
 
 def describe_url(url: str) -> str:
-    """The URL without its password (for messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
-
-
-def map_error(exc: BaseException, what: str) -> StorageError:
-    """The error-tree equivalent of a driver (or peewee) error raised while doing ``what``."""
-    root: BaseException = exc
-    if isinstance(exc, pw.PeeweeException):
-        # peewee re-raises driver errors as its own, inside the driver's except block
-        if exc.args and isinstance(exc.args[0], Exception):
-            root = exc.args[0]
-        elif isinstance(exc.__context__, sqlite3.Error | psycopg2.Error):
-            root = exc.__context__
-    message = f"{what}: {root}".strip()
-    if isinstance(root, sqlite3.OperationalError):
-        text = str(root).lower()
-        if "locked" in text or "busy" in text:
-            return DatabaseBusyError(message)
-    if isinstance(root, psycopg2.OperationalError | psycopg2.InterfaceError):
-        # connection refused/lost, admin shutdown, lock/statement timeouts, serialization
-        return DatabaseBusyError(message)
-    return StorageError(message)
+    """The URL without its password (for messages): one implementation, :func:`redact_url`."""
+    return redact_url(url)
 
 
 DRIVER_ERRORS: tuple[type[Exception], ...] = (pw.PeeweeException, sqlite3.Error, psycopg2.Error)
+
+#: SQLite primary result codes (``sqlite_errorcode & 0xFF``)
+_SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+#: SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN
+_SQLITE_UNAVAILABLE_CODES = frozenset({8, 10, 13, 14})
+_SQLITE_UNAVAILABLE_TEXTS = (
+    "database or disk is full",
+    "attempt to write a readonly database",
+    "disk i/o error",
+    "unable to open database file",
+)
+#: SQLSTATE classes of a server that can't serve us now: connection exception, insufficient
+#: resources (disk full, out of memory, too many connections), operator intervention
+#: (terminated by an administrator, shutting down, starting up)
+_PG_UNAVAILABLE_CLASSES = ("08", "53", "57")
+
+
+def driver_cause(exc: BaseException) -> BaseException | None:
+    """The deepest sqlite3/psycopg2 error behind ``exc``, or None.
+
+    peewee re-raises a driver error as its own (the driver's error in ``args[0]``, and as
+    ``__context__`` since it raises inside the driver's ``except``); inside a transaction a
+    failed commit is followed by a failed rollback, so the real cause can sit several levels
+    down. Walks ``args[0]``, ``__cause__`` and ``__context__``, each error once.
+    """
+    best: BaseException | None = None
+    best_depth = -1
+    seen: set[int] = set()
+    stack: list[tuple[BaseException, int]] = [(exc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, sqlite3.Error | psycopg2.Error) and depth > best_depth:
+            best, best_depth = node, depth
+        links: list[BaseException] = []
+        if node.args and isinstance(node.args[0], BaseException):
+            links.append(node.args[0])
+        if node.__cause__ is not None:
+            links.append(node.__cause__)
+        if node.__context__ is not None:
+            links.append(node.__context__)
+        stack.extend((link, depth + 1) for link in reversed(links))
+    return best
+
+
+def _error_type(cause: BaseException | None) -> type[StorageError]:
+    if isinstance(cause, sqlite3.Error):
+        code = getattr(cause, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        text = str(cause).lower()
+        if primary in _SQLITE_BUSY_CODES or "locked" in text or "busy" in text:
+            return DatabaseBusyError
+        if primary in _SQLITE_UNAVAILABLE_CODES or any(
+            known in text for known in _SQLITE_UNAVAILABLE_TEXTS
+        ):
+            return DatabaseUnavailable
+        return StorageError
+    if isinstance(cause, psycopg2.Error):
+        # OperationalError covers refused/lost connections, failed authentication, a server
+        # starting up or shutting down, DiskFull; InterfaceError a connection already closed
+        if isinstance(cause, psycopg2.OperationalError | psycopg2.InterfaceError):
+            return DatabaseUnavailable
+        if (cause.pgcode or "")[:2] in _PG_UNAVAILABLE_CLASSES:
+            return DatabaseUnavailable
+    # constraint violations, bad SQL or data, schema trouble: retrying can't help
+    return StorageError
+
+
+def _redact(text: str, url: str | None) -> str:
+    if url is not None:
+        register_url_secret(url)  # every form of the password (encoded, decoded, escaped)
+    return redact_text(text)
+
+
+def map_error(exc: BaseException, what: str, url: str | None = None) -> StorageError:
+    """The error-tree equivalent of a driver (or peewee) error raised while doing ``what``.
+
+    The message is ``"<what>: <driver's message>"`` on one line; ``url`` (the database's)
+    lets a password the driver may have echoed be replaced by ``***``.
+    """
+    cause = driver_cause(exc)
+    detail = " ".join(str(cause if cause is not None else exc).split())
+    message = _redact(f"{what}: {detail}" if detail else what, url)
+    return _error_type(cause)(message)
+
+
+class _Transaction:
+    """One transaction (a savepoint when nested) whose error is never replaced by its rollback's.
+
+    When the body or the COMMIT fails, the database may already have rolled back by itself
+    (SQLite does on a full disk) or the connection may be gone; the ROLLBACK then fails too,
+    and peewee's ``atomic`` would raise that error ("cannot rollback - no transaction is
+    active") instead of the real one. Here a failing rollback is swallowed and the original
+    error propagates (``guard`` maps it). Either way nothing of the batch is committed.
+    """
+
+    def __init__(self, db: pw.Database, **begin: Any) -> None:
+        self._db = db
+        self._begin = begin
+        self._savepoint: Any = None
+
+    def __enter__(self) -> None:
+        db = self._db
+        if db.transaction_depth() > 0:  # type: ignore[no-untyped-call]
+            savepoint = db.savepoint()  # type: ignore[no-untyped-call]
+            savepoint.__enter__()
+            self._savepoint = savepoint
+            return
+        db.begin(**self._begin)
+        # peewee's own bookkeeping, so that nested atomic() blocks become savepoints and
+        # close() refuses to run inside the transaction
+        db.push_transaction(db.transaction(**self._begin))  # type: ignore[no-untyped-call]
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if self._savepoint is None:
+            self._db.pop_transaction()  # type: ignore[no-untyped-call]
+        if exc_type is None:
+            try:
+                if self._savepoint is None:
+                    self._db.commit()  # type: ignore[no-untyped-call]
+                else:
+                    self._savepoint.commit(begin=False)
+            except BaseException:
+                self._rollback()
+                raise
+            return
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self._db.is_closed():
+            return
+        with suppress(*DRIVER_ERRORS):
+            if self._savepoint is None:
+                self._db.rollback()  # type: ignore[no-untyped-call]
+            else:
+                self._savepoint.rollback(begin=False)
+
+
+class _WriterPostgresqlDatabase(pw.PostgresqlDatabase):  # type: ignore[misc]
+    """A PostgreSQL database that connects once.
+
+    The writer's session holds the writer lock (a session advisory lock): a session that
+    peewee would open on the next use after a lost one would write without holding it. Every
+    connect after the first raises ``DatabaseUnavailable`` with ``refusal`` instead.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.refusal: str | None = None
+        super().__init__(*args, **kwargs)
+
+    def _connect(self) -> Any:
+        if self.refusal is not None:
+            raise DatabaseUnavailable(self.refusal)
+        conn = super()._connect()  # type: ignore[misc]
+        self.refusal = "the writer's database session is closed"
+        return conn
 
 
 class Backend(abc.ABC):
@@ -143,6 +279,10 @@ class Backend(abc.ABC):
     db: pw.Database
     #: the parameter placeholder of the driver
     param: str
+    #: False for the writer (``open_storage``), True for the read API
+    read_only: bool
+    #: why this writer's connection can't be used any more (it was lost), else None
+    lost: str | None = None
 
     @abc.abstractmethod
     def time_param(self, value: datetime) -> Any:
@@ -184,9 +324,6 @@ class Backend(abc.ABC):
             inserted += max(cursor.rowcount, 0)
         return inserted
 
-    #: SQL of the holes query; parameter: scan_from. Rows: (previous time, time).
-    holes_sql: str
-
     def cursor(self) -> Any:
         """A DB-API cursor on this thread's connection (connecting if needed)."""
         return self.db.cursor()  # type: ignore[no-untyped-call]
@@ -201,8 +338,14 @@ class Backend(abc.ABC):
         cursor.execute(self.sql(text), tuple(params))
         return cursor
 
-    def recover(self) -> None:  # noqa: B027 - most backends have nothing to drop
-        """Drop this thread's connection if it is dead (it is reopened on next use)."""
+    def check_usable(self) -> None:
+        """Raise ``DatabaseUnavailable`` if this writer's connection was lost."""
+        if self.lost is not None:
+            raise DatabaseUnavailable(self.lost)
+
+    def recover(self, error: StorageError) -> None:  # noqa: B027 - SQLite has nothing to drop
+        """After ``error``: drop a dead connection (a reader reconnects on next use; a writer
+        never does, see ``lost``)."""
 
     def close(self) -> None:
         """Close this thread's connection."""
@@ -215,14 +358,10 @@ class SqliteBackend(Backend):
 
     name = "sqlite"
     param = "?"
-    holes_sql = (
-        "SELECT prev, time FROM (SELECT time, LAG(time) OVER (ORDER BY time) AS prev "
-        "FROM ohlc_candles WHERE time >= ?) "
-        "WHERE prev IS NOT NULL AND unixepoch(time) - unixepoch(prev) > 60"
-    )
 
-    def __init__(self, url: str, *, read_only: bool) -> None:
+    def __init__(self, url: str, *, read_only: bool, busy_timeout_s: float) -> None:
         self.url = url
+        self.read_only = read_only
         self.path = _sqlite_path(url)
         self.memory = self.path == ":memory:"
         if not self.memory:
@@ -232,7 +371,7 @@ class SqliteBackend(Backend):
             except OSError as exc:
                 raise StorageError(f"can't create directory for {self.path}: {exc}") from exc
         pragmas: list[tuple[str, Any]] = [
-            ("busy_timeout", SQLITE_BUSY_TIMEOUT_MS),
+            ("busy_timeout", int(busy_timeout_s * 1000)),
             ("synchronous", "NORMAL"),
             # 16 MiB of page cache: the writer appends in time order, so a larger cache buys
             # little and costs resident memory (the engine targets <= 150 MB).
@@ -247,7 +386,7 @@ class SqliteBackend(Backend):
         self.db = pw.SqliteDatabase(
             self.path,
             pragmas=pragmas,
-            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            timeout=busy_timeout_s,
             field_types=SQLITE_FIELD_TYPES,
             # the writer takes the write lock at BEGIN: no deadlock upgrading a read lock
             lock_type="IMMEDIATE",
@@ -266,11 +405,11 @@ class SqliteBackend(Backend):
 
     def write_txn(self) -> AbstractContextManager[Any]:
         """``BEGIN IMMEDIATE``."""
-        return self.db.atomic()  # type: ignore[no-any-return]
+        return _Transaction(self.db, lock_type="IMMEDIATE")
 
     def read_txn(self) -> AbstractContextManager[Any]:
         """``BEGIN DEFERRED``: the WAL snapshot is taken at the first read."""
-        return self.db.atomic(lock_type="DEFERRED")  # type: ignore[no-any-return]
+        return _Transaction(self.db, lock_type="DEFERRED")
 
     def upsert_candle_rows(self, rows: Sequence[tuple[Any, ...]], created_at: datetime) -> None:
         """Multi-row statements of :func:`sqlite_upsert_candles_sql` (whole-minute times)."""
@@ -304,22 +443,28 @@ class PostgresBackend(Backend):
 
     name = "postgresql"
     param = "%s"
-    holes_sql = (
-        "SELECT prev, time FROM (SELECT time, LAG(time) OVER (ORDER BY time) AS prev "
-        "FROM ohlc_candles WHERE time >= %s) AS t "
-        "WHERE prev IS NOT NULL AND time - prev > INTERVAL '1 minute'"
-    )
 
     def __init__(self, url: str, *, read_only: bool) -> None:
         self.url = url
-        self.db = pw.PostgresqlDatabase(
-            url,
-            field_types=POSTGRES_FIELD_TYPES,
-            options="-c TimeZone=UTC",
-            application_name="qx_actors-reader" if read_only else "qx_actors",
-            connect_timeout=10,
-        )
         self.read_only = read_only
+        settings: dict[str, Any] = {
+            "field_types": POSTGRES_FIELD_TYPES,
+            "options": "-c TimeZone=UTC",
+            "application_name": "qx_actors-reader" if read_only else "qx_actors",
+            "connect_timeout": 10,
+            # a peer that vanished without closing (host down, network cut) is noticed in
+            # about a minute instead of the kernel's two hours
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        if read_only:
+            self.db = pw.PostgresqlDatabase(url, **settings)
+        else:
+            # One session for every thread: the session that holds the writer lock is the one
+            # that writes (peewee would otherwise open one connection per thread).
+            self.db = _WriterPostgresqlDatabase(url, thread_safe=False, **settings)
         self._staged: object | None = None
 
     def time_param(self, value: datetime) -> Any:
@@ -332,11 +477,11 @@ class PostgresBackend(Backend):
 
     def write_txn(self) -> AbstractContextManager[Any]:
         """``BEGIN`` (read committed)."""
-        return self.db.atomic()  # type: ignore[no-any-return]
+        return _Transaction(self.db)
 
     def read_txn(self) -> AbstractContextManager[Any]:
         """``BEGIN ISOLATION LEVEL REPEATABLE READ``: one snapshot for all queries."""
-        return self.db.atomic(isolation_level="REPEATABLE READ")  # type: ignore[no-any-return]
+        return _Transaction(self.db, isolation_level="REPEATABLE READ")
 
     def upsert_candle_rows(self, rows: Sequence[tuple[Any, ...]], created_at: datetime) -> None:
         """COPY into a temporary staging table, then one ``INSERT ... ON CONFLICT``."""
@@ -368,9 +513,27 @@ class PostgresBackend(Backend):
         )
         return len(inserted)
 
-    def recover(self) -> None:
-        """Forget a connection the server closed."""
-        if not self.db.is_closed() and not self.db.is_connection_usable():
+    def recover(self, error: StorageError) -> None:
+        """Forget a connection the server closed.
+
+        A reader reconnects on next use. The writer does not: its writer lock died with the
+        session, so every later use raises ``DatabaseUnavailable`` (naming ``error``) until
+        a new storage is opened and takes the lock again.
+        """
+        if self.db.is_closed():
+            return
+        dead = bool(self.db.connection().closed)  # type: ignore[no-untyped-call]
+        if self.read_only:
+            if dead or not self.db.is_connection_usable():
+                self.db.dispose()
+                self._staged = None
+            return
+        if dead:
+            self.lost = (
+                f"the writer's session on {describe_url(self.url)} was lost ({error}); "
+                "the writer lock went with it: open the database again"
+            )
+            self.db.refusal = self.lost  # type: ignore[attr-defined]
             self.db.dispose()
             self._staged = None
 
@@ -380,11 +543,24 @@ class PostgresBackend(Backend):
         super().close()
 
 
-def open_backend(url: str, *, read_only: bool = False) -> Backend:
-    """The backend for ``url`` (``sqlite:///path`` or ``postgresql://...``); connects once."""
+def open_backend(
+    url: str, *, read_only: bool = False, busy_timeout_s: float | None = None
+) -> Backend:
+    """The backend for ``url`` (``sqlite:///path`` or ``postgresql://...``); connects once.
+
+    ``busy_timeout_s`` (SQLite): how long a statement waits for another connection's lock
+    before ``DatabaseBusyError`` (default ``SQLITE_BUSY_TIMEOUT_S``). A writer
+    (``read_only=False``) on PostgreSQL never reconnects: once its session is lost every use
+    raises ``DatabaseUnavailable``.
+    """
+    register_url_secret(url)  # any message that quotes it is scrubbed from now on
     backend: Backend
     if url.startswith("sqlite:///"):
-        backend = SqliteBackend(url, read_only=read_only)
+        backend = SqliteBackend(
+            url,
+            read_only=read_only,
+            busy_timeout_s=SQLITE_BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s,
+        )
     elif url.startswith(("postgresql://", "postgres://")):
         if url.startswith("postgres://"):
             url = "postgresql://" + url[len("postgres://") :]
@@ -394,8 +570,14 @@ def open_backend(url: str, *, read_only: bool = False) -> Backend:
             f"unsupported database URL {describe_url(url)!r}: "
             "expected sqlite:///path.db or postgresql://user:pass@host:port/db"
         )
-    with guard(backend, f"open {describe_url(url)}"):
-        backend.db.connect()
+    try:
+        with guard(backend, f"open {describe_url(url)}"):
+            backend.db.connect()
+    except BaseException:
+        # e.g. a pragma failed after the file was opened: don't leave the connection behind
+        with suppress(Exception):
+            backend.db.close()
+        raise
     return backend
 
 
@@ -405,7 +587,8 @@ def guard(backend: Backend | None, what: str) -> Iterator[None]:
     try:
         yield
     except DRIVER_ERRORS as exc:
+        error = map_error(exc, what, None if backend is None else backend.url)
         if backend is not None:
             with suppress(*DRIVER_ERRORS):
-                backend.recover()
-        raise map_error(exc, what) from exc
+                backend.recover(error)
+        raise error from exc

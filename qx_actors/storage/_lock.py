@@ -1,8 +1,10 @@
 """The single-writer lock: one engine writes a database at a time.
 
-* PostgreSQL: a session-level advisory lock held by a dedicated connection for the whole run;
-  the server releases it when that connection closes, including when the process dies. The
-  holder is recorded in ``qx_writer`` so that a refused engine can name it.
+* PostgreSQL: a session-level advisory lock held by the writer's own session, the one that
+  writes: the lock exists exactly as long as the writing session (a server restart or a
+  terminated session ends both, and the writer never reconnects on its own). The server
+  releases it when that session ends, including when the process dies. The holder is
+  recorded in ``qx_writer`` so that a refused engine can name it.
 * SQLite: ``fcntl.flock`` on a lock file beside the database (``<db>.lock``), holding the
   holder's description; the kernel releases it when the file is closed or the process dies.
 """
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import fcntl
 import os
 import socket
@@ -17,9 +20,9 @@ from datetime import UTC, datetime
 
 import psycopg2
 
-from qx_actors.errors import DatabaseInUseError
+from qx_actors.errors import DatabaseInUseError, StorageError
 
-from ._backend import describe_url, map_error
+from ._backend import PostgresBackend, describe_url, guard
 
 #: advisory lock key of the writer lock (any fixed 64-bit number; "qx_write")
 WRITER_LOCK_KEY = 0x71785F7772697465
@@ -85,62 +88,60 @@ class FileWriterLock(WriterLock):
 
 
 class AdvisoryWriterLock(WriterLock):
-    """``pg_try_advisory_lock`` on a dedicated connection."""
+    """``pg_try_advisory_lock`` on the writer's session (the backend's one connection)."""
 
-    def __init__(self, url: str, holder: str, *, timeout_s: float = 0.0) -> None:
+    def __init__(self, backend: PostgresBackend, holder: str, *, timeout_s: float = 0.0) -> None:
         super().__init__(holder)
-        what = f"writer lock on {describe_url(url)}"
-        try:
-            conn = psycopg2.connect(
-                url, options="-c TimeZone=UTC", application_name="qx_actors-writer-lock"
-            )
-        except psycopg2.Error as exc:
-            raise map_error(exc, what) from exc
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                if timeout_s > 0:
-                    cur.execute("SET lock_timeout = %s", (f"{int(timeout_s * 1000)}ms",))
-                    try:
-                        cur.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCK_KEY,))
-                        got = True
-                    except psycopg2.errors.LockNotAvailable:
-                        got = False
+        if backend.read_only:
+            raise StorageError("the writer lock needs a writer backend")
+        if backend.db.in_transaction():
+            # the lock and the holder row must not depend on a transaction's outcome
+            raise StorageError("the writer lock can't be taken inside a transaction")
+        self._backend = backend
+        url = describe_url(backend.url)
+        with guard(backend, f"writer lock on {url}"):
+            # peewee runs the session in autocommit: each statement here stands alone
+            cur = backend.cursor()
+            if timeout_s > 0:
+                cur.execute("SET lock_timeout = %s", (f"{int(timeout_s * 1000)}ms",))
+                try:
+                    cur.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCK_KEY,))
+                    got = True
+                except psycopg2.errors.LockNotAvailable:
+                    got = False
+                finally:
                     cur.execute("RESET lock_timeout")
-                else:
-                    cur.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK_KEY,))
-                    row = cur.fetchone()
-                    got = bool(row and row[0])
-                if not got:
-                    cur.execute("SELECT holder FROM qx_writer WHERE id = 1")
-                    found = cur.fetchone()
-                    current = found[0] if found else "unknown holder"
-                    raise DatabaseInUseError(
-                        f"database {describe_url(url)} is in use by another writer: {current}"
-                    )
+            else:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK_KEY,))
+                row = cur.fetchone()
+                got = bool(row and row[0])
+            if not got:
+                cur.execute("SELECT holder FROM qx_writer WHERE id = 1")
+                found = cur.fetchone()
+                current = found[0] if found else "unknown holder"
+                raise DatabaseInUseError(f"database {url} is in use by another writer: {current}")
+            try:
                 cur.execute(
                     "INSERT INTO qx_writer (id, holder, acquired_at) VALUES (1, %s, %s) "
                     "ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, "
                     "acquired_at = excluded.acquired_at",
                     (holder, datetime.now(UTC)),
                 )
-        except psycopg2.Error as exc:
-            conn.close()
-            raise map_error(exc, what) from exc
-        except BaseException:
-            conn.close()
-            raise
-        self._conn: psycopg2.extensions.connection | None = conn
+            except BaseException:
+                self._unlock()
+                raise
+        self._held = True
+
+    def _unlock(self) -> None:
+        backend = self._backend
+        if backend.lost is not None or backend.db.is_closed():
+            return  # the session is gone, and the lock with it
+        with contextlib.suppress(psycopg2.Error, StorageError):  # a dead session holds no lock
+            backend.cursor().execute("SELECT pg_advisory_unlock(%s)", (WRITER_LOCK_KEY,))
 
     def release(self) -> None:
-        """Unlock and close the dedicated connection."""
-        if self._conn is None:
+        """Unlock on the writer's session (which stays open for the storage's own close)."""
+        if not self._held:
             return
-        conn, self._conn = self._conn, None
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (WRITER_LOCK_KEY,))
-        except psycopg2.Error:
-            pass  # closing the connection releases it anyway
-        finally:
-            conn.close()
+        self._held = False
+        self._unlock()

@@ -127,6 +127,21 @@ class OhlcVerifiedEmpty(_Base):
         table_name = "ohlc_verified_empty"
 
 
+class OhlcCoverage(_Base):
+    """``ohlc_coverage``: the maximal runs of consecutive stored candle minutes (inclusive).
+
+    Maintained by the writer in the same transaction as the candles (schema version 2): the
+    runs are disjoint, never adjacent, and together hold exactly the minutes of
+    ``ohlc_candles``. The holes between them are what is missing, anywhere in the history.
+    """
+
+    first_minute = UtcDateTimeField(primary_key=True)
+    last_minute = UtcDateTimeField()
+
+    class Meta:
+        table_name = "ohlc_coverage"
+
+
 class QxSchema(_Base):
     """``qx_schema``: one row per applied schema version."""
 
@@ -153,6 +168,7 @@ MODELS: tuple[type[_Base], ...] = (
     PriceTickRow,
     FundingSettlementRow,
     OhlcVerifiedEmpty,
+    OhlcCoverage,
     QxSchema,
     QxWriter,
 )

@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 
 from qx_actors.domain.funding import FundingSettlementsFacts
 from qx_actors.domain.history import PriceHistoryFacts
 from qx_actors.domain.timeutil import MINUTE
 
-from ._backend import Backend, guard
+from ._backend import Backend, PostgresBackend, guard
+
+#: The gaps-and-islands runs of consecutive stored minutes, computed from ``ohlc_candles``: a
+#: minute's number minus its rank is the same for every minute of a run. Rows: (first, last).
+_SQLITE_RUNS_SQL = (
+    "SELECT MIN(time), MAX(time) FROM (SELECT time, "
+    "unixepoch(time) / 60 - ROW_NUMBER() OVER (ORDER BY time) AS run FROM ohlc_candles) "
+    "GROUP BY run ORDER BY 1"
+)
+_POSTGRES_RUNS_SQL = (
+    "SELECT MIN(time), MAX(time) FROM (SELECT time, "
+    "CAST(EXTRACT(EPOCH FROM time) AS BIGINT) / 60 - ROW_NUMBER() OVER (ORDER BY time) AS run "
+    "FROM ohlc_candles) AS t GROUP BY run ORDER BY 1"
+)
+_COVERAGE_SQL = "SELECT first_minute, last_minute FROM ohlc_coverage ORDER BY first_minute"
+
+
+def candle_runs_sql(backend: Backend) -> str:
+    """SQL listing the runs of consecutive stored minutes from the candles themselves (a scan
+    of the whole table: for the migration and for databases not migrated yet)."""
+    return _POSTGRES_RUNS_SQL if isinstance(backend, PostgresBackend) else _SQLITE_RUNS_SQL
+
+
+def rebuild_coverage(backend: Backend) -> int:
+    """Replace ``ohlc_coverage`` with the runs of the stored candles; returns how many runs.
+
+    Run it inside a write transaction (the schema migration does).
+    """
+    backend.execute("DELETE FROM ohlc_coverage")
+    cursor = backend.execute(
+        f"INSERT INTO ohlc_coverage (first_minute, last_minute) {candle_runs_sql(backend)}"
+    )
+    return max(int(cursor.rowcount), 0)
 
 
 def _first_time(backend: Backend, sql: str) -> datetime | None:
@@ -16,19 +49,18 @@ def _first_time(backend: Backend, sql: str) -> datetime | None:
     return None if row is None else backend.time_value(row[0])
 
 
-def price_history_facts(backend: Backend, scan_from: datetime) -> PriceHistoryFacts:
-    """Bounds, holes at or after ``scan_from``, verified-empty ranges, earliest unstable candle.
+def price_history_facts(backend: Backend, *, coverage: bool = True) -> PriceHistoryFacts:
+    """Bounds, every hole between them, verified-empty ranges, earliest unstable candle.
 
-    All from one snapshot. Bounds come from the primary-key index, the earliest unstable
-    candle from the partial index on unstable candles; holes are found with ``LAG`` over the
-    candles at or after ``scan_from`` (the scan window only).
+    All from one snapshot. Bounds and holes come from ``ohlc_coverage`` (one row per run of
+    stored minutes, so one per hole: no scan of the candles); ``coverage=False`` computes the
+    runs from the candles instead (a database still at schema version 1). The earliest
+    unstable candle comes from the partial index on unstable candles.
     """
     with guard(backend, "price history facts"), backend.read_txn():
-        earliest = _first_time(backend, "SELECT time FROM ohlc_candles ORDER BY time LIMIT 1")
-        latest = _first_time(backend, "SELECT time FROM ohlc_candles ORDER BY time DESC LIMIT 1")
         tv = backend.time_value
-        cursor = backend.execute(backend.holes_sql, (backend.time_param(scan_from),))
-        holes = tuple((tv(prev) + MINUTE, tv(time) - MINUTE) for prev, time in cursor.fetchall())
+        sql = _COVERAGE_SQL if coverage else candle_runs_sql(backend)
+        runs = [(tv(first), tv(last)) for first, last in backend.execute(sql).fetchall()]
         cursor = backend.execute(
             "SELECT first_minute, last_minute FROM ohlc_verified_empty ORDER BY first_minute"
         )
@@ -36,9 +68,12 @@ def price_history_facts(backend: Backend, scan_from: datetime) -> PriceHistoryFa
         unstable = _first_time(
             backend, "SELECT time FROM ohlc_candles WHERE NOT stable ORDER BY time LIMIT 1"
         )
+    holes = tuple(
+        (before[1] + MINUTE, after[0] - MINUTE) for before, after in itertools.pairwise(runs)
+    )
     return PriceHistoryFacts(
-        earliest=earliest,
-        latest=latest,
+        earliest=runs[0][0] if runs else None,
+        latest=runs[-1][1] if runs else None,
         holes=holes,
         verified_empty=verified,
         earliest_unstable=unstable,

@@ -15,7 +15,7 @@ from qx_actors.errors import StorageError
 
 from . import _queries
 from ._backend import Backend, guard, open_backend
-from ._schema import check_schema
+from ._schema import check_schema, stored_version
 
 #: resolution name -> bucket length in seconds; buckets are aligned to multiples of it
 #: since the Unix epoch (so 1d buckets start at 00:00 UTC)
@@ -105,9 +105,13 @@ class Database:
         self._backend: Backend = open_backend(url, read_only=True)
         try:
             check_schema(self._backend)
+            with guard(self._backend, "schema version"):
+                version = stored_version(self._backend)
         except BaseException:
             self._backend.close()
             raise
+        #: schema 2 keeps the runs of stored minutes; an older database is scanned instead
+        self._coverage = version is not None and version >= 2
 
     @property
     def backend(self) -> str:
@@ -178,9 +182,14 @@ class Database:
                 for i, t, f, r in cursor.fetchall()
             ]
 
-    def price_history_facts(self, *, scan_from: datetime) -> PriceHistoryFacts:
-        """Bounds, holes since ``scan_from``, verified-empty ranges, earliest unstable candle."""
-        return _queries.price_history_facts(self._backend, scan_from)
+    def price_history_facts(self, *, scan_from: datetime | None = None) -> PriceHistoryFacts:
+        """Bounds, every hole between them, verified-empty ranges, earliest unstable candle.
+
+        ``scan_from`` is accepted for compatibility and ignored: holes are reported wherever
+        they are (from ``ohlc_coverage``; from a scan of the candles on a schema-1 database).
+        """
+        del scan_from
+        return _queries.price_history_facts(self._backend, coverage=self._coverage)
 
     def funding_facts(self, *, scan_from: datetime) -> FundingSettlementsFacts:
         """Settlement bounds and stored settlement times since ``scan_from``."""

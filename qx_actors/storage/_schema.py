@@ -8,10 +8,16 @@ from typing import Any
 from qx_actors.errors import SchemaError
 
 from ._backend import Backend, PostgresBackend, describe_url, guard
-from ._models import MODELS, OhlcCandle, QxSchema, bind_models
+from ._models import MODELS, OhlcCandle, OhlcCoverage, QxSchema, bind_models
+from ._queries import rebuild_coverage
 
 #: the schema version this package writes and understands
-SCHEMA_VERSION = 1
+#:
+#: 1. ``ohlc_candles``, ``price_ticks``, ``funding_settlements``, ``ohlc_verified_empty``,
+#:    ``qx_schema``, ``qx_writer``;
+#: 2. + ``ohlc_coverage``: the runs of consecutive stored minutes, kept by the writer with the
+#:    candles (migration from 1: built once from the stored candles).
+SCHEMA_VERSION = 2
 
 #: advisory lock key serialising concurrent schema creation on PostgreSQL
 _MIGRATION_LOCK_KEY = 0x71785F6D69677261  # "qx_migra"
@@ -59,7 +65,16 @@ def ensure_schema(backend: Backend) -> dict[type[Any], type[Any]]:
             for ddl in _EXTRA_DDL:
                 backend.execute(ddl)
             models[QxSchema].insert(version=SCHEMA_VERSION, applied_at=datetime.now(UTC)).execute()
+        elif version < 2:
+            _migrate_to_coverage(backend, models)
     return models
+
+
+def _migrate_to_coverage(backend: Backend, models: dict[type[Any], type[Any]]) -> None:
+    """Version 1 -> 2: create ``ohlc_coverage`` and fill it from the stored candles (once)."""
+    backend.db.create_tables([models[OhlcCoverage]], safe=True)
+    rebuild_coverage(backend)
+    models[QxSchema].insert(version=2, applied_at=datetime.now(UTC)).execute()
 
 
 def check_schema(backend: Backend) -> dict[type[Any], type[Any]]:

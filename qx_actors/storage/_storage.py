@@ -6,6 +6,8 @@ Used by one thread (the DB-writer actor). Every write method is one transaction.
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -37,6 +39,29 @@ def _subtract(first: datetime, last: datetime, times: Sequence[datetime]) -> lis
     if cursor <= last:
         pieces.append((cursor, last))
     return pieces
+
+
+def _runs(times: Sequence[datetime]) -> list[Range]:
+    """The runs of consecutive minutes of the sorted ``times`` (duplicates allowed)."""
+    runs: list[Range] = []
+    first = last = times[0]
+    for time in times:
+        if time - last > MINUTE:
+            runs.append((first, last))
+            first = time
+        last = time
+    runs.append((first, last))
+    return runs
+
+
+def _batch_runs(times: list[datetime], lo: datetime, hi: datetime) -> list[Range]:
+    """The runs of a batch's minutes (``lo``/``hi``: its bounds). The usual batch, one page of
+    consecutive minutes in order, is checked at C speed; anything else is sorted and walked."""
+    if hi - lo == (len(times) - 1) * MINUTE and all(
+        map(operator.lt, times, itertools.islice(times, 1, None))
+    ):
+        return [(lo, hi)]
+    return _runs(sorted(times))
 
 
 def _merge(ranges: Iterable[Range]) -> list[Range]:
@@ -111,7 +136,50 @@ class Storage:
         with guard(backend, f"upsert {len(rows)} candles"), backend.write_txn():
             backend.upsert_candle_rows(rows, now)
             self._shrink_verified_empty(lo, hi, (row[0] for row in rows), now)
+            self._extend_coverage(_batch_runs([row[0] for row in rows], lo, hi))
         return len(rows)
+
+    def _extend_coverage(self, runs: Sequence[Range]) -> None:
+        """Merge the runs of a batch into ``ohlc_coverage`` (same transaction as the candles).
+
+        Only the stored runs that overlap or touch ``[lo - 1m, hi + 1m]`` can change: the one
+        starting before ``lo`` (if it reaches ``lo - 1m``) and those starting within the batch's
+        bounds, both found through the primary key. Re-writing stored minutes changes nothing.
+        """
+        backend = self._backend
+        tp, tv = backend.time_param, backend.time_value
+        lo, hi = runs[0][0], runs[-1][1]
+        cursor = backend.execute(
+            "SELECT first_minute, last_minute FROM (SELECT first_minute, last_minute "
+            "FROM ohlc_coverage WHERE first_minute < ? ORDER BY first_minute DESC LIMIT 1) AS b "
+            "UNION ALL SELECT first_minute, last_minute FROM ohlc_coverage "
+            "WHERE first_minute >= ? AND first_minute <= ?",
+            (tp(lo), tp(lo), tp(hi + MINUTE)),
+        )
+        old = sorted(
+            (first, last)
+            for first, last in ((tv(f), tv(la)) for f, la in cursor.fetchall())
+            if last >= lo - MINUTE
+        )
+        new = _merge([*old, *runs])
+        if new == old:
+            return
+        old_last = dict(old)
+        new_first = {first for first, _ in new}
+        for first, _ in old:
+            if first not in new_first:
+                backend.execute("DELETE FROM ohlc_coverage WHERE first_minute = ?", (tp(first),))
+        for first, last in new:
+            if first not in old_last:
+                backend.execute(
+                    "INSERT INTO ohlc_coverage (first_minute, last_minute) VALUES (?, ?)",
+                    (tp(first), tp(last)),
+                )
+            elif old_last[first] != last:
+                backend.execute(
+                    "UPDATE ohlc_coverage SET last_minute = ? WHERE first_minute = ?",
+                    (tp(last), tp(first)),
+                )
 
     def _overlapping_verified(self, lo: datetime, hi: datetime) -> list[tuple[Range, datetime]]:
         backend = self._backend
@@ -271,9 +339,23 @@ class Storage:
 
     # --- facts ----------------------------------------------------------------------------
 
-    def price_history_facts(self, *, scan_from: datetime) -> PriceHistoryFacts:
-        """What the stored candles look like (one consistent snapshot)."""
-        return _queries.price_history_facts(self._backend, scan_from)
+    def price_history_facts(self, *, scan_from: datetime | None = None) -> PriceHistoryFacts:
+        """What the stored candles look like (one consistent snapshot): bounds, every hole
+        between them (from ``ohlc_coverage``, no scan), verified-empty ranges, the earliest
+        unstable candle. ``scan_from`` is accepted for compatibility and ignored: holes are
+        reported wherever they are."""
+        del scan_from
+        return _queries.price_history_facts(self._backend)
+
+    def coverage(self) -> list[Range]:
+        """The runs of consecutive stored minutes (``ohlc_coverage``), oldest first."""
+        backend = self._backend
+        tv = backend.time_value
+        with guard(backend, "coverage"):
+            cursor = backend.execute(
+                "SELECT first_minute, last_minute FROM ohlc_coverage ORDER BY first_minute"
+            )
+            return [(tv(first), tv(last)) for first, last in cursor.fetchall()]
 
     def funding_facts(self, *, scan_from: datetime) -> FundingSettlementsFacts:
         """What the stored funding settlements look like (one consistent snapshot)."""
@@ -285,18 +367,23 @@ class Storage:
         """Become the only writer; another holder raises ``DatabaseInUseError`` naming it.
 
         ``wait_s`` (PostgreSQL only) waits that long for the lock to be freed, e.g. for the
-        server to notice that a killed holder is gone. Taking it twice is a no-op.
+        server to notice that a killed holder is gone. Taking it twice is a no-op. On
+        PostgreSQL the lock is held by the session that writes: once that session is lost
+        (``DatabaseUnavailable``), this storage can't write or lock again; open a new one.
         """
+        backend = self._backend
+        backend.check_usable()
         if self._lock is not None:
             return
-        backend = self._backend
         if isinstance(backend, SqliteBackend):
             if backend.memory:
                 self._lock = NullWriterLock(holder)  # no other connection can see it
             else:
                 self._lock = FileWriterLock(backend.path, holder)
+        elif isinstance(backend, PostgresBackend):
+            self._lock = AdvisoryWriterLock(backend, holder, timeout_s=wait_s)
         else:
-            self._lock = AdvisoryWriterLock(backend.url, holder, timeout_s=wait_s)
+            raise StorageError(f"no writer lock for the {backend.name} backend")
 
     def release_writer_lock(self) -> None:
         """Stop being the writer (idempotent)."""
@@ -306,8 +393,11 @@ class Storage:
 
     @property
     def writer_lock_holder(self) -> str | None:
-        """Our holder string while we hold the writer lock."""
-        return None if self._lock is None else self._lock.holder
+        """Our holder string while we hold the writer lock (None once the session that held
+        it on PostgreSQL is lost)."""
+        if self._lock is None or self._backend.lost is not None:
+            return None
+        return self._lock.holder
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -326,13 +416,16 @@ class Storage:
         self.close()
 
 
-def open_storage(url: str) -> Storage:
+def open_storage(url: str, *, busy_timeout_s: float | None = None) -> Storage:
     """Open (creating or checking the schema) the database at ``url`` for writing.
 
     ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``,
-    or ``postgresql://user:pass@host:port/db``.
+    or ``postgresql://user:pass@host:port/db``. ``busy_timeout_s`` (SQLite): how long a write
+    waits for another process's lock before ``DatabaseBusyError`` (default 5 s). A server
+    that is down or refuses the credentials is ``DatabaseUnavailable`` (the URL shown without
+    its password).
     """
-    backend = open_backend(url)
+    backend = open_backend(url, busy_timeout_s=busy_timeout_s)
     try:
         ensure_schema(backend)
     except BaseException:

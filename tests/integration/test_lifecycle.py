@@ -308,9 +308,7 @@ def test_recovery_cancels_the_request_the_program_waited_for() -> None:
 
     def spawn(ctx: Any, engine: pykka.ActorRef[Any], siblings: Any) -> pykka.ActorRef[Any]:
         workers.append(
-            _FailingWorker.start(
-                threads=ctx.threads, engine=engine, cancelled=cancelled, done=done
-            )
+            _FailingWorker.start(threads=ctx.threads, engine=engine, cancelled=cancelled, done=done)
         )
         return workers[-1]
 

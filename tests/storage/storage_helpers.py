@@ -45,5 +45,6 @@ def run_sql(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, .
 
 def wipe(url: str) -> None:
     """Delete every stored row (between Hypothesis examples)."""
-    for table in ("ohlc_candles", "ohlc_verified_empty", "price_ticks", "funding_settlements"):
+    tables = ("ohlc_candles", "ohlc_coverage", "ohlc_verified_empty")
+    for table in (*tables, "price_ticks", "funding_settlements"):
         run_sql(url, f"DELETE FROM {table}")

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storage_helpers import BASE, minute, wipe
+from storage_helpers import BASE, minute, run_sql, wipe
 
 from qx_actors.domain.timeutil import MINUTE
 from qx_actors.domain.values import Candle
@@ -29,6 +29,12 @@ def opened(storage_url: str) -> Iterator[tuple[Storage, Database, str]]:
         yield storage, reader, storage_url
 
 
+def wipe_all(url: str) -> None:
+    """Delete every stored row, the coverage runs included."""
+    wipe(url)
+    run_sql(url, "DELETE FROM ohlc_coverage")
+
+
 @SETTINGS
 @given(
     minutes=st.sets(st.integers(0, 240), max_size=80),
@@ -38,17 +44,17 @@ def opened(storage_url: str) -> Iterator[tuple[Storage, Database, str]]:
 def test_price_history_facts_match_recomputation(
     opened: tuple[Storage, Database, str], minutes: set[int], scan: int, now_minute: int
 ) -> None:
-    """Bounds, holes since scan_from and the earliest unstable candle match a Python pass."""
+    """Bounds, every hole (wherever it is: ``scan_from`` does not limit them) and the earliest
+    unstable candle match a Python pass."""
     storage, reader, url = opened
-    wipe(url)
+    wipe_all(url)
     stored = sorted(minutes)
     now = minute(now_minute)
     storage.upsert_candles([Candle(minute(n), 1.0, 2.0, 0.5, 1.5, 1.0) for n in stored], now=now)
     facts = reader.price_history_facts(scan_from=minute(scan))
 
-    in_scan = [n for n in stored if n >= scan]
     holes = tuple(
-        (minute(a + 1), minute(b - 1)) for a, b in itertools.pairwise(in_scan) if b > a + 1
+        (minute(a + 1), minute(b - 1)) for a, b in itertools.pairwise(stored) if b > a + 1
     )
     unstable = [n for n in stored if minute(n) >= now - timedelta(hours=1)]
     assert (minute(stored[0]) if stored else None) == facts.earliest
@@ -56,6 +62,7 @@ def test_price_history_facts_match_recomputation(
     assert holes == facts.holes
     assert (minute(unstable[0]) if unstable else None) == facts.earliest_unstable
     assert facts == storage.price_history_facts(scan_from=minute(scan))
+    assert facts == storage.price_history_facts()
 
 
 def _expected(
@@ -106,7 +113,7 @@ def test_consolidation_matches_recomputation(
 ) -> None:
     """Every resolution gives open-first, max high, min low, close-last, summed volume."""
     storage, reader, url = opened
-    wipe(url)
+    wipe_all(url)
     now = minute(now_minute)
     candles = [
         Candle(

@@ -231,6 +231,62 @@ def test_verified_empty_is_not_a_gap() -> None:
     assert rng(GAP, 95, 114) == rechecked.next_download(newest_gap_first=False)
 
 
+def test_recheck_from_limits_the_rechecked_verified_ranges() -> None:
+    """Re-checking asks again only about verified-empty holes ending at or after
+    ``recheck_from`` (the gap-flag range); older ones stay verified, unflagged holes stay gaps
+    wherever they are."""
+    stored = [m for m in range(0, 501) if not (100 <= m <= 109 or 300 <= m <= 309 or m == 50)]
+    verified = [(100, 109), (300, 309)]
+    now = at(500) + timedelta(seconds=30)
+    facts = facts_from({m: is_stable_candle_time(at(m), now) for m in stored}, verified)
+    state = PriceHistoryState.evaluate(
+        facts, reach=at(0), now=now, recheck_verified_empty=True, recheck_from=at(200)
+    )
+    assert (TimeRange(at(50), at(50)), TimeRange(at(300), at(309))) == state.gaps
+    assert at(200) == state.recheck_from
+    everything = PriceHistoryState.evaluate(
+        facts, reach=at(0), now=now, recheck_verified_empty=True
+    )
+    assert [(50, 50), (100, 109), (300, 309)] == [
+        (idx(g.start), idx(g.end)) for g in everything.gaps
+    ]
+    plain = PriceHistoryState.evaluate(facts, reach=at(0), now=now, recheck_from=at(200))
+    assert (TimeRange(at(50), at(50)),) == plain.gaps
+    assert plain.recheck_from is None
+
+
+def test_recheck_from_keeps_old_verified_range_below_earliest_covered() -> None:
+    """A verified-empty range below the earliest candle is asked about again (as the lower
+    bound) only when it ends at or after ``recheck_from``."""
+    now = at(500) + timedelta(seconds=30)
+    facts = facts_from({m: is_stable_candle_time(at(m), now) for m in range(50, 501)}, [(10, 49)])
+
+    def state(recheck_from: int) -> PriceHistoryState:
+        return PriceHistoryState.evaluate(
+            facts, reach=at(10), now=now, recheck_verified_empty=True, recheck_from=at(recheck_from)
+        )
+
+    assert state(100).is_complete
+    assert 0 == state(100).missing_minutes
+    assert rng(LOWER, 10, 49) == state(40).next_download(newest_gap_first=False)
+    assert 40 == state(40).missing_minutes
+
+
+def test_holes_anywhere_are_gaps_repaired_oldest_first_in_backfill() -> None:
+    """Holes at any age between the bounds are gaps; backfill plans them oldest first (after
+    the head), live newest first."""
+    holes = [(20, 29), (120, 400), (450, 451)]
+    stored = [m for m in range(0, 490) if not any(a <= m <= b for a, b in holes)]
+    state = state_of(stored, reach=0, head=500)
+    assert [(a, b) for a, b in holes] == [(idx(g.start), idx(g.end)) for g in state.gaps]
+    assert not state.is_complete
+    backfill = state.downloads(newest_gap_first=False)
+    assert [UPPER, GAP, GAP, GAP] == [d.kind for d in backfill]
+    assert [(15, 34), (115, 405), (445, 456)] == [(idx(d.start), idx(d.end)) for d in backfill[1:]]
+    live = state.downloads(newest_gap_first=True)
+    assert [(445, 456), (115, 405), (15, 34)] == [(idx(d.start), idx(d.end)) for d in live[1:]]
+
+
 def test_partly_verified_hole_leaves_the_rest_as_gap() -> None:
     """Only the unverified part of a hole is a gap."""
     stored = [m for m in range(0, 501) if not 100 <= m <= 109]
