@@ -6,15 +6,17 @@ import argparse
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from qx_actors.config import QxConfig, dump_config, load_config
 from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
 from qx_actors.errors import ConfigError, QxError
 from qx_actors.logs import configure_logging, format_timeline, read_timeline
+from qx_actors.redact import redact_text
 from qx_actors.status import mermaid_diagram
 
 if TYPE_CHECKING:
@@ -24,6 +26,42 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+
+def _err(message: str) -> None:
+    """Print ``message`` on stderr with every known secret replaced by ``***``."""
+    print(redact_text(message), file=sys.stderr)
+
+
+def _print_exception(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    _err("".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n"))
+
+
+def _excepthook(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """``sys.excepthook``: an uncaught exception's traceback, scrubbed of secrets."""
+    _print_exception(exc_type, exc, tb)
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: a thread's uncaught exception, scrubbed of secrets."""
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    _err(f"Exception in thread {name}:")
+    _print_exception(args.exc_type, args.exc_value, args.exc_traceback)
+
+
+def install_redacting_excepthooks() -> None:
+    """Print uncaught exceptions (main and other threads) with secrets replaced by ``***``
+    (hooks someone else installed, e.g. a test harness's, are left alone)."""
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _excepthook
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _thread_excepthook
 
 
 def _mode_from_args(config: QxConfig, args: argparse.Namespace) -> SyncMode:
@@ -45,8 +83,8 @@ def _mode_from_args(config: QxConfig, args: argparse.Namespace) -> SyncMode:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """Print the effective, validated config with defaults."""
-    print(dump_config(load_config(args.config)), end="")
+    """Print the effective, validated config with defaults (the database password as ``***``)."""
+    print(dump_config(load_config(args.config), redacted=True), end="")
     return EXIT_OK
 
 
@@ -63,14 +101,15 @@ def cmd_logs(args: argparse.Namespace) -> int:
         with path.open(encoding="utf-8") as lines:
             entries = list(read_timeline(lines))
     except OSError as exc:
-        print(f"qx-actors logs: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        _err(f"qx-actors logs: cannot read {path}: {exc.strerror}")
         return EXIT_USAGE
     if args.run:
         entries = [e for e in entries if e.run_id == args.run]
-    print(format_timeline(entries))
+    # a log written before secrets were scrubbed may hold a database URL with its password
+    print(redact_text(format_timeline(entries)))
     off_graph = sum(not e.in_graph for e in entries)
     if off_graph:
-        print(f"{off_graph} transition(s) not in the status graph", file=sys.stderr)
+        _err(f"{off_graph} transition(s) not in the status graph")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -125,7 +164,7 @@ def _stop_run(controller: SyncController, config: QxConfig, view: ProgressView) 
         try:
             controller.shutdown()
         except QxError as exc:
-            print(f"qx-actors: shutdown failed: {exc}", file=sys.stderr)
+            _err(f"qx-actors: shutdown failed: {exc}")
             return EXIT_FAILED
     final = controller.until_stopped(timeout=config.sync.shutdown_timeout_s * 2)
     view.finish(final)
@@ -187,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         start, end = parse_time(args.start), parse_time(args.end)
     except ValueError as exc:
-        print(f"qx-actors export: {exc}", file=sys.stderr)
+        _err(f"qx-actors export: {exc}")
         return EXIT_USAGE
     if end <= start:
         print("qx-actors export: --to must be after --from", file=sys.stderr)
@@ -288,13 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``qx-actors``."""
     args: Any = build_parser().parse_args(argv)
+    install_redacting_excepthooks()
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"qx-actors: invalid config: {exc}", file=sys.stderr)
+        _err(f"qx-actors: invalid config: {exc}")
         return EXIT_USAGE
     except QxError as exc:
-        print(f"qx-actors: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _err(f"qx-actors: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
     return code
 

@@ -23,6 +23,7 @@ import yaml
 from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
 from qx_actors.domain.timeutil import FIRST_CANDLE_TIME, FIRST_SETTLEMENT_TIME, floor_day, utc_now
 from qx_actors.errors import ConfigError
+from qx_actors.redact import redact_url, register_url_secret
 
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0)]
@@ -176,10 +177,12 @@ class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
+        # From here on the database password is scrubbed from every log line and message.
+        register_url_secret(self.database)
         if not self.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError(
                 "database: expected 'sqlite:///path.db' or "
-                f"'postgresql://user:pass@host:port/db', got {self.database!r}"
+                f"'postgresql://user:pass@host:port/db', got {redact_url(self.database)!r}"
             )
         if self.lookback is not None:
             if self.mode != "live":
@@ -198,10 +201,19 @@ class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return SyncMode.live(Lookback.parse(self.lookback) if self.lookback else None)
         return SyncMode(kind)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The effective config as plain data (for ``qx-actors config``)."""
+    def to_dict(self, *, redacted: bool = False) -> dict[str, Any]:
+        """The effective config as plain data; ``redacted``: the database password as ``***``
+        (what ``qx-actors config`` shows)."""
         result: dict[str, Any] = msgspec.to_builtins(self)
+        if redacted:
+            result["database"] = redact_url(self.database)
         return result
+
+    def __repr__(self) -> str:
+        """Like msgspec's, with the database password as ``***``."""
+        shown = {name: getattr(self, name) for name in self.__struct_fields__}
+        shown["database"] = redact_url(self.database)
+        return f"QxConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 def check_lookback_within_reach(lookback: Lookback, sync: SyncConfig, *, now: datetime) -> None:
@@ -335,6 +347,7 @@ def load_config(path: str | os.PathLike[str]) -> QxConfig:
     return config_from_mapping(data, source=str(file))
 
 
-def dump_config(config: QxConfig) -> str:
-    """The effective config as YAML."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+def dump_config(config: QxConfig, *, redacted: bool = True) -> str:
+    """The effective config as YAML; the database password as ``***`` unless not
+    ``redacted``."""
+    return yaml.safe_dump(config.to_dict(redacted=redacted), sort_keys=False)

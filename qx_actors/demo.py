@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from qx_actors.config import QxConfig, config_from_mapping, load_config
+from qx_actors.redact import redact_url
 
 #: The demo's defaults; ``config/demo.yaml`` in the repository mirrors them.
 DEMO_CONFIG: dict[str, Any] = {
@@ -65,7 +66,7 @@ def run_demo(
         configure_logging(config.logging)
         print(
             f"qx-actors demo: simulator REST {simulator.rest_url}, stream {simulator.stream_url}; "
-            f"syncing mode {config.mode} into {config.database} (Ctrl-C to stop)",
+            f"syncing mode {config.mode} into {redact_url(config.database)} (Ctrl-C to stop)",
             file=sys.stderr,
         )
         stop = threading.Event()

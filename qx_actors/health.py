@@ -8,6 +8,9 @@ reconnects, tick queue depth, ...). ``SyncController.health()`` returns its snap
 * ``GET /health``: the snapshot as JSON; 200 while the run is healthy (running, not failed,
   feed not stale), 503 otherwise;
 * ``GET /metrics``: the same figures in the Prometheus text format (``qx_*``).
+
+Every text of the snapshot (the status's error above all) has its secrets replaced by ``***``
+(:mod:`qx_actors.redact`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from qx_actors.actors.loop_thread import LoopThread
 from qx_actors.domain.timeutil import utc_now
+from qx_actors.redact import redact_text, redact_value
 from qx_actors.status import State, SyncStatus
 from qx_actors.updates import (
     FundingSettlementsStateUpdate,
@@ -84,7 +88,7 @@ class RunHealth:
             snapshot: dict[str, Any] = {
                 "status": status.name,
                 "degraded": status.degraded,
-                "error": None if status.error is None else str(status.error),
+                "error": None if status.error is None else redact_text(str(status.error)),
                 "status_since": status.since.isoformat(),
                 "ticks_committed": self._ticks,
                 "last_price": self._last_price,
@@ -105,10 +109,11 @@ class RunHealth:
                 counters[name] = dict(source())
             except Exception as exc:  # a counter must never break the probe
                 counters[name] = {"error": float("nan")}
-                snapshot.setdefault("counter_errors", {})[name] = repr(exc)
+                snapshot.setdefault("counter_errors", {})[name] = redact_text(repr(exc))
         snapshot["counters"] = counters
         snapshot["healthy"] = status.is_running and status.state is not State.RECOVERING
-        return snapshot
+        redacted: dict[str, Any] = redact_value(snapshot)  # whatever text a counter carries
+        return redacted
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -2,6 +2,10 @@
 
 The package only *emits* structlog events (snake_case names with key/value fields); it is
 configured by the CLI or the embedding application, never on import.
+
+Whatever ``configure_logging`` writes is scrubbed of secrets (:mod:`qx_actors.redact`): every
+string of every event, its formatted exception included, and then the rendered line; the
+records of other libraries' standard-library loggers are scrubbed the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import IO, Any, TextIO, cast
 import structlog
 
 from qx_actors.config import LoggingConfig
+from qx_actors.redact import redact_text, redact_value
 from qx_actors.status import TRANSITIONS, State, Trigger
 
 #: An applied status transition (``run_id, mode, trigger, src, dst, error, timestamp``).
@@ -47,20 +52,77 @@ def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | N
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Exceptions become text here (plain, no locals), so that the next step scrubs them.
+        structlog.processors.format_exc_info,
+        redact_event,
     ]
+    renderer: Any
     if config.format == "json":
-        renderer: list[Any] = [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(default=str),
-        ]
+        renderer = structlog.processors.JSONRenderer(default=str)
     else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=out.isatty())]
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     structlog.configure(
-        processors=[*shared, *renderer],
+        processors=[*shared, renderer, redact_rendered],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib_logging(out, level, renderer)
+
+
+def redact_event(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """structlog processor: every value of the event with its secrets replaced by ``***``."""
+    return {
+        key: value if key == "exc_info" else redact_value(value)
+        for key, value in event_dict.items()
+    }
+
+
+def redact_rendered(logger: Any, method_name: str, rendered: Any) -> Any:
+    """structlog processor after the renderer: the rendered line scrubbed once more (a
+    secret that only appears once the renderer escaped or joined the values)."""
+    return redact_text(rendered) if isinstance(rendered, str) else rendered
+
+
+class _RedactingProcessorFormatter(structlog.stdlib.ProcessorFormatter):
+    """Renders a standard-library record like a structlog event, then scrubs it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+_STDLIB_HANDLER_NAME = "qx-actors-redacted"
+
+
+def _route_stdlib_logging(out: TextIO, level: int, renderer: Any) -> None:
+    """Send warnings and errors of other libraries' loggers (pykka, aiohttp, ...) to ``out``
+    as events of the same format, scrubbed, instead of Python's last-resort handler (which
+    prints them, tracebacks and all, unscrubbed on stderr)."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if old.get_name() == _STDLIB_HANDLER_NAME:
+            root.removeHandler(old)
+    handler = logging.StreamHandler(out)
+    handler.set_name(_STDLIB_HANDLER_NAME)
+    handler.setLevel(max(level, logging.WARNING))
+    handler.setFormatter(
+        _RedactingProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_event,
+                renderer,
+            ],
+        )
+    )
+    root.addHandler(handler)
 
 
 class _CurrentStderr(io.TextIOBase):

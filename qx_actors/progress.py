@@ -4,6 +4,9 @@ On a terminal the view is a small ``rich`` dashboard (status, candles stored, sh
 covered, gaps left, ETA at the configured rate limit, ticks/s and the last price); otherwise the
 run's structured log lines are the output, plus one ``price_history_state`` /
 ``funding_settlements_state`` event per evaluation.
+
+Whatever it prints has its secrets replaced by ``***`` (:mod:`qx_actors.redact`): the status
+text carries the error's message, and the database URL is shown without its password.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from qx_actors.domain.lookback import SyncMode
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.domain.validation import format_utc
 from qx_actors.logs import get_logger
+from qx_actors.redact import redact_text, redact_url
 from qx_actors.status import SyncStatus
 from qx_actors.sync_engine import SyncController, SyncEngine
 from qx_actors.updates import (
@@ -91,7 +95,7 @@ class ProgressView:
         table = Table(title=f"qx-actors {self._mode}", show_header=False, expand=False)
         table.add_column("what", style="bold")
         table.add_column("value")
-        table.add_row("status", str(self._status))
+        table.add_row("status", redact_text(str(self._status)))
         history = self._history
         if history is not None:
             summary = history.summary()
@@ -141,7 +145,7 @@ class ProgressView:
                         last_price=self._last_price,
                         ticks=self._ticks,
                         ticks_per_s=self.ticks_per_second(),
-                        status=str(self._status),
+                        status=redact_text(str(self._status)),
                     )
         finally:
             if live is not None:
@@ -149,7 +153,7 @@ class ProgressView:
 
     def finish(self, status: SyncStatus) -> None:
         """Say how the run ended."""
-        print(f"qx-actors: run ended: {status}", file=sys.stderr)
+        print(redact_text(f"qx-actors: run ended: {status}"), file=sys.stderr)
 
 
 def print_database_status(config: QxConfig) -> int:
@@ -230,7 +234,7 @@ def print_plan(config: QxConfig) -> int:
             f"{items:,}", f"{count:,}",
         )  # fmt: skip
     console = Console()
-    console.print(f"database: {config.database}")
+    console.print(f"database: {redact_url(config.database)}", markup=False)
     console.print(table)
     eta = timedelta(seconds=round(requests / sync.rest_rate_limit_per_s))
     console.print(

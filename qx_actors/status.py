@@ -19,6 +19,7 @@ from transitions.extensions.diagrams import HierarchicalGraphMachine
 from transitions.extensions.nesting import HierarchicalMachine, NestedState
 
 from qx_actors.errors import SyncAlreadyShutdown, SyncAlreadyTerminated, SyncNotStarted
+from qx_actors.redact import redact_text
 
 
 class State(StrEnum):
@@ -153,7 +154,8 @@ class SyncStatus:
             text += " (degraded)"
         if self.error is not None:
             # the error's kind first (e.g. "DatabaseUnavailable: ... authentication failed")
-            text += f": {type(self.error).__name__}: {self.error}"
+            # scrubbed: an application printing a status must not print a database password
+            text += redact_text(f": {type(self.error).__name__}: {self.error}")
         return text
 
 

@@ -48,8 +48,8 @@ from qx_actors.domain.timeutil import utc_now
 from qx_actors.domain.values import PriceTick
 from qx_actors.errors import StorageError
 from qx_actors.logs import get_logger
+from qx_actors.redact import redact_url
 from qx_actors.storage import Storage, open_storage, writer_holder
-from qx_actors.storage._backend import describe_url
 
 
 class DbWriterActor(QxActor):
@@ -118,7 +118,7 @@ class DbWriterActor(QxActor):
             # Opening failed (already reported): answer requests so nobody waits forever, and
             # keep ticks for the next writer.
             error = self._open_error or StorageError(
-                f"the database {describe_url(self._url)} is not open"
+                f"the database {redact_url(self._url)} is not open"
             )
             match message:
                 case Envelope(request_id=rid, reply_to=reply_to):
