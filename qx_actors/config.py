@@ -104,7 +104,10 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     funding_settlement_reach: str = "90d"
     price_history_re_sync_interval_s: PositiveSeconds = 10.0
     price_history_re_backfill_interval_s: PositiveSeconds = 90.0
-    price_history_flag_gap_range_h: PositiveHours = 672.0
+    #: The recent hours in which holes are flagged (neighbours re-fetched for revisions) and
+    #: exchange-confirmed holes asked about again after a (re)start; ``null``: the whole reach
+    #: (as quantoxide's ``None``). Holes are *found* anywhere in the reach either way.
+    price_history_flag_gap_range_h: PositiveHours | None = 672.0
     funding_settlement_flag_missing_range_h: PositiveHours = 672.0
     live_price_tick_max_interval_s: PositiveSeconds = 180.0
     #: ``keep`` every tick, or ``prune`` ticks covered by stable candles (quantoxide's way).
@@ -129,6 +132,11 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """The oldest candle to keep, floored to midnight UTC."""
         reach = parse_reach(self.price_history_reach, now=now, earliest=FIRST_CANDLE_TIME)
         return max(floor_day(reach), FIRST_CANDLE_TIME)
+
+    def price_history_flag_gap_from(self, now: datetime, reach: datetime) -> datetime:
+        """Where ``price_history_flag_gap_range_h`` starts at ``now`` (the reach when null)."""
+        hours = self.price_history_flag_gap_range_h
+        return reach if hours is None else max(now - timedelta(hours=hours), reach)
 
     def funding_settlement_reach_at(self, now: datetime) -> datetime:
         """The oldest funding settlement to keep."""

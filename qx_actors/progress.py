@@ -164,7 +164,7 @@ def print_database_status(config: QxConfig) -> int:
     sync = config.sync
     with Database(config.database) as database:
         facts = database.price_history_facts(
-            scan_from=now - timedelta(hours=sync.price_history_flag_gap_range_h)
+            scan_from=sync.price_history_flag_gap_from(now, sync.price_history_reach_at(now))
         )
         scan_from = now - timedelta(hours=sync.funding_settlement_flag_missing_range_h)
         funding_facts = database.funding_facts(scan_from=scan_from)
@@ -196,7 +196,7 @@ def print_plan(config: QxConfig) -> int:
 
     now = utc_now()
     sync = config.sync
-    history_scan = now - timedelta(hours=sync.price_history_flag_gap_range_h)
+    history_scan = sync.price_history_flag_gap_from(now, sync.price_history_reach_at(now))
     funding_scan = now - timedelta(hours=sync.funding_settlement_flag_missing_range_h)
     try:
         with Database(config.database) as database:

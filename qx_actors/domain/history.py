@@ -344,6 +344,65 @@ class PriceHistoryState:
         total = _minutes(self.reach, self.head)
         return (total - self.missing_minutes) / total
 
+    # --- quantoxide's helpers ---------------------------------------------------------------
+    # Same names and meaning as quantoxide's ``PriceHistoryState``: bounds are the oldest and
+    # newest stored candle times; a gap is reported here as its missing minutes (inclusive),
+    # where quantoxide names the stored candles either side of it. Verified-empty downtime is
+    # no gap: the exchange has nothing there, so a range across it is available.
+
+    @property
+    def bounds(self) -> tuple[datetime, datetime] | None:
+        """``(oldest, newest)`` stored candle times, or ``None`` when nothing is stored."""
+        if self.earliest is None or self.latest is None:
+            return None
+        return self.earliest, self.latest
+
+    @property
+    def bound_start(self) -> datetime | None:
+        """The oldest stored candle time."""
+        return self.earliest
+
+    @property
+    def bound_end(self) -> datetime | None:
+        """The newest stored candle time."""
+        return self.latest
+
+    def is_range_available(self, range_from: datetime, range_to: datetime) -> bool:
+        """Whether ``[range_from, range_to]`` lies within the bounds and crosses no gap.
+
+        As quantoxide: a gap conflicts when ``range_from < gap_to`` and ``gap_from <
+        range_to``, ``gap_from``/``gap_to`` being the stored minutes either side of it.
+        Verified-empty downtime below the oldest candle extends the bounds down.
+        ``ValueError`` when ``range_from >= range_to``.
+        """
+        range_from = require_utc(range_from, "range_from")
+        range_to = require_utc(range_to, "range_to")
+        if range_from >= range_to:
+            raise ValueError(
+                f"invalid range: from {format_utc(range_from)} is not before {format_utc(range_to)}"
+            )
+        lower, upper = self._covered_from(), self.latest
+        if lower is None or upper is None or not (lower <= range_from and range_to <= upper):
+            return False
+        return not any(
+            range_from < gap.end + MINUTE and gap.start - MINUTE < range_to for gap in self.gaps
+        )
+
+    def tail_continuous_duration(self) -> timedelta | None:
+        """How long the newest stretch without a gap is (up to the newest candle), or ``None``
+        when nothing is stored."""
+        if self.earliest is None or self.latest is None:
+            return None
+        if self.gaps:
+            return self.latest - (self.gaps[-1].end + MINUTE)
+        return self.latest - self.earliest
+
+    def has_gaps(self) -> bool:
+        """Whether anything of the reach is missing: nothing stored, a gap, or the history
+        not reaching back to the reach (verified-empty downtime counts as present)."""
+        covered = self._covered_from()
+        return covered is None or bool(self.gaps) or self.reach < covered
+
     def summary(self) -> dict[str, Any]:
         """A flat, JSON-ready description for the CLI and the logs."""
 

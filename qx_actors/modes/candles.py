@@ -93,7 +93,7 @@ def sync_price_history(
         # price_history_flag_gap_range keeps quantoxide's meaning: the recent range in which
         # holes are flagged (their neighbours re-fetched for revisions) and exchange-confirmed
         # holes are asked about again. Holes are *found* everywhere: storage reports them all.
-        scan_from = now - timedelta(hours=sync.price_history_flag_gap_range_h)
+        scan_from = sync.price_history_flag_gap_from(now, reach)
         facts: PriceHistoryFacts = yield Call(DB, QueryPriceHistory(scan_from))
         state = PriceHistoryState.evaluate(
             facts,
