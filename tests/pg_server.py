@@ -106,6 +106,24 @@ class PgServer:
                 f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()} {log}"
             )
 
+    def pg_ctl(self, *args: str) -> None:
+        """Run ``pg_ctl -D <data dir> ARGS`` as the server's user."""
+        self._run(os.path.join(self.bin_dir, "pg_ctl"), "-D", self.data_dir, *args)
+
+    def start(self) -> None:
+        """Start the (stopped) server with its options; ``-l``: the postmaster's output goes
+        to the log file, not to the caller's pipes."""
+        self.pg_ctl("-l", self.log_file, "-o", _options(self), "-w", "-t", "60", "start")
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server, keeping its data (``fast``: sessions are disconnected;
+        ``immediate``: like a crash)."""
+        self.pg_ctl("-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        """Restart the server (fast: every session is disconnected)."""
+        self.pg_ctl("-l", self.log_file, "-m", "fast", "-w", "-t", "60", "restart")
+
     def stop(self) -> None:
         """Stop the server (fast mode) and delete its directory."""
         try:
@@ -116,6 +134,15 @@ class PgServer:
                 )  # fmt: skip
         finally:
             shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def _options(server: PgServer) -> str:
+    """The server's command-line options: loopback only, durability off (throwaway data)."""
+    return (
+        f"-p {server.port} -k {server.socket_dir} -c listen_addresses=127.0.0.1"
+        " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        " -c max_connections=200 -c shared_buffers=256MB"
+    )
 
 
 def create_database(admin_url: str, name: str) -> None:
@@ -170,15 +197,7 @@ def start_server() -> PgServer:
             os.path.join(bin_dir, "initdb"), "-D", server.data_dir, "-U", SUPERUSER,
             "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
-        options = (
-            f"-p {server.port} -k {server.socket_dir} -c listen_addresses=127.0.0.1"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            " -c max_connections=200 -c shared_buffers=256MB"
-        )
-        server._run(
-            os.path.join(bin_dir, "pg_ctl"), "-D", server.data_dir, "-l", server.log_file,
-            "-o", options, "-w", "-t", "60", "start",
-        )  # fmt: skip
+        server.start()
         create_database(server.url_for("postgres"), DEFAULT_DB)
     except BaseException:
         server.stop()

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import psycopg2
 
-from qx_actors.errors import DatabaseInUseError, StorageError
+from qx_actors.errors import DatabaseInUseError, DatabaseUnavailable, StorageError
 
 from ._backend import PostgresBackend, describe_url, guard
 
@@ -57,7 +57,10 @@ class FileWriterLock(WriterLock):
     def __init__(self, db_path: str, holder: str) -> None:
         super().__init__(holder)
         self.path = db_path + ".lock"
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # read-only or full filesystem, permissions: may pass
+            raise DatabaseUnavailable(f"writer lock file {self.path}: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -72,8 +75,13 @@ class FileWriterLock(WriterLock):
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{holder}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{holder}\n".encode(), 0)
+        except OSError:
+            # A full disk: the flock is what guards, the text only names us to a refused
+            # engine. The writes themselves will report the full disk (recoverably).
+            pass
         self._fd: int | None = fd
 
     def release(self) -> None:
@@ -83,6 +91,8 @@ class FileWriterLock(WriterLock):
         fd, self._fd = self._fd, None
         try:
             os.ftruncate(fd, 0)
+        except OSError:
+            pass  # closing frees the lock all the same
         finally:
             os.close(fd)
 

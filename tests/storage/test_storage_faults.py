@@ -36,6 +36,7 @@ from qx_actors.errors import (
 from qx_actors.storage import Database, open_storage
 from qx_actors.storage._backend import map_error
 from tests import pg_server
+from tests.small_fs import mount_small_fs, unmount_small_fs
 
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
 
@@ -171,25 +172,14 @@ class SmallFs:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
-    """A 2 MiB tmpfs (needs root, skipped where mounting is not permitted); unmounted after."""
+    """A 2 MiB tmpfs (needs root: see tests/small_fs.py); unmounted after."""
     where = tmp_path / "small-fs"
     where.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("a small filesystem needs root to mount a tmpfs (mount -t tmpfs)")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
+    mount_small_fs(where, "2m")
     try:
         yield SmallFs(where)
     finally:
-        if subprocess.run(["umount", str(where)], capture_output=True, check=False).returncode:
-            # something still holds a file open there: detach it rather than leak the mount
-            subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+        unmount_small_fs(where)
 
 
 def test_sqlite_full_disk_is_unavailable_not_a_rollback_error(small_fs: SmallFs) -> None:
@@ -313,12 +303,8 @@ class PrivateServer:
         )
 
     def restart(self) -> None:
-        """Restart the server (fast: every session is disconnected); ``-l`` so that the new
-        postmaster does not keep our output pipes open."""
-        self.server._run(
-            os.path.join(self.server.bin_dir, "pg_ctl"), "-D", self.server.data_dir,
-            "-l", self.server.log_file, "-m", "fast", "-w", "-t", "60", "restart",
-        )  # fmt: skip
+        """Restart the server (fast: every session is disconnected)."""
+        self.server.restart()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,170 @@
+"""Chaos: a private PostgreSQL server stopped and started under a running engine.
+
+* stopped during a live run and during a backfill (longer than ``restart_interval_s``): the
+  run keeps recovering, then ``Synced`` / ``Backfilled`` again, the writer lock held again
+  (one advisory lock), a second engine still refused naming the holder, nothing lost;
+* down at start for 15 s (the engine started before the server): ``Running.Recovering`` with a
+  ``DatabaseUnavailable`` status text all along, then ``Synced`` once the server is up.
+
+The server is this module's own (``private_pg``), never the shared test server.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+
+from qx_actors.config import QxConfig, config_from_mapping
+from qx_actors.errors import DatabaseInUseError
+from qx_actors.status import State
+from tests import pg_server
+from tests.chaos.chaos_helpers import (
+    EngineFactory,
+    Logs,
+    SimFactory,
+    Watch,
+    advisory_locks,
+    assert_every_received_tick_stored,
+    assert_history_exact,
+    candle_count,
+    chaos_rng,
+    is_recovering,
+    pg_start,
+    pg_stop,
+    poll,
+    sim_config,
+    utc_now,
+)
+
+pytestmark = pytest.mark.postgres
+
+PgDb = tuple[pg_server.PgServer, str]
+#: How long the server stays down before the engine at start (issue 9).
+DOWN_AT_START_S = 15.0
+
+
+def _one_writer(
+    server: pg_server.PgServer, config: QxConfig, first: Watch, engines: EngineFactory
+) -> None:
+    """The writer lock is held (one advisory lock on the server) and a second engine on the
+    same database is refused with DatabaseInUseError naming the first run."""
+    assert 1 == poll(lambda: advisory_locks(server.url) or None, 10, "the advisory lock")
+    second = engines(config)
+    final = second.until(
+        lambda s: s.is_stopped or s.state in (State.SYNCED, State.BACKFILLED),
+        30,
+        "the second engine stopping",
+    )
+    assert State.FAILED is final.state, f"a second writer runs: {final}"
+    assert isinstance(final.error, DatabaseInUseError), str(final)
+    assert f"run {first.run_id}" in str(final.error)
+    assert 1 == advisory_locks(server.url)
+
+
+def _down_twice(watch: Watch, what: str) -> None:
+    """Wait for two ``Recovering`` statuses with DatabaseUnavailable: the outage lasted longer
+    than ``restart_interval_s`` and the run kept retrying."""
+    down = is_recovering("DatabaseUnavailable")
+    watch.until(down, 40, f"Recovering (DatabaseUnavailable) after {what}")
+    watch.until(lambda s: s.state is State.RESTARTING, 20, "Restarting while the server is down")
+    second = watch.until(down, 40, "Recovering again while the server is down")
+    print(f"while down: {second}")
+
+
+def test_postgres_restarted_during_a_live_run(
+    pg: PgDb, sim: SimFactory, engines: EngineFactory, logs: Logs
+) -> None:
+    """PostgreSQL stopped (fast) at a random moment of a live run and started again: Synced,
+    lock re-acquired, a second engine refused, every received tick stored once."""
+    rng = chaos_rng("postgres-restart-live")
+    server, url = pg
+    simulator = sim(tick_rate_per_s=20)
+    config = config_from_mapping(sim_config(url, simulator, mode="live", stream=True))
+    watch = engines(config)
+    watch.until_state(State.SYNCED, 60)
+    assert 1 == advisory_locks(server.url)
+    watch.until_ticks(rng.randint(1, 40), 30)
+
+    pg_stop(server, "fast")
+    try:
+        _down_twice(watch, "a fast shutdown")
+    finally:
+        pg_start(server)
+    watch.until_state(State.SYNCED, 60)
+    _one_writer(server, config, watch, engines)
+    watch.until_ticks(len(watch.ticks) + 20, 30)
+    final = watch.shutdown()
+    assert State.SHUTDOWN is final.state, str(final)
+    assert_every_received_tick_stored(url, simulator, logs, watch.run_id)
+
+
+def _writing_or_backfilled(watch: Watch, url: str, count: int) -> bool:
+    status = watch.controller.status_snapshot()
+    if status.is_stopped:
+        raise AssertionError(f"the run stopped: {status}")
+    return status.state is State.BACKFILLED or candle_count(url) >= count
+
+
+def test_postgres_restarted_during_a_backfill(
+    pg: PgDb, sim: SimFactory, engines: EngineFactory
+) -> None:
+    """PostgreSQL stopped (immediate, like a crash) at a random moment of a backfill and
+    started again: Backfilled, exact database, lock re-acquired, a second engine refused."""
+    rng = chaos_rng("postgres-restart-backfill")
+    server, url = pg
+    simulator = sim(tick_rate_per_s=0)
+    reach = "10d"
+    started_at = utc_now()
+    # paced at 10 requests/s: the ~15 pages take long enough for the stop to meet candle writes
+    config = config_from_mapping(
+        sim_config(url, simulator, price_history_reach=reach, rest_rate_limit_per_s=10)
+    )
+    watch = engines(config)
+    target = rng.randint(1, 10 * 1440)
+    print(f"stop the server once {target} candles are stored")
+    poll(partial(_writing_or_backfilled, watch, url, target), 60, f"{target} stored candles")
+
+    pg_stop(server, "immediate")
+    try:
+        _down_twice(watch, "an immediate shutdown")
+    finally:
+        pg_start(server)
+    backfilled = watch.until_state(State.BACKFILLED, 60)
+    assert State.BACKFILLED is backfilled.state, watch.names()
+    _one_writer(server, config, watch, engines)
+    watch.shutdown()
+    assert_history_exact(
+        url, simulator, reach=reach, started_at=started_at, backfilled_at=backfilled.since
+    )
+
+
+def test_postgres_down_at_start_keeps_retrying_then_syncs(
+    pg: PgDb, sim: SimFactory, engines: EngineFactory
+) -> None:
+    """The engine starts while the server is down and stays down 15 s: Recovering with a
+    DatabaseUnavailable status text (the driver's cause), never Failed; then Synced."""
+    server, url = pg
+    simulator = sim(tick_rate_per_s=20)
+    config = config_from_mapping(sim_config(url, simulator, mode="live", stream=True))
+    pg_stop(server, "fast")
+    try:
+        watch = engines(config)
+        seen = watch.observe(DOWN_AT_START_S)
+    finally:
+        pg_start(server)
+    texts = [str(s) for s in seen]
+    print(f"while down: {len(texts)} statuses, e.g. {texts[:4]}")
+    assert [] == [t for t in texts if t.startswith("Failed")]
+    recovering = [str(s) for s in seen if s.state is State.RECOVERING]
+    assert len(recovering) >= 2, texts
+    watch.until_state(State.SYNCED, 60)
+    assert 1 == advisory_locks(server.url)
+    # what the user saw meanwhile: the kind and the driver's real cause
+    mislabelled = [
+        t
+        for t in recovering
+        if not t.startswith("Running.Recovering: DatabaseUnavailable: ")
+        or not ("refused" in t.lower() or "could not connect" in t.lower())
+    ]
+    assert [] == mislabelled[:3], f"{len(mislabelled)} of {len(recovering)} Recovering texts"
