@@ -1,11 +1,17 @@
 """Funding-settlement state and download plan (pure arithmetic over what the database holds).
 
-The settlements table must hold every settlement time of the schedule in ``[reach, now]``.
-The plan, in order: ``LATEST`` (table empty), ``UPPER_BOUND`` (newer settlements exist),
-``MISSING`` (holes inside the scanned range, consecutive ones grouped), ``LOWER_BOUND``
-(older settlements down to the reach). As for candles, the caller passes the ranges already
-fetched in the current pass, so that a settlement the exchange does not have is not asked for
-again and again.
+The settlements table must hold every settlement time of the schedule in ``[reach, now]``,
+the reach floored to the settlement grid as quantoxide does. The plan, in order: ``LATEST``
+(table empty), ``UPPER_BOUND`` (newer settlements exist), ``MISSING`` (holes inside the
+scanned range, consecutive ones grouped), ``LOWER_BOUND`` (older settlements down to the
+reach). As for candles, the caller passes the ranges already fetched in the current pass, so
+that a settlement the exchange does not have is not asked for again and again.
+
+quantoxide's two fatal conditions live here as pure checks: a missing settlement older than
+the reach (``UnreachableMissingSettlement``, raised by :meth:`FundingSettlementsState.evaluate`)
+and an exchange without settlements below the stored ones down to the reach
+(``SettlementsBeforeHistoryStart``, see :meth:`FundingSettlementsState.unanswered_lower_bound`
+and :func:`settlements_before_history_start`).
 """
 
 from __future__ import annotations
@@ -13,19 +19,22 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from qx_actors.domain.settlements import (
-    ceil_settlement_time,
     floor_settlement_time,
     is_valid_settlement_time,
     next_settlement_time,
     previous_settlement_time,
     settlement_times,
 )
-from qx_actors.domain.timeutil import require_utc
+from qx_actors.domain.timeutil import FIRST_SETTLEMENT_TIME, require_utc
 from qx_actors.domain.validation import format_utc
+from qx_actors.errors import SettlementsBeforeHistoryStart, UnreachableMissingSettlement
+
+#: The shortest spacing of the schedule (phases B and C); phase A is daily.
+_SHORTEST_PERIOD = timedelta(hours=8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +93,9 @@ class SettlementDownload:
 class FundingSettlementsState:
     """The stored settlements judged against ``[reach, now]``; build it with :meth:`evaluate`.
 
-    ``missing``: schedule times in ``[max(scan_from, reach, earliest), latest]`` not stored.
+    ``missing``: schedule times in ``[max(scan_from, earliest), latest]`` not stored, ascending
+    (never older than ``reach``: :meth:`evaluate` raises for those). Settlements older than
+    ``scan_from`` are not looked at, so a hole there is not known.
     """
 
     reach: datetime
@@ -103,21 +114,41 @@ class FundingSettlementsState:
         now: datetime,
         scan_from: datetime,
     ) -> FundingSettlementsState:
-        """Judge ``facts`` at ``now``; ``reach`` is rounded up to a settlement time.
+        """Judge ``facts`` at ``now``; ``reach`` is floored to a settlement time.
 
-        ``ValueError`` if ``now`` is before the first settlement.
+        ``UnreachableMissingSettlement`` when a settlement in the scan is missing and older
+        than the reach. ``ValueError`` if ``now`` is before the first settlement.
         """
         now = require_utc(now, "now")
         head = floor_settlement_time(now)
-        reach = min(ceil_settlement_time(require_utc(reach, "reach")), head)
+        # quantoxide floors the reach to the grid (sync/config.rs, with_funding_settlement_reach
+        # and the default). A reach older than the first settlement means the first one (the
+        # config's ``max``), and one in the future the head: flooring alone keeps it <= head
+        # for any reach <= now, the clamp only guards a caller passing a later one.
+        reach = require_utc(reach, "reach")
+        reach = min(floor_settlement_time(max(reach, FIRST_SETTLEMENT_TIME)), head)
         scan_from = require_utc(scan_from, "scan_from")
         if (facts.earliest is None) != (facts.latest is None):
             raise ValueError("earliest and latest must both be set or both be None")
         missing: tuple[datetime, ...] = ()
         if facts.earliest is not None and facts.latest is not None:
+            if facts.latest < facts.earliest:
+                raise ValueError(
+                    f"latest {format_utc(facts.latest)} before earliest "
+                    f"{format_utc(facts.earliest)}"
+                )
             stored = set(facts.stored_times_in_scan)
-            start = max(scan_from, reach, facts.earliest)
+            # As quantoxide, the scan is not clipped to the reach: a hole below it is reported
+            # (it can never be filled, since nothing below the reach is fetched), not ignored.
+            start = max(scan_from, facts.earliest)
             missing = tuple(t for t in settlement_times(start, facts.latest) if t not in stored)
+            if missing and missing[0] < reach:
+                older = sum(1 for t in missing if t < reach)
+                raise UnreachableMissingSettlement(
+                    f"funding settlement {format_utc(missing[0])} is missing and older than "
+                    f"the funding settlement reach {format_utc(reach)} ({older} missing "
+                    "before the reach): it can't be repaired (move the reach back before it)"
+                )
         return cls(
             reach=reach,
             now=now,
@@ -126,6 +157,53 @@ class FundingSettlementsState:
             latest=facts.latest,
             missing=missing,
         )
+
+    # --- quantoxide's accessors ------------------------------------------------------------
+
+    @property
+    def bounds(self) -> tuple[datetime, datetime] | None:
+        """``(earliest, latest)`` stored settlement times, or ``None`` for an empty table."""
+        if self.earliest is None or self.latest is None:
+            return None
+        return (self.earliest, self.latest)
+
+    @property
+    def bound_start(self) -> datetime | None:
+        """The earliest stored settlement time, or ``None``."""
+        return self.earliest
+
+    @property
+    def bound_end(self) -> datetime | None:
+        """The latest stored settlement time, or ``None``."""
+        return self.latest
+
+    def is_range_available(self, range_from: datetime, range_to: datetime) -> bool:
+        """Whether every settlement of ``[range_from, range_to]`` (both inclusive) is stored.
+
+        False for an empty table, a range not within ``bounds``, or a missing settlement in it.
+        Settlement ranges are inclusive (quantoxide asks for ``[ceil(start), floor(end)]`` of a
+        backtest), so ``range_from == range_to`` is one instant and allowed; a reversed range is
+        a ``ValueError``. Holes older than ``scan_from`` are not known (see :attr:`missing`).
+        """
+        range_from = require_utc(range_from, "range_from")
+        range_to = require_utc(range_to, "range_to")
+        if range_from > range_to:
+            raise ValueError(
+                f"range_from {format_utc(range_from)} after range_to {format_utc(range_to)}"
+            )
+        bounds = self.bounds
+        if bounds is None or not (bounds[0] <= range_from and range_to <= bounds[1]):
+            return False
+        return not any(range_from <= t <= range_to for t in self.missing)
+
+    def has_missing(self) -> bool:
+        """Whether anything of ``[reach, latest]`` is missing: an empty table, a hole in the
+        scan, or stored settlements not reaching back to the reach (quantoxide's meaning;
+        settlements newer than ``latest`` are not counted, see :attr:`is_caught_up`)."""
+        earliest = self.earliest
+        return earliest is None or bool(self.missing) or self.reach < earliest
+
+    # --- plan ------------------------------------------------------------------------------
 
     @property
     def head(self) -> datetime:
@@ -155,6 +233,43 @@ class FundingSettlementsState:
         """The next range to fetch, or ``None``; ranges within ``fetched`` are skipped."""
         plan = self.downloads(fetched=fetched)
         return plan[0] if plan else None
+
+    def unanswered_lower_bound(
+        self, fetched: Iterable[SettlementDownload]
+    ) -> SettlementDownload | None:
+        """The planned ``LOWER_BOUND`` when a range of ``fetched`` already covered it, or ``None``.
+
+        A range fetch pages through all of its range, so a lower bound still planned after
+        such a fetch holds nothing the exchange has: its settlements between the reach and the
+        stored ones are not available (quantoxide: an empty ``LowerBound`` page).
+        """
+        done = tuple(fetched)
+        for download in self._plan():
+            if download.kind is SettlementDownloadKind.LOWER_BOUND:
+                return download if any(old.covers(download) for old in done) else None
+        return None
+
+    def probe_below_reach(self, settlements: int) -> SettlementDownload | None:
+        """At most ``settlements`` settlement times just below the reach, or ``None`` when the
+        reach is the first settlement (nothing is below it).
+
+        quantoxide's lower-bound request has no lower end, so settlements the exchange lacks
+        right at the reach (downtime) are stepped over by older ones. Ours is bounded by the
+        reach; this probe asks the same question (does the exchange have anything older?)
+        with one page, before the missing lower bound is called the history start.
+        """
+        if settlements < 1:
+            raise ValueError(f"settlements must be >= 1, got {settlements}")
+        if self.reach <= FIRST_SETTLEMENT_TIME:
+            return None
+        end = previous_settlement_time(self.reach)
+        # The schedule never has two settlements closer than 8 h, so this holds at most
+        # ``settlements`` times (fewer in phase A or across a dead zone).
+        oldest = self.reach - settlements * _SHORTEST_PERIOD
+        start = floor_settlement_time(max(oldest, FIRST_SETTLEMENT_TIME))
+        if start < oldest:
+            start = next_settlement_time(start)
+        return SettlementDownload(SettlementDownloadKind.LOWER_BOUND, min(start, end), end)
 
     def _plan(self) -> list[SettlementDownload]:
         kind = SettlementDownloadKind
@@ -192,6 +307,30 @@ class FundingSettlementsState:
             "caught_up": self.is_caught_up,
             "complete": self.is_complete,
         }
+
+
+def settlements_before_history_start(
+    state: FundingSettlementsState,
+    lower: SettlementDownload,
+    probe: SettlementDownload | None,
+) -> SettlementsBeforeHistoryStart:
+    """The error for an exchange with nothing in ``lower`` (down to the reach) nor ``probe``.
+
+    quantoxide names the oldest stored settlement as the history start (``history_start: to``
+    of the empty ``LowerBound``).
+    """
+    start = "?" if state.earliest is None else format_utc(state.earliest)
+    below = (
+        "nothing is older than the first settlement of the schedule"
+        if probe is None
+        else f"nor in [{format_utc(probe.start)} .. {format_utc(probe.end)}]"
+    )
+    return SettlementsBeforeHistoryStart(
+        f"the exchange has no funding settlements before {start}: none in "
+        f"[{format_utc(lower.start)} .. {format_utc(lower.end)}] ({below}), so the funding "
+        f"settlement reach {format_utc(state.reach)} is before its history start (move the "
+        f"reach to {start} or later)"
+    )
 
 
 def _consecutive_runs(times: tuple[datetime, ...]) -> list[tuple[datetime, datetime]]:

@@ -1,4 +1,14 @@
-"""One pass of funding-settlement sync (``yield from sync_funding_settlements(...)``)."""
+"""One pass of funding-settlement sync (``yield from sync_funding_settlements(...)``).
+
+Evaluate the stored settlements, publish the state, fetch the next planned range, repeat until
+the plan is empty for this pass. A range is fetched at most once per pass: a settlement the
+exchange does not have (yet) is asked for again next pass, not in a loop.
+
+The pass fails as quantoxide's backfill does (``sync_funding_settlements_task``) instead of
+ending quietly: ``UnreachableMissingSettlement`` (from the evaluation) for a hole older than
+the reach, ``SettlementsBeforeHistoryStart`` when the exchange has nothing below the stored
+settlements down to the reach, nor in the page just below the reach.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ from qx_actors.domain.funding import (
     FundingSettlementsFacts,
     FundingSettlementsState,
     SettlementDownload,
+    settlements_before_history_start,
 )
 from qx_actors.modes.candles import DB, REST
 from qx_actors.updates import FundingSettlementsStateUpdate
@@ -39,6 +50,21 @@ def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSett
             facts, reach=sync.funding_settlement_reach_at(now), now=now, scan_from=scan_from
         )
         yield Publish(FundingSettlementsStateUpdate(state))
+        lower = state.unanswered_lower_bound(fetched)
+        if lower is not None:
+            # The exchange answered for [reach, earliest) and has none of it. quantoxide's
+            # open-ended lower page would step over downtime at the reach to older settlements;
+            # ask for one page below the reach before calling this the history start.
+            probe = state.probe_below_reach(SETTLEMENT_PAGE_SIZE)
+            if probe is None or any(old.covers(probe) for old in fetched):
+                raise settlements_before_history_start(state, lower, probe)
+            probed: SettlementRangeStored = yield Call(
+                REST, FetchSettlementRange(probe.start, probe.end, SETTLEMENT_PAGE_SIZE)
+            )
+            fetched.append(probe)
+            if probed.received_count == 0:
+                raise settlements_before_history_start(state, lower, probe)
+            continue  # older ones stored: [reach, earliest) is downtime, a hole as any other
         download = state.next_download(fetched=fetched)
         if download is None:
             return state

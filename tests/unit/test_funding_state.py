@@ -14,9 +14,11 @@ from qx_actors.domain.funding import (
     FundingSettlementsState,
     SettlementDownload,
     SettlementDownloadKind,
+    settlements_before_history_start,
 )
 from qx_actors.domain.settlements import settlement_times
 from qx_actors.domain.timeutil import FIRST_SETTLEMENT_TIME
+from qx_actors.errors import SettlementsBeforeHistoryStart, UnreachableMissingSettlement
 
 LATEST, UPPER, MISSING, LOWER = (
     SettlementDownloadKind.LATEST,
@@ -59,11 +61,36 @@ HEAD = utc(2026, 1, 10, 8)
 
 
 def test_empty_table_fetches_latest() -> None:
-    """An empty table fetches [reach, newest settlement], the reach rounded up."""
+    """An empty table fetches [reach, newest settlement], the reach floored to the grid as
+    quantoxide does (sync/config.rs: ``reach.floor_funding_settlement_time()``)."""
     state = evaluate([], reach=utc(2026, 1, 1, 3), now=NOW, scan_from=utc(2026, 1, 1))
-    assert utc(2026, 1, 1, 8) == state.reach
-    assert dl(LATEST, utc(2026, 1, 1, 8), HEAD) == state.next_download()
+    assert utc(2026, 1, 1, 0) == state.reach
+    assert dl(LATEST, utc(2026, 1, 1, 0), HEAD) == state.next_download()
     assert not state.is_caught_up
+
+
+@pytest.mark.parametrize(
+    ("reach", "floored"),
+    [
+        (utc(2026, 1, 1, 0), utc(2026, 1, 1, 0)),
+        (utc(2026, 1, 1, 7, 59, 59, 999999), utc(2026, 1, 1, 0)),
+        (utc(2021, 6, 1, 7), utc(2021, 5, 31, 8)),  # phase A: daily at 08:00
+        (utc(2021, 12, 7, 19), utc(2021, 12, 7, 8)),  # A -> B dead zone: A's last
+        (utc(2025, 4, 11, 15), utc(2025, 4, 11, 4)),  # B -> C dead zone: B's last
+        (utc(2021, 1, 11, 7), FIRST_SETTLEMENT_TIME),  # before the first: the first
+    ],
+)
+def test_reach_is_floored_to_the_grid(reach: datetime, floored: datetime) -> None:
+    """Flooring, never rounding up: the settlement at or before the reach is kept."""
+    state = evaluate([], reach=reach, now=NOW, scan_from=reach)
+    assert floored == state.reach
+
+
+def test_reach_after_now_is_the_head() -> None:
+    """A reach later than now can't be reached: it is the newest settlement (no empty range)."""
+    state = evaluate([], reach=NOW + timedelta(days=1), now=NOW, scan_from=NOW)
+    assert HEAD == state.reach
+    assert dl(LATEST, HEAD, HEAD) == state.next_download()
 
 
 def test_caught_up_and_complete() -> None:
@@ -113,10 +140,94 @@ def test_missing_is_only_scanned_from_scan_from() -> None:
 def test_lower_bound_down_to_reach() -> None:
     """Stored settlements starting after the reach fetch [reach, the one before earliest]."""
     stored = list(settlement_times(utc(2026, 1, 5), HEAD))
-    state = evaluate(stored, reach=utc(2026, 1, 1), now=NOW, scan_from=utc(2026, 1, 1))
+    state = evaluate(stored, reach=utc(2026, 1, 1, 5), now=NOW, scan_from=utc(2026, 1, 1))
     assert state.missing == ()
     assert state.is_caught_up
     assert dl(LOWER, utc(2026, 1, 1), utc(2026, 1, 4, 16)) == state.next_download()
+
+
+def test_missing_older_than_the_reach_is_unreachable() -> None:
+    """A hole in the scan older than the reach can never be filled (nothing below the reach
+    is fetched): UnreachableMissingSettlement naming the time and the reach, as quantoxide."""
+    all_times = list(settlement_times(utc(2026, 1, 1), HEAD))
+    gone = {utc(2026, 1, 2, 8), utc(2026, 1, 2, 16), utc(2026, 1, 8, 0)}
+    stored = [t for t in all_times if t not in gone]
+    with pytest.raises(UnreachableMissingSettlement) as caught:
+        evaluate(stored, reach=utc(2026, 1, 5, 3), now=NOW, scan_from=utc(2026, 1, 1))
+    message = str(caught.value)
+    assert "2026-01-02T08:00:00Z" in message
+    assert "reach 2026-01-05T00:00:00Z" in message
+    assert "2 missing before the reach" in message
+
+
+def test_missing_at_the_reach_is_reachable() -> None:
+    """A hole exactly at the (floored) reach is fetched, not fatal."""
+    stored = [t for t in settlement_times(utc(2026, 1, 1), HEAD) if t != utc(2026, 1, 5)]
+    state = evaluate(stored, reach=utc(2026, 1, 5, 7), now=NOW, scan_from=utc(2026, 1, 1))
+    assert (utc(2026, 1, 5),) == state.missing
+    assert dl(MISSING, utc(2026, 1, 5), utc(2026, 1, 5)) == state.next_download()
+
+
+def test_hole_older_than_the_scan_is_not_looked_at() -> None:
+    """Below scan_from nothing is scanned, so an old hole under the reach is not an error."""
+    stored = [t for t in settlement_times(utc(2026, 1, 1), HEAD) if t != utc(2026, 1, 2, 8)]
+    state = evaluate(stored, reach=utc(2026, 1, 5), now=NOW, scan_from=utc(2026, 1, 4))
+    assert () == state.missing
+    assert state.is_complete
+
+
+def test_unanswered_lower_bound() -> None:
+    """A lower bound still planned after a fetch that covered it is reported back."""
+    stored = list(settlement_times(utc(2026, 1, 5), HEAD))
+    state = evaluate(stored, reach=utc(2026, 1, 1), now=NOW, scan_from=utc(2026, 1, 1))
+    lower = dl(LOWER, utc(2026, 1, 1), utc(2026, 1, 4, 16))
+    assert state.unanswered_lower_bound([]) is None
+    assert state.unanswered_lower_bound([dl(MISSING, utc(2026, 1, 2), utc(2026, 1, 3))]) is None
+    assert lower == state.unanswered_lower_bound([dl(LATEST, utc(2026, 1, 1), HEAD)])
+    assert lower == state.unanswered_lower_bound([lower])
+    complete = evaluate(stored, reach=utc(2026, 1, 5), now=NOW, scan_from=utc(2026, 1, 1))
+    assert complete.unanswered_lower_bound([lower]) is None
+
+
+def test_probe_below_reach() -> None:
+    """The probe is at most one page of settlements ending just below the reach."""
+    state = evaluate([], reach=utc(2026, 1, 5), now=NOW, scan_from=NOW)
+    probe = state.probe_below_reach(3)
+    assert probe == dl(LOWER, utc(2026, 1, 4, 0), utc(2026, 1, 4, 16))
+    assert 3 == len(probe.times())
+    later = evaluate([], reach=utc(2026, 12, 1), now=utc(2027, 1, 1), scan_from=NOW)
+    page = later.probe_below_reach(1000)
+    assert page is not None and len(page.times()) == 1000
+    assert page.end == utc(2026, 11, 30, 16)
+    # across the B -> C dead zone (12 h without a settlement) the page holds one fewer
+    crossing = state.probe_below_reach(1000)
+    assert crossing is not None and len(crossing.times()) == 999
+    # phase A is daily: a page of 8-hour slots holds a third as many
+    phase_a = evaluate([], reach=utc(2021, 6, 1, 8), now=NOW, scan_from=NOW)
+    assert dl(LOWER, utc(2021, 5, 31, 8), utc(2021, 5, 31, 8)) == phase_a.probe_below_reach(1)
+    three_slots = phase_a.probe_below_reach(3)
+    assert three_slots is not None and 1 == len(three_slots.times())
+    early = evaluate([], reach=utc(2021, 1, 12, 8), now=NOW, scan_from=NOW)
+    assert dl(LOWER, FIRST_SETTLEMENT_TIME, FIRST_SETTLEMENT_TIME) == early.probe_below_reach(9)
+    first = evaluate([], reach=FIRST_SETTLEMENT_TIME, now=NOW, scan_from=NOW)
+    assert first.probe_below_reach(1000) is None
+    with pytest.raises(ValueError, match=">= 1"):
+        state.probe_below_reach(0)
+
+
+def test_settlements_before_history_start_names_the_start_and_the_reach() -> None:
+    """The error names the oldest stored settlement (quantoxide's history_start) and reach."""
+    stored = list(settlement_times(utc(2026, 1, 5), HEAD))
+    state = evaluate(stored, reach=utc(2026, 1, 1), now=NOW, scan_from=utc(2026, 1, 1))
+    lower = state.unanswered_lower_bound([dl(LATEST, utc(2026, 1, 1), HEAD)])
+    assert lower is not None
+    error = settlements_before_history_start(state, lower, state.probe_below_reach(3))
+    assert isinstance(error, SettlementsBeforeHistoryStart)
+    text = str(error)
+    assert "no funding settlements before 2026-01-05T00:00:00Z" in text
+    assert "[2026-01-01T00:00:00Z .. 2026-01-04T16:00:00Z]" in text
+    assert "[2025-12-31T00:00:00Z .. 2025-12-31T16:00:00Z]" in text
+    assert "reach 2026-01-01T00:00:00Z" in text
 
 
 def test_plan_order() -> None:
@@ -147,7 +258,11 @@ def test_missing_across_the_b_to_c_transition() -> None:
         scan_from=scan,
     )
     assert (utc(2025, 4, 11, 4), utc(2025, 4, 11, 16)) == state.missing
-    assert (dl(MISSING, utc(2025, 4, 11, 4), utc(2025, 4, 11, 16)),) == state.downloads()
+    # the reach 00:00 floors to the 20:00 settlement of the day before: below the stored ones
+    assert (
+        dl(MISSING, utc(2025, 4, 11, 4), utc(2025, 4, 11, 16)),
+        dl(LOWER, utc(2025, 4, 9, 20), utc(2025, 4, 9, 20)),
+    ) == state.downloads()
 
 
 def test_upper_bound_across_the_a_to_b_transition() -> None:
