@@ -44,9 +44,16 @@ from qx_actors.logs import configure_logging
 from qx_actors.status import State, SyncStatus
 from qx_actors.storage import CandleRow, Database
 from qx_actors.sync_engine import SyncController, SyncEngine, SyncReader
-from qx_actors.updates import Lagged, ReceiverClosed, SyncUpdate, UpdateReceiver
+from qx_actors.updates import (
+    AsyncUpdateReceiver,
+    Lagged,
+    ReceiverClosed,
+    SyncUpdate,
+    UpdateReceiver,
+)
 
 __all__ = [
+    "AsyncUpdateReceiver",
     "Candle",
     "CandleRow",
     "ChildDied",

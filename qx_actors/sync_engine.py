@@ -32,7 +32,7 @@ from qx_actors.errors import (
 )
 from qx_actors.health import RunHealth
 from qx_actors.status import State, SyncStatus, shutdown_refusal
-from qx_actors.updates import UpdateHub, UpdateReceiver
+from qx_actors.updates import AsyncUpdateReceiver, UpdateHub, UpdateReceiver
 
 
 class SyncReader:
@@ -60,6 +60,15 @@ class SyncReader:
     def update_receiver(self) -> UpdateReceiver:
         """A new bounded receiver of every update from now on."""
         return self._hub.receiver()
+
+    def updates(self) -> AsyncUpdateReceiver:
+        """A new bounded asyncio receiver of every update from now on.
+
+        ``async for update in controller.updates():`` yields what ``update_receiver()`` would
+        (``Lagged`` included, as an item) and ends once the run has ended and everything was
+        read. The receiver starts collecting when this is called, not at the first ``await``.
+        """
+        return self._hub.async_receiver()
 
 
 class SyncController(SyncReader):
@@ -184,6 +193,10 @@ class SyncEngine:
     def update_receiver(self) -> UpdateReceiver:
         """A new bounded receiver; created before ``start()`` it sees every update."""
         return self._hub.receiver()
+
+    def updates(self) -> AsyncUpdateReceiver:
+        """A new bounded asyncio receiver; created before ``start()`` it sees every update."""
+        return self._hub.async_receiver()
 
     def status_snapshot(self) -> SyncStatus:
         """The current status (``NotInitiated`` before ``start()``)."""

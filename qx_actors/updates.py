@@ -7,10 +7,16 @@
 :class:`UpdateHub` holds the current status snapshot and fans every update out to queue
 receivers and subscribed actors. Publishing never blocks: a full receiver drops its oldest
 update and its next ``get()`` returns ``Lagged(missed=N)`` first.
+
+:class:`AsyncUpdateReceiver` is the same bounded receiver for asyncio code
+(``async for update in controller.updates():``): the publishing thread wakes a waiting task with
+``loop.call_soon_threadsafe``, so the event loop never blocks and no thread is involved.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import weakref
 from collections import deque
@@ -90,6 +96,8 @@ class UpdateReceiver:
         self._total_missed = 0
         self._closed = False
         self._cond = threading.Condition()
+        # Tasks of an AsyncUpdateReceiver waiting for the next update (see _wake_async).
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def _push(self, update: SyncUpdate) -> None:
         with self._cond:
@@ -101,11 +109,33 @@ class UpdateReceiver:
                 self._total_missed += 1
             self._items.append(update)
             self._cond.notify()
+            waiters = self._take_async_waiters()
+        _wake_async(waiters)
 
     def _close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            waiters = self._take_async_waiters()
+        _wake_async(waiters)
+
+    def _take_async_waiters(self) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
+        waiters, self._async_waiters = self._async_waiters, []
+        return waiters
+
+    def _ready(self) -> bool:
+        return bool(self._missed or self._items or self._closed)
+
+    def _next(self) -> SyncUpdate | None:
+        """``Lagged`` / the oldest update / ``None`` when empty; the caller holds ``_cond``."""
+        if self._missed:
+            missed, self._missed = self._missed, 0
+            return Lagged(missed)
+        if self._items:
+            return self._items.popleft()
+        if self._closed:
+            raise ReceiverClosed("the sync run has ended")
+        return None
 
     def get(self, timeout: float | None = None) -> SyncUpdate:
         """The next update; ``Lagged`` first if updates were dropped.
@@ -114,16 +144,11 @@ class UpdateReceiver:
         has ended and everything was read.
         """
         with self._cond:
-            if not self._cond.wait_for(
-                lambda: self._missed or self._items or self._closed, timeout
-            ):
+            if not self._cond.wait_for(self._ready, timeout):
                 raise TimeoutError(f"no update within {timeout} s")
-            if self._missed:
-                missed, self._missed = self._missed, 0
-                return Lagged(missed)
-            if self._items:
-                return self._items.popleft()
-            raise ReceiverClosed("the sync run has ended")
+            update = self._next()
+            assert update is not None  # _ready() held under the same lock
+            return update
 
     def get_nowait(self) -> SyncUpdate | None:
         """The next update, or ``None`` if there is none right now."""
@@ -149,6 +174,98 @@ class UpdateReceiver:
         """How many updates this receiver dropped in all."""
         with self._cond:
             return self._total_missed
+
+
+def _wake_async(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    """Resolve waiting futures on their own loops (called from the publishing thread)."""
+    for loop, future in waiters:
+        # A loop closed meanwhile has no task left to wake.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a cancelled wait stays cancelled
+        future.set_result(None)
+
+
+class AsyncUpdateReceiver:
+    """A bounded receiver for asyncio code: ``async for update in receiver:``.
+
+    The asyncio twin of :class:`UpdateReceiver`, with the same semantics: every update published
+    since the receiver was created, in order; when it was full the oldest updates were dropped
+    and the next item is ``Lagged(missed=N)`` (an item, as from ``UpdateReceiver.get``); the
+    iteration ends once the run has ended and every update was read (``await get()`` then raises
+    :class:`ReceiverClosed`).
+
+    Awaiting never blocks the event loop (the publishing thread wakes the waiting task with
+    ``loop.call_soon_threadsafe``; no thread is started). It is cancellation-safe: an update is
+    taken from the queue only in the step that returns it, so cancelling the waiting task (or a
+    ``get`` timeout) loses nothing, leaves no waiter behind, and other receivers are untouched.
+    Use it from one event loop at a time.
+    """
+
+    def __init__(self, receiver: UpdateReceiver) -> None:
+        self._receiver = receiver
+
+    @property
+    def capacity(self) -> int:
+        """How many updates it holds before dropping the oldest."""
+        return self._receiver.capacity
+
+    async def get(self, timeout: float | None = None) -> SyncUpdate:
+        """The next update; ``Lagged`` first if updates were dropped.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds, :class:`ReceiverClosed` once the run
+        has ended and everything was read.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                update = self._register_or_take()
+                if isinstance(update, SyncUpdate):
+                    return update
+                try:
+                    await update
+                finally:
+                    self._unregister(update)
+
+    def _register_or_take(self) -> SyncUpdate | asyncio.Future[None]:
+        """The next update if there is one, else a future resolved when there may be one."""
+        receiver = self._receiver
+        with receiver._cond:
+            update = receiver._next()
+            if update is not None:
+                return update
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            receiver._async_waiters.append((loop, future))
+            return future
+
+    def _unregister(self, future: asyncio.Future[None]) -> None:
+        receiver = self._receiver
+        with receiver._cond:
+            receiver._async_waiters = [w for w in receiver._async_waiters if w[1] is not future]
+
+    def get_nowait(self) -> SyncUpdate | None:
+        """The next update, or ``None`` if there is none right now (or the run has ended)."""
+        return self._receiver.get_nowait()
+
+    def __aiter__(self) -> AsyncUpdateReceiver:
+        return self
+
+    async def __anext__(self) -> SyncUpdate:
+        try:
+            return await self.get()
+        except ReceiverClosed:
+            raise StopAsyncIteration from None
+
+    def __len__(self) -> int:
+        return len(self._receiver)
+
+    @property
+    def total_missed(self) -> int:
+        """How many updates this receiver dropped in all."""
+        return self._receiver.total_missed
 
 
 class UpdateHub:
@@ -178,6 +295,10 @@ class UpdateHub:
             else:
                 self._receivers.add(receiver)
         return receiver
+
+    def async_receiver(self) -> AsyncUpdateReceiver:
+        """A new asyncio receiver of every update published from now on."""
+        return AsyncUpdateReceiver(self.receiver())
 
     def subscribe(self, actor_ref: pykka.ActorRef[Any]) -> None:
         """Tell every update from now on to ``actor_ref``."""
