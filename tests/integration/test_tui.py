@@ -369,3 +369,24 @@ def test_the_history_pane_shows_gaps_verified_empty_ranges_and_the_eta() -> None
     assert "missing     10 min  ETA 0:00:02 at 0.5 req/s" in text
     assert "gaps        1 (10 min)\n  2026-01-01 01:00 .. 2026-01-01 01:09  10 min" in text
     assert "verified    1 (30 min)\n  2026-01-01 02:00 .. 2026-01-01 02:29  30 min" in text
+
+
+def test_sync_tui_without_a_terminal_is_a_usage_error(tmp_path: Path) -> None:
+    """`qx-actors sync --tui` piped: one clear line, exit 2, nothing started."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"database": f"sqlite:///{tmp_path / 'x.db'}"}))
+    done = subprocess.run(
+        [sys.executable, "-m", "qx_actors.cli", "sync", "--config", str(config), "--tui"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 2 == done.returncode
+    assert "qx-actors sync: --tui needs a terminal" == done.stderr.strip()
+    assert not (tmp_path / "x.db").exists()
