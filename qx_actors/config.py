@@ -325,8 +325,46 @@ def _friendly(error: msgspec.ValidationError, data: Any) -> ConfigError:
     return ConfigError(path, detail)
 
 
+class ConfigErrors(ConfigError):
+    """Every problem of a config at once (``errors``, in the order found); the message is
+    theirs joined by ``; ``. A single problem is a plain :class:`ConfigError`."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("", "; ".join(str(error) for error in errors))
+
+
+#: How many problems are collected before giving up (a config that is wrong everywhere).
+_MAX_ERRORS = 50
+
+
+def _drop(data: Any, dotted: str) -> bool:
+    """Remove the key at ``dotted`` from ``data`` (so that its default applies); whether it
+    was there."""
+    parts = [p for p in re.split(r"\.|\[(\d+)\]", dotted) if p]
+    node = data
+    for part in parts[:-1]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    if parts and isinstance(node, dict) and parts[-1] in node:
+        del node[parts[-1]]
+        return True
+    return False
+
+
+def _copy_tree(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {key: _copy_tree(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_copy_tree(value) for value in node]
+    return node
+
+
 def config_from_mapping(data: Any, *, source: str = "<config>") -> QxConfig:
-    """Validate already-parsed YAML/JSON data into a :class:`QxConfig`."""
+    """Validate already-parsed YAML/JSON data into a :class:`QxConfig`; every problem is
+    reported at once (:class:`ConfigErrors` when there are several)."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -335,7 +373,23 @@ def config_from_mapping(data: Any, *, source: str = "<config>") -> QxConfig:
     try:
         return msgspec.convert(data, QxConfig, str_keys=True)
     except msgspec.ValidationError as exc:
-        raise _friendly(exc, data) from exc
+        first = _friendly(exc, data)
+    # msgspec stops at the first problem: drop the offending key (its default applies) and
+    # validate again, until the rest is valid or a problem can't be set aside.
+    errors = [first]
+    remaining = _copy_tree(data)
+    while len(errors) < _MAX_ERRORS and _drop(remaining, errors[-1].path):
+        try:
+            msgspec.convert(remaining, QxConfig, str_keys=True)
+            break
+        except msgspec.ValidationError as exc:
+            error = _friendly(exc, remaining)
+            if any(str(error) == str(seen) for seen in errors):
+                break
+            errors.append(error)
+    if len(errors) == 1:
+        raise first
+    raise ConfigErrors(errors)
 
 
 def load_config(path: str | os.PathLike[str]) -> QxConfig:
@@ -345,6 +399,11 @@ def load_config(path: str | os.PathLike[str]) -> QxConfig:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config file {file}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            "", f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line})"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -48,9 +48,14 @@ def demo_config(config_path: str | None, database: str | None) -> QxConfig:
 
 
 def run_demo(
-    *, config_path: str | None = None, database: str | None = None, duration_s: float | None = None
+    *,
+    config_path: str | None = None,
+    database: str | None = None,
+    duration_s: float | None = None,
+    tui: bool = False,
 ) -> int:
-    """Start the simulator, sync into SQLite until Ctrl-C or ``duration_s``; exit code."""
+    """Start the simulator, sync into SQLite until Ctrl-C or ``duration_s`` (``q`` in the TUI);
+    exit code."""
     from qx_actors.cli import run_until_signal
     from qx_actors.logs import configure_logging
     from qx_actors.simulator import Simulator, SimulatorConfig
@@ -77,7 +82,7 @@ def run_demo(
             timer.start()
         try:
             return run_until_signal(
-                config, config.sync_mode, progress=sys.stderr.isatty(), stop=stop
+                config, config.sync_mode, progress=sys.stderr.isatty(), stop=stop, tui=tui
             )
         finally:
             if timer is not None:

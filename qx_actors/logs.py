@@ -1,7 +1,14 @@
 """Structured logging: the event names, ``configure_logging``, and the transition timeline.
 
-The package only *emits* structlog events (snake_case names with key/value fields); it is
-configured by the CLI or the embedding application, never on import.
+The package only *emits* events (snake_case names with key/value fields) and stays silent
+until someone configures logging: it never configures anything on import.
+
+* After :func:`configure_logging` (what the CLI calls) or once the application configured
+  structlog itself, events go through structlog's configuration.
+* Otherwise they are records of the standard-library logger ``qx_actors`` (which has a
+  ``NullHandler``): the application's ``logging`` configuration decides where they go, and
+  without one nothing is written. A record's message is ``event key=value ...``; the event's
+  fields, as a dict, are its ``qx_event`` attribute.
 
 Whatever ``configure_logging`` writes is scrubbed of secrets (:mod:`qx_actors.redact`): every
 string of every event, its formatted exception included, and then the rendered line; the
@@ -10,6 +17,7 @@ records of other libraries' standard-library loggers are scrubbed the same way.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -139,9 +147,85 @@ class _CurrentStderr(io.TextIOBase):
         return sys.stderr.isatty()
 
 
-def get_logger(**context: Any) -> Any:
-    """A structlog logger bound to ``context`` (e.g. ``run_id``, ``actor``)."""
-    return structlog.get_logger("qx_actors").bind(**context)
+#: The standard-library logger the package's events go to while structlog is not configured.
+LOGGER_NAME = "qx_actors"
+_stdlib_logger = logging.getLogger(LOGGER_NAME)
+# A library's convention: no output of its own unless the application adds a handler (this
+# also keeps Python's last-resort handler from printing our warnings on stderr).
+if not any(isinstance(h, logging.NullHandler) for h in _stdlib_logger.handlers):
+    _stdlib_logger.addHandler(logging.NullHandler())
+
+_logfmt = structlog.processors.LogfmtRenderer(bool_as_flag=False)
+
+
+def _to_stdlib_record(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """structlog processor, last: the keyword arguments of the ``logging`` call — the message
+    ``event key=value ...`` (scrubbed) and the fields as the record's ``qx_event``."""
+    fields = dict(event_dict)
+    event = str(fields.pop("event", ""))
+    rest = _logfmt(logger, method_name, dict(fields))
+    message = redact_text(f"{event} {rest}" if rest else event)
+    return {"msg": message, "extra": {"qx_event": {"event": event, **fields}}}
+
+
+_STDLIB_PROCESSORS: list[Any] = [
+    structlog.stdlib.filter_by_level,  # cheap drop of what the application does not want
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.format_exc_info,
+    redact_event,
+    _to_stdlib_record,
+]
+
+
+class QxLogger:
+    """A logger of the package, bound to a context (``run_id``, ``actor`` ...).
+
+    Each call goes through structlog's configuration when there is one (:func:`configure_logging`,
+    the application's own, ``structlog.testing.capture_logs``), else to the standard-library
+    logger ``qx_actors`` (silent unless the application configured ``logging``).
+    """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: dict[str, Any]) -> None:
+        self._context = context
+
+    def bind(self, **values: Any) -> QxLogger:
+        """A logger with ``values`` added to the context."""
+        return QxLogger({**self._context, **values})
+
+    def new(self, **values: Any) -> QxLogger:
+        """A logger with only ``values`` as its context."""
+        return QxLogger(dict(values))
+
+    def unbind(self, *keys: str) -> QxLogger:
+        """A logger without ``keys`` in its context."""
+        return QxLogger({k: v for k, v in self._context.items() if k not in keys})
+
+    def _target(self) -> Any:
+        if structlog.is_configured():
+            return structlog.get_logger(LOGGER_NAME).bind(**self._context)
+        return structlog.wrap_logger(
+            _stdlib_logger,
+            processors=_STDLIB_PROCESSORS,
+            wrapper_class=structlog.stdlib.BoundLogger,
+            context_class=dict,
+        ).bind(**self._context)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        target = self._target()
+        if name == "exception" and not structlog.is_configured():
+            # The traceback goes into the (scrubbed) message, not to the application's
+            # formatter (``logging.Logger.exception`` would hand it the raw exception).
+            return functools.partial(target.error, exc_info=True)
+        return getattr(target, name)
+
+
+def get_logger(**context: Any) -> QxLogger:
+    """A logger of the package bound to ``context`` (e.g. ``run_id``, ``actor``)."""
+    return QxLogger(dict(context))
 
 
 # --- reading logs back ----------------------------------------------------------------------

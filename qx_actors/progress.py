@@ -1,9 +1,14 @@
 """What the CLI shows: a live progress view of a run, and the database's state.
 
 On a terminal the view is a small ``rich`` dashboard (status, candles stored, share of the reach
-covered, gaps left, ETA at the configured rate limit, ticks/s and the last price); otherwise the
-run's structured log lines are the output, plus one ``price_history_state`` /
-``funding_settlements_state`` event per evaluation.
+covered, gaps left, ETA at the configured rate limit, ticks/s and the last price); its last
+frame shows how the run ended. Otherwise the run's structured log lines are the output, plus one
+``price_history_state`` / ``funding_settlements_state`` event per evaluation and a
+``live_ticks`` event every 5 s; when those lines go to ``logging.file``, short plain progress
+lines (``qx-actors: ...``) still appear on stderr as the run goes.
+
+``status`` and ``plan`` print rich tables; piped, they are as wide as their content (never cut
+at 80 columns).
 
 Whatever it prints has its secrets replaced by ``***`` (:mod:`qx_actors.redact`): the status
 text carries the error's message, and the database URL is shown without its password.
@@ -44,6 +49,8 @@ from qx_actors.updates import (
 _CANDLES_PER_REQUEST = 1000
 #: Without a terminal, how often a ``live_ticks`` line is logged.
 _TICK_REPORT_EVERY_S = 5.0
+#: Piped output: tables are as wide as their content, up to this many columns.
+_PIPED_WIDTH = 1000
 
 
 class ProgressView:
@@ -63,20 +70,50 @@ class ProgressView:
         self._last_price: float | None = None
         self._ticks = 0
         self._lagged = 0
-        self._log = get_logger(run_id=engine.run_id, mode=str(mode), actor="cli")
+        self._log = get_logger(run_id=engine.run_id, mode=mode.name, actor="cli")
+        # The log lines go to a file: say on the terminal how the run goes, in short lines.
+        self._echo = not interactive and config.logging.file is not None
+        # The last summary logged of each kind: one event per evaluation (a state published
+        # again unchanged, same ``now``, is the same evaluation).
+        self._logged: dict[str, dict[str, Any]] = {}
+        self._live: Live | None = None
+
+    def _log_state(self, event: str, summary: dict[str, Any]) -> bool:
+        """Log ``event`` unless it repeats the last one; whether it was logged."""
+        if self._logged.get(event) == summary:
+            return False
+        self._logged[event] = summary
+        self._log.info(event, **summary)
+        return True
+
+    def _say(self, text: str) -> None:
+        print(redact_text(f"qx-actors: {text}"), file=sys.stderr, flush=True)
 
     def _apply(self, update: SyncUpdate) -> None:
         match update:
             case StatusUpdate(status=status):
                 self._status = status
+                if self._echo:
+                    self._say(f"status {status}")
             case PriceHistoryStateUpdate(state=state):
                 self._history = state
                 if not self._interactive:
-                    self._log.info("price_history_state", **state.summary())
+                    summary = state.summary()
+                    if self._log_state("price_history_state", summary) and self._echo:
+                        self._say(
+                            f"candles {state.coverage_ratio:.2%} of the reach stored, "
+                            f"{state.missing_minutes:,} minute(s) missing, "
+                            f"{len(state.gaps)} gap(s)"
+                        )
             case FundingSettlementsStateUpdate(state=state):
                 self._funding = state
                 if not self._interactive:
-                    self._log.info("funding_settlements_state", **state.summary())
+                    summary = state.summary()
+                    if self._log_state("funding_settlements_state", summary) and self._echo:
+                        self._say(
+                            f"settlements {summary['earliest']} .. {summary['latest']}, "
+                            f"missing {summary['missing']}"
+                        )
             case PriceTickUpdate(tick=tick):
                 self._ticks += 1
                 self._last_price = tick.last_price
@@ -122,38 +159,55 @@ class ProgressView:
         return table
 
     def follow_until(self, stop: threading.Event, controller: SyncController) -> None:
-        """Show updates until ``stop`` is set or the run ends."""
-        live: Live | None = None
-        if self._interactive:
-            live = Live(self.render(), console=Console(file=sys.stderr), refresh_per_second=4)
-            live.start()
+        """Show updates until ``stop`` is set or the run ends (the dashboard stays up until
+        :meth:`finish` or :meth:`close`, so that it shows the shutdown too)."""
+        if self._interactive and self._live is None:
+            self._live = Live(self.render(), console=Console(file=sys.stderr), refresh_per_second=4)
+            self._live.start()
         next_report = time.monotonic() + _TICK_REPORT_EVERY_S
-        try:
-            while not stop.is_set() and not controller.status_snapshot().is_stopped:
-                try:
-                    self._apply(self._receiver.get(timeout=0.25))
-                except TimeoutError:
-                    pass
-                except Exception:  # the receiver closed: the run ended
-                    break
-                if live is not None:
-                    live.update(self.render())
-                elif self._mode.live_feed_active and time.monotonic() >= next_report:
-                    next_report = time.monotonic() + _TICK_REPORT_EVERY_S
-                    self._log.info(
-                        "live_ticks",
-                        last_price=self._last_price,
-                        ticks=self._ticks,
-                        ticks_per_s=self.ticks_per_second(),
-                        status=redact_text(str(self._status)),
+        while not stop.is_set() and not controller.status_snapshot().is_stopped:
+            try:
+                self._apply(self._receiver.get(timeout=0.25))
+            except TimeoutError:
+                pass
+            except Exception:  # the receiver closed: the run ended
+                break
+            if self._live is not None:
+                self._live.update(self.render())
+            elif self._mode.live_feed_active and time.monotonic() >= next_report:
+                next_report = time.monotonic() + _TICK_REPORT_EVERY_S
+                self._log.info(
+                    "live_ticks",
+                    last_price=self._last_price,
+                    ticks=self._ticks,
+                    ticks_per_s=self.ticks_per_second(),
+                    status=redact_text(str(self._status)),
+                )
+                if self._echo:
+                    price = "-" if self._last_price is None else f"{self._last_price:,.1f}"
+                    self._say(
+                        f"ticks {self._ticks:,} ({self.ticks_per_second():.1f}/s), "
+                        f"last price {price}"
                     )
-        finally:
-            if live is not None:
-                live.stop()
+
+    def _drain(self) -> None:
+        """Apply every update still queued (the shutdown's statuses among them)."""
+        while (update := self._receiver.get_nowait()) is not None:
+            self._apply(update)
 
     def finish(self, status: SyncStatus) -> None:
-        """Say how the run ended."""
+        """Show how the run ended (the dashboard's last frame too) and say it."""
+        self._drain()
+        self._status = status
+        self.close()
         print(redact_text(f"qx-actors: run ended: {status}"), file=sys.stderr)
+
+    def close(self) -> None:
+        """Take the dashboard down, showing the current state as its last frame (idempotent)."""
+        live, self._live = self._live, None
+        if live is not None:
+            live.update(self.render(), refresh=True)
+            live.stop()
 
 
 def print_database_status(config: QxConfig) -> int:
@@ -174,7 +228,7 @@ def print_database_status(config: QxConfig) -> int:
     funding = FundingSettlementsState.evaluate(
         funding_facts, reach=sync.funding_settlement_reach_at(now), now=now, scan_from=scan_from
     )
-    console = Console()
+    console = _stdout_console()
     console.print(_summary_table("price history", history.summary()))
     if history.gaps:
         console.print("gaps: " + ", ".join(str(g) for g in history.gaps[:10]))
@@ -233,7 +287,7 @@ def print_plan(config: QxConfig) -> int:
             format_utc(settlement_download.start), format_utc(settlement_download.end),
             f"{items:,}", f"{count:,}",
         )  # fmt: skip
-    console = Console()
+    console = _stdout_console()
     console.print(f"database: {redact_url(config.database)}", markup=False)
     console.print(table)
     eta = timedelta(seconds=round(requests / sync.rest_rate_limit_per_s))
@@ -242,6 +296,14 @@ def print_plan(config: QxConfig) -> int:
         "(sync.rest_rate_limit_per_s)"
     )
     return 0
+
+
+def _stdout_console() -> Console:
+    """The console for tables on stdout: the terminal's width on a terminal; piped, wide
+    enough that no table is cut or wrapped (rich would assume 80 columns)."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=_PIPED_WIDTH, no_color=True, highlight=False)
 
 
 def _summary_table(title: str, summary: dict[str, Any]) -> Table:

@@ -173,6 +173,7 @@ class SyncEngine:
         self.run_id = uuid.uuid4().hex[:12]
         self.health = RunHealth(lambda: self._hub.status())
         self._hub = UpdateHub(config.sync.update_queue_capacity, observer=self.health.observe)
+        self.health.register_gauges("updates", self._hub.backlog)
         self._program = program
         self._children = children
         self._stop_order = stop_order

@@ -286,6 +286,17 @@ class UpdateHub:
         with self._lock:
             return self._status
 
+    def backlog(self) -> dict[str, int]:
+        """Live receivers, updates waiting in them in all, and the fullest one (for metrics)."""
+        with self._lock:
+            receivers = list(self._receivers)
+        depths = [len(receiver) for receiver in receivers]
+        return {
+            "receivers": len(depths),
+            "backlog": sum(depths),
+            "backlog_max": max(depths, default=0),
+        }
+
     def receiver(self) -> UpdateReceiver:
         """A new receiver of every update published from now on."""
         receiver = UpdateReceiver(self._capacity)

@@ -82,6 +82,7 @@ class RestFetcherActor(QxActor):
         self._loop = LoopThread(f"qx-rest-{run_id}")
         self._inflight: dict[int, concurrent.futures.Future[None]] = {}
         self._windows: dict[int, asyncio.Semaphore] = {}
+        self.gauges = FetcherGauges()
         self._log = get_logger(run_id=run_id, actor="rest_fetcher")
 
     @property
@@ -110,9 +111,7 @@ class RestFetcherActor(QxActor):
             case Envelope(request_id=rid, reply_to=reply_to, payload=FetchSettlementRange() as req):
                 self._run(rid, reply_to, self._fetch_settlements(rid, reply_to, req))
             case PageStored(request_id=rid):
-                window = self._windows.get(rid)
-                if window is not None:
-                    self._loop.call_soon(window.release)
+                self._loop.call_soon(self._page_acknowledged, rid)
             case CancelRequest(request_id=rid):
                 future = self._inflight.pop(rid, None)
                 if future is not None:
@@ -122,6 +121,16 @@ class RestFetcherActor(QxActor):
         return None
 
     # -- running requests on the loop --------------------------------------------------------
+
+    def _send_page(self, message: StoreCandlePage | StoreSettlementPage) -> None:
+        self.gauges.unacknowledged_pages += 1  # loop thread only, as the decrement
+        self._db_writer.tell(message)
+
+    def _page_acknowledged(self, request_id: int) -> None:
+        self.gauges.unacknowledged_pages = max(self.gauges.unacknowledged_pages - 1, 0)
+        window = self._windows.get(request_id)
+        if window is not None:
+            window.release()
 
     def _run(self, request_id: int, reply_to: pykka.ActorRef[Any], coro: Any) -> None:
         async def guarded() -> None:
@@ -195,11 +204,11 @@ class RestFetcherActor(QxActor):
             pending.extend(page)
             if len(pending) >= WRITE_BATCH_CANDLES:
                 await window.acquire()
-                self._db_writer.tell(StoreCandlePage(tuple(pending), self.actor_ref, request_id))
+                self._send_page(StoreCandlePage(tuple(pending), self.actor_ref, request_id))
                 pending = []
         if pending:
             await window.acquire()
-            self._db_writer.tell(StoreCandlePage(tuple(pending), self.actor_ref, request_id))
+            self._send_page(StoreCandlePage(tuple(pending), self.actor_ref, request_id))
         if expected >= start:
             result.missing.append((start, expected))
         return result
@@ -222,13 +231,21 @@ class RestFetcherActor(QxActor):
             oldest = page[-1].time
             count += len(page)
             await window.acquire()
-            self._db_writer.tell(StoreSettlementPage(tuple(page), self.actor_ref, request_id))
+            self._send_page(StoreSettlementPage(tuple(page), self.actor_ref, request_id))
         self._db_writer.tell(FinishSettlementRange(request_id, reply_to, count))
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
     with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(message)
+
+
+@dataclass
+class FetcherGauges:
+    """Current figures for the health probe (written by the actor, read by the probe)."""
+
+    #: pages handed to the DB writer and not acknowledged yet (flow control: a few at most)
+    unacknowledged_pages: int = 0
 
 
 @dataclass

@@ -74,6 +74,15 @@ class StartStream:
 
 
 @dataclass
+class FeedGauges:
+    """Current figures for the health probe (loop thread writes, the probe reads)."""
+
+    queued_ticks: int = 0
+    #: 1 while a tick batch is with the DB writer (one at a time)
+    unacknowledged_batches: int = 0
+
+
+@dataclass
 class FeedCounters:
     """What the feed did, for metrics."""
 
@@ -115,6 +124,7 @@ class WsFeedActor(QxActor):
         self._connected = False
         self._recent = RecentTimes(RECENT_TICK_TIMES)
         self.counters = FeedCounters()
+        self.gauges = FeedGauges()
         self._log = get_logger(run_id=run_id, actor="ws_feed")
 
     def on_start(self) -> None:
@@ -205,6 +215,7 @@ class WsFeedActor(QxActor):
             self._log.error("tick_queue_overflow", dropped=overflow)
         if not self._writing:
             self._send_batch()
+        self.gauges.queued_ticks = len(self._queue)
 
     def _send_batch(self) -> None:
         if not self._queue:
@@ -212,12 +223,15 @@ class WsFeedActor(QxActor):
         batch = tuple(self._queue)
         self._queue.clear()
         self._writing = True
+        self.gauges.unacknowledged_batches = 1
         self.counters.batches += 1
         _tell(self._db_writer, StoreTicks(batch, self.actor_ref))
 
     def _written(self) -> None:
         self._writing = False
+        self.gauges.unacknowledged_batches = 0
         self._send_batch()
+        self.gauges.queued_ticks = len(self._queue)
 
     def _tell_engine(self, message: Any) -> None:
         _tell(self._engine, message)

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import msgspec
-import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
@@ -22,8 +21,9 @@ from websockets.uri import parse_uri
 from qx_actors.domain.values import PriceTick
 from qx_actors.errors import StreamError, StreamHeartbeatTimeout, StreamProtocolError
 from qx_actors.lnmarkets import wire
+from qx_actors.logs import get_logger
 
-_log = structlog.get_logger()
+_log = get_logger()
 
 LAST_PRICE_TOPIC = wire.LAST_PRICE_TOPIC
 _FRAME_EXCERPT = 200

@@ -62,8 +62,10 @@ def spawn_rest_fetcher(
     )
     if ctx.health is not None:
         # Read-only, int-valued counters: safe to read from the health probe's thread.
-        counters = ref.proxy().client.get().counters
+        proxy = ref.proxy()
+        counters, gauges = proxy.client.get().counters, proxy.gauges.get()
         ctx.health.register("rest", lambda: dataclasses.asdict(counters))
+        ctx.health.register_gauges("rest", lambda: dataclasses.asdict(gauges))
     return ref
 
 
@@ -82,8 +84,10 @@ def spawn_ws_feed(
         child_name=WS,
     )
     if ctx.health is not None:
-        counters = ref.proxy().counters.get()
+        proxy = ref.proxy()
+        counters, gauges = proxy.counters.get(), proxy.gauges.get()
         ctx.health.register("feed", lambda: dataclasses.asdict(counters))
+        ctx.health.register_gauges("feed", lambda: dataclasses.asdict(gauges))
     return ref
 
 

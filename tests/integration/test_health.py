@@ -59,7 +59,9 @@ def test_health_and_metrics_of_a_live_run(simulator: Simulator, tmp_path: object
             status, metrics = fetch(f"{server.url}/metrics")
             assert 200 == status
             assert f'qx_healthy{{run_id="{engine.run_id}"}} 1.0' in metrics
-            assert "qx_rest_requests" in metrics and "qx_ticks_committed" in metrics
+            assert "qx_rest_requests_total" in metrics and "qx_ticks_committed_total" in metrics
+            assert f'qx_status{{run_id="{engine.run_id}",status="Running.Synced"}} 1.0' in metrics
+            assert "# TYPE qx_rest_request_duration_seconds histogram" in metrics
         finally:
             controller.shutdown()
     finally:
