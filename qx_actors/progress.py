@@ -94,7 +94,7 @@ class ProgressView:
             case StatusUpdate(status=status):
                 self._status = status
                 if self._echo:
-                    self._say(f"status {status}")
+                    self._say(f"status {status.text}")
             case PriceHistoryStateUpdate(state=state):
                 self._history = state
                 if not self._interactive:
@@ -132,7 +132,7 @@ class ProgressView:
         table = Table(title=f"qx-actors {self._mode}", show_header=False, expand=False)
         table.add_column("what", style="bold")
         table.add_column("value")
-        table.add_row("status", redact_text(str(self._status)))
+        table.add_row("status", self._status.text)
         history = self._history
         if history is not None:
             summary = history.summary()
@@ -181,7 +181,7 @@ class ProgressView:
                     last_price=self._last_price,
                     ticks=self._ticks,
                     ticks_per_s=self.ticks_per_second(),
-                    status=redact_text(str(self._status)),
+                    status=self._status.text,
                 )
                 if self._echo:
                     price = "-" if self._last_price is None else f"{self._last_price:,.1f}"
@@ -200,7 +200,7 @@ class ProgressView:
         self._drain()
         self._status = status
         self.close()
-        print(redact_text(f"qx-actors: run ended: {status}"), file=sys.stderr)
+        print(f"qx-actors: run ended: {status.text}", file=sys.stderr)
 
     def close(self) -> None:
         """Take the dashboard down, showing the current state as its last frame (idempotent)."""

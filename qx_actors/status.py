@@ -148,15 +148,32 @@ class SyncStatus:
         """Whether the run is in one of the ``Running.*`` states."""
         return self.state.is_running
 
-    def __str__(self) -> str:
+    @property
+    def text(self) -> str:
+        """The dotted name, the degraded flag and the error with its kind, as the CLI, the
+        dashboards and /health show it: ``Running.Recovering: DatabaseUnavailable: ...``.
+
+        Scrubbed: an application printing a status must not print a database password.
+        """
         text = self.name
         if self.degraded:
             text += " (degraded)"
         if self.error is not None:
-            # the error's kind first (e.g. "DatabaseUnavailable: ... authentication failed")
-            # scrubbed: an application printing a status must not print a database password
-            text += redact_text(f": {type(self.error).__name__}: {self.error}")
+            text += redact_text(f": {_describe(self.error)}")
         return text
+
+    def __str__(self) -> str:
+        """Like quantoxide's Display: ``Not synced (In progress)``, ``Synced``,
+        ``Not synced (Failed: DatabaseUnavailable: ...)``, ``Terminated: ...``."""
+        label = _DISPLAY[self.state]
+        if self.state is State.RECOVERING:
+            label = f"Not synced (Failed: {self._error_text()})"
+        elif self.state is State.FAILED:
+            label = f"Terminated: {self._error_text()}"
+        return f"{label} (degraded)" if self.degraded else label
+
+    def _error_text(self) -> str:
+        return "unknown error" if self.error is None else redact_text(_describe(self.error))
 
 
 class TransitionRejected(Exception):
@@ -256,3 +273,23 @@ def mermaid_diagram() -> str:
         if not re.match(r"\s*(classDef|Class|class)\s", line) and line.strip() != ""
     ]
     return "\n".join(lines) + "\n"
+
+
+def _describe(error: BaseException) -> str:
+    # the error's kind first (e.g. "DatabaseUnavailable: ... authentication failed")
+    return f"{type(error).__name__}: {error}"
+
+
+#: quantoxide's Display of each status (the ones carrying an error are built in __str__).
+_DISPLAY: dict[State, str] = {
+    State.NOT_INITIATED: "Not synced (Not initiated)",
+    State.STARTING: "Not synced (Starting)",
+    State.IN_PROGRESS: "Not synced (In progress)",
+    State.RECOVERING: "Not synced (Failed)",
+    State.RESTARTING: "Not synced (Restarting)",
+    State.SYNCED: "Synced",
+    State.BACKFILLED: "Backfilled",
+    State.SHUTDOWN_INITIATED: "Shutdown initiated",
+    State.SHUTDOWN: "Shutdown",
+    State.FAILED: "Terminated",
+}

@@ -486,7 +486,7 @@ def run_tui(
         final = _ensure_stopped(app.controller, config)
         if code is None:
             code = EXIT_OK if final.state is State.SHUTDOWN else EXIT_FAILED
-        print(redact_text(f"qx-actors: run ended: {final}"), file=sys.stderr)
+        print(f"qx-actors: run ended: {final.text}", file=sys.stderr)
     elif app.forced:
         print("qx-actors: forced exit", file=sys.stderr)
     return EXIT_FAILED if code is None else code

@@ -286,7 +286,7 @@ class Watch:
 
     def names(self) -> list[str]:
         """Every status seen so far, as text."""
-        return [str(s) for s in self.statuses]
+        return [s.text for s in self.statuses]
 
     def until(
         self,
@@ -389,7 +389,7 @@ def is_recovering(kind: str, *texts: str) -> Callable[[SyncStatus], bool]:
         if status.state is not State.RECOVERING or status.error is None:
             return False
         kinds = {cls.__name__ for cls in type(status.error).__mro__}
-        text = str(status)
+        text = status.text
         return kind in kinds and all(t in text for t in texts)
 
     return accept

@@ -153,10 +153,10 @@ def test_postgres_down_at_start_keeps_retrying_then_syncs(
         seen = watch.observe(DOWN_AT_START_S)
     finally:
         pg_start(server)
-    texts = [str(s) for s in seen]
+    texts = [s.text for s in seen]
     print(f"while down: {len(texts)} statuses, e.g. {texts[:4]}")
     assert [] == [t for t in texts if t.startswith("Failed")]
-    recovering = [str(s) for s in seen if s.state is State.RECOVERING]
+    recovering = [s.text for s in seen if s.state is State.RECOVERING]
     assert len(recovering) >= 2, texts
     watch.until_state(State.SYNCED, 60)
     assert 1 == advisory_locks(server.url)

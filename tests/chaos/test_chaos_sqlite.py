@@ -162,8 +162,8 @@ def test_sqlite_on_a_full_disk_recovers_once_space_is_freed(
 
     disk_full = is_recovering("DatabaseUnavailable", "database or disk is full")
     full = watch.until(disk_full, 40, "Recovering (disk full)")
-    assert "rollback" not in str(full), str(full)
-    assert "Running.Recovering: DatabaseUnavailable: " in str(full), str(full)
+    assert "rollback" not in full.text, full.text
+    assert "Running.Recovering: DatabaseUnavailable: " in full.text, full.text
     # still full at the next attempt: retried, not given up
     watch.until(lambda s: s.state is State.RESTARTING, 20, "Restarting while the disk is full")
     watch.until(disk_full, 40, "Recovering (disk full) again")

@@ -64,7 +64,7 @@ def test_a_child_stopped_by_someone_else_is_restarted_with_the_others(
         recovering = run.until_state(State.RECOVERING)
         assert isinstance(recovering.error, ChildDied)
         assert "ws" == recovering.error.child
-        assert "Running.Recovering: ChildDied: ws died: stopped unexpectedly" == str(recovering)
+        assert "Running.Recovering: ChildDied: ws died: stopped unexpectedly" == recovering.text
         run.until_state(State.SYNCED)
         [fresh] = _feeds()
         assert fresh is not feed

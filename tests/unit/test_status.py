@@ -135,7 +135,8 @@ def test_status_snapshot_properties() -> None:
     failed = SyncStatus(State.FAILED, error=RuntimeError("x"))
     assert ("Failed", True) == (failed.name, failed.is_stopped)
     assert not SyncStatus(State.SYNCED).is_stopped
-    assert "Running.Synced (degraded)" == str(SyncStatus(State.SYNCED, degraded=True))
+    assert "Running.Synced (degraded)" == SyncStatus(State.SYNCED, degraded=True).text
+    assert "Synced (degraded)" == str(SyncStatus(State.SYNCED, degraded=True))
 
 
 def test_readme_has_the_generated_diagram() -> None:

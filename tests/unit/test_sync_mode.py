@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from qx_actors import Lookback, SyncMode
+from qx_actors import DatabaseInUseError, DatabaseUnavailable, Lookback, State, SyncMode, SyncStatus
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,34 @@ def test_a_lookback_beyond_the_reach_is_refused_from_code_as_from_yaml() -> None
     assert "100 x 1d" in str(from_code.value) and "price_history_reach" in str(from_code.value)
     # within the reach it builds
     SyncEngine(config_from_mapping(base), SyncMode.live("2 x 1d"))
+
+
+@pytest.mark.parametrize(
+    ("status", "display", "text"),
+    [
+        (SyncStatus(State.NOT_INITIATED), "Not synced (Not initiated)", "NotInitiated"),
+        (SyncStatus(State.STARTING), "Not synced (Starting)", "Running.Starting"),
+        (SyncStatus(State.IN_PROGRESS), "Not synced (In progress)", "Running.InProgress"),
+        (SyncStatus(State.RESTARTING), "Not synced (Restarting)", "Running.Restarting"),
+        (SyncStatus(State.SYNCED), "Synced", "Running.Synced"),
+        (SyncStatus(State.SYNCED, degraded=True), "Synced (degraded)", "Running.Synced (degraded)"),
+        (SyncStatus(State.BACKFILLED), "Backfilled", "Running.Backfilled"),
+        (SyncStatus(State.SHUTDOWN_INITIATED), "Shutdown initiated", "ShutdownInitiated"),
+        (SyncStatus(State.SHUTDOWN), "Shutdown", "Shutdown"),
+        (
+            SyncStatus(State.RECOVERING, DatabaseUnavailable("open: password authentication")),
+            "Not synced (Failed: DatabaseUnavailable: open: password authentication)",
+            "Running.Recovering: DatabaseUnavailable: open: password authentication",
+        ),
+        (
+            SyncStatus(State.FAILED, DatabaseInUseError("held by run x")),
+            "Terminated: DatabaseInUseError: held by run x",
+            "Failed: DatabaseInUseError: held by run x",
+        ),
+    ],
+)
+def test_status_display_reads_like_quantoxide(status: SyncStatus, display: str, text: str) -> None:
+    """str() is quantoxide's Display; .text and .name keep the dotted names of logs and API."""
+    assert display == str(status)
+    assert text == status.text
+    assert status.text.startswith(status.name)
