@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from qx_actors.config import QxConfig, dump_config, load_config
+from qx_actors.demo import DEMO_SIMULATOR_RATE_LIMIT
 from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
 from qx_actors.errors import ConfigError, QxError
 from qx_actors.logs import configure_logging, format_timeline, read_timeline
@@ -98,13 +100,24 @@ def cmd_logs(args: argparse.Namespace) -> int:
     """Print the status transitions found in a JSON log file as a timeline."""
     path = Path(args.file)
     try:
-        with path.open(encoding="utf-8") as lines:
+        # a stray binary line is skipped like any other line that is not a JSON event
+        with path.open(encoding="utf-8", errors="replace") as lines:
             entries = list(read_timeline(lines))
     except OSError as exc:
         _err(f"qx-actors logs: cannot read {path}: {exc.strerror}")
         return EXIT_USAGE
+    if not entries:
+        _err(
+            f"qx-actors logs: no status_transition events in {path} "
+            "(it needs JSON lines: logging.format: json)"
+        )
+        return EXIT_FAILED
     if args.run:
+        runs = sorted({e.run_id for e in entries})
         entries = [e for e in entries if e.run_id == args.run]
+        if not entries:
+            _err(f"qx-actors logs: no run {args.run!r} in {path} (runs: {', '.join(runs)})")
+            return EXIT_FAILED
     # a log written before secrets were scrubbed may hold a database URL with its password
     print(redact_text(format_timeline(entries)))
     off_graph = sum(not e.in_graph for e in entries)
@@ -130,29 +143,51 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
 
 def run_until_signal(
-    config: QxConfig, mode: SyncMode, *, progress: bool, stop: threading.Event | None = None
+    config: QxConfig,
+    mode: SyncMode,
+    *,
+    progress: bool,
+    stop: threading.Event | None = None,
+    tui: bool = False,
 ) -> int:
-    """Run a sync until SIGINT/SIGTERM (or ``stop``) or until it fails; the exit code."""
+    """Run a sync until SIGINT/SIGTERM (or ``stop``) or until it fails; the exit code.
+
+    With ``tui`` the Textual UI is the view (``q`` shuts down); otherwise log lines and, on a
+    terminal, the progress table."""
     from qx_actors.progress import ProgressView
     from qx_actors.sync_engine import SyncEngine
 
     stop = stop or threading.Event()
     _install_signal_handlers(stop)
     engine = SyncEngine.from_config(config, mode)
-    view = ProgressView(engine, config, mode, interactive=progress)
     health_server = None
     if config.metrics.listen is not None:
         from qx_actors.health import HealthServer, parse_listen
 
         host, port = parse_listen(config.metrics.listen)
-        health_server = HealthServer(engine.health, engine.run_id, host, port).start()
+        try:
+            health_server = HealthServer(engine.health, engine.run_id, host, port).start()
+        except OSError as exc:
+            _err(f"qx-actors: cannot serve metrics.listen {host}:{port}: {_listen_error_text(exc)}")
+            return EXIT_FAILED
         print(f"qx-actors: health {health_server.url}/health, metrics {health_server.url}/metrics",
               file=sys.stderr)  # fmt: skip
+    if tui:
+        from qx_actors.tui import run_tui
+
+        try:
+            url = None if health_server is None else health_server.url
+            return run_tui(engine, config, stop_event=stop, health_url=url)
+        finally:
+            if health_server is not None:
+                health_server.stop()
+    view = ProgressView(engine, config, mode, interactive=progress)
     try:
         controller = engine.start()
         view.follow_until(stop, controller)
         return _stop_run(controller, config, view)
     finally:
+        view.close()
         if health_server is not None:
             health_server.stop()
 
@@ -175,8 +210,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """Run the sync until Ctrl-C."""
     config = load_config(args.config)
     mode = _mode_from_args(config, args)
+    if args.tui and not sys.stdout.isatty():
+        _err("qx-actors sync: --tui needs a terminal")
+        return EXIT_USAGE
     configure_logging(config.logging)
-    return run_until_signal(config, mode, progress=sys.stderr.isatty())
+    return run_until_signal(config, mode, progress=sys.stderr.isatty(), tui=args.tui)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -191,8 +229,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the ranges a backfill would fetch, the requests and the ETA; writes nothing."""
     from qx_actors.progress import print_plan
+    from qx_actors.storage import probe_database
 
-    code: int = print_plan(load_config(args.config))
+    config = load_config(args.config)
+    # read-only; no database yet plans the whole reach, one that can't be read is an error
+    probe_database(config.database)
+    code: int = print_plan(config)
     return code
 
 
@@ -205,24 +247,50 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     def ready(simulator: Any) -> None:
         print(f"REST   {simulator.rest_url}\nStream {simulator.stream_url}", flush=True)
 
-    run_simulator_blocking(
-        SimulatorConfig(
-            seed=args.seed,
-            port=args.port,
-            stream_port=args.stream_port,
-            rate_limit_per_s=rate,
-            tick_rate_per_s=args.tick_rate,
-        ),
-        on_ready=ready,
-    )
+    try:
+        run_simulator_blocking(
+            SimulatorConfig(
+                seed=args.seed,
+                port=args.port,
+                stream_port=args.stream_port,
+                rate_limit_per_s=rate,
+                tick_rate_per_s=args.tick_rate,
+            ),
+            on_ready=ready,
+        )
+    except OSError as exc:
+        _err(
+            f"qx-actors simulate: cannot listen on 127.0.0.1:{args.port} (REST) and "
+            f":{args.stream_port} (stream): {_listen_error_text(exc)}"
+        )
+        return EXIT_FAILED
     return EXIT_OK
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """Write candles, ticks or settlements of the configured database as CSV / JSON lines."""
-    from qx_actors.export import export, parse_time
+def _listen_error_text(exc: OSError) -> str:
+    """``address already in use`` rather than asyncio's ``[Errno 98] error while ...``."""
+    if exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    return str(exc)
 
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write candles, ticks or settlements of the configured database (opened read-only) as
+    CSV, JSON lines or Parquet."""
+    from qx_actors.export import export, parse_time
+    from qx_actors.storage import ArrowUnavailable, import_pyarrow
+
+    if args.resolution is not None and args.kind != "candles":
+        _err(f"qx-actors export: --resolution applies to candles only, not to {args.kind}")
+        return EXIT_USAGE
+    args.resolution = args.resolution or "1m"
     config = load_config(args.config)
+    if args.format == "parquet":
+        try:
+            import_pyarrow()
+        except ArrowUnavailable as exc:
+            _err(f"qx-actors export: {exc}")
+            return EXIT_FAILED
     try:
         start, end = parse_time(args.start), parse_time(args.end)
     except ValueError as exc:
@@ -244,11 +312,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_adopt(args: argparse.Namespace) -> int:
+    """Adopt an existing quantoxide database: add the qx_actors tables beside quantoxide's.
+
+    Exit 0: adopted, or nothing to do (already a qx_actors database, or an empty one); 2: the
+    database is neither (refused, nothing changed); 1: it can't be reached or written.
+    """
+    from qx_actors.storage import AdoptRefused, adopt_database
+
+    try:
+        result = adopt_database(args.database)
+    except AdoptRefused as exc:
+        _err(f"qx-actors adopt: {exc}")
+        return EXIT_USAGE
+    print(redact_text(f"qx-actors adopt: {result.message}"))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the simulator and sync against it into a local SQLite file."""
     from qx_actors.demo import run_demo
 
-    code: int = run_demo(config_path=args.config, database=args.database, duration_s=args.duration)
+    code: int = run_demo(
+        config_path=args.config,
+        database=args.database,
+        duration_s=args.duration,
+        tui=args.tui and sys.stdout.isatty(),
+    )
     return code
 
 
@@ -266,19 +356,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("--mode", choices=["backfill", "live", "full"], help="override the mode")
     p.add_argument("--lookback", help="live lookback, e.g. '20 x 5m'")
+    p.add_argument("--tui", action="store_true", help="full-screen terminal UI (needs a terminal)")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("simulate", help="run the local LN Markets simulator")
     p.add_argument("--port", type=int, default=7357, help="REST port (default 7357)")
     p.add_argument("--stream-port", type=int, default=7358, help="Stream API port (default 7358)")
     p.add_argument("--seed", type=int, default=42, help="market seed (default 42)")
-    p.add_argument("--rate-limit", type=float, default=1.0, help="requests/s, 0 = off")
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        default=DEMO_SIMULATOR_RATE_LIMIT,
+        help=f"requests/s, 0 = off (default {DEMO_SIMULATOR_RATE_LIMIT:g}: config/demo.yaml's "
+        "20/s fits; the real exchange allows 1/s)",
+    )
     p.add_argument("--tick-rate", type=float, default=5.0, help="ticks/s on the stream")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="sync against the bundled simulator into SQLite")
     p.add_argument("--config", default=None, help="base config (default: config/demo.yaml)")
     p.add_argument("--database", default=None, help="database URL (default: the config's)")
+    p.add_argument(
+        "--no-tui",
+        dest="tui",
+        action="store_false",
+        help="log lines instead of the terminal UI (the default on a terminal)",
+    )
     p.add_argument(
         "--duration",
         type=float,
@@ -291,24 +394,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config file")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("export", help="export candles, ticks or settlements (CSV / JSON lines)")
+    p = sub.add_parser(
+        "export", help="export candles, ticks or settlements (CSV / JSON lines / Parquet)"
+    )
     p.add_argument("--config", required=True, help="YAML config file (its database is read)")
     p.add_argument("--from", dest="start", required=True, help="start (ISO, UTC), inclusive")
     p.add_argument("--to", dest="end", required=True, help="end (ISO, UTC), exclusive")
     p.add_argument("--kind", choices=["candles", "ticks", "settlements"], default="candles")
     p.add_argument(
         "--resolution",
-        default="1m",
+        default=None,
         choices=["1m", "3m", "5m", "10m", "15m", "30m", "45m", "1h", "2h", "3h", "4h", "1d"],
-        help="candle resolution (default 1m)",
+        help="candle resolution (default 1m; candles only)",
     )
-    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.add_argument(
+        "--format",
+        choices=["csv", "jsonl", "parquet"],
+        default="csv",
+        help="parquet needs pyarrow: pip install 'qx_actors[arrow]'",
+    )
     p.add_argument("--output", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plan", help="dry run: ranges to fetch, requests, ETA (writes nothing)")
     p.add_argument("--config", required=True, help="YAML config file")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("adopt", help="adopt a quantoxide database (adds the qx_actors tables)")
+    p.add_argument("--database", required=True, help="database URL (postgresql://...)")
+    p.set_defaults(func=cmd_adopt)
 
     p = sub.add_parser("config", help="print the effective config with defaults")
     p.add_argument("--config", required=True, help="YAML config file")
@@ -324,17 +438,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit code of a command whose output pipe was closed (128 + SIGPIPE, as Unix tools end).
+EXIT_BROKEN_PIPE = 141
+EXIT_INTERRUPTED = 130
+#: Set (to anything) to see the traceback of an unexpected error after its one-line summary.
+TRACEBACK_ENV = "QX_ACTORS_TRACEBACK"
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``No such file or directory: '/x/y.csv'`` from an ``OSError`` (no errno noise)."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        text = f"{text}: {os.fsdecode(exc.filename)!r}"
+    return text
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe: send what is left of stdout nowhere, so that Python's flush at
+    exit does not complain about it."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``qx-actors``."""
+    """Entry point of ``qx-actors``: the command's exit code; every error is one line on
+    stderr (a non-zero exit), never a traceback."""
     args: Any = build_parser().parse_args(argv)
     install_redacting_excepthooks()
+    where = f"qx-actors {args.command}"
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here at the latest
     except ConfigError as exc:
-        _err(f"qx-actors: invalid config: {exc}")
+        for error in getattr(exc, "errors", None) or [exc]:
+            _err(f"qx-actors: invalid config: {error}")
         return EXIT_USAGE
     except QxError as exc:
-        _err(f"qx-actors: {type(exc).__name__}: {exc}")
+        _err(f"{where}: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+    except BrokenPipeError:
+        # The reader went away (``... | head``): stop quietly, as Unix tools do.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        _err(f"{where}: interrupted")
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        _err(f"{where}: {_os_error_text(exc)}")
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: still one line (the traceback on demand)
+        _err(
+            f"{where}: unexpected error: {type(exc).__name__}: {exc} "
+            f"({TRACEBACK_ENV}=1 shows the traceback)"
+        )
+        if os.environ.get(TRACEBACK_ENV):
+            _print_exception(type(exc), exc, exc.__traceback__)
         return EXIT_FAILED
     return code
 

@@ -1,4 +1,5 @@
-"""``qx-actors export``: candles (any resolution), ticks or settlements as CSV or JSON lines."""
+"""``qx-actors export``: candles (any resolution), ticks or settlements as CSV, JSON lines or
+Parquet (the ``arrow`` extra: ``pip install 'qx_actors[arrow]'``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from qx_actors.domain.validation import format_utc
-from qx_actors.storage import Database
+from qx_actors.storage import Database, import_pyarrow
 
 KINDS = ("candles", "ticks", "settlements")
-FORMATS = ("csv", "jsonl")
+FORMATS = ("csv", "jsonl", "parquet")
 
 
 def parse_time(text: str) -> datetime:
@@ -38,11 +39,15 @@ def _rows(
         )  # fmt: skip
     if kind == "ticks":
         ticks = database.ticks(start, end)
-        return ["time", "last_price"], ([t.time.isoformat(), t.last_price] for t in ticks)
+        return ["time", "last_price"], ([format_utc(t.time), t.last_price] for t in ticks)
     settlements = database.settlements(start, end)
     return ["id", "time", "fixing_price", "funding_rate"], (
         [s.id, format_utc(s.time), s.fixing_price, s.funding_rate] for s in settlements
     )
+
+
+def _csv_value(value: Any) -> Any:
+    return ("true" if value else "false") if isinstance(value, bool) else value
 
 
 def write_rows(header: list[str], rows: Iterable[list[Any]], out: TextIO, fmt: str) -> int:
@@ -52,13 +57,50 @@ def write_rows(header: list[str], rows: Iterable[list[Any]], out: TextIO, fmt: s
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
         for row in rows:
-            writer.writerow(row)
+            # booleans as in the JSON lines (and most CSV readers): true / false
+            writer.writerow([_csv_value(value) for value in row])
             count += 1
     else:
         for row in rows:
             out.write(json.dumps(dict(zip(header, row, strict=True))) + "\n")
             count += 1
     return count
+
+
+def arrow_table(
+    database: Database, kind: str, start: datetime, end: datetime, resolution: str = "1m"
+) -> Any:
+    """``[start, end)`` of ``kind`` as a ``pyarrow.Table`` (times ``timestamp[us, tz=UTC]``)."""
+    if kind == "candles":
+        return database.candles_arrow(start, end, resolution)
+    pa = import_pyarrow()
+    stamp = pa.timestamp("us", tz="UTC")
+    if kind == "ticks":
+        ticks = database.ticks(start, end)
+        return pa.table(
+            {
+                "time": pa.array([t.time for t in ticks], type=stamp),
+                "last_price": pa.array([t.last_price for t in ticks], type=pa.float64()),
+            }
+        )
+    settlements = database.settlements(start, end)
+    return pa.table(
+        {
+            "id": pa.array([s.id for s in settlements], type=pa.string()),
+            "time": pa.array([s.time for s in settlements], type=stamp),
+            "fixing_price": pa.array([s.fixing_price for s in settlements], type=pa.float64()),
+            "funding_rate": pa.array([s.funding_rate for s in settlements], type=pa.float64()),
+        }
+    )
+
+
+def write_parquet(table: Any, output: str | None) -> int:
+    """Write ``table`` as Parquet to ``output`` (default: stdout); how many rows."""
+    import_pyarrow()
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    pq.write_table(table, output if output is not None else sys.stdout.buffer)
+    return int(table.num_rows)
 
 
 def export(
@@ -71,8 +113,16 @@ def export(
     fmt: str = "csv",
     output: str | None = None,
 ) -> int:
-    """Export ``[start, end)`` of ``kind`` from the database; the number of rows written."""
+    """Export ``[start, end)`` of ``kind`` from the database; the number of rows written.
+
+    ``fmt="parquet"`` needs pyarrow: without it ``ArrowUnavailable`` (naming the extra to
+    install) is raised before the database is opened.
+    """
+    if fmt == "parquet":
+        import_pyarrow()
     with Database(database_url) as database:
+        if fmt == "parquet":
+            return write_parquet(arrow_table(database, kind, start, end, resolution), output)
         header, rows = _rows(database, kind, start, end, resolution)
         if output is None:
             return write_rows(header, rows, sys.stdout, fmt)

@@ -1,32 +1,68 @@
 """Storage: peewee models, schema/versioning, SQLite + PostgreSQL specifics, read API.
 
 * :func:`open_storage` opens a database for the DB-writer actor (:class:`Storage`).
-* :class:`Database` opens one for reading (users, CLI status), safe while an engine writes.
+* :class:`Database` opens one read-only (users, CLI status/export/plan), safe while an engine
+  writes: 1m candles from ``ohlc_candles``, 3m ... 1d from the rollups the writer keeps,
+  :meth:`Database.candles_arrow` as a ``pyarrow.Table`` (the ``arrow`` extra).
 """
 
+from ._adopt import AdoptOutcome, AdoptRefused, AdoptResult, adopt_database
 from ._backend import (
     POSTGRES_CREATE_STAGE_SQL,
     POSTGRES_UPSERT_CANDLES_SQL,
     SQLITE_UPSERT_CANDLES_SQL,
 )
 from ._lock import writer_holder
-from ._models import from_utc_text, to_utc_text
-from ._read import RESOLUTIONS, CandleRow, Database, bucket_start
-from ._schema import SCHEMA_VERSION
+from ._models import ROLLUP_LEVELS, from_utc_text, rollup_table, to_utc_text
+from ._read import (
+    ARROW_INSTALL,
+    RESOLUTIONS,
+    ArrowUnavailable,
+    CandleRow,
+    Database,
+    bucket_start,
+    candle_schema,
+    import_pyarrow,
+    probe_database,
+)
+from ._schema import (
+    SCHEMA_VERSION,
+    DatabaseKind,
+    NoDatabaseError,
+    QuantoxideDatabaseError,
+    classify_database,
+    create_schema,
+)
 from ._storage import Storage, open_storage
 
 __all__ = [
+    "ARROW_INSTALL",
     "POSTGRES_CREATE_STAGE_SQL",
     "POSTGRES_UPSERT_CANDLES_SQL",
     "RESOLUTIONS",
+    "ROLLUP_LEVELS",
     "SCHEMA_VERSION",
     "SQLITE_UPSERT_CANDLES_SQL",
+    "AdoptOutcome",
+    "AdoptRefused",
+    "AdoptResult",
+    "ArrowUnavailable",
     "CandleRow",
     "Database",
+    "DatabaseKind",
+    "NoDatabaseError",
+    "QuantoxideDatabaseError",
     "Storage",
+    "adopt_database",
     "bucket_start",
+    "candle_schema",
+    "classify_database",
+    "create_schema",
     "from_utc_text",
+    "import_pyarrow",
     "open_storage",
+    "probe_database",
+    "rollup_table",
     "to_utc_text",
     "writer_holder",
 ]

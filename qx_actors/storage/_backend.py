@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import peewee as pw
 import psycopg2
@@ -96,6 +96,12 @@ _INSERT_SETTLEMENT_SQL = (
     "INSERT INTO funding_settlements (id, time, fixing_price, funding_rate, created_at) "
     "VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING"
 )
+
+
+def _read_only_uri(path: str, *, immutable: bool = False) -> str:
+    """The ``file:`` URI opening ``path`` read-only (``immutable``: no locking at all)."""
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    return uri + "&immutable=1" if immutable else uri
 
 
 def _sqlite_path(url: str) -> str:
@@ -364,7 +370,7 @@ class SqliteBackend(Backend):
         self.read_only = read_only
         self.path = _sqlite_path(url)
         self.memory = self.path == ":memory:"
-        if not self.memory:
+        if not self.memory and not read_only:
             parent = os.path.dirname(os.path.abspath(self.path))
             try:
                 os.makedirs(parent, exist_ok=True)
@@ -379,12 +385,24 @@ class SqliteBackend(Backend):
             ("temp_store", "MEMORY"),
             ("foreign_keys", 0),
         ]
-        if not self.memory:
+        database = self.path
+        connect: dict[str, Any] = {}
+        if read_only and not self.memory:
+            # SQLite's read-only mode: never writes the file (a reader of a file it may only
+            # read must not try to switch it to WAL; the WAL mode is the file's own). Without
+            # a -wal file and no way to create one (a read-only directory or filesystem), no
+            # writer can be at work on the file either: it is read as immutable.
+            immutable = not os.path.exists(self.path + "-wal") and not os.access(
+                os.path.dirname(os.path.abspath(self.path)), os.W_OK
+            )
+            database = _read_only_uri(self.path, immutable=immutable)
+            connect = {"uri": True}
+        elif not self.memory:
             pragmas.insert(0, ("journal_mode", "wal"))
         if read_only:
             pragmas.append(("query_only", 1))
         self.db = pw.SqliteDatabase(
-            self.path,
+            database,
             pragmas=pragmas,
             timeout=busy_timeout_s,
             field_types=SQLITE_FIELD_TYPES,
@@ -393,6 +411,7 @@ class SqliteBackend(Backend):
             # one shared connection for :memory: (each connection would be a new database)
             thread_safe=not self.memory,
             check_same_thread=False,
+            **connect,
         )
 
     def time_param(self, value: datetime) -> Any:
@@ -449,7 +468,9 @@ class PostgresBackend(Backend):
         self.read_only = read_only
         settings: dict[str, Any] = {
             "field_types": POSTGRES_FIELD_TYPES,
-            "options": "-c TimeZone=UTC",
+            # a reader's every transaction is READ ONLY: it can't write, even by mistake
+            "options": "-c TimeZone=UTC"
+            + (" -c default_transaction_read_only=on" if read_only else ""),
             "application_name": "qx_actors-reader" if read_only else "qx_actors",
             "connect_timeout": 10,
             # a peer that vanished without closing (host down, network cut) is noticed in
@@ -466,6 +487,11 @@ class PostgresBackend(Backend):
             # that writes (peewee would otherwise open one connection per thread).
             self.db = _WriterPostgresqlDatabase(url, thread_safe=False, **settings)
         self._staged: object | None = None
+
+    def server_version(self) -> int:
+        """The server's version number (e.g. 150004 for 15.4), once per connection."""
+        conn = self.db.connection()  # type: ignore[no-untyped-call]
+        return int(conn.server_version)
 
     def time_param(self, value: datetime) -> Any:
         """Aware datetimes travel as ``timestamptz``."""

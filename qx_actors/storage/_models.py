@@ -142,6 +142,62 @@ class OhlcCoverage(_Base):
         table_name = "ohlc_coverage"
 
 
+class OhlcRollup(_Base):
+    """A rollup table ``ohlc_rollup_<resolution>`` (schema version 3): one row per bucket.
+
+    Kept by the writer in the same transaction as the 1-minute candles it is built from:
+    ``time`` is the bucket start (epoch-aligned), ``open`` the first stored minute's open,
+    ``high``/``low`` the extremes, ``close`` the last stored minute's close, ``volume`` the sum,
+    ``minutes`` how many stored minutes it holds, ``stable`` whether every one of them is
+    stable (whether the bucket has ended is decided when reading), ``gap`` whether one of them
+    is the first after a hole. Buckets without a stored minute have no row.
+    """
+
+    time = UtcDateTimeField(primary_key=True)
+    open = pw.DoubleField()
+    high = pw.DoubleField()
+    low = pw.DoubleField()
+    close = pw.DoubleField()
+    volume = pw.DoubleField()
+    minutes = pw.IntegerField()
+    stable = pw.BooleanField()
+    gap = pw.BooleanField()
+
+    class Meta:
+        without_rowid = True
+
+
+#: the rollups (SPEC §6 resolutions above 1m): (name, bucket seconds, source rollup or None for
+#: ``ohlc_candles``). Each level is built from the finest coarser-or-equal level that divides it,
+#: so one minute written costs a few rows per level, never a re-read of a day of minutes.
+ROLLUP_LEVELS: tuple[tuple[str, int, str | None], ...] = (
+    ("3m", 180, None),
+    ("5m", 300, None),
+    ("15m", 900, "5m"),
+    ("30m", 1_800, "15m"),
+    ("1h", 3_600, "30m"),
+    ("4h", 14_400, "1h"),
+    ("1d", 86_400, "4h"),
+)
+
+
+def rollup_table(name: str) -> str:
+    """The table of the rollup ``name`` (e.g. ``ohlc_rollup_1h``)."""
+    return f"ohlc_rollup_{name}"
+
+
+def _rollup_model(name: str) -> type[OhlcRollup]:
+    meta = type("Meta", (), {"table_name": rollup_table(name), "without_rowid": True})
+    model_name = f"OhlcRollup{name.upper()}"
+    return type(model_name, (OhlcRollup,), {"Meta": meta, "__module__": __name__})
+
+
+#: one model per rollup table, in ``ROLLUP_LEVELS`` order
+ROLLUP_MODELS: tuple[type[OhlcRollup], ...] = tuple(
+    _rollup_model(name) for name, _, _ in ROLLUP_LEVELS
+)
+
+
 class QxSchema(_Base):
     """``qx_schema``: one row per applied schema version."""
 
@@ -171,6 +227,7 @@ MODELS: tuple[type[_Base], ...] = (
     OhlcCoverage,
     QxSchema,
     QxWriter,
+    *ROLLUP_MODELS,
 )
 
 

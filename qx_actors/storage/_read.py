@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -11,11 +14,13 @@ from qx_actors.domain.funding import FundingSettlementsFacts
 from qx_actors.domain.history import PriceHistoryFacts
 from qx_actors.domain.timeutil import require_utc, utc_now
 from qx_actors.domain.values import FundingSettlement, PriceTick
-from qx_actors.errors import StorageError
+from qx_actors.errors import DatabaseUnavailable, QxError
 
 from . import _queries
-from ._backend import Backend, guard, open_backend
-from ._schema import check_schema, stored_version
+from ._backend import Backend, PostgresBackend, guard, open_backend
+from ._models import ROLLUP_LEVELS, as_utc, from_utc_text, rollup_table, to_utc_text
+from ._rollups import CANDLES
+from ._schema import NoDatabaseError, check_schema, stored_version
 
 #: resolution name -> bucket length in seconds; buckets are aligned to multiples of it
 #: since the Unix epoch (so 1d buckets start at 00:00 UTC)
@@ -35,6 +40,10 @@ RESOLUTIONS: dict[str, int] = {
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: resolutions answered straight from a rollup table
+ROLLUP_NAMES = frozenset(name for name, _, _ in ROLLUP_LEVELS)
+#: rows converted per fetch (bounds the memory of the raw tuples)
+_CHUNK = 65_536
 
 
 class CandleRow(msgspec.Struct, frozen=True, gc=False):
@@ -61,47 +70,142 @@ def bucket_start(time: datetime, seconds: int) -> datetime:
     return _EPOCH + timedelta(seconds=offset * seconds)
 
 
-def consolidate(
-    rows: list[tuple[datetime, float, float, float, float, float, bool, bool]],
-    seconds: int,
-    now: datetime,
-) -> list[CandleRow]:
-    """Group time-ordered 1m rows ``(time, o, h, l, c, v, stable, gap)`` into buckets (one pass)."""
+def consolidate(rows: Iterable[Sequence[Any]], seconds: int, now: datetime) -> list[CandleRow]:
+    """Group time-ordered rows ``(time, o, h, l, c, v, stable, gap, minutes)`` (1m candles or
+    finer buckets) into buckets of ``seconds`` (one pass). A bucket is stable when every row
+    in it is and it has ended by ``now``."""
     step = timedelta(seconds=seconds)
     out: list[CandleRow] = []
-    i, n = 0, len(rows)
-    while i < n:
-        time, open_, high, low, close, volume, stable, gap = rows[i]
+    it = iter(rows)
+    row = next(it, None)
+    while row is not None:
+        time, open_, high, low, close, volume, stable, gap, count = row
         first = _EPOCH + ((time - _EPOCH) // step) * step
         after = first + step
-        count = 1
-        i += 1
-        while i < n and rows[i][0] < after:
-            _, _, h, lo, close, v, s, g = rows[i]
+        row = next(it, None)
+        while row is not None and row[0] < after:
+            _, _, h, lo, close, v, s, g, m = row
             high = max(high, h)
             low = min(low, lo)
             volume += v
             stable = stable and s
             gap = gap or g
-            count += 1
-            i += 1
+            count += m
+            row = next(it, None)
         out.append(
-            CandleRow(first, open_, high, low, close, volume, stable and after <= now, gap, count)
-        )
+            CandleRow(
+                first, open_, high, low, close, volume, bool(stable) and after <= now, bool(gap),
+                count,
+            )
+        )  # fmt: skip
     return out
+
+
+#: the stored columns a candle read selects (rollup tables add ``minutes``)
+READ_COLUMNS = "time, open, high, low, close, volume, stable, gap"
+
+
+class _Selection(NamedTuple):
+    """A running candle query and how to read its rows."""
+
+    cursor: Any
+    #: a bucket starting after this has not ended (now minus the rows' bucket length)
+    ended_by: datetime
+    #: rows of a rollup table (with ``minutes``), else 1-minute candles
+    rollup: bool
+    #: the rows are to be consolidated further (10m, 45m, 2h, 3h)
+    merge: bool
+    now: datetime
+
+
+def _arrow_candles(pa: Any, schema: Any, columns: Any, selected: _Selection) -> Any:
+    """The candle table from the struct array of the selected rows."""
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
+
+    stamp = schema.field("time").type
+    time = columns.field("time")
+    if time.type != stamp:
+        time = pc.cast(time, stamp)  # SQLite text -> timestamp (C++: no Python per row)
+    ended = pc.less_equal(time, pa.scalar(selected.ended_by, type=stamp))
+    stable = pc.and_(pc.cast(columns.field("stable"), pa.bool_()), ended)
+    if selected.rollup:
+        minutes = pc.cast(columns.field("minutes"), pa.int32())
+    else:
+        minutes = pa.repeat(pa.scalar(1, pa.int32()), len(columns))
+    arrays = [time, *(columns.field(name) for name in _FLOATS)]
+    arrays += [stable, pc.cast(columns.field("gap"), pa.bool_()), minutes]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+class ArrowUnavailable(QxError, ImportError):
+    """pyarrow (the ``arrow`` extra) is not installed."""
+
+
+def import_pyarrow() -> Any:
+    """The ``pyarrow`` module, or :class:`ArrowUnavailable` naming the extra to install."""
+    try:
+        import pyarrow  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ArrowUnavailable(
+            f"Arrow/Parquet output needs pyarrow, which is not installed ({exc}): {ARROW_INSTALL}"
+        ) from None
+    return pyarrow
+
+
+#: how to install what :func:`import_pyarrow` needs
+ARROW_INSTALL = "pip install 'qx_actors[arrow]'"
+
+#: the columns of a candle row, in :class:`CandleRow` order
+CANDLE_FIELDS = ("time", "open", "high", "low", "close", "volume", "stable", "gap", "minutes")
+_FLOATS = ("open", "high", "low", "close", "volume")
+
+
+def candle_schema(pa: Any) -> Any:
+    """The Arrow schema of candles: times as ``timestamp[us, tz=UTC]``."""
+    return pa.schema(
+        [
+            ("time", pa.timestamp("us", tz="UTC")),
+            *((name, pa.float64()) for name in _FLOATS),
+            ("stable", pa.bool_()),
+            ("gap", pa.bool_()),
+            ("minutes", pa.int32()),
+        ]
+    )
+
+
+def _source(resolution: str, rollups: bool) -> tuple[str, int, bool]:
+    """(table, its bucket seconds, consolidate in Python?) answering ``resolution``: the
+    rollup of that resolution, else the coarsest stored one that divides it."""
+    seconds = RESOLUTIONS[resolution]
+    if seconds == 60 or not rollups:
+        return CANDLES, 60, seconds != 60
+    if resolution in ROLLUP_NAMES:
+        return rollup_table(resolution), seconds, False
+    name, divisor = max(
+        ((n, s) for n, s, _ in ROLLUP_LEVELS if seconds % s == 0),
+        key=lambda level: level[1],
+        default=("1m", 60),
+    )
+    return (CANDLES if divisor == 60 else rollup_table(name)), divisor, True
 
 
 class Database:
     """A database opened for reading (safe to use while an engine writes to it).
 
-    Time ranges are half-open ``[start, end)``. Each thread gets its own connection.
+    Opened read-only (SQLite ``mode=ro``, PostgreSQL read-only transactions): a file the
+    user may only read can be read, and nothing is ever written. Reads never block the
+    writer (SQLite WAL readers, PostgreSQL MVCC). Time ranges are half-open ``[start, end)``.
+    Each thread gets its own connection.
     """
 
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite:///"):
             path = url[len("sqlite:///") :]
-            if path != ":memory:" and not os.path.exists(path):
-                raise StorageError(f"no database at {path}")
+            if path != ":memory:":
+                if not os.path.exists(path):
+                    raise NoDatabaseError(f"no database at {path}")
+                if not os.access(path, os.R_OK):
+                    raise DatabaseUnavailable(f"cannot read the database {path}: permission denied")
         self._backend: Backend = open_backend(url, read_only=True)
         try:
             check_schema(self._backend)
@@ -112,11 +216,54 @@ class Database:
             raise
         #: schema 2 keeps the runs of stored minutes; an older database is scanned instead
         self._coverage = version is not None and version >= 2
+        #: schema 3 keeps the rollups; an older database is consolidated from its minutes
+        self._rollups = version is not None and version >= 3
 
     @property
     def backend(self) -> str:
         """``"sqlite"`` or ``"postgresql"``."""
         return self._backend.name
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read inside sees one consistent state of the database (one read transaction:
+        SQLite WAL snapshot, PostgreSQL repeatable read), e.g. 1m and 1h of the same moment.
+        The writer is never blocked by it: it goes on committing meanwhile."""
+        with guard(self._backend, "read snapshot"), self._backend.read_txn():
+            yield
+
+    def _select(
+        self, start: datetime, end: datetime, resolution: str, now: datetime | None
+    ) -> _Selection | None:
+        """Run the query answering ``candles(...)`` (call inside a read transaction); None for
+        an empty range.
+
+        The query selects the stored columns as they are (the raw bound of the benchmark
+        fetches the same): whether a bucket has ended is decided while converting.
+        """
+        try:
+            seconds = RESOLUTIONS[resolution]
+        except KeyError:
+            raise ValueError(
+                f"unknown resolution {resolution!r}; expected one of {', '.join(RESOLUTIONS)}"
+            ) from None
+        start, end = require_utc(start, "start"), require_utc(end, "end")
+        now = utc_now() if now is None else require_utc(now, "now")
+        if end <= start:
+            return None
+        lo = bucket_start(start, seconds)
+        hi = bucket_start(end - timedelta(microseconds=1), seconds) + timedelta(seconds=seconds)
+        table, step, merge = _source(resolution, self._rollups)
+        backend = self._backend
+        tp = backend.time_param
+        rollup = table != CANDLES
+        cursor = backend.execute(
+            f"SELECT {READ_COLUMNS}{', minutes' if rollup else ''} FROM {table} "
+            "WHERE time >= ? AND time < ? ORDER BY time",
+            (tp(lo), tp(hi)),
+        )
+        # a bucket has ended when it starts at or before now - its length
+        return _Selection(cursor, now - timedelta(seconds=step), rollup, merge, now)
 
     def candles(
         self,
@@ -129,31 +276,110 @@ class Database:
         """Candles of every bucket overlapping ``[start, end)``, oldest first.
 
         Each bucket is built from all its stored minutes (open of the first, highest high,
-        lowest low, close of the last, summed volume); buckets without candles are absent.
-        ``now`` (default: the clock) decides whether a bucket has ended.
+        lowest low, close of the last, summed volume, ``minutes`` = how many); buckets without
+        candles are absent. 3m ... 1d come from the rollups the writer keeps; 10m, 45m, 2h and
+        3h are consolidated from the coarsest rollup dividing them. ``now`` (default: the
+        clock) decides whether a bucket has ended.
         """
-        try:
-            seconds = RESOLUTIONS[resolution]
-        except KeyError:
-            raise ValueError(
-                f"unknown resolution {resolution!r}; expected one of {', '.join(RESOLUTIONS)}"
-            ) from None
-        start, end = require_utc(start, "start"), require_utc(end, "end")
-        if end <= start:
-            return []
-        lo = bucket_start(start, seconds)
-        hi = bucket_start(end - timedelta(microseconds=1), seconds) + timedelta(seconds=seconds)
         backend = self._backend
-        tp, tv = backend.time_param, backend.time_value
         with guard(backend, "read candles"), backend.read_txn():
-            cursor = backend.execute(
-                "SELECT time, open, high, low, close, volume, stable, gap FROM ohlc_candles "
-                "WHERE time >= ? AND time < ? ORDER BY time",
-                (tp(lo), tp(hi)),
+            selected = self._select(start, end, resolution, now)
+            if selected is None:
+                return []
+            rows = self._candle_rows(selected)
+        if selected.merge:
+            return consolidate(
+                (msgspec.structs.astuple(row) for row in rows),
+                RESOLUTIONS[resolution],
+                selected.now,
             )
-            raw = cursor.fetchall()
-        rows = [(tv(t), o, h, low, c, v, bool(s), bool(g)) for t, o, h, low, c, v, s, g in raw]
-        return consolidate(rows, seconds, now or utc_now())
+        return rows
+
+    def _candle_rows(self, selected: _Selection) -> list[CandleRow]:
+        """Every row of a candle query as :class:`CandleRow`, a chunk at a time: one list
+        comprehension building the rows, no per-field conversion but the time."""
+        cursor, row_type = selected.cursor, CandleRow
+        out: list[CandleRow] = []
+        if isinstance(self._backend, PostgresBackend):
+            # psycopg2 builds the datetimes (UTC: the session zone) and the booleans itself
+            cut = selected.ended_by
+            while chunk := cursor.fetchmany(_CHUNK):
+                if chunk[0][0].tzinfo is not UTC:
+                    chunk = [(as_utc(row[0]), *row[1:]) for row in chunk]
+                if selected.rollup:
+                    out += [
+                        row_type(t, o, h, lo, c, v, s and t <= cut, g, m)
+                        for t, o, h, lo, c, v, s, g, m in chunk
+                    ]
+                else:
+                    out += [
+                        row_type(t, o, h, lo, c, v, s and t <= cut, g, 1)
+                        for t, o, h, lo, c, v, s, g in chunk
+                    ]
+            return out
+        # SQLite: fixed-width UTC text, compared as text (it sorts like the time)
+        text_cut, parse = to_utc_text(selected.ended_by), from_utc_text
+        while chunk := cursor.fetchmany(_CHUNK):
+            if selected.rollup:
+                out += [
+                    row_type(parse(t), o, h, lo, c, v, s == 1 and t <= text_cut, g == 1, m)
+                    for t, o, h, lo, c, v, s, g, m in chunk
+                ]
+            else:
+                out += [
+                    row_type(parse(t), o, h, lo, c, v, s == 1 and t <= text_cut, g == 1, 1)
+                    for t, o, h, lo, c, v, s, g in chunk
+                ]
+        return out
+
+    def candles_arrow(
+        self,
+        start: datetime,
+        end: datetime,
+        resolution: str = "1m",
+        *,
+        now: datetime | None = None,
+    ) -> Any:
+        """:meth:`candles` as a ``pyarrow.Table`` (pandas: ``.to_pandas()``, polars:
+        ``polars.from_arrow``): ``time`` a ``timestamp[us, tz=UTC]``, prices and volume
+        ``float64``, ``stable``/``gap`` booleans, ``minutes`` ``int32``.
+
+        The rows go from the driver into Arrow in bulk (one struct array per chunk), without a
+        Python object per value. Needs pyarrow (``pip install 'qx_actors[arrow]'``;
+        :class:`ArrowUnavailable` otherwise).
+        """
+        pa = import_pyarrow()
+        schema = candle_schema(pa)
+        if resolution in RESOLUTIONS and _source(resolution, self._rollups)[2]:
+            # consolidated here (10m, 45m, 2h, 3h): from the rows
+            rows = self.candles(start, end, resolution, now=now)
+            typed = zip(CANDLE_FIELDS, schema.types, strict=True)
+            return pa.Table.from_arrays(
+                [pa.array([getattr(r, name) for r in rows], type=kind) for name, kind in typed],
+                schema=schema,
+            )
+        backend = self._backend
+        postgres = isinstance(backend, PostgresBackend)
+        stamp = schema.field("time").type
+        flag = pa.bool_() if postgres else pa.int64()
+        with guard(backend, "read candles"), backend.read_txn():
+            selected = self._select(start, end, resolution, now)
+            if selected is None:
+                return schema.empty_table()
+            struct = pa.struct(
+                [
+                    ("time", stamp if postgres else pa.string()),
+                    *((name, pa.float64()) for name in _FLOATS),
+                    ("stable", flag),
+                    ("gap", flag),
+                    *([("minutes", pa.int64())] if selected.rollup else []),
+                ]
+            )
+            chunks = []
+            while chunk := selected.cursor.fetchmany(_CHUNK):
+                chunks.append(pa.array(chunk, type=struct))
+        columns = pa.chunked_array(chunks, type=struct).combine_chunks()
+        return _arrow_candles(pa, schema, columns, selected)
 
     def ticks(self, start: datetime, end: datetime) -> list[PriceTick]:
         """Stored ticks with ``start <= time < end``, oldest first."""
@@ -205,3 +431,14 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def probe_database(url: str) -> bool:
+    """Whether there is a qx_actors database at ``url`` to read: False when there is nothing
+    yet (no SQLite file, no schema); a database that is there but can't be read (permissions,
+    not a database, server down, wrong password) raises its ``StorageError``."""
+    try:
+        Database(url).close()
+    except NoDatabaseError:
+        return False
+    return True

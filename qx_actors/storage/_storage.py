@@ -21,6 +21,7 @@ from qx_actors.errors import StorageError
 from . import _queries
 from ._backend import Backend, PostgresBackend, SqliteBackend, describe_url, guard, open_backend
 from ._lock import AdvisoryWriterLock, FileWriterLock, NullWriterLock, WriterLock
+from ._rollups import refresh_after_upsert, refresh_rollups
 from ._schema import ensure_schema, stored_version
 
 Range = tuple[datetime, datetime]
@@ -54,12 +55,15 @@ def _runs(times: Sequence[datetime]) -> list[Range]:
     return runs
 
 
+def _strictly_ascending(times: list[datetime]) -> bool:
+    """Each time after the one before (checked at C speed)."""
+    return all(map(operator.lt, times, itertools.islice(times, 1, None)))
+
+
 def _batch_runs(times: list[datetime], lo: datetime, hi: datetime) -> list[Range]:
     """The runs of a batch's minutes (``lo``/``hi``: its bounds). The usual batch, one page of
     consecutive minutes in order, is checked at C speed; anything else is sorted and walked."""
-    if hi - lo == (len(times) - 1) * MINUTE and all(
-        map(operator.lt, times, itertools.islice(times, 1, None))
-    ):
+    if hi - lo == (len(times) - 1) * MINUTE and _strictly_ascending(times):
         return [(lo, hi)]
     return _runs(sorted(times))
 
@@ -107,7 +111,8 @@ class Storage:
 
         ``stable`` is ``time < now - 1 h``, ``gap`` is cleared, ``created_at`` is kept on update
         and ``updated_at`` set to ``now``. Verified-empty ranges that the candles fall into
-        shrink, split or disappear. Candle times must be aware UTC datetimes.
+        shrink, split or disappear; the coverage runs and the rollup buckets holding these
+        minutes are brought up to date. Candle times must be aware UTC datetimes.
         """
         if not candles:
             return 0
@@ -136,7 +141,13 @@ class Storage:
         with guard(backend, f"upsert {len(rows)} candles"), backend.write_txn():
             backend.upsert_candle_rows(rows, now)
             self._shrink_verified_empty(lo, hi, (row[0] for row in rows), now)
-            self._extend_coverage(_batch_runs([row[0] for row in rows], lo, hi))
+            ordered = [row[0] for row in rows]
+            runs = _batch_runs(ordered, lo, hi)
+            self._extend_coverage(runs)
+            if len(runs) == 1 and _strictly_ascending(ordered):
+                refresh_after_upsert(backend, rows, runs)
+            else:
+                refresh_rollups(backend, runs)
         return len(rows)
 
     def _extend_coverage(self, runs: Sequence[Range]) -> None:
@@ -247,28 +258,35 @@ class Storage:
 
     def flag_holes(self, holes: Sequence[Range], neighbours: int = 5) -> None:
         """For each hole (inclusive missing minutes): mark the next candle ``gap`` and the
-        ``neighbours`` stored candles on either side unstable (so they are fetched again)."""
+        ``neighbours`` stored candles on either side unstable (so they are fetched again);
+        the rollup buckets holding them follow."""
         if not holes:
             return
         backend = self._backend
-        tp = backend.time_param
+        tp, tv = backend.time_param, backend.time_value
+        changed: list[datetime] = []
         with guard(backend, f"flag {len(holes)} holes"), backend.write_txn():
             for first, last in holes:
-                backend.execute(
-                    "UPDATE ohlc_candles SET gap = TRUE WHERE time = "
-                    "(SELECT MIN(time) FROM ohlc_candles WHERE time > ?)",
-                    (tp(last),),
-                )
-                backend.execute(
-                    "UPDATE ohlc_candles SET stable = FALSE WHERE time IN (SELECT time FROM "
-                    "ohlc_candles WHERE time < ? ORDER BY time DESC LIMIT ?)",
-                    (tp(first), neighbours),
-                )
-                backend.execute(
-                    "UPDATE ohlc_candles SET stable = FALSE WHERE time IN (SELECT time FROM "
-                    "ohlc_candles WHERE time > ? ORDER BY time LIMIT ?)",
-                    (tp(last), neighbours),
-                )
+                for sql, params in (
+                    (
+                        "UPDATE ohlc_candles SET gap = TRUE WHERE time = "
+                        "(SELECT MIN(time) FROM ohlc_candles WHERE time > ?) RETURNING time",
+                        (tp(last),),
+                    ),
+                    (
+                        "UPDATE ohlc_candles SET stable = FALSE WHERE time IN (SELECT time FROM "
+                        "ohlc_candles WHERE time < ? ORDER BY time DESC LIMIT ?) RETURNING time",
+                        (tp(first), neighbours),
+                    ),
+                    (
+                        "UPDATE ohlc_candles SET stable = FALSE WHERE time IN (SELECT time FROM "
+                        "ohlc_candles WHERE time > ? ORDER BY time LIMIT ?) RETURNING time",
+                        (tp(last), neighbours),
+                    ),
+                ):
+                    changed.extend(tv(row[0]) for row in backend.execute(sql, params).fetchall())
+            if changed:
+                refresh_rollups(backend, _runs(sorted(changed)))
 
     # --- ticks and settlements ------------------------------------------------------------
 

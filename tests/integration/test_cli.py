@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -112,13 +113,18 @@ def test_sync_runs_until_sigint_then_status_and_export(
     try:
         assert process.stderr is not None
         seen = []
+        evaluations = []
         for line in process.stderr:  # JSON log lines; ends if the process dies
             record = json.loads(line) if line.startswith("{") else {}
+            if record.get("event") == "price_history_state":
+                evaluations.append(record["now"])
             if record.get("event") == "status_transition":
                 seen.append(record["dst"])
                 if record["dst"] in ("Running.Backfilled", "Failed"):
                     break
         assert ["Running.Starting", "Running.InProgress", "Running.Backfilled"] == seen
+        # one price_history_state event per evaluation (each has its own `now`)
+        assert evaluations and len(evaluations) == len(set(evaluations)), evaluations
         process.send_signal(signal.SIGINT)
         rest = process.communicate(timeout=30)[1]
     finally:
@@ -151,6 +157,8 @@ def test_sync_runs_until_sigint_then_status_and_export(
     rows = csv_file.read_text().splitlines()
     assert "time,open,high,low,close,volume,stable,gap,minutes" == rows[0]
     assert hours == len(rows) - 1
+    stable, gap = rows[1].split(",")[6:8]
+    assert {stable, gap} <= {"true", "false"}, rows[1]  # never Python's True/False
 
 
 def test_plan_on_an_empty_database_lists_the_whole_reach(tmp_path: Path) -> None:
@@ -163,6 +171,95 @@ def test_plan_on_an_empty_database_lists_the_whole_reach(tmp_path: Path) -> None
     assert 0 == done.returncode, done.stderr
     assert "latest" in done.stdout
     assert not (tmp_path / "none.db").exists()
+    # piped: the table is not cut at 80 columns, the times are whole
+    row = next(line for line in done.stdout.splitlines() if "latest" in line)
+    assert 2 == len(re.findall(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row)), row
+    assert "…" not in done.stdout and len(row) > 80, row
+
+
+def test_sync_with_a_log_file_still_shows_progress(simulator: Simulator, tmp_path: Path) -> None:
+    """logging.file set and no terminal: the JSON lines go to the file while short progress
+    lines appear on stderr as the run goes (not only at the end)."""
+    log = tmp_path / "qx.log"
+    config = write_config(
+        tmp_path / "qx.yaml", simulator, tmp_path / "qx.db",
+        logging={"format": "json", "level": "info", "file": str(log)},
+    )  # fmt: skip
+    process = subprocess.Popen(
+        [*CLI, "sync", "--config", str(config)],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        lines = []
+        for line in process.stderr:  # ends if the process dies
+            lines.append(line.rstrip("\n"))
+            if "status Running.Backfilled" in line or "status Failed" in line:
+                break
+        assert "qx-actors: status Running.Backfilled" in lines[-1], lines
+        assert any(re.match(r"qx-actors: candles 100\.00% of the reach stored", x) for x in lines)
+        assert not any(line.startswith("{") for line in lines)  # the JSON lines are in the file
+        process.send_signal(signal.SIGINT)
+        rest = process.communicate(timeout=30)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert 0 == process.returncode, rest
+    assert "qx-actors: run ended: Shutdown" in rest
+    timeline = run_cli("logs", str(log))
+    assert 0 == timeline.returncode, timeline.stderr
+    assert "Running.Backfilled -> ShutdownInitiated" in timeline.stdout
+
+
+def test_simulate_defaults_serve_the_demo_config(tmp_path: Path) -> None:
+    """`qx-actors simulate` with its defaults (ports aside) and a sync with config/demo.yaml's
+    rate (20/s): the backfill is never answered 429."""
+    from qx_actors.cli import build_parser
+
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    defaults = build_parser().parse_args(["simulate"])
+    assert demo["exchange"]["rest_url"].endswith(f":{defaults.port}")
+    assert f":{defaults.stream_port}/" in demo["exchange"]["stream_url"]
+    assert defaults.rate_limit >= demo["sync"]["rest_rate_limit_per_s"]
+
+    server = subprocess.Popen(
+        [*CLI, "simulate", "--port", "0", "--stream-port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        rest_url = server.stdout.readline().split()[-1]
+        stream_url = server.stdout.readline().split()[-1]
+        demo["exchange"].update(rest_url=rest_url, stream_url=stream_url)
+        demo.update(mode="backfill", database=f"sqlite:///{tmp_path / 'demo.db'}")
+        demo["logging"] = {"format": "json", "level": "info"}
+        config = tmp_path / "demo.yaml"
+        config.write_text(yaml.safe_dump(demo))
+        sync = subprocess.Popen(
+            [*CLI, "sync", "--config", str(config)],
+            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        try:
+            assert sync.stderr is not None
+            lines = []
+            for line in sync.stderr:
+                lines.append(line)
+                if '"dst": "Running.Backfilled"' in line or '"dst": "Failed"' in line:
+                    break
+            sync.send_signal(signal.SIGINT)
+            lines.append(sync.communicate(timeout=30)[1])
+        finally:
+            if sync.poll() is None:
+                sync.kill()
+                sync.wait()
+        text = "".join(lines)
+        assert '"dst": "Running.Backfilled"' in text, text[-2000:]
+        assert "rest_rate_limited" not in text and '"status": 429' not in text
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+    assert 0 == server.returncode
 
 
 def test_sync_exits_nonzero_on_failed(simulator: Simulator, tmp_path: Path) -> None:
@@ -208,3 +305,49 @@ def test_a_lookback_beyond_the_reach_on_the_command_line_exits_2(tmp_path: Path)
     assert "100 x 1d" in done.stderr and "price_history_reach" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "x.db").exists()  # refused before anything was opened
+
+
+def test_the_dashboards_last_frame_shows_the_final_status(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """sync on a terminal (a pseudo-terminal here): after Ctrl-C the dashboard's last frame
+    says Shutdown, not the Running.* it showed before."""
+    import pty
+    import select
+    import time
+
+    config = write_config(tmp_path / "qx.yaml", simulator, tmp_path / "qx.db", mode="full")
+    controller_fd, terminal_fd = pty.openpty()
+    process = subprocess.Popen(
+        [*CLI, "sync", "--config", str(config)],
+        cwd=ROOT, stdin=terminal_fd, stdout=terminal_fd, stderr=terminal_fd,
+    )  # fmt: skip
+    os.close(terminal_fd)
+    screen = b""
+    interrupted = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([controller_fd], [], [], 1.0)[0]:
+                continue
+            try:
+                chunk = os.read(controller_fd, 65536)  # ends (EIO) when the process is gone
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+            if not interrupted and b"Running.Synced" in screen:
+                process.send_signal(signal.SIGINT)
+                interrupted = True
+        process.wait(timeout=30)
+    finally:
+        os.close(controller_fd)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    assert interrupted and 0 == process.returncode, text[-2000:]
+    last_frame = text[text.rindex("qx-actors Full") :]
+    assert re.search(r"status\s+│ Shutdown", last_frame), last_frame
+    assert "Running." not in last_frame

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg2
 
 from qx_actors.domain.values import Candle
+from qx_actors.storage import ROLLUP_LEVELS, rollup_table
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -45,6 +46,7 @@ def run_sql(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, .
 
 def wipe(url: str) -> None:
     """Delete every stored row (between Hypothesis examples)."""
-    tables = ("ohlc_candles", "ohlc_coverage", "ohlc_verified_empty")
+    rollups = tuple(rollup_table(name) for name, _, _ in ROLLUP_LEVELS)
+    tables = ("ohlc_candles", "ohlc_coverage", "ohlc_verified_empty", *rollups)
     for table in (*tables, "price_ticks", "funding_settlements"):
         run_sql(url, f"DELETE FROM {table}")

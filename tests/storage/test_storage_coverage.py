@@ -21,7 +21,7 @@ from qx_actors.domain.history import PriceHistoryFacts
 from qx_actors.domain.timeutil import MINUTE
 from qx_actors.storage import SCHEMA_VERSION, Database, Storage, open_storage
 from qx_actors.storage._backend import open_backend
-from qx_actors.storage._models import MODELS, OhlcCoverage, QxSchema, bind_models
+from qx_actors.storage._models import MODELS, ROLLUP_MODELS, OhlcCoverage, QxSchema, bind_models
 from qx_actors.storage._schema import _EXTRA_DDL
 
 SETTINGS = settings(
@@ -132,12 +132,12 @@ def test_rewriting_stored_candles_leaves_coverage_alone(storage: Storage, storag
 
 
 def create_v1_database(url: str, minutes: Iterable[int]) -> None:
-    """A database as schema version 1 created it (every table but ``ohlc_coverage``, the
-    partial index, ``qx_schema`` = 1), holding candles at ``minutes``."""
+    """A database as schema version 1 created it (every table but ``ohlc_coverage`` and the
+    rollups, the partial index, ``qx_schema`` = 1), holding candles at ``minutes``."""
     backend = open_backend(url)
     try:
         models = bind_models(backend.db)
-        v1 = [models[m] for m in MODELS if m is not OhlcCoverage]
+        v1 = [models[m] for m in MODELS if m is not OhlcCoverage and m not in ROLLUP_MODELS]
         with backend.write_txn():
             backend.db.create_tables(v1, safe=True)
             for ddl in _EXTRA_DDL:
@@ -158,7 +158,8 @@ def create_v1_database(url: str, minutes: Iterable[int]) -> None:
 
 def test_migration_builds_coverage_from_a_version_1_database(storage_url: str) -> None:
     """Opening a schema-1 database for writing adds ``ohlc_coverage`` built from its candles
-    (gaps and islands in SQL), records version 2, and keeps every table and row as it was."""
+    (gaps and islands in SQL) and the rollups, records versions 2 and 3, and keeps every table
+    and row as it was."""
     rng = random.Random(7)
     minutes = {n for n in range(3000) if rng.random() < 0.97}
     minutes -= set(range(500, 1700))  # a long hole, as an interrupted backfill leaves
@@ -171,14 +172,16 @@ def test_migration_builds_coverage_from_a_version_1_database(storage_url: str) -
     assert brute_facts_holes(minutes) == old_facts.holes
 
     with open_storage(storage_url) as storage:
-        assert SCHEMA_VERSION == storage.schema_version() == 2
+        assert SCHEMA_VERSION == storage.schema_version() == 3
         assert brute_runs(minutes) == storage.coverage()
         assert old_facts == storage.price_history_facts()
         # maintained from then on
         storage.upsert_candles([candle(n) for n in range(500, 1700)], now=NOW)
         minutes |= set(range(500, 1700))
         assert brute_runs(minutes) == storage.coverage()
-    assert [(1,), (2,)] == run_sql(storage_url, "SELECT version FROM qx_schema ORDER BY version")
+    assert [(1,), (2,), (3,)] == run_sql(
+        storage_url, "SELECT version FROM qx_schema ORDER BY version"
+    )
     assert [(len(minutes),)] == run_sql(storage_url, "SELECT COUNT(*) FROM ohlc_candles")
 
     # opening again migrates nothing twice; readers now use the coverage runs
@@ -190,10 +193,10 @@ def test_migration_builds_coverage_from_a_version_1_database(storage_url: str) -
 
 
 def test_migration_of_an_empty_version_1_database(storage_url: str) -> None:
-    """No candles: an empty coverage table, version 2."""
+    """No candles: an empty coverage table, version 3 (through 2)."""
     create_v1_database(storage_url, [])
     with open_storage(storage_url) as storage:
         assert [] == storage.coverage()
-        assert 2 == storage.schema_version()
+        assert 3 == storage.schema_version()
         facts = storage.price_history_facts()
     assert (None, None, ()) == (facts.earliest, facts.latest, facts.holes)

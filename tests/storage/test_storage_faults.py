@@ -172,10 +172,11 @@ class SmallFs:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
-    """A 2 MiB tmpfs (needs root: see tests/small_fs.py); unmounted after."""
+    """A 4 MiB tmpfs (needs root: see tests/small_fs.py); unmounted after. (Room for a
+    10,000-candle batch with its WAL and its rollups once the filler is gone.)"""
     where = tmp_path / "small-fs"
     where.mkdir()
-    mount_small_fs(where, "2m")
+    mount_small_fs(where, "4m")
     try:
         yield SmallFs(where)
     finally:
