@@ -1,6 +1,10 @@
 """Shared fixtures.
 
 * every test ends with no actor and no qx thread left running;
+* the test clock: ``QX_TEST_CLOCK`` (or ``--qx-clock``) pins the instant the integration tests
+  run at — ``HH:MM`` (today, UTC), or an ISO date and time such as ``2026-03-01T23:59``. The
+  harness then gives the simulator and the engine one clock starting there and ticking with
+  real time (``qx_actors.simulator.OffsetClock``); unset, both use the wall clock;
 * databases: ``storage_url`` is an empty database once per backend (SQLite file, and a fresh
   PostgreSQL database). PostgreSQL comes from ``QX_TEST_POSTGRES_URL`` (a role allowed to
   CREATE DATABASE; ``.ci/run`` starts a throwaway server and sets it) or from a throwaway server
@@ -17,6 +21,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,8 +29,39 @@ import pykka
 import pytest
 
 from qx_actors.simulator import Simulator, SimulatorConfig
+from tests.helpers import pinned_start
 
 _OUR_THREADS = re.compile(r"^(qx-.*|\w+Actor-\d+)$")
+
+#: The environment variable that pins the integration tests' clock (see the module docstring).
+CLOCK_ENV = "QX_TEST_CLOCK"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--qx-clock",
+        default=None,
+        metavar="HH:MM|ISO",
+        help=f"run the integration tests at this UTC instant (overrides ${CLOCK_ENV})",
+    )
+
+
+def _clock_text(config: pytest.Config) -> str:
+    option = config.getoption("--qx-clock")
+    return str(option if option is not None else os.environ.get(CLOCK_ENV, "")).strip()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    text = _clock_text(config)
+    return f"qx test clock pinned at {pinned_start(text).isoformat()}" if text else None
+
+
+@pytest.fixture(scope="session")
+def clock_start(pytestconfig: pytest.Config) -> datetime | None:
+    """Where the integration tests' clock starts (``None``: the wall clock); fixed once per
+    session, so every test of a run starts at the same instant."""
+    text = _clock_text(pytestconfig)
+    return pinned_start(text) if text else None
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from datetime import time as time_of_day
 from typing import Any
 
 import pykka
@@ -14,6 +17,26 @@ from qx_actors.actors.engine import RunContext
 from qx_actors.actors.messages import Report, Sleep
 from qx_actors.status import State, SyncStatus, Trigger
 from qx_actors.updates import StatusUpdate, SyncUpdate, UpdateReceiver
+
+
+def pinned_start(text: str, today: datetime | None = None) -> datetime:
+    """The UTC instant of a pinned test clock: ``HH:MM`` or ``HH:MM:SS`` is that time of
+    ``today`` (default: the current UTC date); an ISO date and time (``2026-03-01T23:59``,
+    ``Z`` or an offset allowed, naive means UTC) is taken as is."""
+    text = text.strip()
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", text)
+    if match:
+        day = (today or datetime.now(UTC)).astimezone(UTC)
+        try:
+            clock_time = time_of_day(int(match[1]), int(match[2]), int(match[3] or 0))
+        except ValueError as exc:
+            raise ValueError(f"not a UTC time of day: {text!r}") from exc
+        return datetime.combine(day.date(), clock_time, tzinfo=UTC)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"expected HH:MM or an ISO date and time, got {text!r}") from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def statuses_until(

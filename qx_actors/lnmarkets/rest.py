@@ -1,8 +1,21 @@
 """Async client of the LN Markets REST v3 public market-data endpoints.
 
-Paced by a rate limiter, every request bounded by a timeout, recoverable failures retried;
-errors of aiohttp and msgspec are mapped into :mod:`qx_actors.errors` here. The client is
-asyncio-only and belongs to the loop it is first used in (the REST fetcher actor's loop).
+Paced by a rate limiter, every request bounded by a timeout; errors of aiohttp and msgspec
+are mapped into :mod:`qx_actors.errors` here. The client is asyncio-only and belongs to the
+loop it is first used in (the REST fetcher actor's loop).
+
+As quantoxide treats REST errors, every transport failure is retried ``error_max_trials``
+times in all, ``error_cooldown_s`` apart, and then raised as a recoverable error:
+
+* no answer: connection refused or reset (:class:`ExchangeTransportError`), timeout
+  (:class:`ExchangeTimeout`);
+* a body cut off in transit or not JSON at all (:class:`ExchangeBodyError`);
+* HTTP 408, 429 and 5xx (:class:`ExchangeServerError`; a 429 waits its ``Retry-After``
+  instead of the cooldown) and every other non-2xx status (:class:`ExchangeClientError`).
+  The error names the status and the exchange's message, or the start of the body.
+
+Well-formed JSON of the wrong shape is :class:`ExchangeDecodeError` naming the field path:
+fatal, not retried (asking again would get the same answer).
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ import yarl
 from qx_actors.domain.timeutil import MINUTE, format_rfc3339_ms, require_utc
 from qx_actors.domain.values import Candle, FundingSettlement
 from qx_actors.errors import (
+    ExchangeBodyError,
     ExchangeClientError,
     ExchangeError,
     ExchangeHttpError,
@@ -298,16 +312,25 @@ class RestClient:
         """One HTTP attempt; recoverable failures come out as :class:`_Recoverable`."""
         session = self._get_session()
         self.counters.requests += 1
+        status = 0
         try:
             async with asyncio.timeout(self.timeout_s):
                 async with session.get(url, params=params) as resp:
                     status = resp.status
-                    body = await resp.read()
+                    reason = resp.reason or ""
                     retry_after = resp.headers.get("Retry-After")
+                    body = await resp.read()
         except TimeoutError as exc:
             self.counters.timeouts += 1
             error: ExchangeError = ExchangeTimeout(
                 f"GET {path}: no complete answer within {self.timeout_s:g} s"
+            )
+            error.__cause__ = exc
+            raise _Recoverable(error) from exc
+        except aiohttp.ClientPayloadError as exc:
+            # The headers came, the body did not arrive whole (connection closed mid-body).
+            error = ExchangeBodyError(
+                f"GET {path}: HTTP {status} body not received whole: {_payload_error_text(exc)}"
             )
             error.__cause__ = exc
             raise _Recoverable(error) from exc
@@ -318,8 +341,11 @@ class RestClient:
 
         if 200 <= status < 300:
             self.counters.responses_ok += 1
-            return wire.decode(decoder, body, path)
-        http_error = _http_error(status, body, path)
+            try:
+                return wire.decode(decoder, body, path, status=status)
+            except ExchangeBodyError as exc:  # not JSON at all: a transport fault, retried
+                raise _Recoverable(exc) from exc.__cause__
+        http_error = _http_error(status, reason, body, path)
         if status == 429:
             self.counters.rate_limited += 1
             retry_after_s = _parse_retry_after(retry_after, self.max_retry_after_s)
@@ -331,9 +357,8 @@ class RestClient:
                 message=http_error.message,
             )
             raise _Recoverable(http_error, retry_after_s)
-        if status >= 500:
-            raise _Recoverable(http_error)
-        raise http_error
+        # 408, 5xx and every other 4xx (a stray 400) alike: retried, then recoverable.
+        raise _Recoverable(http_error)
 
 
 async def _pages(
@@ -401,19 +426,36 @@ def _page_params(
     return params
 
 
-def _http_error(status: int, body: bytes, endpoint: str) -> ExchangeHttpError:
-    """The mapped error of a non-2xx answer, keeping the exchange's message and body."""
+def _http_error(status: int, reason: str, body: bytes, endpoint: str) -> ExchangeHttpError:
+    """The mapped error of a non-2xx answer, keeping the raw body.
+
+    Its message is the exchange's ``message`` from a JSON error body, otherwise the start of
+    the body (at most :data:`wire.EXCERPT_CHARS` characters), or the reason phrase when the
+    body is empty. 408, 429 and 5xx are :class:`ExchangeServerError`, any other status
+    :class:`ExchangeClientError`.
+    """
     text = body.decode("utf-8", errors="replace")
     extra: dict[str, Any] = {}
     try:
         parsed = wire.error_body_decoder.decode(body)
     except msgspec.DecodeError:
-        message = text.strip()[:500] or f"HTTP {status}"
+        message = wire.excerpt(body) if body.strip() else (reason or "(empty body)")
     else:
-        message = parsed.message
+        message = wire.excerpt(parsed.message.encode()) if parsed.message.strip() else reason
         extra = {"code": parsed.code, "details": parsed.details}
-    cls = ExchangeServerError if status >= 500 or status == 429 else ExchangeClientError
+    server_side = status >= 500 or status in (408, 429)
+    cls = ExchangeServerError if server_side else ExchangeClientError
     return cls(status, message, text, endpoint=endpoint, **extra)
+
+
+def _payload_error_text(exc: aiohttp.ClientPayloadError) -> str:
+    """What went wrong with a body, e.g. ``Not enough data to satisfy content length header
+    (received 23 of 46 bytes).`` (aiohttp's parser message when it has one)."""
+    cause = exc.__cause__
+    message = getattr(cause, "message", None)
+    if isinstance(message, str) and message:
+        return message
+    return str(exc) or type(exc).__name__
 
 
 def _parse_retry_after(value: str | None, cap_s: float) -> float | None:

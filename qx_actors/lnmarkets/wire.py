@@ -3,8 +3,10 @@
 The Structs mirror the exchange's JSON exactly (camelCase on the wire) and are decoded with
 msgspec, times straight into timezone-aware ``datetime``. Converters to the domain values
 (:mod:`qx_actors.domain.values`) sit at the bottom; nothing else in the package sees these
-Structs. Decoding failures become :class:`~qx_actors.errors.ExchangeDecodeError` naming the
-field path (msgspec's ``$.data[3].open``) and the endpoint.
+Structs. A body that is not JSON at all (cut short, garbled) is
+:class:`~qx_actors.errors.ExchangeBodyError` (a transport failure: retried, recoverable);
+well-formed JSON of the wrong shape is :class:`~qx_actors.errors.ExchangeDecodeError` naming
+the field path (msgspec's ``$.data[3].open``) and the endpoint (fatal).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import msgspec
 
 from qx_actors.domain.timeutil import from_epoch_ms
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
-from qx_actors.errors import ExchangeDecodeError
+from qx_actors.errors import ExchangeBodyError, ExchangeDecodeError
 
 #: A time that must carry an offset (``Z`` on the wire); naive times are decode errors.
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -174,12 +176,37 @@ def decode_error(exc: msgspec.DecodeError, endpoint: str) -> ExchangeDecodeError
     return ExchangeDecodeError(match["msg"], path=match["path"], endpoint=endpoint)
 
 
-def decode(decoder: msgspec.json.Decoder[_T], body: bytes, endpoint: str) -> _T:
-    """Decode ``body`` with ``decoder``; failures are :class:`ExchangeDecodeError`."""
+#: How many characters of a body an error message quotes.
+EXCERPT_CHARS = 200
+
+
+def excerpt(body: bytes, limit: int = EXCERPT_CHARS) -> str:
+    """The start of ``body`` as one line of text (whitespace runs collapsed), at most ``limit``
+    characters, ``…`` marking a cut; ``(empty body)`` when there is nothing to show."""
+    text = " ".join(body[: limit * 4].decode("utf-8", errors="replace").split())
+    if not text:
+        return "(empty body)"
+    return text if len(text) <= limit and len(body) <= limit * 4 else text[: limit - 1] + "…"
+
+
+def decode(
+    decoder: msgspec.json.Decoder[_T], body: bytes, endpoint: str, *, status: int | None = None
+) -> _T:
+    """Decode ``body`` (of an answer with HTTP ``status``, if given) with ``decoder``.
+
+    Not JSON at all (truncated, garbled): :class:`ExchangeBodyError` naming the endpoint, the
+    status and quoting the body's start. Well-formed JSON of the wrong shape (a wrong type, a
+    missing field): :class:`ExchangeDecodeError` naming the field path.
+    """
     try:
         return decoder.decode(body)
-    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+    except msgspec.ValidationError as exc:
         raise decode_error(exc, endpoint) from exc
+    except msgspec.DecodeError as exc:
+        answer = f"HTTP {status} body" if status is not None else "body"
+        raise ExchangeBodyError(
+            f"{endpoint}: {answer} is not JSON ({exc}; {len(body)} bytes): {excerpt(body)}"
+        ) from exc
 
 
 def encode_request(request: RpcRequest) -> str:

@@ -22,7 +22,9 @@ Usage
 ``stop()`` is idempotent and prompt (hanging responses are released, connections closed).
 ``await Simulator(cfg).serve_forever()`` serves on the current event loop;
 ``run_simulator_blocking(cfg, on_ready)`` serves until SIGINT/SIGTERM (for ``qx-actors
-simulate``). Pass ``clock=ManualClock(t)`` to ``Simulator`` to control the market's time.
+simulate``). Pass ``clock=ManualClock(t)`` to ``Simulator`` to control the market's time, or
+``clock=OffsetClock(t)`` to serve as if it were ``t`` now, ticking with real time (give the same
+clock to ``SyncEngine(config, clock=...)`` so both agree; the tests pin the hour that way).
 
 Configuration (:class:`SimulatorConfig`, frozen): ``seed=42``, ``host="127.0.0.1"``,
 ``port=0`` / ``stream_port=0`` (0 = a free port), ``rate_limit_per_s=1.0`` (``None``/0 = off),
@@ -66,14 +68,19 @@ Fault switches (``sim.faults``, thread-safe; ``endpoint`` = ``"candles"``,
 ---------------------------------------------------------------------------------------------
 REST:
 
-* ``fail_next(n, status=503, endpoint=None, plain_text=False)`` — next n answers are 5xx.
+* ``fail_next(n, status=503, endpoint=None, plain_text=False)`` — the next n answers are HTTP
+  ``status``, any error code 400..599 (a stray 400, 408, 418, 500, 502, 503, 504 ...), with a
+  JSON body ``{"message", "code"}`` (``plain_text=True``: ``"503 Service Unavailable"``).
 * ``rate_limit_next(n, retry_after=1, endpoint=None)`` — next n answers are 429
   (``retry_after=None``: no header).
 * ``set_error_fraction(fraction, status=503, seed=0, endpoint=None)`` — seeded random errors.
 * ``set_delay(seconds)`` / ``delay_next(n, seconds, endpoint=None)`` — slow answers.
 * ``hang_next(n, endpoint=None)`` — requests that hang until ``release_hung()`` or stop;
   ``hung_count()`` tells how many hang now.
-* ``malformed_next(n, endpoint=None)`` — truncated JSON bodies.
+* ``malformed_next(n, endpoint=None)`` — bodies that are not JSON: the first half of the real
+  body, delivered whole (a matching ``Content-Length``).
+* ``truncate_next(n=1, endpoint=None)`` — bodies cut off in transit: the full
+  ``Content-Length`` is declared, half of the body is sent, then the connection is closed.
 * ``wrong_types_next(n, endpoint=None, field=None, value="abc")`` — e.g. ``"open": "abc"``.
 * ``unordered_next(n)`` — two middle candles swapped.
 * ``unrounded_next(n, offset_s=30)`` — one candle time like ``12:00:30.000Z``.
@@ -106,7 +113,7 @@ endpoint, path, query, status) / ``sim.request_count(endpoint, status)``,
 from __future__ import annotations
 
 from .faults import Faults
-from .market import ManualClock, Market
+from .market import ManualClock, Market, OffsetClock
 from .rest import RequestRecord
 from .server import Simulator, SimulatorConfig, run_simulator_blocking
 from .stream import LAST_PRICE_TOPIC
@@ -116,6 +123,7 @@ __all__ = [
     "Faults",
     "ManualClock",
     "Market",
+    "OffsetClock",
     "RequestRecord",
     "Simulator",
     "SimulatorConfig",

@@ -105,7 +105,11 @@ class Faults:
     def fail_next(
         self, n: int = 1, status: int = 503, endpoint: str | None = None, plain_text: bool = False
     ) -> None:
-        """The next ``n`` responses are ``status`` (e.g. 500/502/503/504), JSON or plain text."""
+        """The next ``n`` responses are HTTP ``status``: any error code 400..599 (a stray 400,
+        408, 418, 429 without ``Retry-After``, 500, 502, 503, 504 ...), with a JSON body
+        ``{"message", "code"}`` or, with ``plain_text``, a ``"<status> <reason>"`` text body."""
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error code 400..599, got {status}")
         self._arm("fail", n, endpoint, (status, plain_text))
 
     def rate_limit_next(
@@ -185,8 +189,14 @@ class Faults:
     # -- REST: payload corruption ----------------------------------------------------------
 
     def malformed_next(self, n: int = 1, endpoint: str | None = None) -> None:
-        """The next ``n`` 200 responses carry truncated, invalid JSON."""
+        """The next ``n`` 200 responses carry a body that is not JSON: the first half of the
+        real body, delivered whole (its ``Content-Length`` matches; the JSON is cut short)."""
         self._arm("malformed", n, endpoint)
+
+    def truncate_next(self, n: int = 1, endpoint: str | None = None) -> None:
+        """The next ``n`` 200 responses are cut off in transit: the headers declare the full
+        ``Content-Length``, about half of the body is sent, then the connection is closed."""
+        self._arm("truncate", n, endpoint)
 
     def wrong_types_next(
         self, n: int = 1, endpoint: str | None = None, field: str | None = None, value: Any = "abc"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 import uuid
 from array import array
 from collections import OrderedDict
@@ -43,7 +44,7 @@ from qx_actors.domain.timeutil import (
 )
 from qx_actors.domain.values import Candle, FundingSettlement
 
-__all__ = ["Clock", "ManualClock", "Market"]
+__all__ = ["Clock", "ManualClock", "Market", "OffsetClock"]
 
 Clock = Callable[[], datetime]
 
@@ -126,6 +127,22 @@ class ManualClock:
         with self._lock:
             self._now += delta
             return self._now
+
+
+class OffsetClock:
+    """A clock that starts at ``start`` and then ticks with real time (a fixed offset from the
+    wall clock, measured on the monotonic clock): share one between a :class:`Simulator` and a
+    ``SyncEngine`` to run both at a chosen instant, e.g. just before midnight UTC."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start.astimezone(UTC)
+        self._began = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self._began)
+
+    def __repr__(self) -> str:
+        return f"OffsetClock(start={self.start.isoformat()})"
 
 
 class _Day:

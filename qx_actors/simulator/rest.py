@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -55,13 +56,19 @@ _DEFAULT_WRONG_FIELD = {
     "funding-settlements": "fundingRate",
     "ticker": "lastPrice",
 }
-_REASONS = {
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+
+
+def _reason(status: int) -> str:
+    """The HTTP reason phrase of ``status`` (``"Error"`` for a code without one)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _error_code(status: int) -> str:
+    """An LN Markets-like error code for ``status``, e.g. ``SERVICE_UNAVAILABLE``."""
+    return "".join(c if c.isalnum() else "_" for c in _reason(status).upper())
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,22 @@ def _parse_limit(text: str | None) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise _BadRequest(f"invalid 'limit': {limit} is not in 1..{MAX_LIMIT}")
     return limit
+
+
+async def _cut_off(request: web.Request, response: web.Response) -> web.StreamResponse:
+    """Send ``response`` with its full ``Content-Length`` but only the first half of its body,
+    then close the connection (a body cut off in transit)."""
+    body = response.body
+    assert isinstance(body, bytes)
+    stream = web.StreamResponse(status=response.status)
+    stream.content_type = "application/json"
+    stream.content_length = len(body)
+    await stream.prepare(request)
+    await stream.write(body[: len(body) // 2])
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    return stream
 
 
 def _format_header_seconds(value: float) -> str:
@@ -279,10 +302,9 @@ class RestApp:
         failed = faults.take("fail", endpoint)
         if failed is not None:
             status, plain = failed
-            reason = _REASONS.get(status, "Error")
             if plain:
-                return web.Response(status=status, text=f"{status} {reason}")
-            return _error(status, reason, reason.upper().replace(" ", "_"))
+                return web.Response(status=status, text=f"{status} {_reason(status)}")
+            return _error(status, _reason(status), _error_code(status))
         limited = faults.take("429", endpoint)
         if limited is not None:
             (retry_after,) = limited
@@ -292,8 +314,7 @@ class RestApp:
             return _error(429, "Too Many Requests", "RATE_LIMITED", headers)
         random_status = faults.take_fraction_error(endpoint)
         if random_status is not None:
-            reason = _REASONS.get(random_status, "Error")
-            return _error(random_status, reason, reason.upper().replace(" ", "_"))
+            return _error(random_status, _reason(random_status), _error_code(random_status))
         try:
             response = await handler(request)
         except _BadRequest as exc:
@@ -302,6 +323,8 @@ class RestApp:
             body = response.body
             assert isinstance(body, bytes)
             return _json(body[: max(1, len(body) // 2)])
+        if response.status == 200 and faults.take("truncate", endpoint) is not None:
+            return await _cut_off(request, response)
         return response
 
     # -- candles ---------------------------------------------------------------------------

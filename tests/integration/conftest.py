@@ -4,6 +4,12 @@
 ``harness`` starts simulators and sync engines for a test, waits on their update receivers
 with a bounded total time, and at teardown shuts every engine down, stops every simulator and
 checks that every logged status transition is an edge of the SPEC §4 graph.
+
+The harness has one clock, ``harness.clock`` / ``harness.now()``, that its simulators and
+engines share by default: the wall clock, or, with ``QX_TEST_CLOCK=HH:MM`` (or
+``--qx-clock``; see ``tests/conftest.py``), an :class:`~qx_actors.simulator.OffsetClock`
+starting at that UTC instant when the test starts and ticking with real time. Tests read the
+time from ``harness.now()``, never from the wall clock, so they hold at any pinned instant.
 """
 
 from __future__ import annotations
@@ -13,15 +19,17 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from qx_actors.config import QxConfig, config_from_mapping
+from qx_actors.domain.timeutil import utc_now
 from qx_actors.errors import SyncError
 from qx_actors.logs import STATUS_TRANSITION
-from qx_actors.simulator import Simulator, SimulatorConfig
+from qx_actors.simulator import OffsetClock, Simulator, SimulatorConfig
 from qx_actors.status import TRANSITIONS, State, SyncStatus, Trigger
 from qx_actors.sync_engine import SyncController, SyncEngine
 from qx_actors.updates import (
@@ -37,7 +45,8 @@ FAST_SYNC: dict[str, Any] = {
     "price_history_reach": "6h",
     "funding_settlement_reach": "2d",
     "rest_rate_limit_per_s": 1000,
-    "rest_timeout_s": 2.0,
+    # generous: a loaded machine must not turn a slow simulator page into a retry
+    "rest_timeout_s": 10.0,
     "rest_error_cooldown_s": 0.05,
     "rest_error_max_trials": 2,
     "price_history_re_backfill_interval_s": 0.2,
@@ -116,18 +125,31 @@ class Run:
 
 
 class Harness:
-    """Starts simulators and engines for one test; :meth:`close` stops them all."""
+    """Starts simulators and engines for one test; :meth:`close` stops them all.
 
-    def __init__(self, database_url: str, logs: list[dict[str, Any]]) -> None:
+    ``clock_start``: where the shared clock starts (``None``: the wall clock).
+    """
+
+    def __init__(
+        self, database_url: str, logs: list[dict[str, Any]], clock_start: datetime | None = None
+    ) -> None:
         self.database_url = database_url
         self.logs = logs
+        self.clock: Callable[[], datetime] = (
+            utc_now if clock_start is None else OffsetClock(clock_start)
+        )
         self._sims: list[Simulator] = []
         self._runs: list[Run] = []
 
+    def now(self) -> datetime:
+        """The current time of this test's simulators and engines."""
+        return self.clock()
+
     def simulator(self, clock: Any = None, **options: Any) -> Simulator:
-        """A started simulator (rate limit off unless given)."""
+        """A started simulator (rate limit off unless given) on ``clock`` (default: the
+        harness clock)."""
         options.setdefault("rate_limit_per_s", None)
-        sim = Simulator(SimulatorConfig(**options), clock=clock)
+        sim = Simulator(SimulatorConfig(**options), clock=clock or self.clock)
         self._sims.append(sim)
         return sim.start()
 
@@ -143,7 +165,9 @@ class Harness:
         )
 
     def start(self, config: QxConfig, **engine_args: Any) -> Run:
-        """Start an engine for ``config`` (receiver taken before start: every update seen)."""
+        """Start an engine for ``config`` (receiver taken before start: every update seen), on
+        the harness clock unless ``clock=`` is given."""
+        engine_args.setdefault("clock", self.clock)
         engine = SyncEngine(config, **engine_args)
         receiver = engine.update_receiver()
         run = Run(engine, engine.start(), receiver)
@@ -181,10 +205,11 @@ def assert_in_graph(transitions: list[tuple[str, str, str]]) -> None:
 
 
 @pytest.fixture
-def harness(database_url: str) -> Iterator[Harness]:
-    """Simulators and engines that are always stopped; the logged transitions are checked."""
+def harness(database_url: str, clock_start: datetime | None) -> Iterator[Harness]:
+    """Simulators and engines that are always stopped; the logged transitions are checked.
+    Their clock starts at the pinned instant (``QX_TEST_CLOCK``) when one is set."""
     with capture_logs() as logs:
-        h = Harness(database_url, logs)
+        h = Harness(database_url, logs, clock_start)
         try:
             yield h
         finally:

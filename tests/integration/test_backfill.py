@@ -14,8 +14,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from qx_actors.domain.history import last_stable_minute
-from qx_actors.domain.timeutil import MINUTE, floor_minute, parse_rfc3339, utc_now
+from qx_actors.domain.timeutil import MINUTE, floor_minute, parse_rfc3339
 from qx_actors.errors import (
+    ExchangeBodyError,
+    ExchangeClientError,
     ExchangeDecodeError,
     ExchangeServerError,
     ExchangeTimeout,
@@ -36,8 +38,8 @@ def values(candles: list) -> list[tuple]:
     return [(c.time, c.open, c.high, c.low, c.close, c.volume) for c in candles]
 
 
-def stored(url: str, start: datetime, end: datetime, now: datetime | None = None) -> list:
-    """Stored 1m rows with ``start <= time <= end`` (``now``: the market clock)."""
+def stored(url: str, start: datetime, end: datetime, now: datetime) -> list:
+    """Stored 1m rows with ``start <= time <= end`` as of ``now`` (the test's clock)."""
     with Database(url) as db:
         return db.candles(start, end + MINUTE, now=now)
 
@@ -45,25 +47,35 @@ def stored(url: str, start: datetime, end: datetime, now: datetime | None = None
 def verified_empty(url: str) -> list[Span]:
     """The verified-empty ranges recorded in the database."""
     with Database(url) as db:
-        return list(db.price_history_facts(scan_from=utc_now() - timedelta(days=30)).verified_empty)
+        return list(db.price_history_facts().verified_empty)
 
 
-def assert_final(
-    url: str, sim: Simulator, start: datetime, end: datetime, now: datetime | None = None
-) -> None:
-    """Every minute of ``[start, end]`` the exchange has is stored once, stable, final values."""
+def assert_final(url: str, sim: Simulator, start: datetime, end: datetime, now: datetime) -> None:
+    """Every minute of ``[start, end]`` the exchange has is stored once, stable, final values
+    (read as of ``now``, the test's clock)."""
     rows = stored(url, start, end, now)
     assert values(sim.market.final_candles(start, end)) == values(rows)
     assert [] == [row.time for row in rows if not row.stable]
 
 
+def asked_window(query: dict[str, str]) -> Span:
+    """The minutes one candle request asked for, ``(first, last)``: ``from`` up to ``to``
+    narrowed by the (exclusive) ``cursor``, so that the next page of a bulk fetch counts by
+    the older minutes it asked for, not by the whole window of the fetch."""
+    last = parse_rfc3339(query["to"])
+    if "cursor" in query:
+        last = min(last, floor_minute(parse_rfc3339(query["cursor"]) - timedelta(milliseconds=1)))
+    return parse_rfc3339(query["from"]), last
+
+
 def candle_requests(sim: Simulator, overlapping: Span | None = None) -> list[Span]:
-    """``(from, to)`` of the candle requests answered so far (those overlapping a span)."""
+    """The windows (:func:`asked_window`) of the candle requests answered so far (those
+    overlapping a span)."""
     spans = []
     for record in sim.requests():
         if record.endpoint != "candles" or "from" not in record.query:
             continue
-        span = (parse_rfc3339(record.query["from"]), parse_rfc3339(record.query["to"]))
+        span = asked_window(record.query)
         if overlapping is None or (span[0] <= overlapping[1] and overlapping[0] <= span[1]):
             spans.append(span)
     return spans
@@ -72,7 +84,7 @@ def candle_requests(sim: Simulator, overlapping: Span | None = None) -> list[Spa
 def test_backfill_stores_final_candles_and_records_downtime_once(harness: Harness) -> None:
     """Every minute of [reach, now - 1 h] is stored once with final values; downtime is
     recorded verified-empty, never filled in, and not fetched again on later passes."""
-    t0 = utc_now()
+    t0 = harness.now()
     down = (
         floor_minute(t0 - timedelta(hours=3)),
         floor_minute(t0 - timedelta(hours=3)) + 10 * MINUTE,
@@ -87,13 +99,14 @@ def test_backfill_stores_final_candles_and_records_downtime_once(harness: Harnes
     first_pass = len(candle_requests(sim, (down[0], down[1] - MINUTE)))
     run.wait_passes(4)
     reach = config.sync.price_history_reach_at(t0)
-    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
-    assert [] == stored(harness.database_url, down[0], down[1] - MINUTE)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
+    assert [] == stored(harness.database_url, down[0], down[1] - MINUTE, harness.now())
     assert [(down[0], down[1] - MINUTE)] == verified_empty(harness.database_url)
     # asked once in bulk, once as a gap; later passes leave it alone
     assert 2 >= first_pass
     assert first_pass == len(candle_requests(sim, (down[0], down[1] - MINUTE)))
-    young = stored(harness.database_url, last_stable_minute(utc_now()) + MINUTE, utc_now())
+    now = harness.now()
+    young = stored(harness.database_url, last_stable_minute(now) + MINUTE, now, now)
     assert young and not any(row.stable for row in young)
     states = run.history_states()
     assert states[-1].gaps == ()
@@ -102,19 +115,19 @@ def test_backfill_stores_final_candles_and_records_downtime_once(harness: Harnes
 
 def test_hidden_young_candles_are_repaired_once_the_exchange_has_them(harness: Harness) -> None:
     """A hole among young candles is not recorded as downtime and is filled on a later pass."""
-    t0 = utc_now()
+    t0 = harness.now()
     first = floor_minute(t0 - timedelta(minutes=30))
     last = first + 4 * MINUTE
     sim = harness.simulator()
     sim.faults.hide_candles(first, last + MINUTE)
     run = harness.start(harness.config(sim))
     assert State.BACKFILLED == run.wait(State.BACKFILLED).state
-    assert [] == stored(harness.database_url, first, last)
+    assert [] == stored(harness.database_url, first, last, harness.now())
     assert [] == verified_empty(harness.database_url)
     assert [(first, last)] == [(g.start, g.end) for g in run.history_states()[-1].gaps]
     sim.faults.reveal_hidden()
     run.wait_passes(run.passes() + 2)
-    rows = stored(harness.database_url, first - MINUTE, last + MINUTE)
+    rows = stored(harness.database_url, first - MINUTE, last + MINUTE, harness.now())
     expected = [first - MINUTE + i * MINUTE for i in range(7)]
     assert expected == [row.time for row in rows]
     assert () == run.history_states()[-1].gaps
@@ -124,7 +137,7 @@ def test_hidden_young_candles_are_repaired_once_the_exchange_has_them(harness: H
 def test_hidden_stable_candles_are_repaired_after_a_restart(harness: Harness) -> None:
     """A stable hole the exchange confirms empty is recorded once, left alone by later passes,
     and re-checked (and filled) on the first pass after a restart."""
-    t0 = utc_now()
+    t0 = harness.now()
     first = floor_minute(t0 - timedelta(hours=4))
     last = first + 9 * MINUTE
     sim = harness.simulator()
@@ -144,7 +157,7 @@ def test_hidden_stable_candles_are_repaired_after_a_restart(harness: Harness) ->
     assert asked + 1 == len(candle_requests(sim, (first, last)))
     assert [] == verified_empty(harness.database_url)
     reach = config.sync.price_history_reach_at(t0)
-    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
     again.shutdown()
 
 
@@ -156,40 +169,79 @@ def test_restart_on_an_existing_database_resumes(harness: Harness) -> None:
     run.wait(State.BACKFILLED)
     run.shutdown()
     before = len(candle_requests(sim))
-    restart_time = utc_now()
+    restart_time = harness.now()
     again = harness.start(config)
     assert State.BACKFILLED == again.wait(State.BACKFILLED).state
     new = candle_requests(sim)[before:]
     assert len(new) <= 1
     assert all(start >= last_stable_minute(restart_time) - 2 * MINUTE for start, _ in new)
     reach = config.sync.price_history_reach_at(restart_time)
-    assert_final(harness.database_url, sim, reach, last_stable_minute(restart_time) - MINUTE)
+    assert_final(
+        harness.database_url, sim, reach, last_stable_minute(restart_time) - MINUTE, harness.now()
+    )
     again.shutdown()
 
 
-RECOVERABLE_FAULTS: dict[str, tuple[Callable[[Faults], None], type[Exception]]] = {
-    "503": (lambda f: f.fail_next(2, status=503, endpoint="candles"), ExchangeServerError),
+#: Faults armed for as many answers as the trials (2): the trials are spent, then the error.
+RECOVERABLE_FAULTS: dict[str, tuple[Callable[[Faults], None], type[Exception], str]] = {
+    "503": (
+        lambda f: f.fail_next(2, status=503, endpoint="candles"),
+        ExchangeServerError,
+        r"^HTTP 503 /v3/futures/candles: Service Unavailable$",
+    ),
     "502 plain text": (
         lambda f: f.fail_next(2, status=502, endpoint="candles", plain_text=True),
         ExchangeServerError,
+        r"^HTTP 502 /v3/futures/candles: 502 Bad Gateway$",
+    ),
+    "408": (
+        lambda f: f.fail_next(2, status=408, endpoint="candles"),
+        ExchangeServerError,
+        r"^HTTP 408 /v3/futures/candles: Request Timeout$",
+    ),
+    "stray 400": (
+        lambda f: f.fail_next(2, status=400, endpoint="candles"),
+        ExchangeClientError,
+        r"^HTTP 400 /v3/futures/candles: Bad Request$",
     ),
     "429": (
         lambda f: f.rate_limit_next(2, retry_after=0.05, endpoint="candles"),
         ExchangeServerError,
+        r"^HTTP 429 /v3/futures/candles: Too Many Requests$",
     ),
-    "slow": (lambda f: f.delay_next(2, 1.0, endpoint="candles"), ExchangeTimeout),
-    "hang": (lambda f: f.hang_next(2, endpoint="candles"), ExchangeTimeout),
+    "slow": (
+        lambda f: f.delay_next(2, 30.0, endpoint="candles"),
+        ExchangeTimeout,
+        r"no complete answer within 1 s",
+    ),
+    "hang": (
+        lambda f: f.hang_next(2, endpoint="candles"),
+        ExchangeTimeout,
+        r"no complete answer within 1 s",
+    ),
+    "malformed JSON": (
+        lambda f: f.malformed_next(2, endpoint="candles"),
+        ExchangeBodyError,
+        r"^/v3/futures/candles: HTTP 200 body is not JSON \(.+\): \{\"data\":\[",
+    ),
+    "truncated body": (
+        lambda f: f.truncate_next(2, endpoint="candles"),
+        ExchangeBodyError,
+        r"^GET /v3/futures/candles: HTTP 200 body not received whole: .*received \d+ of \d+ bytes",
+    ),
 }
 
 
 @pytest.mark.parametrize("fault", list(RECOVERABLE_FAULTS))
 def test_recoverable_rest_fault_restarts_and_completes(harness: Harness, fault: str) -> None:
-    """5xx / 429 / slow / hanging answers past the last trial → Recovering, restart, Backfilled."""
-    arm, error_type = RECOVERABLE_FAULTS[fault]
-    t0 = utc_now()
+    """5xx / 408 / a stray 400 / 429 / slow / hanging answers, bodies that are not JSON or cut
+    off in transit, past the last trial → Recovering naming the fault, restart, Backfilled."""
+    arm, error_type, message = RECOVERABLE_FAULTS[fault]
+    t0 = harness.now()
     sim = harness.simulator()
     arm(sim.faults)
-    config = harness.config(sim, rest_timeout_s=0.3)
+    # a timeout short enough to make the slow/hanging answers fail, long enough for the others
+    config = harness.config(sim, rest_timeout_s=1.0)
     run = harness.start(config)
     assert State.BACKFILLED == run.wait(State.BACKFILLED).state
     assert [
@@ -200,9 +252,10 @@ def test_recoverable_rest_fault_restarts_and_completes(harness: Harness, fault: 
         "Running.InProgress",
         "Running.Backfilled",
     ] == [s.name for s in run.statuses]
-    assert isinstance(run.statuses[2].error, error_type)
+    assert type(run.statuses[2].error) is error_type
+    assert re_search(message, str(run.statuses[2].error)), str(run.statuses[2].error)
     reach = config.sync.price_history_reach_at(t0)
-    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
     assert [
         "start",
         "progress",
@@ -228,11 +281,6 @@ def test_fault_within_the_trials_is_retried_without_restart(harness: Harness) ->
 
 
 FATAL_FAULTS: dict[str, tuple[Callable[[Faults], None], type[Exception], str]] = {
-    "malformed JSON": (
-        lambda f: f.malformed_next(1, endpoint="candles"),
-        ExchangeDecodeError,
-        r"invalid JSON from /v3/futures/candles",
-    ),
     "wrong type": (
         lambda f: f.wrong_types_next(1, endpoint="candles"),
         ExchangeDecodeError,
@@ -258,8 +306,9 @@ FATAL_FAULTS: dict[str, tuple[Callable[[Faults], None], type[Exception], str]] =
 
 @pytest.mark.parametrize("fault", list(FATAL_FAULTS))
 def test_invalid_candle_page_fails_and_writes_nothing(harness: Harness, fault: str) -> None:
-    """Malformed JSON, wrong types, unordered or unrounded candles → Failed naming the cause;
-    nothing of the rejected page is written."""
+    """Well-formed JSON with wrong types, unordered or unrounded candles → Failed naming the
+    cause; nothing of the rejected page is written. (Bodies that are not JSON at all are a
+    transport fault: see ``RECOVERABLE_FAULTS``.)"""
     arm, error_type, message = FATAL_FAULTS[fault]
     sim = harness.simulator()
     arm(sim.faults)
@@ -269,7 +318,8 @@ def test_invalid_candle_page_fails_and_writes_nothing(harness: Harness, fault: s
     assert isinstance(final.error, error_type)
     assert final.error is not None
     assert re_search(message, str(final.error)), str(final.error)
-    assert [] == stored(harness.database_url, utc_now() - timedelta(days=3), utc_now())
+    now = harness.now()
+    assert [] == stored(harness.database_url, now - timedelta(days=3), now, now)
     assert ("fatal_error", "Running.InProgress", "Failed") == harness.transitions()[-1]
 
 
@@ -282,7 +332,7 @@ def re_search(pattern: str, text: str) -> bool:
 
 def test_reach_before_the_exchange_history_fails(harness: Harness) -> None:
     """No candle within hours of the reach (history starts later) → Failed(ReachBeforeHistory)."""
-    t0 = utc_now()
+    t0 = harness.now()
     sim = harness.simulator()
     config = harness.config(sim, price_history_reach="2d")
     reach = config.sync.price_history_reach_at(t0)
@@ -296,7 +346,7 @@ def test_reach_before_the_exchange_history_fails(harness: Harness) -> None:
 
 def test_gap_older_than_the_reach_fails(harness: Harness) -> None:
     """A stored hole that starts before the reach can't be repaired → Failed naming it."""
-    t0 = utc_now()
+    t0 = harness.now()
     sim = harness.simulator()
     config = harness.config(sim)
     reach = config.sync.price_history_reach_at(t0)
@@ -318,7 +368,7 @@ def test_gap_older_than_the_reach_fails(harness: Harness) -> None:
 def test_unstable_candles_settle_to_final_values(harness: Harness) -> None:
     """Young candles are stored unstable with the exchange's provisional values; once an hour
     old (market clock moved on) they are fetched again and stored stable and final."""
-    t0 = floor_minute(utc_now()) + timedelta(seconds=30)
+    t0 = floor_minute(harness.now()) + timedelta(seconds=30)
     clock = ManualClock(t0)
     sim = harness.simulator(clock=clock)
     config = harness.config(sim)
@@ -346,7 +396,7 @@ def test_backfill_is_exact_whichever_bounds_the_exchange_includes(
     harness: Harness, from_inclusive: bool, to_inclusive: bool
 ) -> None:
     """Exclusive ``from``/``to`` on the exchange side change nothing: same candles, paging ok."""
-    t0 = utc_now()
+    t0 = harness.now()
     down = (
         floor_minute(t0 - timedelta(hours=2)),
         floor_minute(t0 - timedelta(hours=2)) + 3 * MINUTE,
@@ -358,7 +408,7 @@ def test_backfill_is_exact_whichever_bounds_the_exchange_includes(
     run = harness.start(config)
     assert State.BACKFILLED == run.wait(State.BACKFILLED).state
     reach = config.sync.price_history_reach_at(t0)
-    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
     assert [(down[0], down[1] - MINUTE)] == verified_empty(harness.database_url)
     run.shutdown()
 
@@ -366,7 +416,7 @@ def test_backfill_is_exact_whichever_bounds_the_exchange_includes(
 def test_downtime_right_at_the_reach_is_recorded_not_fatal(harness: Harness) -> None:
     """No candle for the first hours after the reach (within tolerance) → verified-empty, and
     later passes don't ask for the range below the oldest candle again."""
-    t0 = utc_now()
+    t0 = harness.now()
     sim = harness.simulator()
     config = harness.config(sim, price_history_reach="2d")
     reach = config.sync.price_history_reach_at(t0)
@@ -377,7 +427,7 @@ def test_downtime_right_at_the_reach_is_recorded_not_fatal(harness: Harness) -> 
     asked = len(candle_requests(sim))
     run.wait_passes(3)
     assert all(start > reach + timedelta(hours=2) for start, _ in candle_requests(sim)[asked:])
-    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
     run.shutdown()
     # the first pass after a restart asks again, and the exchange still has nothing there
     again = harness.start(config)
@@ -388,11 +438,17 @@ def test_downtime_right_at_the_reach_is_recorded_not_fatal(harness: Harness) -> 
 
 def test_rate_limited_exchange_is_paced_without_429(harness: Harness) -> None:
     """With the exchange's limit equal to the client's pace, no request is rejected."""
+    t0 = harness.now()
+    batch = 100
     sim = harness.simulator(rate_limit_per_s=20.0)
-    config = harness.config(sim, rest_rate_limit_per_s=20.0, price_history_batch_size=300)
+    config = harness.config(sim, rest_rate_limit_per_s=20.0, price_history_batch_size=batch)
     run = harness.start(config)
     assert State.BACKFILLED == run.wait(State.BACKFILLED).state
-    assert sim.request_count() >= 4
+    # [reach, now] is 6 to 30 hours (the reach is floored to midnight), whatever the hour:
+    # at least 4 pages of 100 candles back to back, every one of them within the limit
+    pages = -(-int((t0 - config.sync.price_history_reach_at(t0)) / MINUTE) // batch)
+    assert pages >= 4
+    assert sim.request_count("candles", status=200) >= pages
     assert 0 == sim.request_count(status=429)
     run.shutdown()
 
@@ -400,7 +456,7 @@ def test_rate_limited_exchange_is_paced_without_429(harness: Harness) -> None:
 def test_random_server_errors_end_in_a_complete_history(harness: Harness) -> None:
     """A quarter of the answers fail (seeded), one trial each: the run recovers as often as it
     takes, resumes from what was stored, and ends with every candle final."""
-    t0 = utc_now()
+    t0 = harness.now()
     sim = harness.simulator()
     sim.faults.set_error_fraction(0.25, status=503, seed=3)
     config = harness.config(
@@ -410,7 +466,7 @@ def test_random_server_errors_end_in_a_complete_history(harness: Harness) -> Non
     assert State.BACKFILLED == run.wait(State.BACKFILLED, timeout=20).state
     assert any(s.state is State.RECOVERING for s in run.statuses)
     reach = config.sync.price_history_reach_at(t0)
-    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
     run.shutdown()
 
 
@@ -426,13 +482,13 @@ def test_shutdown_does_not_wait_for_a_hanging_request(harness: Harness) -> None:
 
 def test_moving_the_reach_back_fetches_only_the_older_part(harness: Harness) -> None:
     """A restart with an older reach fetches the range below the stored candles, nothing else."""
-    t0 = utc_now()
+    t0 = harness.now()
     sim = harness.simulator()
     run = harness.start(harness.config(sim))
     run.wait(State.BACKFILLED)
     run.shutdown()
     with Database(harness.database_url) as db:
-        earliest = db.price_history_facts(scan_from=t0).earliest
+        earliest = db.price_history_facts().earliest
     assert earliest is not None
     before = len(candle_requests(sim))
     config = harness.config(sim, price_history_reach="2d")
@@ -442,7 +498,7 @@ def test_moving_the_reach_back_fetches_only_the_older_part(harness: Harness) -> 
     new = candle_requests(sim)[before:]
     older = [span for span in new if span[0] < earliest - timedelta(minutes=2)]
     assert older and all(end <= earliest + MINUTE for _, end in older)
-    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE)
+    assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
     again.shutdown()
 
 
@@ -450,7 +506,7 @@ def test_downtime_older_than_the_gap_scan_is_confirmed_by_the_bulk_fetch(
     harness: Harness,
 ) -> None:
     """A hole older than price_history_flag_gap_range_h is recorded from the bulk fetch alone."""
-    t0 = utc_now()
+    t0 = harness.now()
     down = (
         floor_minute(t0 - timedelta(hours=4)),
         floor_minute(t0 - timedelta(hours=4)) + 5 * MINUTE,

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
-from qx_actors.errors import ExchangeDecodeError
+from qx_actors.errors import ExchangeBodyError, ExchangeDecodeError, is_recoverable
 from qx_actors.lnmarkets import wire
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -54,6 +54,28 @@ def test_decode_error_splits_path() -> None:
     assert info.value.path == "$.data[0].time"
     assert info.value.endpoint == "/v3/futures/candles"
     assert str(info.value).startswith("invalid JSON from /v3/futures/candles at $.data[0].time")
+
+
+@pytest.mark.parametrize("body", [b'{"data":[{"time":"2026-01-01T00:00', b"{]", b"", b"pong"])
+def test_body_that_is_not_json_is_a_body_error(body: bytes) -> None:
+    """Bytes that are not JSON at all are ExchangeBodyError (recoverable), not a decode error;
+    the text names the endpoint and status and quotes the body."""
+    with pytest.raises(ExchangeBodyError) as info:
+        wire.decode(wire.candle_page_decoder, body, "/v3/futures/candles", status=200)
+    assert is_recoverable(info.value)
+    assert not isinstance(info.value, ExchangeDecodeError)
+    assert str(info.value).startswith("/v3/futures/candles: HTTP 200 body is not JSON (")
+    assert str(info.value).endswith(body.decode() or "(empty body)")
+
+
+def test_excerpt_is_one_short_line() -> None:
+    """An excerpt collapses whitespace and keeps at most 200 characters, marking the cut."""
+    assert "a b c" == wire.excerpt(b"a\n  b\tc")
+    assert "(empty body)" == wire.excerpt(b"  \n")
+    long = wire.excerpt(b"y" * 10_000)
+    assert 200 == len(long) and long.endswith("\u2026")
+    assert "x" * 200 == wire.excerpt(b"x" * 200)
+    assert 20 == len(wire.excerpt(b"z" * 50, limit=20))
 
 
 def test_missing_field_names_it() -> None:

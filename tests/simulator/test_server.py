@@ -6,11 +6,14 @@ import json
 import signal
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sim_helpers import SimFactory, http_get
 
-from qx_actors.simulator import Simulator, SimulatorConfig
+from qx_actors.domain.timeutil import floor_minute, parse_rfc3339
+from qx_actors.simulator import OffsetClock, Simulator, SimulatorConfig
 
 _CHILD = """
 import json, sys
@@ -69,3 +72,32 @@ def test_blocking_runner_stops_on_sigterm() -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_offset_clock_starts_at_the_instant_and_ticks_with_real_time() -> None:
+    """An OffsetClock reads its start plus the real (monotonic) time elapsed since it was made."""
+    start = datetime(2026, 3, 1, 23, 59, tzinfo=UTC)
+    before = time.monotonic()
+    clock = OffsetClock(start)
+    after = time.monotonic()
+    low = time.monotonic()
+    now = clock()
+    high = time.monotonic()
+    assert start + timedelta(seconds=low - after) <= now <= start + timedelta(seconds=high - before)
+    assert now.tzinfo is UTC
+    assert clock() >= now
+    assert OffsetClock(datetime(2026, 3, 2, 1, 0, tzinfo=timezone(timedelta(hours=2)))).start == (
+        datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
+    )
+
+
+def test_simulator_on_an_offset_clock_serves_that_instant(make_sim: SimFactory) -> None:
+    """A simulator on an OffsetClock serves candles up to the clock's minute, not the wall's."""
+    clock = OffsetClock(datetime(2026, 3, 1, 23, 59, 30, tzinfo=UTC))
+    sim = make_sim(clock=clock)
+    floor_before = floor_minute(clock())
+    reply = http_get(sim.rest_url, "/v3/futures/candles", limit=2)
+    floor_after = floor_minute(clock())
+    newest = parse_rfc3339(reply.json()["data"][0]["time"])
+    assert floor_before <= newest <= floor_after
+    assert sim.market.now() >= clock.start
