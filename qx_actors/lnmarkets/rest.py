@@ -31,7 +31,6 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 import msgspec
-import structlog
 import yarl
 
 from qx_actors.domain.timeutil import MINUTE, format_rfc3339_ms, require_utc
@@ -47,8 +46,9 @@ from qx_actors.errors import (
     InvalidMarketData,
 )
 from qx_actors.lnmarkets import wire
+from qx_actors.logs import get_logger
 
-_log = structlog.get_logger()
+_log = get_logger()
 
 CANDLES_PATH = "/v3/futures/candles"
 SETTLEMENTS_PATH = "/v3/futures/funding-settlements"
@@ -162,6 +162,9 @@ class RestClient:
         self.max_retry_after_s = max_retry_after_s
         self.limiter = RateLimiter(rate_limit_per_s)
         self.counters = RestCounters()
+        #: called after every attempt with (endpoint, seconds, HTTP status or "error"): the
+        #: health probe's latency histogram
+        self.on_request: Callable[[str, float, int | str], None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
@@ -273,9 +276,11 @@ class RestClient:
         for trial in range(1, self.error_max_trials + 1):
             waited = await self.limiter.acquire()
             self.counters.limiter_wait_s += waited
+            started = time.monotonic()
             try:
-                return await self._attempt(url, path, params, decoder)
+                body = await self._attempt(url, path, params, decoder)
             except _Recoverable as failure:
+                self._observe(path, started, failure.error)
                 self.counters.errors += 1
                 if trial >= self.error_max_trials:
                     if failure.retry_after_s is not None:
@@ -297,10 +302,21 @@ class RestClient:
                 )
                 # The limiter also honours the wait, for any concurrent request.
                 self.limiter.defer(wait_s)
-            except ExchangeError:
+            except ExchangeError as exc:
+                self._observe(path, started, exc)
                 self.counters.errors += 1
                 raise
+            else:
+                self._observe(path, started, None)
+                return body
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _observe(self, path: str, started: float, error: ExchangeError | None) -> None:
+        """Report one attempt's latency to ``on_request`` (endpoint, seconds, status)."""
+        if self.on_request is None:
+            return
+        code: int | str = 200 if error is None else getattr(error, "status", None) or "error"
+        self.on_request(path.rsplit("/", 1)[-1], time.monotonic() - started, code)
 
     async def _attempt(
         self,

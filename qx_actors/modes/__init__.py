@@ -63,7 +63,10 @@ def spawn_rest_fetcher(
     if ctx.health is not None:
         # Read-only, int-valued counters: safe to read from the health probe's thread.
         proxy = ref.proxy()
-        counters, gauges = proxy.client.get().counters, proxy.gauges.get()
+        client = proxy.client.get()
+        counters, gauges = client.counters, proxy.gauges.get()
+        # the client's loop thread calls it; RunHealth takes its own lock
+        client.on_request = ctx.health.observe_request
         ctx.health.register("rest", lambda: dataclasses.asdict(counters))
         ctx.health.register_gauges("rest", lambda: dataclasses.asdict(gauges))
     return ref

@@ -165,3 +165,25 @@ def test_queue_depths_are_exported(live_run: tuple[SyncEngine, SyncController, s
     assert ("qx_unacknowledged_batches", (("actor", "ws_feed"), ("run_id", engine.run_id))) in (
         found
     )
+
+
+def test_rest_request_latencies_are_a_histogram(
+    live_run: tuple[SyncEngine, SyncController, str],
+) -> None:
+    """Every REST attempt of the run lands in qx_rest_request_duration_seconds{endpoint,code}."""
+    engine, _, url = live_run
+    found = samples(scrape(url))
+    after = engine.health.snapshot()["counters"]["rest"]["requests"]
+    counts = {
+        dict(labels)["endpoint"]: count
+        for (name, labels), count in found.items()
+        if name == "qx_rest_request_duration_seconds_count" and dict(labels).get("code") == "200"
+    }
+    assert counts.get("candles", 0) >= 1, counts
+    observed = sum(
+        count
+        for (name, _), count in found.items()
+        if name == "qx_rest_request_duration_seconds_count"
+    )
+    # one observation per finished attempt (one may still be in flight)
+    assert 0 < observed <= after, (observed, after)
