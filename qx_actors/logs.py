@@ -30,7 +30,7 @@ import structlog
 
 from qx_actors.config import LoggingConfig
 from qx_actors.redact import redact_text, redact_value
-from qx_actors.status import TRANSITIONS, State, Trigger
+from qx_actors.status import State, Trigger, is_edge
 
 #: An applied status transition (``run_id, mode, trigger, src, dst, error, timestamp``).
 STATUS_TRANSITION = "status_transition"
@@ -250,7 +250,7 @@ def _edge_in_graph(trigger: str, src: str, dst: str) -> bool:
         t, s, d = Trigger(trigger), State(src), State(dst)
     except ValueError:
         return False
-    return any(tt is t and s in sources and dd is d for tt, sources, dd in TRANSITIONS)
+    return is_edge(t, s, d)
 
 
 def read_timeline(lines: Iterable[str]) -> Iterator[TimelineEntry]:

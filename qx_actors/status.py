@@ -89,9 +89,20 @@ TRANSITIONS: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (
 _DESTINATION = {trigger: dest for trigger, _, dest in TRANSITIONS}
 
 
+#: Every edge of the graph as ``(trigger, source, destination)``.
+EDGES: frozenset[tuple[Trigger, State, State]] = frozenset(
+    (trigger, source, dest) for trigger, sources, dest in TRANSITIONS for source in sources
+)
+
+
 def allowed(trigger: Trigger, state: State) -> bool:
     """Whether the graph has an edge for ``trigger`` out of ``state``."""
-    return any(t is trigger and state in sources for t, sources, _ in TRANSITIONS)
+    return (trigger, state, _DESTINATION[trigger]) in EDGES
+
+
+def is_edge(trigger: Trigger, src: State, dst: State) -> bool:
+    """Whether ``src --trigger--> dst`` is an edge of the graph (the one place that says so)."""
+    return (trigger, src, dst) in EDGES
 
 
 class _DottedState(NestedState):  # type: ignore[misc]

@@ -9,6 +9,10 @@ from datetime import datetime
 
 import msgspec
 
+#: The most items the exchange returns per REST page (candles and settlements alike): the
+#: default and the ceiling of ``sync.price_history_batch_size``.
+EXCHANGE_PAGE_LIMIT = 1000
+
 
 class Candle(msgspec.Struct, frozen=True, gc=False):
     """One 1-minute OHLC candle; ``time`` is the start of its minute."""
