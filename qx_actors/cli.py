@@ -4,35 +4,40 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import Any
 
-from qx_actors.config import QxConfig, dump_config, load_config
-from qx_actors.demo import DEMO_SIMULATOR_RATE_LIMIT
-from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
+from qx_actors._database_report import print_database_status, print_plan
+from qx_actors._service import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    listen_error_text,
+    run_until_signal,
+)
+from qx_actors._service import print_error as _err
+from qx_actors._timeline import format_timeline, read_timeline
+from qx_actors.config import QxConfig, build_sync_mode, dump_config, load_config
+from qx_actors.demo import DEMO_SIMULATOR_RATE_LIMIT, run_demo
+from qx_actors.domain.lookback import SyncMode
 from qx_actors.errors import ConfigError, QxError
-from qx_actors.logs import configure_logging, format_timeline, read_timeline
+from qx_actors.export import export, parse_time
+from qx_actors.logs import configure_logging
 from qx_actors.redact import redact_text
+from qx_actors.simulator import Simulator, SimulatorConfig, run_simulator_blocking
 from qx_actors.status import mermaid_diagram
-
-if TYPE_CHECKING:
-    from qx_actors.progress import ProgressView
-    from qx_actors.sync_engine import SyncController
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-
-def _err(message: str) -> None:
-    """Print ``message`` on stderr with every known secret replaced by ``***``."""
-    print(redact_text(message), file=sys.stderr)
+from qx_actors.storage import (
+    AdoptRefused,
+    ArrowUnavailable,
+    adopt_database,
+    import_pyarrow,
+    probe_database,
+)
 
 
 def _print_exception(
@@ -67,18 +72,16 @@ def install_redacting_excepthooks() -> None:
 
 
 def _mode_from_args(config: QxConfig, args: argparse.Namespace) -> SyncMode:
-    mode_name = getattr(args, "mode", None) or config.mode
-    lookback_text = getattr(args, "lookback", None)
-    if mode_name != "live" and lookback_text:
+    """The config's mode with ``--mode``/``--lookback`` applied (the config's lookback stays
+    when the mode stays live)."""
+    mode_name = args.mode or config.mode
+    if mode_name != "live" and args.lookback:
         raise ConfigError("--lookback", "only valid with --mode live")
-    if mode_name == "live":
-        text = lookback_text or (config.lookback if config.mode == "live" else None)
-        try:
-            lookback = Lookback.parse(text) if text else None
-        except ValueError as exc:
-            raise ConfigError("--lookback", str(exc)) from None
-        return SyncMode.live(lookback)
-    return SyncMode(ModeKind(mode_name))
+    kept_lookback = config.lookback if mode_name == "live" else None
+    try:
+        return build_sync_mode(mode_name, args.lookback or kept_lookback)
+    except ValueError as exc:
+        raise ConfigError("--lookback", str(exc)) from None
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -127,85 +130,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
-    presses = {"count": 0}
-
-    def _handler(signum: int, frame: FrameType | None) -> None:
-        presses["count"] += 1
-        if presses["count"] > 1:
-            # A second Ctrl-C forces: leave without waiting for the graceful shutdown.
-            print("\nqx-actors: forced exit", file=sys.stderr)
-            raise SystemExit(130)
-        stop.set()
-
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
-
-
-def run_until_signal(
-    config: QxConfig,
-    mode: SyncMode,
-    *,
-    progress: bool,
-    stop: threading.Event | None = None,
-    tui: bool = False,
-) -> int:
-    """Run a sync until SIGINT/SIGTERM (or ``stop``) or until it fails; the exit code.
-
-    With ``tui`` the Textual UI is the view (``q`` shuts down); otherwise log lines and, on a
-    terminal, the progress table."""
-    from qx_actors.progress import ProgressView
-    from qx_actors.sync_engine import SyncEngine
-
-    stop = stop or threading.Event()
-    _install_signal_handlers(stop)
-    engine = SyncEngine.from_config(config, mode)
-    health_server = None
-    if config.metrics.listen is not None:
-        from qx_actors.health import HealthServer, parse_listen
-
-        host, port = parse_listen(config.metrics.listen)
-        try:
-            health_server = HealthServer(engine.health, engine.run_id, host, port).start()
-        except OSError as exc:
-            _err(f"qx-actors: cannot serve metrics.listen {host}:{port}: {_listen_error_text(exc)}")
-            return EXIT_FAILED
-        print(f"qx-actors: health {health_server.url}/health, metrics {health_server.url}/metrics",
-              file=sys.stderr)  # fmt: skip
-    if tui:
-        from qx_actors.tui import run_tui
-
-        try:
-            url = None if health_server is None else health_server.url
-            return run_tui(engine, config, stop_event=stop, health_url=url)
-        finally:
-            if health_server is not None:
-                health_server.stop()
-    view = ProgressView(engine, config, mode, interactive=progress)
-    try:
-        controller = engine.start()
-        view.follow_until(stop, controller)
-        return _stop_run(controller, config, view)
-    finally:
-        view.close()
-        if health_server is not None:
-            health_server.stop()
-
-
-def _stop_run(controller: SyncController, config: QxConfig, view: ProgressView) -> int:
-    """Shut the run down (unless it already ended) and say how it ended; the exit code."""
-    status = controller.status_snapshot()
-    if not status.is_stopped:
-        try:
-            controller.shutdown()
-        except QxError as exc:
-            _err(f"qx-actors: shutdown failed: {exc}")
-            return EXIT_FAILED
-    final = controller.until_stopped(timeout=config.sync.shutdown_timeout_s * 2)
-    view.finish(final)
-    return EXIT_OK if final.name == "Shutdown" else EXIT_FAILED
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run the sync until Ctrl-C."""
     config = load_config(args.config)
@@ -219,32 +143,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the database's price-history and funding state."""
-    from qx_actors.progress import print_database_status
-
-    config = load_config(args.config)
-    code: int = print_database_status(config)
-    return code
+    return print_database_status(load_config(args.config))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the ranges a backfill would fetch, the requests and the ETA; writes nothing."""
-    from qx_actors.progress import print_plan
-    from qx_actors.storage import probe_database
-
     config = load_config(args.config)
     # read-only; no database yet plans the whole reach, one that can't be read is an error
     probe_database(config.database)
-    code: int = print_plan(config)
-    return code
+    return print_plan(config)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run the local LN Markets simulator until Ctrl-C."""
-    from qx_actors.simulator import SimulatorConfig, run_simulator_blocking
-
     rate = None if args.rate_limit <= 0 else args.rate_limit
 
-    def ready(simulator: Any) -> None:
+    def ready(simulator: Simulator) -> None:
         print(f"REST   {simulator.rest_url}\nStream {simulator.stream_url}", flush=True)
 
     try:
@@ -261,25 +175,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except OSError as exc:
         _err(
             f"qx-actors simulate: cannot listen on 127.0.0.1:{args.port} (REST) and "
-            f":{args.stream_port} (stream): {_listen_error_text(exc)}"
+            f":{args.stream_port} (stream): {listen_error_text(exc)}"
         )
         return EXIT_FAILED
     return EXIT_OK
 
 
-def _listen_error_text(exc: OSError) -> str:
-    """``address already in use`` rather than asyncio's ``[Errno 98] error while ...``."""
-    if exc.errno is not None:
-        return os.strerror(exc.errno).lower()
-    return str(exc)
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """Write candles, ticks or settlements of the configured database (opened read-only) as
     CSV, JSON lines or Parquet."""
-    from qx_actors.export import export, parse_time
-    from qx_actors.storage import ArrowUnavailable, import_pyarrow
-
     if args.resolution is not None and args.kind != "candles":
         _err(f"qx-actors export: --resolution applies to candles only, not to {args.kind}")
         return EXIT_USAGE
@@ -318,8 +222,6 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     Exit 0: adopted, or nothing to do (already a qx_actors database, or an empty one); 2: the
     database is neither (refused, nothing changed); 1: it can't be reached or written.
     """
-    from qx_actors.storage import AdoptRefused, adopt_database
-
     try:
         result = adopt_database(args.database)
     except AdoptRefused as exc:
@@ -331,15 +233,12 @@ def cmd_adopt(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the simulator and sync against it into a local SQLite file."""
-    from qx_actors.demo import run_demo
-
-    code: int = run_demo(
+    return run_demo(
         config_path=args.config,
         database=args.database,
         duration_s=args.duration,
         tui=args.tui and sys.stdout.isatty(),
     )
-    return code
 
 
 # --- parser ---------------------------------------------------------------------------------

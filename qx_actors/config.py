@@ -10,9 +10,11 @@ Every field below has a documented default; the README's config reference mirror
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -21,7 +23,15 @@ import msgspec
 import yaml
 
 from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
-from qx_actors.domain.timeutil import FIRST_CANDLE_TIME, FIRST_SETTLEMENT_TIME, floor_day, utc_now
+from qx_actors.domain.timeutil import (
+    FIRST_CANDLE_TIME,
+    FIRST_SETTLEMENT_TIME,
+    UNSTABLE_AGE,
+    floor_day,
+    floor_minute,
+    utc_now,
+)
+from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
 from qx_actors.errors import ConfigError
 from qx_actors.redact import redact_url, register_url_secret
 
@@ -39,34 +49,63 @@ _DURATION_UNITS = {
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """A parsed reach: an absolute time (``at``), a span before now (``ago``), or ``max``
+    (neither); :meth:`resolve` places it against a clock."""
+
+    text: str
+    at: datetime | None = None
+    ago: timedelta | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Reach:
+        """Parse ``90d``/``12h``/``2w``, an ISO date or datetime, or ``max``; bad input is a
+        ``ValueError``."""
+        stripped = text.strip()
+        if stripped == "max":
+            return cls(text)
+        match = _DURATION_RE.match(stripped)
+        if match:
+            return cls(text, ago=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+        try:
+            parsed = datetime.fromisoformat(stripped.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                "expected a duration such as '90d', '12h', '2w', an ISO date or 'max', "
+                f"got {stripped!r}"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return cls(text, at=parsed.astimezone(UTC))
+
+    def resolve(self, *, now: datetime, earliest: datetime) -> datetime:
+        """The reach at ``now``, never before ``earliest`` (the exchange's first data); an
+        absolute reach after ``now`` is a ``ValueError``."""
+        if self.ago is not None:
+            return max(now - self.ago, earliest)
+        if self.at is not None:
+            if self.at > now:
+                raise ValueError(f"reach {self.text.strip()!r} is in the future")
+            return max(self.at, earliest)
+        return earliest
+
+
 def parse_reach(text: str, *, now: datetime, earliest: datetime) -> datetime:
     """Resolve a reach (``90d``/``12h``/``2w`` before ``now``, an ISO date/datetime, ``max``).
 
     The result is never before ``earliest`` (the exchange's first data); bad input is a
     ``ValueError``.
     """
-    text = text.strip()
-    if text == "max":
-        return earliest
-    match = _DURATION_RE.match(text)
-    if match:
-        reach = now - float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        return max(reach, earliest)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"expected a duration such as '90d', '12h', '2w', an ISO date or 'max', got {text!r}"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    if parsed > now:
-        raise ValueError(f"reach {text!r} is in the future")
-    return max(parsed.astimezone(UTC), earliest)
+    return Reach.parse(text).resolve(now=now, earliest=earliest)
 
 
-def _check_reach(text: str, earliest: datetime) -> None:
-    parse_reach(text, now=utc_now(), earliest=earliest)
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` → (host, port); ``ValueError`` naming what was expected."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected 'host:port' such as '127.0.0.1:9108', got {text!r}")
+    return host, int(port)
 
 
 class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -90,14 +129,17 @@ class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"stream_url: expected a ws(s):// URL, got {self.stream_url!r}")
 
 
-class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+# ``dict=True``: room for the parsed reaches (cached properties), which are not config keys.
+class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True):
     """Timing, pacing and reach of the synchronization."""
 
     rest_timeout_s: PositiveSeconds = 20.0
     rest_rate_limit_per_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     rest_error_cooldown_s: NonNegativeSeconds = 10.0
     rest_error_max_trials: Annotated[int, msgspec.Meta(ge=1)] = 3
-    price_history_batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000
+    price_history_batch_size: Annotated[int, msgspec.Meta(ge=1, le=EXCHANGE_PAGE_LIMIT)] = (
+        EXCHANGE_PAGE_LIMIT
+    )
     #: ``90d``/``12h``/``2w`` before now, an ISO date or datetime, or ``max`` (2020-03-01).
     price_history_reach: str = "90d"
     #: ``90d``/``12h``/``2w`` before now, an ISO date or datetime, or ``max`` (2021-01-11 08:00).
@@ -119,18 +161,31 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     update_queue_capacity: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
     def __post_init__(self) -> None:
+        # Parsed here, once: a bad reach fails the load, and the passes reuse the parse.
+        now = utc_now()
         for key, earliest in (
             ("price_history_reach", FIRST_CANDLE_TIME),
             ("funding_settlement_reach", FIRST_SETTLEMENT_TIME),
         ):
             try:
-                _check_reach(getattr(self, key), earliest)
+                reach: Reach = getattr(self, f"{key}_parsed")
+                reach.resolve(now=now, earliest=earliest)
             except ValueError as exc:
                 raise ValueError(f"{key}: {exc}") from None
 
+    @functools.cached_property
+    def price_history_reach_parsed(self) -> Reach:
+        """``price_history_reach``, parsed once."""
+        return Reach.parse(self.price_history_reach)
+
+    @functools.cached_property
+    def funding_settlement_reach_parsed(self) -> Reach:
+        """``funding_settlement_reach``, parsed once."""
+        return Reach.parse(self.funding_settlement_reach)
+
     def price_history_reach_at(self, now: datetime) -> datetime:
         """The oldest candle to keep, floored to midnight UTC."""
-        reach = parse_reach(self.price_history_reach, now=now, earliest=FIRST_CANDLE_TIME)
+        reach = self.price_history_reach_parsed.resolve(now=now, earliest=FIRST_CANDLE_TIME)
         return max(floor_day(reach), FIRST_CANDLE_TIME)
 
     def price_history_flag_gap_from(self, now: datetime, reach: datetime) -> datetime:
@@ -140,7 +195,47 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def funding_settlement_reach_at(self, now: datetime) -> datetime:
         """The oldest funding settlement to keep."""
-        return parse_reach(self.funding_settlement_reach, now=now, earliest=FIRST_SETTLEMENT_TIME)
+        return self.funding_settlement_reach_parsed.resolve(now=now, earliest=FIRST_SETTLEMENT_TIME)
+
+    def funding_scan_from(self, now: datetime) -> datetime:
+        """Where ``funding_settlement_flag_missing_range_h`` starts at ``now``."""
+        return now - timedelta(hours=self.funding_settlement_flag_missing_range_h)
+
+
+@dataclass(frozen=True)
+class PassWindow:
+    """Everything one sync pass needs from the config, resolved against the run's clock once
+    (:func:`resolve_pass`)."""
+
+    now: datetime
+    #: The oldest candle to keep (``sync.price_history_reach_at(now)``).
+    price_history_reach: datetime
+    #: Where holes are flagged from (``sync.price_history_flag_gap_from(now, reach)``).
+    price_history_flag_gap_from: datetime
+    #: Live only: the start of the recent candles to make sure of (the lookback, else the
+    #: candles that may still change), never before the reach; ``None`` for backfill and full.
+    lookback_start: datetime | None
+    #: The oldest funding settlement to keep (``sync.funding_settlement_reach_at(now)``).
+    funding_reach: datetime
+    #: Where missing settlements are looked for (``funding_settlement_flag_missing_range_h``).
+    funding_scan_from: datetime
+
+
+def resolve_pass(sync: SyncConfig, mode: SyncMode, now: datetime) -> PassWindow:
+    """The reach, lookback and scan windows of one pass at ``now``."""
+    reach = sync.price_history_reach_at(now)
+    lookback_start = None
+    if mode.kind is ModeKind.LIVE:
+        span = mode.lookback.duration if mode.lookback is not None else UNSTABLE_AGE
+        lookback_start = max(floor_minute(now - span), reach)
+    return PassWindow(
+        now=now,
+        price_history_reach=reach,
+        price_history_flag_gap_from=sync.price_history_flag_gap_from(now, reach),
+        lookback_start=lookback_start,
+        funding_reach=sync.funding_settlement_reach_at(now),
+        funding_scan_from=sync.funding_scan_from(now),
+    )
 
 
 class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -162,8 +257,6 @@ class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if self.listen is not None:
-            from qx_actors.health import parse_listen
-
             try:
                 parse_listen(self.listen)
             except ValueError as exc:
@@ -204,10 +297,7 @@ class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def sync_mode(self) -> SyncMode:
         """The configured mode as a :class:`SyncMode`."""
-        kind = ModeKind(self.mode)
-        if kind is ModeKind.LIVE:
-            return SyncMode.live(Lookback.parse(self.lookback) if self.lookback else None)
-        return SyncMode(kind)
+        return build_sync_mode(self.mode, self.lookback)
 
     def to_dict(self, *, redacted: bool = False) -> dict[str, Any]:
         """The effective config as plain data; ``redacted``: the database password as ``***``
@@ -222,6 +312,17 @@ class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         shown = {name: getattr(self, name) for name in self.__struct_fields__}
         shown["database"] = redact_url(self.database)
         return f"QxConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def build_sync_mode(mode: str, lookback: str | None) -> SyncMode:
+    """The :class:`SyncMode` of a mode name and a lookback text (``20 x 5m``, live only); a
+    ``ValueError`` says what is wrong."""
+    kind = ModeKind(mode)
+    if kind is ModeKind.LIVE:
+        return SyncMode.live(Lookback.parse(lookback) if lookback else None)
+    if lookback:
+        raise ValueError(f"only valid with mode 'live' (mode is {mode!r})")
+    return SyncMode(kind)
 
 
 def check_lookback_within_reach(lookback: Lookback, sync: SyncConfig, *, now: datetime) -> None:

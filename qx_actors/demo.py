@@ -11,8 +11,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from qx_actors._service import run_until_signal
 from qx_actors.config import QxConfig, config_from_mapping, load_config
+from qx_actors.logs import configure_logging
 from qx_actors.redact import redact_url
+from qx_actors.simulator import Simulator, SimulatorConfig
 
 #: The demo's defaults; ``config/demo.yaml`` in the repository mirrors them.
 DEMO_CONFIG: dict[str, Any] = {
@@ -56,10 +59,6 @@ def run_demo(
 ) -> int:
     """Start the simulator, sync into SQLite until Ctrl-C or ``duration_s`` (``q`` in the TUI);
     exit code."""
-    from qx_actors.cli import run_until_signal
-    from qx_actors.logs import configure_logging
-    from qx_actors.simulator import Simulator, SimulatorConfig
-
     config = demo_config(config_path, database)
     if config.database.startswith("sqlite:///"):
         Path(config.database.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""What the CLI shows: a live progress view of a run, and the database's state.
+"""What the CLI shows while a run goes: a live progress view.
 
 On a terminal the view is a small ``rich`` dashboard (status, candles stored, share of the reach
 covered, gaps left, ETA at the configured rate limit, ticks/s and the last price); its last
@@ -6,9 +6,6 @@ frame shows how the run ended. Otherwise the run's structured log lines are the 
 ``price_history_state`` / ``funding_settlements_state`` event per evaluation and a
 ``live_ticks`` event every 5 s; when those lines go to ``logging.file``, short plain progress
 lines (``qx-actors: ...``) still appear on stderr as the run goes.
-
-``status`` and ``plan`` print rich tables; piped, they are as wide as their content (never cut
-at 80 columns).
 
 Whatever it prints has its secrets replaced by ``***`` (:mod:`qx_actors.redact`): the status
 text carries the error's message, and the database URL is shown without its password.
@@ -31,10 +28,9 @@ from qx_actors.config import QxConfig
 from qx_actors.domain.funding import FundingSettlementsState
 from qx_actors.domain.history import PriceHistoryState
 from qx_actors.domain.lookback import SyncMode
-from qx_actors.domain.timeutil import utc_now
-from qx_actors.domain.validation import format_utc
+from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
 from qx_actors.logs import get_logger
-from qx_actors.redact import redact_text, redact_url
+from qx_actors.redact import redact_text
 from qx_actors.status import SyncStatus
 from qx_actors.sync_engine import SyncController, SyncEngine
 from qx_actors.updates import (
@@ -46,11 +42,8 @@ from qx_actors.updates import (
     SyncUpdate,
 )
 
-_CANDLES_PER_REQUEST = 1000
 #: Without a terminal, how often a ``live_ticks`` line is logged.
 _TICK_REPORT_EVERY_S = 5.0
-#: Piped output: tables are as wide as their content, up to this many columns.
-_PIPED_WIDTH = 1000
 
 
 class ProgressView:
@@ -142,7 +135,7 @@ class ProgressView:
             table.add_row("missing minutes", f"{history.missing_minutes:,}")
             table.add_row("gaps left", str(len(history.gaps)))
             rate = self._config.sync.rest_rate_limit_per_s
-            requests = -(-history.missing_minutes // _CANDLES_PER_REQUEST)
+            requests = -(-history.missing_minutes // EXCHANGE_PAGE_LIMIT)
             table.add_row("ETA at rate limit", str(timedelta(seconds=round(requests / rate))))
         if self._funding is not None:
             funding = self._funding.summary()
@@ -208,108 +201,3 @@ class ProgressView:
         if live is not None:
             live.update(self.render(), refresh=True)
             live.stop()
-
-
-def print_database_status(config: QxConfig) -> int:
-    """Print the price-history and funding state of the configured database; exit code."""
-    from qx_actors.storage import Database
-
-    now = utc_now()
-    sync = config.sync
-    with Database(config.database) as database:
-        facts = database.price_history_facts(
-            scan_from=sync.price_history_flag_gap_from(now, sync.price_history_reach_at(now))
-        )
-        scan_from = now - timedelta(hours=sync.funding_settlement_flag_missing_range_h)
-        funding_facts = database.funding_facts(scan_from=scan_from)
-    history = PriceHistoryState.evaluate(
-        facts, reach=sync.price_history_reach_at(now), now=now, recheck_verified_empty=False
-    )
-    funding = FundingSettlementsState.evaluate(
-        funding_facts, reach=sync.funding_settlement_reach_at(now), now=now, scan_from=scan_from
-    )
-    console = _stdout_console()
-    console.print(_summary_table("price history", history.summary()))
-    if history.gaps:
-        console.print("gaps: " + ", ".join(str(g) for g in history.gaps[:10]))
-    if history.verified_empty:
-        console.print(
-            "verified empty (exchange downtime): "
-            + ", ".join(str(r) for r in history.verified_empty[:10])
-        )
-    console.print(_summary_table("funding settlements", funding.summary()))
-    return 0
-
-
-def print_plan(config: QxConfig) -> int:
-    """Dry run: the ranges a backfill would fetch now, requests and ETA; writes nothing."""
-    from qx_actors.domain.funding import FundingSettlementsFacts
-    from qx_actors.domain.history import PriceHistoryFacts
-    from qx_actors.errors import StorageError
-    from qx_actors.storage import Database
-
-    now = utc_now()
-    sync = config.sync
-    history_scan = sync.price_history_flag_gap_from(now, sync.price_history_reach_at(now))
-    funding_scan = now - timedelta(hours=sync.funding_settlement_flag_missing_range_h)
-    try:
-        with Database(config.database) as database:
-            facts = database.price_history_facts(scan_from=history_scan)
-            funding_facts = database.funding_facts(scan_from=funding_scan)
-    except StorageError:  # no database yet: everything is to be fetched
-        facts = PriceHistoryFacts(None, None, (), (), None)
-        funding_facts = FundingSettlementsFacts(None, None, ())
-    history = PriceHistoryState.evaluate(
-        facts, reach=sync.price_history_reach_at(now), now=now, recheck_verified_empty=True
-    )
-    funding = FundingSettlementsState.evaluate(
-        funding_facts, reach=sync.funding_settlement_reach_at(now), now=now, scan_from=funding_scan
-    )
-    batch = sync.price_history_batch_size
-    table = Table(title="plan (dry run: nothing is written)")
-    for column in ("what", "kind", "from", "to", "items", "requests"):
-        table.add_column(column)
-    requests = 0
-    for download in history.downloads(newest_gap_first=False):
-        count = download.requests(batch)
-        requests += count
-        table.add_row(
-            "candles", download.kind.value, format_utc(download.start),
-            format_utc(download.end),
-            f"{download.minutes:,}", f"{count:,}",
-        )  # fmt: skip
-    for settlement_download in funding.downloads():
-        items = len(settlement_download.times())
-        count = max(1, -(-items // _CANDLES_PER_REQUEST))
-        requests += count
-        table.add_row(
-            "settlements", settlement_download.kind.value,
-            format_utc(settlement_download.start), format_utc(settlement_download.end),
-            f"{items:,}", f"{count:,}",
-        )  # fmt: skip
-    console = _stdout_console()
-    console.print(f"database: {redact_url(config.database)}", markup=False)
-    console.print(table)
-    eta = timedelta(seconds=round(requests / sync.rest_rate_limit_per_s))
-    console.print(
-        f"{requests:,} requests; ETA {eta} at {sync.rest_rate_limit_per_s:g} request(s)/s "
-        "(sync.rest_rate_limit_per_s)"
-    )
-    return 0
-
-
-def _stdout_console() -> Console:
-    """The console for tables on stdout: the terminal's width on a terminal; piped, wide
-    enough that no table is cut or wrapped (rich would assume 80 columns)."""
-    if sys.stdout.isatty():
-        return Console()
-    return Console(width=_PIPED_WIDTH, no_color=True, highlight=False)
-
-
-def _summary_table(title: str, summary: dict[str, Any]) -> Table:
-    table = Table(title=title, show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value")
-    for key, value in summary.items():
-        table.add_row(key, str(value))
-    return table

@@ -7,17 +7,20 @@ from qx_actors.lnmarkets.rest import (
     RestCounters,
     SettlementPage,
 )
-from qx_actors.lnmarkets.stream import LAST_PRICE_TOPIC, StreamClient, StreamCounters
-from qx_actors.lnmarkets.wire import Ticker
+from qx_actors.lnmarkets.stream import LAST_PRICE_TOPIC, StreamClient, StreamConnection
+from qx_actors.lnmarkets.transport import HttpRequest, HttpResponse, MockTransport, Transport
 
 __all__ = [
     "LAST_PRICE_TOPIC",
     "CandlePage",
+    "HttpRequest",
+    "HttpResponse",
+    "MockTransport",
     "RateLimiter",
     "RestClient",
     "RestCounters",
     "SettlementPage",
     "StreamClient",
-    "StreamCounters",
-    "Ticker",
+    "StreamConnection",
+    "Transport",
 ]

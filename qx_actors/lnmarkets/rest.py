@@ -1,8 +1,9 @@
 """Async client of the LN Markets REST v3 public market-data endpoints.
 
-Paced by a rate limiter, every request bounded by a timeout; errors of aiohttp and msgspec
-are mapped into :mod:`qx_actors.errors` here. The client is asyncio-only and belongs to the
-loop it is first used in (the REST fetcher actor's loop).
+Paced by a rate limiter, every request bounded by a timeout; errors of the HTTP layer
+(:mod:`qx_actors.lnmarkets.transport`: aiohttp by default, a fake one in unit tests) and of
+msgspec are mapped into :mod:`qx_actors.errors` here. The client is asyncio-only and belongs
+to the loop it is first used in (the REST fetcher actor's loop).
 
 As quantoxide treats REST errors, every transport failure is retried ``error_max_trials``
 times in all, ``error_cooldown_s`` apart, and then raised as a recoverable error:
@@ -34,7 +35,7 @@ import msgspec
 import yarl
 
 from qx_actors.domain.timeutil import MINUTE, format_rfc3339_ms, require_utc
-from qx_actors.domain.values import Candle, FundingSettlement
+from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT, Candle, FundingSettlement
 from qx_actors.errors import (
     ExchangeBodyError,
     ExchangeClientError,
@@ -46,14 +47,18 @@ from qx_actors.errors import (
     InvalidMarketData,
 )
 from qx_actors.lnmarkets import wire
+from qx_actors.lnmarkets.transport import (
+    AiohttpTransport,
+    HttpRequest,
+    IncompleteBody,
+    Transport,
+)
 from qx_actors.logs import get_logger
 
 _log = get_logger()
 
 CANDLES_PATH = "/v3/futures/candles"
 SETTLEMENTS_PATH = "/v3/futures/funding-settlements"
-TICKER_PATH = "/v3/futures/ticker"
-MAX_PAGE_LIMIT = 1000
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -70,10 +75,6 @@ class RestCounters:
     errors: int = 0  # failed attempts (any reason, retried or not)
     timeouts: int = 0  # attempts that hit timeout_s
     limiter_wait_s: float = 0.0  # total time spent waiting for the rate limiter
-
-    def snapshot(self) -> RestCounters:
-        """A copy of the current values."""
-        return dataclasses.replace(self)
 
 
 class CandlePage(msgspec.Struct, frozen=True):
@@ -143,7 +144,10 @@ class RestClient:
         error_cooldown_s: float = 10.0,
         error_max_trials: int = 3,
         max_retry_after_s: float = 300.0,
+        transport: Transport | None = None,
     ) -> None:
+        """``transport``: the HTTP layer (real sockets through aiohttp when not given; a
+        :class:`~qx_actors.lnmarkets.transport.MockTransport` in unit tests)."""
         url = yarl.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"REST base URL must be http(s)://host[:port], got {base_url!r}")
@@ -165,8 +169,7 @@ class RestClient:
         #: called after every attempt with (endpoint, seconds, HTTP status or "error"): the
         #: health probe's latency histogram
         self.on_request: Callable[[str, float, int | str], None] | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._transport: Transport = transport if transport is not None else AiohttpTransport()
 
     async def __aenter__(self) -> Self:
         return self
@@ -180,10 +183,8 @@ class RestClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the HTTP session (idempotent); a later request opens a new one."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        """Close the HTTP connections (idempotent); a later request opens new ones."""
+        await self._transport.close()
 
     # --- endpoints ------------------------------------------------------------------------
 
@@ -192,7 +193,7 @@ class RestClient:
         *,
         start: datetime | None,
         end: datetime | None,
-        limit: int = MAX_PAGE_LIMIT,
+        limit: int = EXCHANGE_PAGE_LIMIT,
         cursor: datetime | None = None,
     ) -> CandlePage:
         """One page of 1-minute candles (``from``/``to``/``cursor`` passed as given)."""
@@ -206,7 +207,7 @@ class RestClient:
         *,
         start: datetime | None,
         end: datetime | None,
-        limit: int = MAX_PAGE_LIMIT,
+        limit: int = EXCHANGE_PAGE_LIMIT,
         cursor: datetime | None = None,
     ) -> SettlementPage:
         """One page of funding settlements (``from``/``to``/``cursor`` passed as given)."""
@@ -214,13 +215,8 @@ class RestClient:
         msg = await self._get(SETTLEMENTS_PATH, params, wire.settlement_page_decoder)
         return SettlementPage(wire.to_settlements(msg), msg.next_cursor)
 
-    async def ticker(self) -> wire.Ticker:
-        """The futures ticker."""
-        msg = await self._get(TICKER_PATH, {}, wire.ticker_decoder)
-        return wire.to_ticker(msg)
-
     async def candle_pages(
-        self, start: datetime, end: datetime, *, limit: int = MAX_PAGE_LIMIT
+        self, start: datetime, end: datetime, *, limit: int = EXCHANGE_PAGE_LIMIT
     ) -> AsyncIterator[list[Candle]]:
         """Every candle with ``start <= time <= end``, page by page, newest page first.
 
@@ -238,7 +234,7 @@ class RestClient:
             yield items
 
     async def settlement_pages(
-        self, start: datetime, end: datetime, *, limit: int = MAX_PAGE_LIMIT
+        self, start: datetime, end: datetime, *, limit: int = EXCHANGE_PAGE_LIMIT
     ) -> AsyncIterator[list[FundingSettlement]]:
         """Every settlement with ``start <= time <= end``, page by page, newest page first."""
 
@@ -254,19 +250,6 @@ class RestClient:
             yield items
 
     # --- transport ------------------------------------------------------------------------
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._session_loop is not loop:
-            # A session belongs to its loop; one left on a finished loop can only be dropped.
-            self._session_loop = loop
-            # Timeouts are enforced per request with asyncio.timeout (covers the body too).
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None),
-                headers={"Accept": "application/json"},
-                raise_for_status=False,
-            )
-        return self._session
 
     async def _get(
         self, path: str, params: Mapping[str, str], decoder: msgspec.json.Decoder[_T]
@@ -326,16 +309,10 @@ class RestClient:
         decoder: msgspec.json.Decoder[_T],
     ) -> _T:
         """One HTTP attempt; recoverable failures come out as :class:`_Recoverable`."""
-        session = self._get_session()
         self.counters.requests += 1
-        status = 0
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with session.get(url, params=params) as resp:
-                    status = resp.status
-                    reason = resp.reason or ""
-                    retry_after = resp.headers.get("Retry-After")
-                    body = await resp.read()
+                response = await self._transport.get(HttpRequest(url, params))
         except TimeoutError as exc:
             self.counters.timeouts += 1
             error: ExchangeError = ExchangeTimeout(
@@ -343,27 +320,29 @@ class RestClient:
             )
             error.__cause__ = exc
             raise _Recoverable(error) from exc
-        except aiohttp.ClientPayloadError as exc:
+        except IncompleteBody as exc:
             # The headers came, the body did not arrive whole (connection closed mid-body).
             error = ExchangeBodyError(
-                f"GET {path}: HTTP {status} body not received whole: {_payload_error_text(exc)}"
+                f"GET {path}: HTTP {exc.status} body not received whole: {exc.detail}"
             )
-            error.__cause__ = exc
-            raise _Recoverable(error) from exc
+            error.__cause__ = exc.__cause__ or exc
+            raise _Recoverable(error) from error.__cause__
         except (aiohttp.ClientError, OSError) as exc:
             error = ExchangeTransportError(f"GET {path}: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
             raise _Recoverable(error) from exc
 
+        status = response.status
         if 200 <= status < 300:
             self.counters.responses_ok += 1
             try:
-                return wire.decode(decoder, body, path, status=status)
+                return wire.decode(decoder, response.body, path, status=status)
             except ExchangeBodyError as exc:  # not JSON at all: a transport fault, retried
                 raise _Recoverable(exc) from exc.__cause__
-        http_error = _http_error(status, reason, body, path)
+        http_error = _http_error(status, response.reason, response.body, path)
         if status == 429:
             self.counters.rate_limited += 1
+            retry_after = response.headers.get("Retry-After")
             retry_after_s = _parse_retry_after(retry_after, self.max_retry_after_s)
             _log.warning(
                 "rest_rate_limited",
@@ -398,8 +377,8 @@ async def _pages(
     """
     start = require_utc(start, "start")
     end = require_utc(end, "end")
-    if not 1 <= limit <= MAX_PAGE_LIMIT:
-        raise ValueError(f"limit must be in 1..{MAX_PAGE_LIMIT}, got {limit}")
+    if not 1 <= limit <= EXCHANGE_PAGE_LIMIT:
+        raise ValueError(f"limit must be in 1..{EXCHANGE_PAGE_LIMIT}, got {limit}")
     if start > end:
         return
     cursor: datetime | None = None
@@ -429,8 +408,8 @@ _EPSILON = datetime.resolution
 def _page_params(
     start: datetime | None, end: datetime | None, limit: int, cursor: datetime | None
 ) -> dict[str, str]:
-    if not 1 <= limit <= MAX_PAGE_LIMIT:
-        raise ValueError(f"limit must be in 1..{MAX_PAGE_LIMIT}, got {limit}")
+    if not 1 <= limit <= EXCHANGE_PAGE_LIMIT:
+        raise ValueError(f"limit must be in 1..{EXCHANGE_PAGE_LIMIT}, got {limit}")
     params: dict[str, str] = {}
     if start is not None:
         params["from"] = format_rfc3339_ms(require_utc(start, "start"))
@@ -462,16 +441,6 @@ def _http_error(status: int, reason: str, body: bytes, endpoint: str) -> Exchang
     server_side = status >= 500 or status in (408, 429)
     cls = ExchangeServerError if server_side else ExchangeClientError
     return cls(status, message, text, endpoint=endpoint, **extra)
-
-
-def _payload_error_text(exc: aiohttp.ClientPayloadError) -> str:
-    """What went wrong with a body, e.g. ``Not enough data to satisfy content length header
-    (received 23 of 46 bytes).`` (aiohttp's parser message when it has one)."""
-    cause = exc.__cause__
-    message = getattr(cause, "message", None)
-    if isinstance(message, str) and message:
-        return message
-    return str(exc) or type(exc).__name__
 
 
 def _parse_retry_after(value: str | None, cap_s: float) -> float | None:

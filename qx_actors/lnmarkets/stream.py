@@ -2,16 +2,17 @@
 
 One :meth:`StreamClient.run` is one connection: connect, subscribe, then deliver ticks until
 the connection fails, which is always an exception (the WS feed actor reconnects). Errors of
-websockets are mapped into :mod:`qx_actors.errors` here.
+websockets are mapped into :mod:`qx_actors.errors` here. The connection is opened by a
+``connect`` function (websockets by default) that tests may replace with a fake
+:class:`StreamConnection`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn, Protocol
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -29,23 +30,33 @@ LAST_PRICE_TOPIC = wire.LAST_PRICE_TOPIC
 _FRAME_EXCERPT = 200
 
 
-@dataclasses.dataclass
-class StreamCounters:
-    """Running totals of one client across its runs, for metrics (ints only)."""
+class _Abortable(Protocol):
+    def abort(self) -> None: ...
 
-    connects: int = 0  # connection attempts
-    connected: int = 0  # subscriptions confirmed
-    disconnects: int = 0  # runs that ended with a StreamError
-    frames: int = 0  # frames received
-    ticks: int = 0  # ticks delivered
-    batches: int = 0  # on_ticks calls
-    rejected: int = 0  # frames logged and skipped
-    pings: int = 0  # heartbeat pings sent
-    heartbeat_timeouts: int = 0
 
-    def snapshot(self) -> StreamCounters:
-        """A copy of the current values."""
-        return dataclasses.replace(self)
+class StreamConnection(Protocol):
+    """What the client needs of an open WebSocket (websockets' ``ClientConnection`` is one)."""
+
+    async def send(self, message: str) -> None:
+        """Send one text frame."""
+        ...
+
+    async def recv(self) -> str | bytes:
+        """The next frame; ``ConnectionClosed`` once the connection is gone."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection politely."""
+        ...
+
+    @property
+    def transport(self) -> _Abortable:
+        """The socket, aborted when a polite close is not possible."""
+        ...
+
+
+#: Opens a connection to a URL; its errors are mapped like websockets' own.
+StreamConnector = Callable[[str], Awaitable[StreamConnection]]
 
 
 class StreamClient:
@@ -61,7 +72,10 @@ class StreamClient:
         open_timeout_s: float = 10.0,
         close_timeout_s: float = 1.0,
         max_batch: int = 500,
+        connect: StreamConnector | None = None,
     ) -> None:
+        """``connect``: opens the connection (websockets with the timeouts above when not
+        given; a fake in unit tests)."""
         try:
             parse_uri(url)
         except InvalidURI as exc:
@@ -77,7 +91,7 @@ class StreamClient:
         self.open_timeout_s = open_timeout_s
         self.close_timeout_s = close_timeout_s
         self.max_batch = max_batch
-        self.counters = StreamCounters()
+        self._open: StreamConnector = connect if connect is not None else self._open_websocket
 
     async def run(
         self,
@@ -92,32 +106,28 @@ class StreamClient:
         more buffered frames (or ``max_batch`` ticks are pending). Failures are
         :class:`StreamError` subclasses (recoverable); cancellation closes the socket.
         """
-        self.counters.connects += 1
+        ws = await self._connect()
         try:
-            ws = await self._connect()
-            try:
-                await _Session(self, ws, on_ticks).run(on_connected)
-            except ConnectionClosed as exc:
-                raise StreamError(f"stream {self.url}: {_describe_close(exc)}") from exc
-            finally:
-                await self._close(ws)
-        except StreamError as exc:
-            self.counters.disconnects += 1
-            if isinstance(exc, StreamHeartbeatTimeout):
-                self.counters.heartbeat_timeouts += 1
-            raise
+            await _Session(self, ws, on_ticks).run(on_connected)
+        except ConnectionClosed as exc:
+            raise StreamError(f"stream {self.url}: {_describe_close(exc)}") from exc
+        finally:
+            await self._close(ws)
 
-    async def _connect(self) -> ClientConnection:
+    async def _open_websocket(self, url: str) -> ClientConnection:
+        return await connect(
+            url,
+            open_timeout=self.open_timeout_s,
+            close_timeout=self.close_timeout_s,
+            # The Stream API heartbeat is a JSON-RPC ping (see _Session), not WS pings.
+            ping_interval=None,
+            max_queue=64,  # frames buffered before TCP back-pressure
+            compression=None,
+        )
+
+    async def _connect(self) -> StreamConnection:
         try:
-            return await connect(
-                self.url,
-                open_timeout=self.open_timeout_s,
-                close_timeout=self.close_timeout_s,
-                # The Stream API heartbeat is a JSON-RPC ping (see _Session), not WS pings.
-                ping_interval=None,
-                max_queue=64,  # frames buffered before TCP back-pressure
-                compression=None,
-            )
+            return await self._open(self.url)
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise StreamError(f"stream {self.url}: handshake refused with HTTP {status}") from exc
@@ -128,7 +138,7 @@ class StreamClient:
         except (OSError, InvalidHandshake) as exc:
             raise StreamError(f"stream {self.url}: cannot connect: {exc}") from exc
 
-    async def _close(self, ws: ClientConnection) -> None:
+    async def _close(self, ws: StreamConnection) -> None:
         try:
             await ws.close()
         except asyncio.CancelledError:
@@ -144,11 +154,10 @@ class _Session:
     def __init__(
         self,
         client: StreamClient,
-        ws: ClientConnection,
+        ws: StreamConnection,
         on_ticks: Callable[[list[PriceTick]], None],
     ) -> None:
         self.client = client
-        self.counters = client.counters
         self.ws = ws
         self.on_ticks = on_ticks
         self.pending: list[PriceTick] = []
@@ -172,7 +181,6 @@ class _Session:
                     f"stream {client.url}: no answer to subscribe within "
                     f"{client.open_timeout_s:g} s"
                 ) from None
-            self.counters.connected += 1
             _log.info("stream_subscribed", url=client.url, topics=list(client.topics))
             if on_connected is not None:
                 on_connected()
@@ -194,7 +202,6 @@ class _Session:
             pass
         ping_id = secrets.token_hex(8)
         self.ping_ids.add(ping_id)
-        self.counters.pings += 1
         _log.debug("stream_ping_sent", url=client.url, silence_s=client.heartbeat_interval_s)
         await self.ws.send(wire.encode_request(wire.RpcRequest("ping", ping_id)))
         try:
@@ -221,12 +228,9 @@ class _Session:
     def _flush(self) -> None:
         if self.pending:
             ticks, self.pending = self.pending, []
-            self.counters.ticks += len(ticks)
-            self.counters.batches += 1
             self.on_ticks(ticks)
 
     def _reject(self, reason: str, frame: str | bytes) -> None:
-        self.counters.rejected += 1
         _log.warning(
             "stream_frame_rejected",
             url=self.client.url,
@@ -236,7 +240,6 @@ class _Session:
 
     def _handle(self, frame: str | bytes) -> None:
         """Dispatch one frame; only a failed subscription raises."""
-        self.counters.frames += 1
         try:
             msg = wire.rpc_frame_decoder.decode(frame)
         except msgspec.DecodeError as exc:

@@ -64,32 +64,12 @@ class SettlementPageMsg(msgspec.Struct, frozen=True, rename="camel"):
     next_cursor: UtcTime | None = None
 
 
-class TickerMsg(msgspec.Struct, frozen=True, rename="camel"):
-    """``GET /v3/futures/ticker``; fields beyond the two prices are optional."""
-
-    index: float
-    last_price: float
-    prices: list[Any] = msgspec.field(default_factory=list)
-    funding_rate: float | None = None
-    funding_time: UtcTime | float | None = None
-
-
 class ErrorBody(msgspec.Struct, frozen=True):
     """The JSON body of a non-2xx answer: ``{"message", "code"?, "details"?}``."""
 
     message: str
     code: str | int | None = None
     details: Any = None
-
-
-class Ticker(msgspec.Struct, frozen=True):
-    """The ticker, converted: ``funding_time`` as UTC datetime when the exchange sent one."""
-
-    index: float
-    last_price: float
-    funding_rate: float | None
-    funding_time: datetime | None
-    prices: list[Any]
 
 
 # --- Stream API (JSON-RPC 2.0) ------------------------------------------------------------
@@ -158,7 +138,6 @@ _PATH_RE = re.compile(r"^(?P<msg>.*?) - at `(?P<path>\$[^`]*)`$", re.DOTALL)
 
 candle_page_decoder = msgspec.json.Decoder(CandlePageMsg)
 settlement_page_decoder = msgspec.json.Decoder(SettlementPageMsg)
-ticker_decoder = msgspec.json.Decoder(TickerMsg)
 error_body_decoder = msgspec.json.Decoder(ErrorBody)
 rpc_frame_decoder = msgspec.json.Decoder(RpcFrame)
 subscribe_result_decoder = msgspec.json.Decoder(SubscribeResult)
@@ -244,9 +223,3 @@ def tick_time(value: datetime | float) -> datetime:
 def to_tick(data: LastPriceData) -> PriceTick:
     """A domain tick from a last-price notification."""
     return PriceTick(tick_time(data.time), data.last_price)
-
-
-def to_ticker(msg: TickerMsg) -> Ticker:
-    """The converted ticker."""
-    funding_time = None if msg.funding_time is None else tick_time(msg.funding_time)
-    return Ticker(msg.index, msg.last_price, msg.funding_rate, funding_time, list(msg.prices))

@@ -46,8 +46,8 @@ The market (:class:`Market`)
   2025-04-11 16:00); ``uuid5`` ids; ``fixingPrice`` = market price then.
 * ``market.add_downtime(start, end)``: exchange downtime, no candle in ``[start, end)`` ever.
 
-REST (SPEC §2)
---------------
+REST (as LN Markets' REST v3 behaves)
+-------------------------------------
 ``GET /v3/futures/candles?from=&to=&limit=&range=1m&cursor=``: newest first, ``limit`` 1..1000
 (default 1000), only ``range=1m`` (others 400), ``cursor`` exclusive (only older candles);
 ``nextCursor`` = time of the oldest returned candle when older ones exist within the bounds,

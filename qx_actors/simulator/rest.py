@@ -1,9 +1,10 @@
 """The simulator's REST v3 app (aiohttp): candles, funding settlements, ticker.
 
-Faithful to SPEC §2: newest first, RFC 3339 times with milliseconds and ``Z``, ``limit``
-1..1000, backwards paging with an exclusive ``cursor``, JSON errors ``{"message", "code"}``,
-429 with ``Retry-After`` from a token-bucket rate limiter. Candle JSON is pre-encoded per day
-(see :mod:`.market`), so a page of 1000 stable candles is a ``b",".join``.
+Faithful to the exchange's REST v3 as observed: newest first, RFC 3339 times with
+milliseconds and ``Z``, ``limit`` 1..1000, backwards paging with an exclusive ``cursor``, JSON
+errors ``{"message", "code"}``, 429 with ``Retry-After`` from a token-bucket rate limiter.
+Candle JSON is pre-encoded per day (see :mod:`.market`), so a page of 1000 stable candles is a
+``b",".join``.
 """
 
 from __future__ import annotations

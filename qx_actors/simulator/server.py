@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from qx_actors.actors.loop_thread import LoopThread
+from qx_actors._loop_thread import LoopThread
 from qx_actors.domain.values import PriceTick
 
 from .faults import Faults

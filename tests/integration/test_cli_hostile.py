@@ -104,7 +104,7 @@ def tick_database(tmp_path: Path) -> str:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     storage = open_storage(url)
     try:
-        storage.insert_ticks(
+        storage.insert_new_ticks(
             [PriceTick(start + timedelta(milliseconds=250 * i), 90_000.5 + i) for i in range(5000)]
         )
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import time
@@ -248,7 +249,7 @@ def test_body_that_is_not_json_is_retried_then_recoverable(arun: Arun, body: byt
         async with serve_rest(handler) as server, client(server.url, error_max_trials=3) as rest:
             with pytest.raises(ExchangeBodyError) as info:
                 await rest.candles_page(start=None, end=None)
-            return info.value, len(server.seen), rest.counters.snapshot()
+            return info.value, len(server.seen), dataclasses.replace(rest.counters)
 
     error, requests, counters = arun(main())
     assert is_recoverable(error)
@@ -348,7 +349,7 @@ def test_connection_reset_is_retried_then_recoverable(arun: Arun) -> None:
     async def main() -> tuple[ExchangeTransportError, int, int]:
         async with serve_rest(handler) as server, client(server.url, error_max_trials=3) as rest:
             with pytest.raises(ExchangeTransportError) as info:
-                await rest.ticker()
+                await rest.settlements_page(start=None, end=None)
             return info.value, rest.counters.requests, len(server.seen)
 
     error, trials, seen = arun(main())
@@ -373,7 +374,7 @@ def test_server_error_retried_then_success(arun: Arun) -> None:
         async with serve_rest(handler) as server, client(server.url) as rest:
             with capture_logs() as logs:
                 page = await rest.candles_page(start=None, end=None)
-            return page, rest.counters.snapshot(), logs
+            return page, dataclasses.replace(rest.counters), logs
 
     page, counters, logs = arun(main())
     assert page.candles == []
@@ -393,12 +394,12 @@ def test_server_error_exhausted(arun: Arun) -> None:
     async def main() -> Any:
         async with serve_rest(handler) as server, client(server.url, error_max_trials=3) as rest:
             with pytest.raises(ExchangeServerError) as info:
-                await rest.ticker()
+                await rest.settlements_page(start=None, end=None)
             return info.value, len(server.seen)
 
     error, requests = arun(main())
     assert (error.status, error.message, error.extra["code"]) == (502, "bad gateway", "E502")
-    assert error.endpoint == "/v3/futures/ticker"
+    assert error.endpoint == "/v3/futures/funding-settlements"
     assert requests == 3
 
 
@@ -420,7 +421,7 @@ def test_rate_limited_honours_retry_after(arun: Arun) -> None:
         ):
             with capture_logs() as logs:
                 await rest.settlements_page(start=None, end=None)
-            return server.seen, rest.counters.snapshot(), logs
+            return server.seen, dataclasses.replace(rest.counters), logs
 
     seen, counters, logs = arun(main())
     assert seen[1].at - seen[0].at >= retry_after
@@ -440,7 +441,7 @@ def test_rate_limited_exhausted_is_server_error(arun: Arun) -> None:
     async def main() -> ExchangeServerError:
         async with serve_rest(handler) as server, client(server.url, error_max_trials=2) as rest:
             with pytest.raises(ExchangeServerError) as info:
-                await rest.ticker()
+                await rest.settlements_page(start=None, end=None)
             return info.value
 
     error = arun(main())
@@ -454,7 +455,7 @@ def test_client_error_retried_then_recoverable(arun: Arun) -> None:
         "/v3/futures/candles": lambda: json_response(
             {"message": "limit must be <= 1000", "details": {"limit": 5}}, 400
         ),
-        "/v3/futures/ticker": lambda: web.Response(text="not found here", status=404),
+        "/v3/futures/funding-settlements": lambda: web.Response(text="not found here", status=404),
     }
 
     async def handler(request: web.Request) -> web.Response:
@@ -466,7 +467,7 @@ def test_client_error_retried_then_recoverable(arun: Arun) -> None:
                 with pytest.raises(ExchangeClientError) as bad:
                     await rest.candles_page(start=None, end=None)
                 with pytest.raises(ExchangeClientError) as missing:
-                    await rest.ticker()
+                    await rest.settlements_page(start=None, end=None)
             return bad.value, missing.value, len(server.seen), rest.counters.retries, logs
 
     bad, missing, requests, retries, logs = arun(main())
@@ -504,14 +505,14 @@ def test_error_statuses_are_retried_then_recoverable(
     async def main() -> tuple[ExchangeHttpError, int]:
         async with serve_rest(handler) as server, client(server.url, error_max_trials=2) as rest:
             with pytest.raises(ExchangeHttpError) as info:
-                await rest.ticker()
+                await rest.settlements_page(start=None, end=None)
             return info.value, len(server.seen)
 
     error, requests = arun(main())
     assert type(error) is error_type
     assert (error.status, str(error)) == (
         status,
-        f"HTTP {status} /v3/futures/ticker: status {status}",
+        f"HTTP {status} /v3/futures/funding-settlements: status {status}",
     )
     assert is_recoverable(error)
     assert requests == 2
@@ -523,14 +524,14 @@ def test_error_text_quotes_a_short_excerpt_of_the_body(arun: Arun) -> None:
     page = "<html>\n  <body>" + "x" * 5000 + "</body>\n</html>"
 
     async def handler(request: web.Request) -> web.Response:
-        if request.path.endswith("ticker"):
+        if request.path.endswith("funding-settlements"):
             return web.Response(text=page, status=502, content_type="text/html")
         return web.Response(status=503)
 
     async def main() -> tuple[ExchangeHttpError, ExchangeHttpError]:
         async with serve_rest(handler) as server, client(server.url, error_max_trials=1) as rest:
             with pytest.raises(ExchangeHttpError) as long:
-                await rest.ticker()
+                await rest.settlements_page(start=None, end=None)
             with pytest.raises(ExchangeHttpError) as empty:
                 await rest.candles_page(start=None, end=None)
             return long.value, empty.value
@@ -539,7 +540,7 @@ def test_error_text_quotes_a_short_excerpt_of_the_body(arun: Arun) -> None:
     assert len(long.message) == 200
     assert long.message.startswith("<html> <body>xxx") and long.message.endswith("…")
     assert long.body == page
-    assert str(long) == f"HTTP 502 /v3/futures/ticker: {long.message}"
+    assert str(long) == f"HTTP 502 /v3/futures/funding-settlements: {long.message}"
     assert str(empty) == "HTTP 503 /v3/futures/candles: Service Unavailable"
 
 
@@ -557,8 +558,8 @@ def test_timeout(arun: Arun) -> None:
         ):
             started = time.monotonic()
             with pytest.raises(ExchangeTimeout, match=r"0\.2 s"):
-                await rest.ticker()
-            return time.monotonic() - started, rest.counters.snapshot()
+                await rest.settlements_page(start=None, end=None)
+            return time.monotonic() - started, dataclasses.replace(rest.counters)
 
     elapsed, counters = arun(main())
     assert elapsed >= 0.4
@@ -571,7 +572,7 @@ def test_connection_refused(arun: Arun, unused_port: int) -> None:
     async def main() -> int:
         async with client(f"http://127.0.0.1:{unused_port}", error_max_trials=2) as rest:
             with pytest.raises(ExchangeTransportError) as info:
-                await rest.ticker()
+                await rest.settlements_page(start=None, end=None)
             assert not isinstance(info.value, ExchangeTimeout)
             return rest.counters.requests
 
@@ -588,7 +589,7 @@ def test_cancel_hung_request_is_prompt(arun: Arun) -> None:
     async def main() -> tuple[bool, int]:
         async with serve_rest(handler) as server:
             rest = client(server.url, timeout_s=30)
-            task = asyncio.create_task(rest.ticker())
+            task = asyncio.create_task(rest.settlements_page(start=None, end=None))
             await asyncio.wait_for(server.arrived.wait(), 5)
             task.cancel()
             # generous waits, far below the 30 s request timeout: the cancel did it
@@ -657,29 +658,6 @@ def test_settlement_pages_exact(arun: Arun) -> None:
     assert seen[0].path == "/v3/futures/funding-settlements"
     assert "range" not in seen[0].query
     assert (items[0].fixing_price, items[0].funding_rate) == (90000.0, 0.0001)
-
-
-def test_ticker(arun: Arun) -> None:
-    """The ticker decodes, funding time as UTC datetime."""
-    body = {
-        "index": 90000.1,
-        "lastPrice": 90001,
-        "prices": [{"minSize": 0, "maxSize": 100000, "bidPrice": 90000, "askPrice": 90002}],
-        "fundingRate": 0.00012,
-        "fundingTime": "2026-01-01T08:00:00.000Z",
-    }
-
-    async def handler(request: web.Request) -> web.Response:
-        return json_response(body)
-
-    async def main() -> Any:
-        async with serve_rest(handler) as server, client(server.url) as rest:
-            return await rest.ticker()
-
-    ticker = arun(main())
-    assert (ticker.index, ticker.last_price, ticker.funding_rate) == (90000.1, 90001.0, 0.00012)
-    assert ticker.funding_time == T0 + 8 * HOUR
-    assert len(ticker.prices) == 1
 
 
 def test_parse_retry_after() -> None:
