@@ -1,10 +1,9 @@
-"""The one place where threads meet asyncio.
+"""An asyncio event loop in a daemon thread, for the parts that serve from the background.
 
-A :class:`LoopThread` owns an asyncio event loop running in a daemon thread. Network actors
-start one in ``on_start`` and stop it in ``on_stop``; the simulator uses one to serve from a
-background thread. Coroutines are submitted with :meth:`LoopThread.submit`, which returns a
+Coroutines are submitted with :meth:`LoopThread.submit`, which returns a
 ``concurrent.futures.Future``; :meth:`LoopThread.stop` cancels every task still running, so a
-shutdown never waits for an in-flight request.
+shutdown never waits for an in-flight request. (The engine's actors run their own loops, see
+:class:`qx_actors.actors.base.AsyncQxActor`; the simulator and the health server use this.)
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from qx_actors.errors import (
     SyncShutdownFailed,
 )
 from qx_actors.health import RunHealth
+from qx_actors.modes import default_parts
 from qx_actors.status import State, SyncStatus, shutdown_refusal
 from qx_actors.updates import AsyncUpdateReceiver, UpdateHub, UpdateReceiver
 
@@ -216,17 +217,13 @@ class SyncEngine:
                 raise SyncAlreadyStarted("this SyncEngine was already started")
             self._started = True
         if self._program is None or self._children is None:
-            from qx_actors.modes import default_parts
-
             parts = default_parts(self.config, self.mode)
             program = self._program or parts.program
             children = self._children if self._children is not None else parts.children
             stop_order = self._stop_order or parts.stop_order
-            on_out_of_band = parts.on_out_of_band
             tick_sink = parts.tick_sink
         else:
             program, children, stop_order = self._program, self._children, self._stop_order or ()
-            on_out_of_band = None
             tick_sink = None
         context = RunContext(
             run_id=self.run_id,
@@ -235,6 +232,7 @@ class SyncEngine:
             threads=self._threads,
             health=self.health,
             clock=self._clock,
+            hub=self._hub,
         )
 
         def spawn_engine(controller: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
@@ -244,7 +242,6 @@ class SyncEngine:
                 program=program,
                 children=children,
                 stop_order=stop_order,
-                on_out_of_band=on_out_of_band,
                 tick_sink=tick_sink,
             )
 

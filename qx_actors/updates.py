@@ -26,6 +26,9 @@ from typing import Any, ClassVar
 
 import pykka
 
+from qx_actors.domain.funding import FundingSettlementsState
+from qx_actors.domain.history import PriceHistoryState
+from qx_actors.domain.values import PriceTick
 from qx_actors.errors import QxError
 from qx_actors.status import State, SyncStatus
 
@@ -51,21 +54,21 @@ class StatusUpdate(SyncUpdate):
 class PriceTickUpdate(SyncUpdate):
     """A tick was committed to the database."""
 
-    tick: Any
+    tick: PriceTick
 
 
 @dataclass(frozen=True)
 class PriceHistoryStateUpdate(SyncUpdate):
     """The price-history state was evaluated."""
 
-    state: Any
+    state: PriceHistoryState
 
 
 @dataclass(frozen=True)
 class FundingSettlementsStateUpdate(SyncUpdate):
     """The funding-settlements state was evaluated."""
 
-    state: Any
+    state: FundingSettlementsState
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,41 @@
-"""What every actor of a run shares: daemon threads that the run can join when it ends."""
+"""What every actor of a run shares, and the one base for actors that do asynchronous work.
+
+* :class:`QxActor`: a pykka actor on a daemon thread that registers with its run's threads and
+  tells its supervisor when it dies or stops.
+* :class:`AsyncQxActor`: the same, but its thread runs an asyncio event loop and its messages
+  are handled *on that loop*: network I/O (the REST and stream clients) and timers run beside
+  message handling in one thread, with no hand-off from an actor thread to a loop thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
+import itertools
+import sys
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
 import pykka
+import pykka.messages
 import structlog
 
 from qx_actors.actors.messages import ChildExited, ChildFailed
 from qx_actors.errors import ChildDied
+from qx_actors.logs import get_logger
+
+#: How long a stopping async actor waits for its cancelled tasks to unwind.
+TASK_CANCEL_TIMEOUT_S = 5.0
+
+_async_actor_numbers = itertools.count()
 
 
 class RunThreads:
-    """The threads of one run (actor threads and loop threads), joined when the run ends."""
+    """The threads of one run (one per actor), joined when the run ends."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,7 +94,7 @@ class QxActor(pykka.ThreadingActor):
         self.threads.add(threading.current_thread())
         if self.run_id is not None:
             # Log events of the libraries this actor drives (the LN Markets clients), also from
-            # the asyncio tasks it submits, carry the run's id (structlog merge_contextvars).
+            # the asyncio tasks it runs, carry the run's id (structlog merge_contextvars).
             structlog.contextvars.bind_contextvars(run_id=self.run_id)
 
     def on_stop(self) -> None:
@@ -97,5 +116,157 @@ class QxActor(pykka.ThreadingActor):
     def tell_supervisor(self, message: Any) -> None:
         """Tell the supervisor (if any) ``message``; a dead supervisor means the run ended."""
         if self.supervisor is not None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                self.supervisor.tell(message)
+            tell(self.supervisor, message)
+
+
+def tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+    """Tell ``ref`` ``message``; a dead peer means the run is ending: nobody is left to hear."""
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(message)
+
+
+class _LoopInbox:
+    """A pykka inbox whose reader is an asyncio loop: ``put`` from any thread wakes the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: collections.deque[Any] = collections.deque()
+        self._wakeup: asyncio.Event | None = None  # created on the loop (it binds to it)
+
+    def put(self, envelope: Any) -> None:
+        self._items.append(envelope)  # deque.append is atomic
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the actor is gone
+            self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def next(self) -> Any:
+        """The oldest envelope, waiting on the loop for one."""
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        while not self._items:
+            self._wakeup.clear()
+            if self._items:
+                break
+            await self._wakeup.wait()
+        return self._items.popleft()
+
+    def get(self) -> Any:  # pykka's teardown drains the inbox after the loop ended
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+class AsyncQxActor(QxActor):
+    """An actor whose thread runs an asyncio loop, and whose messages are handled on it.
+
+    ``on_receive`` and the hooks run on the loop, so a handler may start tasks
+    (:meth:`start_task`) and timers (:meth:`call_later`) directly; it must never block. When
+    the actor stops, :meth:`release` runs first (cancel tasks, close clients: awaited before
+    the stopper's ``stop()`` returns), then ``on_stop``; after a failure the tasks are
+    cancelled once the loop is left.
+    """
+
+    def __init__(
+        self,
+        *,
+        threads: RunThreads,
+        run_id: str | None = None,
+        supervisor: pykka.ActorRef[Any] | None = None,
+        child_name: str | None = None,
+    ) -> None:
+        super().__init__(
+            threads=threads, run_id=run_id, supervisor=supervisor, child_name=child_name
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._base_log = get_logger(run_id=run_id, actor=self.child_name)
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:  # pykka calls it from Actor.__init__
+        return _LoopInbox(asyncio.new_event_loop())
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """This actor's event loop (use it from the actor's own thread only)."""
+        inbox: _LoopInbox = self.actor_inbox  # type: ignore[assignment]
+        return inbox.loop
+
+    def _start_actor_loop(self) -> None:
+        thread = threading.Thread(
+            target=self._run_loop,
+            name=f"{type(self).__name__}-{next(_async_actor_numbers)}",
+            daemon=self.use_daemon_thread,
+        )
+        thread.start()
+
+    def _run_loop(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve_inbox())
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _serve_inbox(self) -> None:
+        """pykka's actor loop, reading the inbox on the event loop."""
+        self._actor_loop_setup()  # on_start
+        inbox: _LoopInbox = self.actor_inbox  # type: ignore[assignment]
+        while not self.actor_stopped.is_set():
+            envelope = await inbox.next()
+            if isinstance(envelope.message, pykka.messages._ActorStop):
+                await self._release_safely()
+            self._handle_envelope(envelope)
+        await self._cancel_tasks()  # after a failure: release what is still running
+        self._actor_loop_teardown()
+
+    def _handle_envelope(self, envelope: Any) -> None:
+        # As pykka's ThreadingActor loop does for one envelope.
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except Exception:
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception()
+            else:
+                self._handle_failure(*sys.exc_info())
+                try:
+                    self.on_failure(*sys.exc_info())
+                except Exception:
+                    self._handle_failure(*sys.exc_info())
+
+    async def _release_safely(self) -> None:
+        try:
+            await self.release()
+        except Exception as exc:  # releasing is best effort: the actor stops anyway
+            self._base_log.warning("release_failed", error=repr(exc))
+        await self._cancel_tasks()
+
+    async def release(self) -> None:
+        """Hook: release asynchronous resources before ``on_stop`` (default: cancel tasks)."""
+        await self._cancel_tasks()
+
+    def start_task(
+        self, coro: Coroutine[Any, Any, Any], *, name: str | None = None
+    ) -> asyncio.Task[Any]:
+        """Run ``coro`` on this actor's loop; it is cancelled when the actor stops."""
+        task = self.loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        """Call ``callback`` on this actor's loop after ``seconds``."""
+        return self.loop.call_later(max(seconds, 0.0), callback)
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [task for task in self._tasks if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=TASK_CANCEL_TIMEOUT_S)

@@ -181,7 +181,10 @@ class ControllerActor(QxActor):
     def _on_engine_stopped(self, error: BaseException | None) -> None:
         state = self._machine.state
         if state is State.SHUTDOWN_INITIATED:
-            self._fire(Trigger.SHUTDOWN_COMPLETE)
+            if error is None:
+                self._fire(Trigger.SHUTDOWN_COMPLETE)
+            else:  # e.g. a child that did not stop in time
+                self._fire(Trigger.FATAL_ERROR, error)
         elif state.is_running:
             self._fire(Trigger.FATAL_ERROR, error or RuntimeError("engine stopped unexpectedly"))
 

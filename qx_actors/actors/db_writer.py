@@ -1,15 +1,16 @@
 """The DB writer actor: the only writer of the database.
 
 It opens the storage (creating or checking the schema) and takes the single-writer lock when it
-starts, upserts pages in one transaction each, answers the Engine's state queries (so that they
-see every write before them), and releases the lock when it stops. Errors are reported to the
-Engine, which decides from their type whether to restart or fail; on a restart the Engine
-starts a new DB writer (new connection, writer lock taken again).
+starts, upserts pages in one transaction each (acknowledging each page to the REST fetcher,
+with the error if the write failed), answers the Engine's state queries (so that they see every
+write before them), and releases the lock when it stops. On a restart the Engine starts a new
+DB writer (new connection, writer lock taken again).
 
-Ticks are never dropped for a failed write: the feed is acknowledged all the same (so it keeps
-batching), the batch is kept and written before the next one, and a writer that stops with
-ticks it could not store hands them to the Engine (:class:`UnwrittenTicks`) for the next
-writer.
+Committed ticks are published from here, straight to the update hub: the supervisors never see
+them. Ticks are never dropped for a failed write: the feed is acknowledged all the same (so it
+keeps batching), the batch is kept and written before the next one, the failure is reported to
+the Engine, and a writer that stops with ticks it could not store hands them to the Engine
+(:class:`UnwrittenTicks`) for the next writer.
 """
 
 from __future__ import annotations
@@ -19,16 +20,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import pykka
-
-from qx_actors.actors.base import QxActor, RunThreads
+from qx_actors.actors.base import QxActor, RunThreads, tell
 from qx_actors.actors.messages import (
+    ActorRef,
     CancelRequest,
-    CandleRangeStored,
     ChildFailed,
     Envelope,
-    FinishCandleRange,
-    FinishSettlementRange,
     FlagHoles,
     PageStored,
     PruneTicks,
@@ -36,11 +33,10 @@ from qx_actors.actors.messages import (
     QueryPriceHistory,
     RecordVerifiedEmpty,
     Reply,
-    SettlementRangeStored,
+    Request,
     StoreCandlePage,
     StoreSettlementPage,
     StoreTicks,
-    TicksCommitted,
     TicksStored,
     UnwrittenTicks,
 )
@@ -48,8 +44,11 @@ from qx_actors.domain.timeutil import utc_now
 from qx_actors.domain.values import PriceTick
 from qx_actors.errors import StorageError
 from qx_actors.logs import get_logger
-from qx_actors.redact import redact_url
-from qx_actors.storage import Storage, open_storage, writer_holder
+from qx_actors.storage import Storage
+from qx_actors.updates import PriceTickUpdate, UpdateHub
+
+#: Opens the run's storage (a new connection each call).
+StorageOpener = Callable[[], Storage]
 
 
 class DbWriterActor(QxActor):
@@ -59,17 +58,20 @@ class DbWriterActor(QxActor):
         self,
         *,
         threads: RunThreads,
-        database_url: str,
-        engine: pykka.ActorRef[Any],
+        open_storage: StorageOpener,
+        writer_holder: str,
+        engine: ActorRef,
         run_id: str,
+        hub: UpdateHub | None = None,
         clock: Callable[[], datetime] = utc_now,
         child_name: str | None = None,
     ) -> None:
         super().__init__(threads=threads, run_id=run_id, supervisor=engine, child_name=child_name)
         self._clock = clock
-        self._url = database_url
+        self._open_storage = open_storage
+        self._writer_holder = writer_holder
         self._engine = engine
-        self._run_id = run_id
+        self._hub = hub
         self._storage: Storage | None = None
         #: Why opening failed (answered to every request; the Engine restarts the writer).
         self._open_error: Exception | None = None
@@ -80,10 +82,10 @@ class DbWriterActor(QxActor):
     def on_start(self) -> None:
         super().on_start()
         try:
-            storage = open_storage(self._url)
+            storage = self._open_storage()
             try:
                 # PostgreSQL only: give the server a moment to notice a killed holder is gone.
-                storage.acquire_writer_lock(writer_holder(self._run_id), wait_s=1.0)
+                storage.acquire_writer_lock(self._writer_holder, wait_s=1.0)
             except BaseException:
                 storage.close()
                 raise
@@ -98,76 +100,76 @@ class DbWriterActor(QxActor):
             if self._unwritten:
                 # One last try: the fault may be gone (a lock released, the server back).
                 with contextlib.suppress(Exception):
-                    self._store_ticks(storage, [], None)
+                    self._store_ticks(storage, ())
             with contextlib.suppress(Exception):  # a dead connection can't be closed cleanly
                 storage.close()
         if self._unwritten:
             self._log.warning("unwritten_ticks_handed_over", count=len(self._unwritten))
-            _tell(self._engine, UnwrittenTicks(tuple(self._unwritten)))
+            tell(self._engine, UnwrittenTicks(tuple(self._unwritten)))
             self._unwritten = []
         super().on_stop()
 
     def _report(self, error: BaseException) -> None:
         self._log.warning("db_writer_error", error=f"{type(error).__name__}: {error}")
-        with contextlib.suppress(pykka.ActorDeadError):
-            self._engine.tell(ChildFailed(self.child_name, error))
+        tell(self._engine, ChildFailed(self.child_name, error))
 
     def on_receive(self, message: Any) -> Any:
         storage = self._storage
         if storage is None:
-            # Opening failed (already reported): answer requests so nobody waits forever, and
-            # keep ticks for the next writer.
-            error = self._open_error or StorageError(
-                f"the database {redact_url(self._url)} is not open"
-            )
-            match message:
-                case Envelope(request_id=rid, reply_to=reply_to):
-                    _tell(reply_to, Reply(rid, error=error))
-                case FinishCandleRange(request_id=rid, reply_to=reply_to):
-                    _tell(reply_to, Reply(rid, error=error))
-                case FinishSettlementRange(request_id=rid, reply_to=reply_to):
-                    _tell(reply_to, Reply(rid, error=error))
-                case StoreTicks(ticks=ticks, ack_to=ack_to):
-                    self._unwritten.extend(ticks)
-                    if ack_to is not None:
-                        _tell(ack_to, TicksStored())
+            # Opening failed (already reported): answer everything so nobody waits forever,
+            # and keep ticks for the next writer.
+            self._refuse(message, self._open_error or StorageError("the database is not open"))
             return None
-        try:
-            self._handle(storage, message)
-        except Exception as exc:
-            if isinstance(message, (Envelope, FinishCandleRange, FinishSettlementRange)):
-                _tell(message.reply_to, Reply(message.request_id, error=exc))
-            else:
-                self._report(exc)
-        return None
-
-    def _handle(self, storage: Storage, message: Any) -> None:
         match message:
             case StoreCandlePage(candles=candles, ack_to=ack_to, request_id=rid):
-                storage.upsert_candles(candles, now=self._clock())
-                _tell(ack_to, PageStored(rid))
-            case FinishCandleRange() as finish:
-                result = CandleRangeStored(
-                    finish.download, finish.received_count, finish.received_oldest, finish.missing
+                self._store_page(
+                    ack_to, rid, lambda: storage.upsert_candles(candles, now=self._clock())
                 )
-                _tell(finish.reply_to, Reply(finish.request_id, result))
             case StoreSettlementPage(settlements=settlements, ack_to=ack_to, request_id=rid):
-                storage.upsert_settlements(settlements)
-                _tell(ack_to, PageStored(rid))
-            case FinishSettlementRange(request_id=rid, reply_to=reply_to, received_count=n):
-                _tell(reply_to, Reply(rid, SettlementRangeStored(n)))
+                self._store_page(ack_to, rid, lambda: storage.upsert_settlements(settlements))
             case StoreTicks(ticks=ticks, ack_to=ack_to):
-                self._store_ticks(storage, ticks, ack_to)
+                try:
+                    self._store_ticks(storage, ticks)
+                except Exception as exc:
+                    self._report(exc)
+                finally:
+                    # The feed sends its next batch either way: a failed write must not stall it.
+                    if ack_to is not None:
+                        tell(ack_to, TicksStored(committed=not self._unwritten))
             case Envelope(request_id=rid, reply_to=reply_to, payload=payload):
-                _tell(reply_to, Reply(rid, self._answer(storage, payload)))
+                try:
+                    tell(reply_to, Reply(rid, self._answer(storage, payload)))
+                except Exception as exc:
+                    tell(reply_to, Reply(rid, error=exc))
             case CancelRequest():
                 pass  # each request is answered within its one message: nothing to cancel
             case _:
                 self._log.warning("unknown_message", message=repr(message))
+        return None
 
-    def _store_ticks(
-        self, storage: Storage, ticks: tuple[PriceTick, ...] | list[PriceTick], ack_to: Any
-    ) -> None:
+    def _refuse(self, message: Any, error: Exception) -> None:
+        match message:
+            case Envelope(request_id=rid, reply_to=reply_to):
+                tell(reply_to, Reply(rid, error=error))
+            case StoreCandlePage(ack_to=ack_to, request_id=rid):
+                tell(ack_to, PageStored(rid, error))
+            case StoreSettlementPage(ack_to=ack_to, request_id=rid):
+                tell(ack_to, PageStored(rid, error))
+            case StoreTicks(ticks=ticks, ack_to=ack_to):
+                self._unwritten.extend(ticks)
+                if ack_to is not None:
+                    tell(ack_to, TicksStored(committed=False))
+
+    def _store_page(self, ack_to: ActorRef, request_id: int, write: Callable[[], Any]) -> None:
+        try:
+            write()
+        except Exception as exc:
+            self._log.warning("db_writer_error", error=f"{type(exc).__name__}: {exc}")
+            tell(ack_to, PageStored(request_id, exc))
+        else:
+            tell(ack_to, PageStored(request_id))
+
+    def _store_ticks(self, storage: Storage, ticks: tuple[PriceTick, ...]) -> None:
         """Write the kept ticks and ``ticks`` in one transaction; on failure keep them all."""
         batch = [*self._unwritten, *ticks] if self._unwritten else list(ticks)
         try:
@@ -175,17 +177,15 @@ class DbWriterActor(QxActor):
         except Exception:
             self._unwritten = batch
             raise
-        finally:
-            # The feed sends its next batch either way: a failed write must not stall it.
-            if ack_to is not None:
-                _tell(ack_to, TicksStored())
         self._unwritten = []
-        _tell(self._engine, TicksCommitted(tuple(new), len(batch)))
+        if self._hub is not None:
+            for tick in new:
+                self._hub.publish(PriceTickUpdate(tick))
 
-    def _answer(self, storage: Storage, payload: Any) -> Any:
+    def _answer(self, storage: Storage, payload: Request[Any]) -> Any:
         match payload:
-            case QueryPriceHistory(scan_from=scan_from):
-                return storage.price_history_facts(scan_from=scan_from)
+            case QueryPriceHistory():
+                return storage.price_history_facts()
             case QueryFunding(scan_from=scan_from):
                 return storage.funding_facts(scan_from=scan_from)
             case RecordVerifiedEmpty(ranges=ranges):
@@ -197,8 +197,3 @@ class DbWriterActor(QxActor):
             case PruneTicks(up_to=up_to):
                 return storage.prune_ticks(up_to)
         raise TypeError(f"the DB writer does not answer {payload!r}")
-
-
-def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
-    with contextlib.suppress(pykka.ActorDeadError):
-        ref.tell(message)

@@ -1,10 +1,11 @@
 """The Engine actor: supervisor of one sync run.
 
-It starts the children (REST fetcher, DB writer, WS feed), runs the mode *program* and owns the
-recovery loop. A program is a generator that yields effects (``Sleep``, ``Report``,
+It starts the children (DB writer, REST fetcher, WS feed), runs the mode *program* and owns
+the recovery loop. A program is a generator that yields effects (``Sleep``, ``Report``,
 ``Publish``, ``Call``, see :mod:`qx_actors.actors.messages`); the Engine turns each effect into
 a timer or a message and resumes the generator when the answer arrives, so the mode logic reads
-top to bottom while the actor thread never blocks.
+top to bottom while the actor never blocks. Timers run on the Engine's own event loop
+(:class:`~qx_actors.actors.base.AsyncQxActor`).
 
 Errors decide by type alone: a :class:`~qx_actors.errors.RecoverableError` → ``Recovering``:
 the children are stopped (connections, the writer lock and the HTTP session go with them);
@@ -16,23 +17,29 @@ A child that dies unexpectedly (an uncaught exception, or stopped by someone els
 recoverable :class:`~qx_actors.errors.ChildDied`. Ticks that a stopping DB writer could not
 store come back as :class:`UnwrittenTicks` and are handed to the next writer first: a child
 restart drops nothing that was received.
+
+Data does not pass through here: committed ticks go from the DB writer to the update hub. The
+WS feed tells the Engine what its stream does (up, down, quiet, ticks flowing); the Engine
+turns that into the degraded flag and ``Synced``, and hands the :class:`FeedState` to a
+sleeping live program.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 import pykka
 
-from qx_actors.actors.base import QxActor, RunThreads
-from qx_actors.actors.loop_thread import LoopThread
+from qx_actors.actors.base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
+    ActorRef,
     Call,
     CancelRequest,
     ChildExited,
@@ -43,27 +50,32 @@ from qx_actors.actors.messages import (
     EngineStop,
     EngineStopped,
     Envelope,
+    FeedQuiet,
+    FeedState,
     Publish,
     PublishUpdates,
     Reply,
     Report,
+    Request,
     SetDegraded,
     Sleep,
     StatusEvent,
     StoreTicks,
+    StreamDown,
+    StreamUp,
     Tell,
-    TimerFired,
+    TicksFlowing,
     UnwrittenTicks,
 )
 from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import SyncMode
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.domain.values import PriceTick
-from qx_actors.errors import ChildDied, is_recoverable
+from qx_actors.errors import ChildDied, ShutdownTimeout, is_recoverable
 from qx_actors.health import RunHealth
 from qx_actors.logs import get_logger
 from qx_actors.status import Trigger
-from qx_actors.updates import SyncUpdate
+from qx_actors.updates import UpdateHub
 
 #: What a mode program yields and is sent back.
 Program = Generator[Any, Any, None]
@@ -71,7 +83,7 @@ Program = Generator[Any, Any, None]
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a mode program and the children get to know about their run."""
+    """What a mode program and the spawners of the children know about their run."""
 
     run_id: str
     mode: SyncMode
@@ -83,6 +95,8 @@ class RunContext:
     health: RunHealth | None = None
     #: Where the run reads the time (the wall clock; tests and replays pass a manual one).
     clock: Callable[[], datetime] = utc_now
+    #: Where committed ticks go (the DB writer publishes them; None: nobody listens).
+    hub: UpdateHub | None = None
 
 
 class ModeProgram(Protocol):
@@ -93,30 +107,23 @@ class ModeProgram(Protocol):
 
 #: Starts a child actor: gets the run context, the Engine's ref and the children started
 #: before it (spawners run in order), returns the child's ref.
-ChildSpawner = Callable[
-    [RunContext, pykka.ActorRef[Any], Mapping[str, pykka.ActorRef[Any]]], pykka.ActorRef[Any]
-]
-
-#: Called by the Engine on an out-of-band message it does not know (e.g. ticks committed);
-#: returns the updates/effects to apply, or raises to trigger recovery.
-OutOfBandHandler = Callable[[Any], list[Any]]
+ChildSpawner = Callable[[RunContext, ActorRef, Mapping[str, ActorRef]], ActorRef]
 
 
-class EngineActor(QxActor):
+class EngineActor(AsyncQxActor):
     """Runs one mode program with its children and recovers from recoverable errors."""
 
     def __init__(
         self,
         *,
-        controller: pykka.ActorRef[Any],
+        controller: ActorRef,
         context: RunContext,
         program: ModeProgram,
         children: Mapping[str, ChildSpawner],
         stop_order: tuple[str, ...] = (),
-        on_out_of_band: Callable[[EngineActor, Any], None] | None = None,
         tick_sink: str | None = None,
     ) -> None:
-        super().__init__(threads=context.threads, run_id=context.run_id)
+        super().__init__(threads=context.threads, run_id=context.run_id, child_name="engine")
         self._controller = controller
         self._ctx = context
         self._program_factory = program
@@ -124,51 +131,51 @@ class EngineActor(QxActor):
         # Children stop in this order (e.g. WS feed before DB writer so queued ticks land);
         # the ones not named stop afterwards.
         self._stop_order = stop_order
-        self._on_out_of_band = on_out_of_band
         # The child that stores ticks: it gets the ticks a stopped writer handed back.
         self._tick_sink = tick_sink
         self._carried_ticks: list[PriceTick] = []
-        self._children: dict[str, pykka.ActorRef[Any]] = {}
+        self._children: dict[str, ActorRef] = {}
         # Children that did not stop in time: no new generation starts while one still runs
         # (a second DB writer beside the old one would find its own writer lock taken).
-        self._lingering: list[pykka.ActorRef[Any]] = []
+        self._lingering: list[tuple[str, ActorRef]] = []
         self._program: Program | None = None
         self._attempt = 0
         self._ids = itertools.count(1)
         self._pending_request: int | None = None
         self._pending_target: str | None = None
-        self._pending_timer: int | None = None
-        self._restart_timer: int | None = None
-        self._timers = LoopThread(f"qx-engine-timers-{context.run_id}")
+        self._sleep: asyncio.TimerHandle | None = None
+        self._sleep_until_feed_changes = False
+        self._restart: asyncio.TimerHandle | None = None
+        self._feed = FeedState()
+        self._synced_reported = False
         self._stopping = False
         self._final_error: BaseException | None = None
         self._log = get_logger(run_id=context.run_id, mode=context.mode.name, actor="engine")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def on_start(self) -> None:
-        super().on_start()
-        self._timers.start()
-        self.threads.add(self._timers.thread)
-
     def on_stop(self) -> None:
         # Runs for a graceful stop, a fatal error and a forced stop alike: the Controller hears
-        # of the end only once every child and the timer thread are gone.
+        # of the end only once every child is gone.
         self._stopping = True
         self._close_program()
+        self._cancel_restart()
         deadline = time.monotonic() + self._ctx.config.sync.shutdown_timeout_s
         self._stop_children(deadline)
         if self._carried_ticks:
             self._flush_carried_ticks(deadline)
-        self._timers.stop()
+        stuck = [name for name, ref in self._lingering if ref.is_alive()]
+        if stuck and self._final_error is None:
+            # A graceful stop that left a child running did not complete: the run fails.
+            timeout = self._ctx.config.sync.shutdown_timeout_s
+            self._final_error = ShutdownTimeout(
+                f"{', '.join(stuck)} did not stop within {timeout:g} s"
+            )
         self._tell_controller(EngineStopped(self._final_error))
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self._final_error = exception_value
-
-    def notify_controller(self, message: Any) -> None:
-        """Send a message to the Controller (for out-of-band handlers)."""
-        self._tell_controller(message)
+        self.on_stop()
 
     def _tell_controller(self, message: Any) -> None:
         try:
@@ -192,33 +199,27 @@ class EngineActor(QxActor):
                 if request_id == self._pending_request and not self._stopping:
                     self._pending_request = None
                     self._advance(value, error)
-            case TimerFired(token=token):
-                self._on_timer(token)
+            case StreamUp() | StreamDown() | FeedQuiet() | TicksFlowing():
+                self._on_feed_event(message)
             case EngineBegin():
-                self._begin()
+                self._spawn_children()
+                self._start_program()
             case EngineStop():
-                self._stop_gracefully()
+                self._end(None)
             case ChildFailed(source=source, error=error):
                 if not self._stopping:
                     self._log.warning("child_failed", child=source, error=str(error))
-                    self.handle_error(error)
+                    self._handle_error(error)
             case ChildExited(source=source, ref=ref):
                 # Children the Engine stops are no longer in _children: only a surprise counts.
                 if not self._stopping and self._children.get(source) is ref:
                     self._log.warning("child_exited", child=source)
-                    self.handle_error(ChildDied(source, "stopped unexpectedly"))
+                    self._handle_error(ChildDied(source, "stopped unexpectedly"))
             case UnwrittenTicks(ticks=ticks):
                 self._carried_ticks.extend(ticks)
                 self._log.warning("ticks_carried_over", count=len(ticks))
             case _:
-                if self._on_out_of_band is not None and not self._stopping:
-                    self._on_out_of_band(self, message)
-                else:
-                    self._log.warning("unknown_message", message=repr(message))
-
-    def _begin(self) -> None:
-        self._spawn_children()
-        self._start_program()
+                self._log.warning("unknown_message", message=repr(message))
 
     def _spawn_children(self) -> None:
         """Start a fresh generation of children (in order) and hand over carried ticks."""
@@ -231,29 +232,53 @@ class EngineActor(QxActor):
             sink.tell(StoreTicks(ticks, None))
             self._log.info("ticks_handed_over", count=len(ticks))
 
+    # -- the stream, as the WS feed tells it ---------------------------------------------------
+
+    def _on_feed_event(self, event: StreamUp | StreamDown | FeedQuiet | TicksFlowing) -> None:
+        if self._program is None or self._stopping:
+            return  # recovering: the feed that said it is gone, a fresh one starts over
+        feed = self._feed
+        match event:
+            case StreamUp():
+                self._feed = replace(feed, up=True, down=False)
+                self._set_degraded(False, "stream subscribed")
+            case StreamDown(error=error):
+                self._feed = replace(feed, down=True)
+                self._set_degraded(True, str(error))
+            case FeedQuiet(silent_s=silent_s):
+                self._feed = replace(feed, quiet=True)
+                if not feed.down:
+                    self._set_degraded(True, f"no tick for {silent_s:g} s")
+            case TicksFlowing():
+                self._feed = replace(feed, quiet=False, ticks_seen=True)
+                if feed.quiet and not feed.down:
+                    self._set_degraded(False, "ticks flow again")
+                self._report(Trigger.SYNCED)
+        if self._feed != feed and self._sleep is not None and self._sleep_until_feed_changes:
+            self._sleep.cancel()
+            self._sleep = None
+            self._advance(self._feed, None)
+
+    def _set_degraded(self, degraded: bool, reason: str) -> None:
+        self._tell_controller(DegradedChanged(degraded, reason))
+
     # -- the program -------------------------------------------------------------------------
 
     def _start_program(self) -> None:
-        ctx = RunContext(
-            run_id=self._ctx.run_id,
-            mode=self._ctx.mode,
-            config=self._ctx.config,
-            attempt=self._attempt,
-            threads=self._ctx.threads,
-            health=self._ctx.health,
-            clock=self._ctx.clock,
-        )
-        self._program = self._program_factory(ctx)
+        self._feed = FeedState()
+        self._synced_reported = False
+        self._program = self._program_factory(replace(self._ctx, attempt=self._attempt))
         self._advance(None, None)
 
     def _close_program(self) -> None:
         program, self._program = self._program, None
         if self._pending_request is not None and self._pending_target in self._children:
             # e.g. a range fetch of the old attempt must not go on paging and writing
-            with contextlib.suppress(pykka.ActorDeadError):
-                self._children[self._pending_target].tell(CancelRequest(self._pending_request))
+            tell(self._children[self._pending_target], CancelRequest(self._pending_request))
         self._pending_request = None
-        self._pending_timer = None
+        if self._sleep is not None:
+            self._sleep.cancel()
+            self._sleep = None
         if program is not None:
             program.close()
 
@@ -268,18 +293,19 @@ class EngineActor(QxActor):
                 value, error = None, None
                 match effect:
                     case Report(trigger=trigger, degraded=degraded):
-                        self.report(trigger, degraded=degraded)
+                        self._report(trigger, degraded=degraded)
                     case Publish(update=update):
-                        self.publish(update)
+                        self._tell_controller(PublishUpdates((update,)))
                     case SetDegraded(degraded=degraded, reason=reason):
-                        self._tell_controller(DegradedChanged(degraded, reason))
-                    case Sleep(seconds=seconds):
-                        self._pending_timer = self._set_timer(seconds)
+                        self._set_degraded(degraded, reason)
+                    case Sleep(seconds=seconds, until_feed_changes=interruptible):
+                        self._sleep_until_feed_changes = interruptible
+                        self._sleep = self.call_later(seconds, self._wake_program)
                         return
                     case Tell(target=target, message=message):
                         self._children[target].tell(message)
                     case Call(target=target, payload=payload):
-                        self._pending_request = self.send_to_child(target, payload)
+                        self._pending_request = self._send_request(target, payload)
                         self._pending_target = target
                         return
                     case _:
@@ -289,29 +315,34 @@ class EngineActor(QxActor):
             self._log.info("program_finished")
         except Exception as exc:
             self._program = None
-            self.handle_error(exc)
+            self._handle_error(exc)
 
-    # -- helpers for the program and for out-of-band handlers ---------------------------------
+    def _wake_program(self) -> None:
+        if self._sleep is None or self._stopping:
+            return
+        self._sleep = None
+        self._advance(self._feed, None)
 
-    def report(self, trigger: Trigger, *, degraded: bool | None = None) -> None:
-        """Tell the Controller to fire ``trigger``."""
+    def _report(self, trigger: Trigger, *, degraded: bool | None = None) -> None:
+        if trigger is Trigger.SYNCED:
+            if self._synced_reported:
+                return  # once per attempt: by the first committed tick or the program
+            self._synced_reported = True
         self._tell_controller(StatusEvent(trigger, None, degraded))
 
-    def publish(self, *updates: SyncUpdate) -> None:
-        """Hand updates to the Controller for the subscribers."""
-        self._tell_controller(PublishUpdates(tuple(updates)))
-
-    def send_to_child(self, target: str, payload: Any) -> int:
+    def _send_request(self, target: str, payload: Request[Any]) -> int:
         """Send a request to a child; its :class:`Reply` will carry the returned id."""
         request_id = next(self._ids)
         self._children[target].tell(Envelope(request_id, self.actor_ref, payload))
         return request_id
 
-    def handle_error(self, error: BaseException) -> None:
+    # -- recovery and stop -------------------------------------------------------------------
+
+    def _handle_error(self, error: BaseException) -> None:
         """Recover from a recoverable error, fail on anything else."""
         if self._stopping:
             return
-        if is_recoverable(error) and self._restart_timer is not None:
+        if is_recoverable(error) and self._restart is not None:
             # Already recovering (e.g. the old children's last words): one restart is enough.
             self._log.info("recoverable_error_while_recovering", error=_describe(error))
             return
@@ -319,43 +350,6 @@ class EngineActor(QxActor):
             self._recover(error)
         else:
             self._fail(error)
-
-    # -- timers ------------------------------------------------------------------------------
-
-    def _set_timer(self, seconds: float) -> int:
-        token = next(self._ids)
-        ref = self.actor_ref
-        loop = self._timers.loop
-
-        def _arm() -> None:
-            loop.call_later(max(seconds, 0.0), _fire)
-
-        def _fire() -> None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                ref.tell(TimerFired(token))
-
-        self._timers.call_soon(_arm)
-        return token
-
-    def _on_timer(self, token: int) -> None:
-        if self._stopping:
-            return
-        if token == self._pending_timer:
-            self._pending_timer = None
-            self._advance(None, None)
-        elif token == self._restart_timer:
-            self._lingering = [ref for ref in self._lingering if ref.is_alive()]
-            if self._lingering:
-                self._log.warning("restart_postponed", lingering=len(self._lingering))
-                self._restart_timer = self._set_timer(self._ctx.config.sync.restart_interval_s)
-                return
-            self._restart_timer = None
-            self._tell_controller(StatusEvent(Trigger.RESTART))
-            self._attempt += 1
-            self._spawn_children()
-            self._start_program()
-
-    # -- recovery and stop -------------------------------------------------------------------
 
     def _recover(self, error: BaseException) -> None:
         self._log.warning("recoverable_error", error=_describe(error))
@@ -365,7 +359,27 @@ class EngineActor(QxActor):
         # connection and writer lock, the feed its socket), new ones start at the restart.
         sync = self._ctx.config.sync
         self._stop_children(time.monotonic() + sync.shutdown_timeout_s)
-        self._restart_timer = self._set_timer(sync.restart_interval_s)
+        self._restart = self.call_later(sync.restart_interval_s, self._on_restart_due)
+
+    def _on_restart_due(self) -> None:
+        if self._stopping:
+            return
+        self._lingering = [(n, ref) for n, ref in self._lingering if ref.is_alive()]
+        if self._lingering:
+            self._log.warning("restart_postponed", lingering=len(self._lingering))
+            interval = self._ctx.config.sync.restart_interval_s
+            self._restart = self.call_later(interval, self._on_restart_due)
+            return
+        self._restart = None
+        self._tell_controller(StatusEvent(Trigger.RESTART))
+        self._attempt += 1
+        self._spawn_children()
+        self._start_program()
+
+    def _cancel_restart(self) -> None:
+        if self._restart is not None:
+            self._restart.cancel()
+            self._restart = None
 
     def _stop_children(self, deadline: float) -> None:
         ordered = [n for n in self._stop_order if n in self._children]
@@ -376,7 +390,7 @@ class EngineActor(QxActor):
                 ref.stop(block=True, timeout=max(deadline - time.monotonic(), 0.01))
             except pykka.Timeout:
                 self._log.warning("child_stop_timeout", child=name)
-                self._lingering.append(ref)
+                self._lingering.append((name, ref))
             except pykka.ActorDeadError:
                 pass
 
@@ -397,17 +411,15 @@ class EngineActor(QxActor):
         self._log.error("fatal_error", error=_describe(error))
         self._end(error)
 
-    def _stop_gracefully(self) -> None:
-        self._end(None)
-
     def _end(self, error: BaseException | None) -> None:
-        """Stop the program now; children, timers and the report follow in ``on_stop``."""
+        """Stop the program now; children and the report follow in ``on_stop``."""
         if self._stopping:
             return
         self._stopping = True
         self._final_error = error
         self._close_program()
-        self.actor_ref.stop(block=False)
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.stop(block=False)
 
 
 def _describe(error: BaseException) -> str:

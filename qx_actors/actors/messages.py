@@ -1,56 +1,282 @@
-"""Every message the actors exchange: small frozen dataclasses, nothing else.
+"""The whole conversation between the actors of a run: every message, in one file.
 
-Actors never call each other's methods; they ``tell`` (or, for the public handle, ``ask``)
-one of these. Requests that expect an answer travel in an :class:`Envelope` and are answered
-with a :class:`Reply` carrying the same ``request_id``.
+Actors never call each other's methods; they ``tell`` one of these frozen dataclasses (the
+public handle ``ask``\\ s the Controller). Read it top to bottom:
 
-Mode programs (generators run by the Engine) yield *effects*: :class:`Sleep`, :class:`Report`,
-:class:`Publish` and :class:`Call`; the Engine turns them into timers and messages.
+* **Requests** (:class:`Request` ``[T]``): the Engine sends a payload in an :class:`Envelope`
+  to one child; *that child* answers with one :class:`Reply` carrying a ``T`` or an error.
+  Each request type names its answer type.
+* **Flow control** between the REST fetcher, the WS feed and the DB writer: pages and tick
+  batches go to the writer, which acknowledges each (with the error if the write failed).
+* **Events** the children tell their supervisor (the Engine), and the Engine tells the
+  Controller (status, degraded flag, lifecycle).
+* **Effects** that mode programs (generators run by the Engine) yield: :class:`Sleep`,
+  :class:`Report`, :class:`Publish`, :class:`Call`, ... The Engine turns them into timers and
+  messages and resumes the program with the answer.
+
+Data does not cross the supervisors: committed ticks go from the DB writer to the update hub.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pykka
 
-from qx_actors.domain.history import DownloadRange
+from qx_actors.domain.funding import FundingSettlementsFacts
+from qx_actors.domain.history import DownloadRange, PriceHistoryFacts
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.status import Trigger
 from qx_actors.updates import SyncUpdate
 
-# --- to the Controller ----------------------------------------------------------------------
+T = TypeVar("T")
+
+#: A reference to any actor of the run.
+ActorRef = pykka.ActorRef[Any]
+
+# === requests and their answers ============================================================
+
+
+class Request(Generic[T]):
+    """A payload the Engine sends to one child in an :class:`Envelope`, answered with a ``T``."""
+
+
+@dataclass(frozen=True)
+class Envelope(Generic[T]):
+    """A request to a child actor; it answers ``reply_to`` with a :class:`Reply`."""
+
+    request_id: int
+    reply_to: ActorRef
+    payload: Request[T]
+
+
+@dataclass(frozen=True)
+class Reply(Generic[T]):
+    """The one answer to an :class:`Envelope`: a value or an error, from the child asked."""
+
+    request_id: int
+    value: T | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """The Engine no longer waits for ``request_id`` (its program restarted): drop the work."""
+
+    request_id: int
+
+
+# --- to the REST fetcher -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CandleRangeStored:
+    """The answer to :class:`FetchCandleRange`: every page of it is in the database.
+
+    ``missing``: the inclusive minute ranges of the requested range that the exchange returned
+    no candle for (descending), the part older than the oldest candle included.
+    """
+
+    download: DownloadRange
+    received_count: int
+    received_oldest: datetime | None
+    missing: tuple[tuple[datetime, datetime], ...]
+
+
+@dataclass(frozen=True)
+class FetchCandleRange(Request[CandleRangeStored]):
+    """Fetch the candles of ``download`` in pages of ``batch_size`` and store them."""
+
+    download: DownloadRange
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class SettlementRangeStored:
+    """The answer to :class:`FetchSettlementRange`: every page of it is in the database."""
+
+    received_count: int
+
+
+@dataclass(frozen=True)
+class FetchSettlementRange(Request[SettlementRangeStored]):
+    """Fetch the settlements in ``[start, end]`` and store them."""
+
+    start: datetime
+    end: datetime
+    batch_size: int
+
+
+# --- to the DB writer ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryPriceHistory(Request[PriceHistoryFacts]):
+    """What the stored candles look like (every write before it included)."""
+
+
+@dataclass(frozen=True)
+class QueryFunding(Request[FundingSettlementsFacts]):
+    """What the stored settlements look like from ``scan_from`` on."""
+
+    scan_from: datetime
+
+
+@dataclass(frozen=True)
+class FlagHoles(Request[None]):
+    """Mark the candles around these holes (gap / unstable flags)."""
+
+    holes: tuple[tuple[datetime, datetime], ...]
+
+
+@dataclass(frozen=True)
+class RecordVerifiedEmpty(Request[None]):
+    """The exchange confirmed these inclusive minute ranges have no candle."""
+
+    ranges: tuple[tuple[datetime, datetime], ...]
+
+
+@dataclass(frozen=True)
+class PruneTicks(Request[int]):
+    """Delete ticks at or before ``up_to``; answered with how many went."""
+
+    up_to: datetime
+
+
+# === flow control: pages and ticks to the DB writer =========================================
+
+
+@dataclass(frozen=True)
+class StoreCandlePage:
+    """From the REST fetcher: validated candles to upsert; acknowledged to ``ack_to``."""
+
+    candles: tuple[Candle, ...]
+    ack_to: ActorRef
+    request_id: int
+
+
+@dataclass(frozen=True)
+class StoreSettlementPage:
+    """From the REST fetcher: validated settlements to upsert; acknowledged to ``ack_to``."""
+
+    settlements: tuple[FundingSettlement, ...]
+    ack_to: ActorRef
+    request_id: int
+
+
+@dataclass(frozen=True)
+class PageStored:
+    """To the REST fetcher: a page of ``request_id`` was written, or failed with ``error``."""
+
+    request_id: int
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class StoreTicks:
+    """From the WS feed (or the Engine, ticks carried over): insert, duplicates ignored.
+
+    Acknowledged to ``ack_to`` if set. The writer publishes the new ones to the update hub.
+    """
+
+    ticks: tuple[PriceTick, ...]
+    ack_to: ActorRef | None
+
+
+@dataclass(frozen=True)
+class TicksStored:
+    """To the WS feed: the batch is done (``committed``, or kept by the writer); send the next."""
+
+    committed: bool = True
+
+
+@dataclass(frozen=True)
+class StartStream:
+    """To the WS feed: connect and subscribe (a running connection is dropped and redone)."""
+
+
+# === events to the Engine ==================================================================
+
+
+@dataclass(frozen=True)
+class ChildFailed:
+    """From a child: an error that answers no request (e.g. a tick write, a stale stream)."""
+
+    source: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class ChildExited:
+    """From a child: it stopped. Unexpected unless the Engine stopped it (a ``ChildDied``)."""
+
+    source: str
+    ref: ActorRef
+
+
+@dataclass(frozen=True)
+class UnwrittenTicks:
+    """From a stopping DB writer: received ticks it could not store, for the next writer."""
+
+    ticks: tuple[PriceTick, ...]
+
+
+@dataclass(frozen=True)
+class StreamUp:
+    """From the WS feed: subscribed; the silence watch starts over."""
+
+
+@dataclass(frozen=True)
+class StreamDown:
+    """From the WS feed: the connection failed; it reconnects with backoff by itself."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class FeedQuiet:
+    """From the WS feed: connected, but no tick for ``silent_s`` (half the stale limit)."""
+
+    silent_s: float
+
+
+@dataclass(frozen=True)
+class TicksFlowing:
+    """From the WS feed: a batch was committed, the first since it started or went quiet."""
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """The stream as the Engine last heard of it; what a live program's ``Sleep`` resumes with."""
+
+    #: connected and subscribed at least once, and not down since
+    up: bool = False
+    #: the connection failed: data flows by REST polling (degraded) until it is back
+    down: bool = False
+    #: connected but silent for half the stale limit: polled too, degraded
+    quiet: bool = False
+    #: a committed tick was heard of since the stream started
+    ticks_seen: bool = False
+
+
+@dataclass(frozen=True)
+class EngineBegin:
+    """From the Controller: start the children and run the mode program."""
+
+
+@dataclass(frozen=True)
+class EngineStop:
+    """From the Controller: graceful stop; children flush and stop, then ``EngineStopped``."""
+
+
+# === events to the Controller ==============================================================
 
 
 @dataclass(frozen=True)
 class BeginRun:
-    """Ask: fire ``start`` and spawn the Engine."""
-
-
-@dataclass(frozen=True)
-class StatusEvent:
-    """From the Engine: fire ``trigger`` (with the error it carries, if any)."""
-
-    trigger: Trigger
-    error: BaseException | None = None
-    degraded: bool | None = None
-
-
-@dataclass(frozen=True)
-class PublishUpdates:
-    """From the Engine: deliver these updates to subscribers."""
-
-    updates: tuple[SyncUpdate, ...]
-
-
-@dataclass(frozen=True)
-class DegradedChanged:
-    """From the Engine: live data now flows (or no longer flows) by REST polling only."""
-
-    degraded: bool
-    reason: str | None = None
+    """Ask (from the public handle): fire ``start`` and spawn the Engine."""
 
 
 @dataclass(frozen=True)
@@ -66,10 +292,34 @@ class ForceStop:
 
 
 @dataclass(frozen=True)
+class StatusEvent:
+    """From the Engine: fire ``trigger`` (with the error it carries, if any)."""
+
+    trigger: Trigger
+    error: BaseException | None = None
+    degraded: bool | None = None
+
+
+@dataclass(frozen=True)
+class PublishUpdates:
+    """From the Engine: deliver these updates (the program's states) to subscribers."""
+
+    updates: tuple[SyncUpdate, ...]
+
+
+@dataclass(frozen=True)
+class DegradedChanged:
+    """From the Engine: live data now flows (or no longer flows) by REST polling only."""
+
+    degraded: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class ChildrenStarted:
     """From the Engine: the actors it started (so a forced stop can reach them)."""
 
-    refs: tuple[pykka.ActorRef[Any], ...]
+    refs: tuple[ActorRef, ...]
 
 
 @dataclass(frozen=True)
@@ -79,82 +329,18 @@ class EngineStopped:
     error: BaseException | None = None
 
 
-# --- to the Engine --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EngineBegin:
-    """Start the children and run the mode program."""
-
-
-@dataclass(frozen=True)
-class EngineStop:
-    """Graceful stop: children flush and stop, then report ``EngineStopped``."""
-
-
-@dataclass(frozen=True)
-class TimerFired:
-    """A timer the Engine set has expired (stale tokens are ignored)."""
-
-    token: int
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A request to a child actor; it answers ``reply_to`` with a :class:`Reply`."""
-
-    request_id: int
-    reply_to: pykka.ActorRef[Any]
-    payload: Any
-
-
-@dataclass(frozen=True)
-class CancelRequest:
-    """The Engine no longer waits for ``request_id`` (its program restarted): drop the work."""
-
-    request_id: int
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The answer to an :class:`Envelope`: a value or an error."""
-
-    request_id: int
-    value: Any = None
-    error: BaseException | None = None
-
-
-@dataclass(frozen=True)
-class ChildFailed:
-    """A child reports an error that did not answer any request (e.g. the WS feed died)."""
-
-    source: str
-    error: BaseException
-
-
-@dataclass(frozen=True)
-class ChildExited:
-    """From a child: it stopped. Unexpected unless the Engine stopped it (a :class:`ChildDied`)."""
-
-    source: str
-    ref: pykka.ActorRef[Any]
-
-
-@dataclass(frozen=True)
-class UnwrittenTicks:
-    """From a stopping DB writer: received ticks it could not store, for the next writer."""
-
-    ticks: tuple[PriceTick, ...]
-
-
-# --- effects yielded by mode programs ------------------------------------------------------
+# === effects yielded by mode programs =======================================================
 
 
 @dataclass(frozen=True)
 class Sleep:
-    """Resume the program after ``seconds``."""
+    """Resume the program after ``seconds`` with the current :class:`FeedState`.
+
+    ``until_feed_changes``: resume early, as soon as the feed's state changes.
+    """
 
     seconds: float
+    until_feed_changes: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,170 +375,8 @@ class Tell:
 
 
 @dataclass(frozen=True)
-class Call:
-    """Send ``payload`` to the child actor ``target``; resumes with its reply (or its error)."""
+class Call(Generic[T]):
+    """Send ``payload`` to the child actor ``target``; resumes with its ``T`` (or its error)."""
 
     target: str
-    payload: Any
-
-
-# --- REST fetcher ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FetchCandleRange:
-    """Envelope payload: fetch the candles of ``download`` and hand them to the DB writer.
-
-    Answered (by the DB writer, once every page is stored) with a :class:`CandleRangeStored`.
-    """
-
-    download: DownloadRange
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class FetchSettlementRange:
-    """Envelope payload: fetch the settlements in ``[start, end]`` and store them.
-
-    Answered (by the DB writer) with a :class:`SettlementRangeStored`.
-    """
-
-    start: datetime
-    end: datetime
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class StoreCandlePage:
-    """From the REST fetcher: one validated page of candles to upsert; acked to ``ack_to``."""
-
-    candles: tuple[Candle, ...]
-    ack_to: pykka.ActorRef[Any]
-    request_id: int
-
-
-@dataclass(frozen=True)
-class PageStored:
-    """To the REST fetcher: a page of ``request_id`` was written (flow control)."""
-
-    request_id: int
-
-
-@dataclass(frozen=True)
-class FinishCandleRange:
-    """From the REST fetcher, after the last page: answer the Engine's request.
-
-    ``missing``: the inclusive minute ranges of the requested range that the exchange returned
-    no candle for (descending), the part older than the oldest candle included.
-    """
-
-    request_id: int
-    reply_to: pykka.ActorRef[Any]
-    download: DownloadRange
-    received_count: int
-    received_oldest: datetime | None
-    missing: tuple[tuple[datetime, datetime], ...]
-
-
-@dataclass(frozen=True)
-class CandleRangeStored:
-    """The answer to :class:`FetchCandleRange`: every page of it is in the database."""
-
-    download: DownloadRange
-    received_count: int
-    received_oldest: datetime | None
-    missing: tuple[tuple[datetime, datetime], ...]
-
-
-@dataclass(frozen=True)
-class StoreSettlementPage:
-    """From the REST fetcher: one validated page of settlements to upsert."""
-
-    settlements: tuple[FundingSettlement, ...]
-    ack_to: pykka.ActorRef[Any]
-    request_id: int
-
-
-@dataclass(frozen=True)
-class FinishSettlementRange:
-    """From the REST fetcher, after the last settlement page."""
-
-    request_id: int
-    reply_to: pykka.ActorRef[Any]
-    received_count: int
-
-
-@dataclass(frozen=True)
-class SettlementRangeStored:
-    """The answer to :class:`FetchSettlementRange`."""
-
-    received_count: int
-
-
-@dataclass(frozen=True)
-class QueryPriceHistory:
-    """Envelope payload: answer with the :class:`PriceHistoryFacts` from ``scan_from`` on."""
-
-    scan_from: datetime
-
-
-@dataclass(frozen=True)
-class QueryFunding:
-    """Envelope payload: answer with the :class:`FundingSettlementsFacts`."""
-
-    scan_from: datetime
-
-
-@dataclass(frozen=True)
-class FlagHoles:
-    """Envelope payload: mark the candles around these holes (gap / unstable flags)."""
-
-    holes: tuple[tuple[datetime, datetime], ...]
-
-
-@dataclass(frozen=True)
-class RecordVerifiedEmpty:
-    """Envelope payload: the exchange confirmed these inclusive minute ranges have no candle."""
-
-    ranges: tuple[tuple[datetime, datetime], ...]
-
-
-@dataclass(frozen=True)
-class PruneTicks:
-    """Envelope payload: delete ticks at or before ``up_to``; answered with the count."""
-
-    up_to: datetime
-
-
-@dataclass(frozen=True)
-class StoreTicks:
-    """From the WS feed: ticks to insert (duplicates ignored); acked to ``ack_to`` if set."""
-
-    ticks: tuple[PriceTick, ...]
-    ack_to: pykka.ActorRef[Any] | None
-
-
-@dataclass(frozen=True)
-class TicksStored:
-    """To the WS feed: the last batch is committed; send the next."""
-
-
-@dataclass(frozen=True)
-class StreamUp:
-    """From the WS feed: subscribed, ticks flow."""
-
-
-@dataclass(frozen=True)
-class StreamDown:
-    """From the WS feed: the connection failed; it reconnects with backoff."""
-
-    error: BaseException
-
-
-@dataclass(frozen=True)
-class TicksCommitted:
-    """To the Engine: a batch was written; ``ticks`` are the new ones (duplicates left out)."""
-
-    ticks: tuple[PriceTick, ...]
-    #: how many ticks the batch had, duplicates included
-    received: int
+    payload: Request[T]

@@ -1,44 +1,44 @@
-"""The REST fetcher actor: owns the LN Markets REST client on its own event-loop thread.
+"""The REST fetcher actor: owns the LN Markets REST client, on its own event loop.
 
 It takes fetch requests (in :class:`Envelope`\\ s) from the Engine, pages through the exchange,
 validates every page, and hands the pages straight to the DB writer, a few at a time (flow
 control: pages are grouped into batches of :data:`WRITE_BATCH_CANDLES`, at most
-:data:`PAGES_IN_FLIGHT` batches unacknowledged), so that fetching page *n+1*
-overlaps writing page *n*. When the last page is handed over it sends the DB writer a *finish*
-message; the DB writer, having written everything before it, answers the Engine. A failed fetch
-is answered to the Engine directly with the error. On stop every request in flight is cancelled.
+:data:`PAGES_IN_FLIGHT` batches unacknowledged), so that fetching page *n+1* overlaps writing
+page *n*. Once every batch is acknowledged it answers the Engine itself: one request, one
+:class:`Reply` from here, whether the fetch succeeded, the exchange failed or a write failed
+(the DB writer acknowledges a page with its error). On stop every request in flight is
+cancelled and the HTTP session closed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
+import dataclasses
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import pykka
-
-from qx_actors.actors.base import QxActor, RunThreads
-from qx_actors.actors.loop_thread import LoopThread
+from qx_actors.actors.base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
+    ActorRef,
     CancelRequest,
+    CandleRangeStored,
     Envelope,
     FetchCandleRange,
     FetchSettlementRange,
-    FinishCandleRange,
-    FinishSettlementRange,
     PageStored,
     Reply,
+    SettlementRangeStored,
     StoreCandlePage,
     StoreSettlementPage,
 )
-from qx_actors.config import QxConfig
+from qx_actors.domain.spans import join_touching_descending
 from qx_actors.domain.timeutil import MINUTE
 from qx_actors.domain.validation import format_utc, validate_candle_page, validate_settlement_page
 from qx_actors.domain.values import Candle
 from qx_actors.errors import InvalidMarketData
+from qx_actors.health import RunHealth
 from qx_actors.lnmarkets.rest import RestClient
 from qx_actors.logs import get_logger
 
@@ -54,109 +54,128 @@ PARALLEL_MIN_PAGES = 8
 WRITE_BATCH_CANDLES = 4000
 
 
-class RestFetcherActor(QxActor):
+class _WriteWindow:
+    """The pages of one request that are with the DB writer: at most :data:`PAGES_IN_FLIGHT`.
+
+    A failed write fails the request: the next :meth:`send` or :meth:`drain` raises it.
+    """
+
+    def __init__(self) -> None:
+        self._slots = asyncio.Semaphore(PAGES_IN_FLIGHT)
+        self._unacknowledged = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.error: BaseException | None = None
+
+    async def acquire(self) -> None:
+        await self._slots.acquire()
+        if self.error is not None:
+            raise self.error
+        self._unacknowledged += 1
+        self._drained.clear()
+
+    def acknowledge(self, error: BaseException | None) -> None:
+        if error is not None and self.error is None:
+            self.error = error
+        self._unacknowledged = max(self._unacknowledged - 1, 0)
+        if self._unacknowledged == 0:
+            self._drained.set()
+        self._slots.release()
+
+    async def drain(self) -> None:
+        """Wait until every page sent is acknowledged; raise the first write error."""
+        await self._drained.wait()
+        if self.error is not None:
+            raise self.error
+
+
+class RestFetcherActor(AsyncQxActor):
     """Fetches candles and settlements over REST and feeds the DB writer."""
 
     def __init__(
         self,
         *,
         threads: RunThreads,
-        config: QxConfig,
-        db_writer: pykka.ActorRef[Any],
+        connect_rest: Callable[[], RestClient],
+        db_writer: ActorRef,
         run_id: str,
-        supervisor: pykka.ActorRef[Any] | None = None,
+        health: RunHealth | None = None,
+        supervisor: ActorRef | None = None,
         child_name: str | None = None,
     ) -> None:
         super().__init__(
             threads=threads, run_id=run_id, supervisor=supervisor, child_name=child_name
         )
-        sync = config.sync
-        self._client = RestClient(
-            config.exchange.rest_url,
-            timeout_s=sync.rest_timeout_s,
-            rate_limit_per_s=sync.rest_rate_limit_per_s,
-            error_cooldown_s=sync.rest_error_cooldown_s,
-            error_max_trials=sync.rest_error_max_trials,
-        )
+        self._client = connect_rest()
         self._db_writer = db_writer
-        self._loop = LoopThread(f"qx-rest-{run_id}")
-        self._inflight: dict[int, concurrent.futures.Future[None]] = {}
-        self._windows: dict[int, asyncio.Semaphore] = {}
+        self._requests: dict[int, asyncio.Task[None]] = {}
+        self._windows: dict[int, _WriteWindow] = {}
         self.gauges = FetcherGauges()
+        if health is not None:
+            counters, gauges = self._client.counters, self.gauges
+            health.register("rest", lambda: dataclasses.asdict(counters))
+            health.register_gauges("rest", lambda: dataclasses.asdict(gauges))
         self._log = get_logger(run_id=run_id, actor="rest_fetcher")
 
-    @property
-    def client(self) -> RestClient:
-        """The REST client (its counters feed the metrics)."""
-        return self._client
-
-    def on_start(self) -> None:
-        super().on_start()
-        self._loop.start()
-        self.threads.add(self._loop.thread)
-
-    def on_stop(self) -> None:
-        self._cancel_all()
+    async def release(self) -> None:
+        await super().release()  # every request in flight is cancelled first
         try:
-            self._loop.run(self._client.close(), timeout=1.0)
-        except Exception as exc:  # closing is best effort; the loop goes anyway
+            await asyncio.wait_for(self._client.close(), timeout=1.0)
+        except Exception as exc:  # closing is best effort
             self._log.debug("rest_client_close_failed", error=repr(exc))
-        self._loop.stop()
-        super().on_stop()
 
     def on_receive(self, message: Any) -> Any:
         match message:
             case Envelope(request_id=rid, reply_to=reply_to, payload=FetchCandleRange() as req):
-                self._run(rid, reply_to, self._fetch_candles(rid, reply_to, req))
+                self._answer_request(rid, reply_to, self._fetch_candles(rid, req))
             case Envelope(request_id=rid, reply_to=reply_to, payload=FetchSettlementRange() as req):
-                self._run(rid, reply_to, self._fetch_settlements(rid, reply_to, req))
-            case PageStored(request_id=rid):
-                self._loop.call_soon(self._page_acknowledged, rid)
+                self._answer_request(rid, reply_to, self._fetch_settlements(rid, req))
+            case PageStored(request_id=rid, error=error):
+                self.gauges.unacknowledged_pages = max(self.gauges.unacknowledged_pages - 1, 0)
+                window = self._windows.get(rid)
+                if window is not None:
+                    window.acknowledge(error)
             case CancelRequest(request_id=rid):
-                future = self._inflight.pop(rid, None)
-                if future is not None:
-                    future.cancel()
+                task = self._requests.pop(rid, None)
+                if task is not None:
+                    task.cancel()
             case _:
                 self._log.warning("unknown_message", message=repr(message))
         return None
 
-    # -- running requests on the loop --------------------------------------------------------
+    # -- requests ----------------------------------------------------------------------------
 
-    def _send_page(self, message: StoreCandlePage | StoreSettlementPage) -> None:
-        self.gauges.unacknowledged_pages += 1  # loop thread only, as the decrement
-        self._db_writer.tell(message)
+    def _answer_request(
+        self, request_id: int, reply_to: ActorRef, work: Coroutine[Any, Any, Any]
+    ) -> None:
+        """Run ``work`` and answer ``reply_to`` with its value or its error (one reply)."""
 
-    def _page_acknowledged(self, request_id: int) -> None:
-        self.gauges.unacknowledged_pages = max(self.gauges.unacknowledged_pages - 1, 0)
-        window = self._windows.get(request_id)
-        if window is not None:
-            window.release()
-
-    def _run(self, request_id: int, reply_to: pykka.ActorRef[Any], coro: Any) -> None:
-        async def guarded() -> None:
+        async def answered() -> None:
             try:
-                await coro
+                value = await work
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _tell(reply_to, Reply(request_id, error=exc))
+                tell(reply_to, Reply(request_id, error=exc))
+            else:
+                tell(reply_to, Reply(request_id, value))
             finally:
                 self._windows.pop(request_id, None)
+                self._requests.pop(request_id, None)
 
-        future = self._loop.submit(guarded())
-        self._inflight[request_id] = future
-        future.add_done_callback(lambda _: self._inflight.pop(request_id, None))
+        self._windows[request_id] = _WriteWindow()
+        self._requests[request_id] = self.start_task(answered(), name=f"request-{request_id}")
 
-    def _cancel_all(self) -> None:
-        for future in list(self._inflight.values()):
-            future.cancel()
-        self._inflight.clear()
-
-    async def _fetch_candles(
-        self, request_id: int, reply_to: pykka.ActorRef[Any], request: FetchCandleRange
+    async def _send_page(
+        self, window: _WriteWindow, message: StoreCandlePage | StoreSettlementPage
     ) -> None:
+        await window.acquire()
+        self.gauges.unacknowledged_pages += 1
+        self._db_writer.tell(message)
+
+    async def _fetch_candles(self, request_id: int, request: FetchCandleRange) -> CandleRangeStored:
         download = request.download
-        window = self._windows[request_id] = asyncio.Semaphore(PAGES_IN_FLIGHT)
+        window = self._windows[request_id]
         parts = _split(download.start, download.end, request.batch_size)
         try:
             async with asyncio.TaskGroup() as group:  # one failing part cancels the others
@@ -167,14 +186,14 @@ class RestFetcherActor(QxActor):
         except ExceptionGroup as errors:
             # The Engine decides from the error's type: hand it the part's own error.
             raise _first_leaf(errors) from None
+        await window.drain()
         results = [task.result() for task in tasks]
-        count = sum(part.count for part in results)
         olds = [part.oldest for part in results if part.oldest is not None]
-        missing = _merge_descending([m for part in results for m in part.missing])
-        self._db_writer.tell(
-            FinishCandleRange(
-                request_id, reply_to, download, count, min(olds, default=None), tuple(missing)
-            )
+        return CandleRangeStored(
+            download,
+            sum(part.count for part in results),
+            min(olds, default=None),
+            tuple(join_touching_descending(m for part in results for m in part.missing)),
         )
 
     async def _fetch_part(
@@ -183,7 +202,7 @@ class RestFetcherActor(QxActor):
         start: datetime,
         end: datetime,
         request: FetchCandleRange,
-        window: asyncio.Semaphore,
+        window: _WriteWindow,
     ) -> _PartResult:
         """Page through ``[start, end]``, validate, hand batches over; what came back."""
         result = _PartResult()
@@ -203,20 +222,22 @@ class RestFetcherActor(QxActor):
                 expected = candle.time - MINUTE
             pending.extend(page)
             if len(pending) >= WRITE_BATCH_CANDLES:
-                await window.acquire()
-                self._send_page(StoreCandlePage(tuple(pending), self.actor_ref, request_id))
+                await self._send_page(
+                    window, StoreCandlePage(tuple(pending), self.actor_ref, request_id)
+                )
                 pending = []
         if pending:
-            await window.acquire()
-            self._send_page(StoreCandlePage(tuple(pending), self.actor_ref, request_id))
+            await self._send_page(
+                window, StoreCandlePage(tuple(pending), self.actor_ref, request_id)
+            )
         if expected >= start:
             result.missing.append((start, expected))
         return result
 
     async def _fetch_settlements(
-        self, request_id: int, reply_to: pykka.ActorRef[Any], request: FetchSettlementRange
-    ) -> None:
-        window = self._windows[request_id] = asyncio.Semaphore(PAGES_IN_FLIGHT)
+        self, request_id: int, request: FetchSettlementRange
+    ) -> SettlementRangeStored:
+        window = self._windows[request_id]
         count = 0
         oldest: datetime | None = None
         async for page in self._client.settlement_pages(
@@ -230,14 +251,11 @@ class RestFetcherActor(QxActor):
                 )
             oldest = page[-1].time
             count += len(page)
-            await window.acquire()
-            self._send_page(StoreSettlementPage(tuple(page), self.actor_ref, request_id))
-        self._db_writer.tell(FinishSettlementRange(request_id, reply_to, count))
-
-
-def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
-    with contextlib.suppress(pykka.ActorDeadError):
-        ref.tell(message)
+            await self._send_page(
+                window, StoreSettlementPage(tuple(page), self.actor_ref, request_id)
+            )
+        await window.drain()
+        return SettlementRangeStored(count)
 
 
 @dataclass
@@ -277,14 +295,3 @@ def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
     """The first error in a (possibly nested) exception group."""
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-def _merge_descending(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    """Join descending inclusive minute ranges that touch (at the parts' seams)."""
-    merged: list[tuple[datetime, datetime]] = []
-    for first, last in ranges:
-        if merged and merged[-1][0] - MINUTE == last:
-            merged[-1] = (first, merged[-1][1])
-        else:
-            merged.append((first, last))
-    return merged

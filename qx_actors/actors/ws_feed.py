@@ -1,40 +1,48 @@
 """The WS feed actor: follows last-price ticks over the Stream API and feeds the DB writer.
 
-The stream client runs on the actor's own event-loop thread and reconnects by itself with
-capped, jittered backoff; the Engine hears ``StreamUp`` / ``StreamDown`` and reports the
-degraded flag. A tick whose time was already received in this run (sent twice, or again after
-a reconnect) is dropped here and counted. Ticks are batched: while one batch is being written,
-new ticks queue (bounded by :data:`MAX_QUEUED_TICKS`; the oldest are dropped and counted if it
-ever overflows); the next batch leaves as soon as the DB writer acknowledges the previous one.
-On stop, the connection is cancelled and every tick still queued is handed to the DB writer
-before the actor ends (``ws_feed_stopped`` logs the counters).
+The stream client runs on the actor's own event loop and reconnects by itself with capped,
+jittered backoff. A tick whose time was already received in this run (sent twice, or again
+after a reconnect) is dropped here and counted. Ticks are batched: while one batch is being
+written, new ticks queue (bounded by :data:`MAX_QUEUED_TICKS`; the oldest are dropped and
+counted if it ever overflows); the next batch leaves as soon as the DB writer acknowledges the
+previous one. On stop, the connection is cancelled and every tick still queued is handed to the
+DB writer before the actor ends (``ws_feed_stopped`` logs the counters).
+
+The feed watches its own stream and tells the Engine what it sees: ``StreamUp``,
+``StreamDown``, ``TicksFlowing`` (a batch committed, the first since the start or since the
+stream went quiet), ``FeedQuiet`` (connected, no committed tick for half of
+``live_price_tick_max_interval_s``), and a recoverable
+:class:`~qx_actors.errors.StaleFeedError` once the whole interval passed. A stream that is
+down is not silent: it is being reconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
+import dataclasses
 import random
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pykka
-
-from qx_actors.actors.base import QxActor, RunThreads
-from qx_actors.actors.loop_thread import LoopThread
+from qx_actors.actors.base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
+    ActorRef,
     ChildFailed,
+    FeedQuiet,
+    StartStream,
     StoreTicks,
     StreamDown,
     StreamUp,
+    TicksFlowing,
     TicksStored,
 )
-from qx_actors.config import QxConfig
 from qx_actors.domain.values import PriceTick
-from qx_actors.errors import ChildDied, StreamError
+from qx_actors.errors import ChildDied, StaleFeedError, StreamError
+from qx_actors.health import RunHealth
 from qx_actors.lnmarkets.stream import StreamClient
 from qx_actors.logs import get_logger
 
@@ -43,8 +51,6 @@ MAX_QUEUED_TICKS = 200_000
 #: Reconnect backoff: first delay, cap (seconds); each delay is jittered by ±50 %.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_CAP_S = 10.0
-
-
 #: Tick times remembered to drop a tick the stream sends again (duplicates, replays).
 RECENT_TICK_TIMES = 10_000
 
@@ -68,14 +74,9 @@ class RecentTimes:
         return True
 
 
-@dataclass(frozen=True)
-class StartStream:
-    """Connect and subscribe (again): a running connection is dropped and re-established."""
-
-
 @dataclass
 class FeedGauges:
-    """Current figures for the health probe (loop thread writes, the probe reads)."""
+    """Current figures for the health probe (the feed's loop writes, the probe reads)."""
 
     queued_ticks: int = 0
     #: 1 while a tick batch is with the DB writer (one at a time)
@@ -93,53 +94,49 @@ class FeedCounters:
     reconnects: int = 0
 
 
-class WsFeedActor(QxActor):
+class WsFeedActor(AsyncQxActor):
     """Owns the Stream API connection of a run."""
 
     def __init__(
         self,
         *,
         threads: RunThreads,
-        config: QxConfig,
-        db_writer: pykka.ActorRef[Any],
-        engine: pykka.ActorRef[Any],
+        connect_stream: Callable[[], StreamClient],
+        db_writer: ActorRef,
+        engine: ActorRef,
         run_id: str,
+        tick_max_interval_s: float,
+        health: RunHealth | None = None,
         child_name: str | None = None,
     ) -> None:
         super().__init__(threads=threads, run_id=run_id, supervisor=engine, child_name=child_name)
-        exchange = config.exchange
-        self._client = StreamClient(
-            exchange.stream_url,
-            heartbeat_interval_s=exchange.heartbeat_interval_s,
-            disconnect_timeout_s=exchange.disconnect_timeout_s,
-            open_timeout_s=max(exchange.disconnect_timeout_s, 1.0),
-        )
+        self._client = connect_stream()
         self._db_writer = db_writer
         self._engine = engine
-        self._loop = LoopThread(f"qx-ws-{run_id}")
-        self._task: concurrent.futures.Future[None] | None = None
-        # Owned by the loop thread (and by on_stop once the loop's tasks are cancelled).
+        self._tick_max_interval_s = tick_max_interval_s
+        self._follow: asyncio.Task[None] | None = None
         self._queue: deque[PriceTick] = deque()
         self._writing = False
         self._connected = False
         self._recent = RecentTimes(RECENT_TICK_TIMES)
+        # The silence watch: from the last of start, (re)connection and committed batch.
+        self._silent_since: float | None = None
+        self._quiet = False
+        self._ticks_flowing = False
+        self._watch: asyncio.TimerHandle | None = None
         self.counters = FeedCounters()
         self.gauges = FeedGauges()
+        if health is not None:
+            counters, gauges = self.counters, self.gauges
+            health.register("feed", lambda: dataclasses.asdict(counters))
+            health.register_gauges("feed", lambda: dataclasses.asdict(gauges))
         self._log = get_logger(run_id=run_id, actor="ws_feed")
 
-    def on_start(self) -> None:
-        super().on_start()
-        self._loop.start()
-        self.threads.add(self._loop.thread)
-
     def on_stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        self._loop.stop()
-        # The loop is gone: what is queued is ours to hand over, all of it, before we end.
+        # release() cancelled the connection: what is queued goes to the DB writer, all of it.
         flushed = len(self._queue)
         if self._queue:
-            _tell(self._db_writer, StoreTicks(tuple(self._queue), None))
+            tell(self._db_writer, StoreTicks(tuple(self._queue), None))
             self._queue.clear()
         counters = self.counters
         self._log.info(
@@ -153,29 +150,37 @@ class WsFeedActor(QxActor):
         )
         super().on_stop()
 
+    async def release(self) -> None:
+        self._stop_watch()
+        await super().release()
+
     def on_receive(self, message: Any) -> Any:
         match message:
             case StartStream():
-                if self._task is not None:
-                    self._task.cancel()
-                self._task = self._loop.submit(self._follow())
-            case TicksStored():
-                self._loop.call_soon(self._written)
+                if self._follow is not None:
+                    self._follow.cancel()
+                self._follow = self.start_task(self._follow_stream(), name="ws-follow")
+                self._silent_since = time.monotonic()
+                self._ticks_flowing = False
+                self._arm_watch()
+            case TicksStored(committed=committed):
+                self._written(committed)
             case _:
                 self._log.warning("unknown_message", message=repr(message))
         return None
 
-    # -- loop thread -------------------------------------------------------------------------
+    # -- the connection ----------------------------------------------------------------------
 
-    async def _follow(self) -> None:
+    async def _follow_stream(self) -> None:
         """Follow the stream; an unexpected error is a dead child: the Engine restarts us."""
         try:
             await self._reconnect_forever()
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             cause = f"{type(exc).__name__}: {exc}"
             self._log.error("ws_feed_crashed", error=cause)
-            _tell(self._engine, ChildFailed(self.child_name, ChildDied(self.child_name, cause)))
-            raise
+            self.tell_supervisor(ChildFailed(self.child_name, ChildDied(self.child_name, cause)))
 
     async def _reconnect_forever(self) -> None:
         """Connect, stream, and on failure reconnect with capped, jittered backoff."""
@@ -188,7 +193,8 @@ class WsFeedActor(QxActor):
                 if self._connected:  # it worked until now: the backoff starts over
                     delay = BACKOFF_FIRST_S
                 self.counters.reconnects += 1
-                self._tell_engine(StreamDown(exc))
+                self._stop_watch()  # a stream being reconnected is not silent
+                tell(self._engine, StreamDown(exc))
                 wait = delay * random.uniform(0.5, 1.5)
                 self._log.info("stream_reconnect_scheduled", error=str(exc), delay_s=wait)
                 await asyncio.sleep(wait)
@@ -198,7 +204,11 @@ class WsFeedActor(QxActor):
 
     def _on_connected(self) -> None:
         self._connected = True
-        self._tell_engine(StreamUp())
+        tell(self._engine, StreamUp())
+        self._silent_since = time.monotonic()
+        self._arm_watch()
+
+    # -- ticks to the DB writer --------------------------------------------------------------
 
     def _on_ticks(self, ticks: list[PriceTick]) -> None:
         self.counters.received += len(ticks)
@@ -225,19 +235,48 @@ class WsFeedActor(QxActor):
         self._writing = True
         self.gauges.unacknowledged_batches = 1
         self.counters.batches += 1
-        _tell(self._db_writer, StoreTicks(batch, self.actor_ref))
+        tell(self._db_writer, StoreTicks(batch, self.actor_ref))
 
-    def _written(self) -> None:
+    def _written(self, committed: bool) -> None:
         self._writing = False
         self.gauges.unacknowledged_batches = 0
+        if committed:
+            if not self._ticks_flowing or self._quiet:
+                self._ticks_flowing, self._quiet = True, False
+                tell(self._engine, TicksFlowing())
+            if self._connected:
+                self._silent_since = time.monotonic()
+                self._arm_watch()
         self._send_batch()
         self.gauges.queued_ticks = len(self._queue)
 
-    def _tell_engine(self, message: Any) -> None:
-        _tell(self._engine, message)
+    # -- the silence watch -------------------------------------------------------------------
 
+    def _arm_watch(self) -> None:
+        self._stop_watch()
+        if self._silent_since is None:
+            return
+        limit = self._tick_max_interval_s
+        due = self._silent_since + (limit if self._quiet else limit / 2)
+        self._watch = self.call_later(due - time.monotonic(), self._on_watch_due)
 
-def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
-    # A dead peer means the run is ending: nobody is left to hear it.
-    with contextlib.suppress(pykka.ActorDeadError):
-        ref.tell(message)
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _on_watch_due(self) -> None:
+        self._watch = None
+        if self._silent_since is None:
+            return
+        silent_s = time.monotonic() - self._silent_since
+        limit = self._tick_max_interval_s
+        if silent_s >= limit:
+            error = StaleFeedError(f"no tick for {limit:g} s (sync.live_price_tick_max_interval_s)")
+            self._silent_since = None
+            self.tell_supervisor(ChildFailed(self.child_name, error))
+            return
+        if not self._quiet and silent_s >= limit / 2:
+            self._quiet = True
+            tell(self._engine, FeedQuiet(limit / 2))
+        self._arm_watch()

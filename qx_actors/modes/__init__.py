@@ -1,23 +1,30 @@
-"""Mode programs (backfill, live, full) and the actors each run needs."""
+"""Mode programs (backfill, live, full) and the actors each run needs.
+
+The spawners here are where a run's collaborators are built and passed in: each actor gets a
+factory for its client or storage, only its own settings, and the run's metrics registry.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
-import pykka
-
-from qx_actors.actors.engine import ChildSpawner, EngineActor, ModeProgram, RunContext
+from qx_actors.actors.db_writer import DbWriterActor
+from qx_actors.actors.engine import ChildSpawner, ModeProgram, RunContext
+from qx_actors.actors.messages import ActorRef
+from qx_actors.actors.rest_fetcher import RestFetcherActor
+from qx_actors.actors.ws_feed import WsFeedActor
 from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import ModeKind, SyncMode
+from qx_actors.lnmarkets.rest import RestClient
+from qx_actors.lnmarkets.stream import StreamClient
 from qx_actors.modes.backfill import backfill_program
 from qx_actors.modes.candles import DB, REST
-from qx_actors.modes.live import WS, LiveTracker, live_program, on_live_message
+from qx_actors.modes.live import WS, live_program
+from qx_actors.storage import open_storage, writer_holder
 
-Refs = Mapping[str, pykka.ActorRef[Any]]
+Refs = Mapping[str, ActorRef]
 
 
 @dataclass(frozen=True)
@@ -27,71 +34,75 @@ class RunParts:
     program: ModeProgram
     children: Mapping[str, ChildSpawner]
     stop_order: tuple[str, ...]
-    on_out_of_band: Callable[[EngineActor, Any], None] | None = None
     #: The child that stores ticks (it gets the ticks a stopped DB writer could not store).
     tick_sink: str | None = None
 
 
-def spawn_db_writer(ctx: RunContext, engine: pykka.ActorRef[Any], _: Refs) -> pykka.ActorRef[Any]:
+def spawn_db_writer(ctx: RunContext, engine: ActorRef, _: Refs) -> ActorRef:
     """Start the DB writer of a run."""
-    from qx_actors.actors.db_writer import DbWriterActor
-
     return DbWriterActor.start(
         threads=ctx.threads,
-        database_url=ctx.config.database,
+        open_storage=partial(open_storage, ctx.config.database),
+        writer_holder=writer_holder(ctx.run_id),
         engine=engine,
         run_id=ctx.run_id,
+        hub=ctx.hub,
         clock=ctx.clock,
         child_name=DB,
     )
 
 
-def spawn_rest_fetcher(
-    ctx: RunContext, engine: pykka.ActorRef[Any], siblings: Refs
-) -> pykka.ActorRef[Any]:
-    """Start the REST fetcher of a run (it feeds the DB writer started before it)."""
-    from qx_actors.actors.rest_fetcher import RestFetcherActor
+def rest_client_factory(ctx: RunContext) -> RestClient:
+    """A REST client with the run's settings, its requests observed by the run's metrics."""
+    sync = ctx.config.sync
+    client = RestClient(
+        ctx.config.exchange.rest_url,
+        timeout_s=sync.rest_timeout_s,
+        rate_limit_per_s=sync.rest_rate_limit_per_s,
+        error_cooldown_s=sync.rest_error_cooldown_s,
+        error_max_trials=sync.rest_error_max_trials,
+    )
+    if ctx.health is not None:
+        client.on_request = ctx.health.observe_request  # RunHealth takes its own lock
+    return client
 
-    ref = RestFetcherActor.start(
+
+def stream_client_factory(ctx: RunContext) -> StreamClient:
+    """A Stream API client with the run's settings."""
+    exchange = ctx.config.exchange
+    return StreamClient(
+        exchange.stream_url,
+        heartbeat_interval_s=exchange.heartbeat_interval_s,
+        disconnect_timeout_s=exchange.disconnect_timeout_s,
+        open_timeout_s=max(exchange.disconnect_timeout_s, 1.0),
+    )
+
+
+def spawn_rest_fetcher(ctx: RunContext, engine: ActorRef, siblings: Refs) -> ActorRef:
+    """Start the REST fetcher of a run (it feeds the DB writer started before it)."""
+    return RestFetcherActor.start(
         threads=ctx.threads,
-        config=ctx.config,
+        connect_rest=partial(rest_client_factory, ctx),
         db_writer=siblings[DB],
         run_id=ctx.run_id,
+        health=ctx.health,
         supervisor=engine,
         child_name=REST,
     )
-    if ctx.health is not None:
-        # Read-only, int-valued counters: safe to read from the health probe's thread.
-        proxy = ref.proxy()
-        client = proxy.client.get()
-        counters, gauges = client.counters, proxy.gauges.get()
-        # the client's loop thread calls it; RunHealth takes its own lock
-        client.on_request = ctx.health.observe_request
-        ctx.health.register("rest", lambda: dataclasses.asdict(counters))
-        ctx.health.register_gauges("rest", lambda: dataclasses.asdict(gauges))
-    return ref
 
 
-def spawn_ws_feed(
-    ctx: RunContext, engine: pykka.ActorRef[Any], siblings: Refs
-) -> pykka.ActorRef[Any]:
+def spawn_ws_feed(ctx: RunContext, engine: ActorRef, siblings: Refs) -> ActorRef:
     """Start the WS feed of a run (it feeds the DB writer started before it)."""
-    from qx_actors.actors.ws_feed import WsFeedActor
-
-    ref = WsFeedActor.start(
+    return WsFeedActor.start(
         threads=ctx.threads,
-        config=ctx.config,
+        connect_stream=partial(stream_client_factory, ctx),
         db_writer=siblings[DB],
         engine=engine,
         run_id=ctx.run_id,
+        tick_max_interval_s=ctx.config.sync.live_price_tick_max_interval_s,
+        health=ctx.health,
         child_name=WS,
     )
-    if ctx.health is not None:
-        proxy = ref.proxy()
-        counters, gauges = proxy.counters.get(), proxy.gauges.get()
-        ctx.health.register("feed", lambda: dataclasses.asdict(counters))
-        ctx.health.register_gauges("feed", lambda: dataclasses.asdict(gauges))
-    return ref
 
 
 def default_parts(config: QxConfig, mode: SyncMode) -> RunParts:
@@ -103,13 +114,6 @@ def default_parts(config: QxConfig, mode: SyncMode) -> RunParts:
     children: dict[str, ChildSpawner] = {DB: spawn_db_writer, REST: spawn_rest_fetcher}
     if mode.kind is ModeKind.BACKFILL:
         return RunParts(backfill_program, children, (REST, DB))
-    tracker = LiveTracker()
     if config.exchange.stream_enabled:
         children[WS] = spawn_ws_feed
-    return RunParts(
-        program=partial(live_program, tracker=tracker),
-        children=children,
-        stop_order=(WS, REST, DB),
-        on_out_of_band=partial(on_live_message, tracker),
-        tick_sink=DB,
-    )
+    return RunParts(live_program, children, stop_order=(WS, REST, DB), tick_sink=DB)

@@ -25,6 +25,7 @@ from qx_actors.actors.messages import (
     QueryPriceHistory,
     RecordVerifiedEmpty,
 )
+from qx_actors.config import resolve_pass
 from qx_actors.domain.history import (
     DownloadKind,
     DownloadRange,
@@ -80,21 +81,20 @@ def sync_price_history(
     *,
     newest_gap_first: bool,
     recheck_verified_empty: bool,
-    lookback_start: datetime | None = None,
 ) -> Generator[Any, Any, PriceHistoryState]:
-    """Fetch what is missing of ``[reach, now]`` (or ``[lookback_start, now]``) in one pass."""
+    """Fetch what is missing of ``[reach, now]`` in one pass (live mode: of the lookback)."""
     clock = ctx.clock
     sync = ctx.config.sync
     fetched: list[DownloadRange] = []
     flagged: set[Range] = set()
     while True:
-        now = clock()
-        reach = sync.price_history_reach_at(now)
+        window = resolve_pass(sync, ctx.mode, clock())
+        now, reach = window.now, window.price_history_reach
         # price_history_flag_gap_range keeps quantoxide's meaning: the recent range in which
         # holes are flagged (their neighbours re-fetched for revisions) and exchange-confirmed
         # holes are asked about again. Holes are *found* everywhere: storage reports them all.
-        scan_from = sync.price_history_flag_gap_from(now, reach)
-        facts: PriceHistoryFacts = yield Call(DB, QueryPriceHistory(scan_from))
+        scan_from = window.price_history_flag_gap_from
+        facts: PriceHistoryFacts = yield Call(DB, QueryPriceHistory())
         state = PriceHistoryState.evaluate(
             facts,
             reach=reach,
@@ -115,7 +115,7 @@ def sync_price_history(
         download = _next_download(
             state,
             newest_gap_first=newest_gap_first,
-            lookback_start=None if lookback_start is None else max(lookback_start, reach),
+            lookback_start=window.lookback_start,
             fetched=fetched,
         )
         if download is None:

@@ -13,7 +13,6 @@ settlements down to the reach, nor in the page just below the reach.
 from __future__ import annotations
 
 from collections.abc import Generator
-from datetime import timedelta
 from typing import Any
 
 from qx_actors.actors.engine import RunContext
@@ -24,17 +23,16 @@ from qx_actors.actors.messages import (
     QueryFunding,
     SettlementRangeStored,
 )
+from qx_actors.config import resolve_pass
 from qx_actors.domain.funding import (
     FundingSettlementsFacts,
     FundingSettlementsState,
     SettlementDownload,
     settlements_before_history_start,
 )
+from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
 from qx_actors.modes.candles import DB, REST
 from qx_actors.updates import FundingSettlementsStateUpdate
-
-#: Settlement pages are small; the exchange's maximum page size.
-SETTLEMENT_PAGE_SIZE = 1000
 
 
 def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSettlementsState]:
@@ -43,11 +41,11 @@ def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSett
     sync = ctx.config.sync
     fetched: list[SettlementDownload] = []
     while True:
-        now = clock()
-        scan_from = now - timedelta(hours=sync.funding_settlement_flag_missing_range_h)
+        window = resolve_pass(sync, ctx.mode, clock())
+        scan_from = window.funding_scan_from
         facts: FundingSettlementsFacts = yield Call(DB, QueryFunding(scan_from))
         state = FundingSettlementsState.evaluate(
-            facts, reach=sync.funding_settlement_reach_at(now), now=now, scan_from=scan_from
+            facts, reach=window.funding_reach, now=window.now, scan_from=scan_from
         )
         yield Publish(FundingSettlementsStateUpdate(state))
         lower = state.unanswered_lower_bound(fetched)
@@ -55,11 +53,11 @@ def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSett
             # The exchange answered for [reach, earliest) and has none of it. quantoxide's
             # open-ended lower page would step over downtime at the reach to older settlements;
             # ask for one page below the reach before calling this the history start.
-            probe = state.probe_below_reach(SETTLEMENT_PAGE_SIZE)
+            probe = state.probe_below_reach(EXCHANGE_PAGE_LIMIT)
             if probe is None or any(old.covers(probe) for old in fetched):
                 raise settlements_before_history_start(state, lower, probe)
             probed: SettlementRangeStored = yield Call(
-                REST, FetchSettlementRange(probe.start, probe.end, SETTLEMENT_PAGE_SIZE)
+                REST, FetchSettlementRange(probe.start, probe.end, EXCHANGE_PAGE_LIMIT)
             )
             fetched.append(probe)
             if probed.received_count == 0:
@@ -69,6 +67,6 @@ def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSett
         if download is None:
             return state
         _: SettlementRangeStored = yield Call(
-            REST, FetchSettlementRange(download.start, download.end, SETTLEMENT_PAGE_SIZE)
+            REST, FetchSettlementRange(download.start, download.end, EXCHANGE_PAGE_LIMIT)
         )
         fetched.append(download)

@@ -469,7 +469,7 @@ def test_prune_deletes_only_ticks_covered_by_stable_candles(
     old_times = [now - timedelta(minutes=m) for m in (180, 90, 62, 58, 10)]
     storage = open_storage(live_database_url)
     try:
-        storage.insert_ticks([PriceTick(time=t, last_price=50_000.0) for t in old_times])
+        storage.insert_new_ticks([PriceTick(time=t, last_price=50_000.0) for t in old_times])
     finally:
         storage.close()
     with capture_logs() as logs:

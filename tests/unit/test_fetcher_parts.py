@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qx_actors.actors.rest_fetcher import PARALLEL_MIN_PAGES, _merge_descending, _split
+from qx_actors.actors.rest_fetcher import PARALLEL_MIN_PAGES, _split
+from qx_actors.domain.spans import join_touching_descending
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 M = timedelta(minutes=1)
@@ -38,6 +39,6 @@ def test_missing_ranges_that_touch_at_a_seam_are_joined() -> None:
     newer_tail = (T0 + 10 * M, T0 + 19 * M)
     older_head = (T0 + 5 * M, T0 + 9 * M)
     elsewhere = (T0, T0 + 2 * M)
-    assert [(T0 + 5 * M, T0 + 19 * M), elsewhere] == _merge_descending(
+    assert [(T0 + 5 * M, T0 + 19 * M), elsewhere] == join_touching_descending(
         [newer_tail, older_head, elsewhere]
     )
