@@ -15,19 +15,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from qx_actors._loop_thread import LoopThread
-from qx_actors._metrics import COUNTER_KEYS, GAUGE_KEYS, METRICS, MetricsCollector, MetricSpec
-from qx_actors._run_health import LATENCY_BUCKETS_S, CounterSource, RunHealth
+from qx_actors._metrics import MetricsCollector
+from qx_actors._run_health import RunHealth
 
-__all__ = [
-    "COUNTER_KEYS",
-    "GAUGE_KEYS",
-    "LATENCY_BUCKETS_S",
-    "METRICS",
-    "CounterSource",
-    "HealthServer",
-    "MetricSpec",
-    "RunHealth",
-]
+__all__ = ["HealthServer"]
 
 
 class HealthServer:

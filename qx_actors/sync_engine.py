@@ -16,6 +16,7 @@ from typing import Any
 
 import pykka
 
+from qx_actors._run_health import RunHealth
 from qx_actors.actors.base import RunThreads
 from qx_actors.actors.controller import ControllerActor
 from qx_actors.actors.engine import ChildSpawner, EngineActor, ModeProgram, RunContext
@@ -30,7 +31,6 @@ from qx_actors.errors import (
     SyncNotStarted,
     SyncShutdownFailed,
 )
-from qx_actors.health import RunHealth
 from qx_actors.modes import default_parts
 from qx_actors.status import State, SyncStatus, shutdown_refusal
 from qx_actors.updates import AsyncUpdateReceiver, UpdateHub, UpdateReceiver

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import pykka
 
+from qx_actors._run_health import RunHealth
 from qx_actors.actors.base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
     ActorRef,
@@ -72,7 +73,6 @@ from qx_actors.domain.lookback import SyncMode
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.domain.values import PriceTick
 from qx_actors.errors import ChildDied, ShutdownTimeout, is_recoverable
-from qx_actors.health import RunHealth
 from qx_actors.logs import get_logger
 from qx_actors.status import Trigger
 from qx_actors.updates import UpdateHub

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from qx_actors._run_health import RunHealth
 from qx_actors.actors.base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
     ActorRef,
@@ -38,7 +39,6 @@ from qx_actors.domain.timeutil import MINUTE
 from qx_actors.domain.validation import format_utc, validate_candle_page, validate_settlement_page
 from qx_actors.domain.values import Candle
 from qx_actors.errors import InvalidMarketData
-from qx_actors.health import RunHealth
 from qx_actors.lnmarkets.rest import RestClient
 from qx_actors.logs import get_logger
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from qx_actors._run_health import RunHealth
 from qx_actors.actors.base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
     ActorRef,
@@ -42,7 +43,6 @@ from qx_actors.actors.messages import (
 )
 from qx_actors.domain.values import PriceTick
 from qx_actors.errors import ChildDied, StaleFeedError, StreamError
-from qx_actors.health import RunHealth
 from qx_actors.lnmarkets.stream import StreamClient
 from qx_actors.logs import get_logger
 

@@ -15,9 +15,9 @@ import structlog
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from qx_actors._run_health import RunHealth
 from qx_actors.config import LoggingConfig, QxConfig, config_from_mapping, dump_config
 from qx_actors.errors import ConfigError, DatabaseUnavailable
-from qx_actors.health import RunHealth
 from qx_actors.logs import configure_logging, get_logger
 from qx_actors.redact import (
     MASK,
