@@ -9,10 +9,12 @@ Embed it::
     controller = engine.start()
     ...
     controller.shutdown()
+
+The settlement-schedule helpers are the four ``*_settlement_time`` functions; tests of an
+embedding use :mod:`qx_actors.testing` (simulator, run probe, fast config).
 """
 
 from qx_actors.config import QxConfig, load_config
-from qx_actors.domain import settlements
 from qx_actors.domain.funding import FundingSettlementsState
 from qx_actors.domain.history import PriceHistoryState
 from qx_actors.domain.lookback import Lookback, SyncMode
@@ -94,5 +96,4 @@ __all__ = [
     "is_valid_settlement_time",
     "load_config",
     "next_settlement_time",
-    "settlements",
 ]
