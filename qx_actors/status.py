@@ -1,6 +1,7 @@
 """The lifecycle status machine: states, the transitions table, the machine, and its diagram.
 
-The graph (SPEC §4) is data: :data:`TRANSITIONS` lists ``(trigger, sources, destination)``.
+The status graph is data: :data:`TRANSITIONS` lists ``(trigger, sources, destination)``, and
+:func:`is_edge` is the one place that says whether a step is an edge of it.
 :class:`StatusMachine` wraps a ``transitions`` ``HierarchicalMachine`` built from it (``Running``
 has nested children, named with a dot: ``Running.InProgress``). Only the Controller actor owns a
 ``StatusMachine``. The Mermaid diagram is generated from the same machine.
@@ -93,11 +94,6 @@ _DESTINATION = {trigger: dest for trigger, _, dest in TRANSITIONS}
 EDGES: frozenset[tuple[Trigger, State, State]] = frozenset(
     (trigger, source, dest) for trigger, sources, dest in TRANSITIONS for source in sources
 )
-
-
-def allowed(trigger: Trigger, state: State) -> bool:
-    """Whether the graph has an edge for ``trigger`` out of ``state``."""
-    return (trigger, state, _DESTINATION[trigger]) in EDGES
 
 
 def is_edge(trigger: Trigger, src: State, dst: State) -> bool:
@@ -214,7 +210,7 @@ class _MachineModel:
 
 
 class StatusMachine:
-    """The graph of SPEC §4 on a ``transitions`` machine; owned by one Controller."""
+    """The status graph on a ``transitions`` machine; owned by one Controller."""
 
     def __init__(self) -> None:
         # A private model keeps the trigger methods transitions attaches off this class.
@@ -239,9 +235,10 @@ class StatusMachine:
         Raises :class:`TransitionRejected` when the graph has no such edge.
         """
         src = self.state
-        if _DESTINATION[trigger] is src and src.is_running:
+        dst = _DESTINATION[trigger]
+        if dst is src and src.is_running:
             return None
-        if not allowed(trigger, src):
+        if not is_edge(trigger, src, dst):
             raise TransitionRejected(trigger, src, f"no '{trigger}' transition from {src}")
         try:
             self._model.trigger(trigger.value)

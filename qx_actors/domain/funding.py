@@ -4,7 +4,8 @@ The settlements table must hold every settlement time of the schedule in ``[reac
 the reach floored to the settlement grid as quantoxide does. The plan, in order: ``LATEST``
 (table empty), ``UPPER_BOUND`` (newer settlements exist), ``MISSING`` (holes inside the
 scanned range, consecutive ones grouped), ``LOWER_BOUND`` (older settlements down to the
-reach). As for candles, the caller passes the ranges already fetched in the current pass, so
+reach): the shared planner's order (:mod:`qx_actors.domain.planner`) on the settlement
+grid. As for candles, the caller passes the ranges already fetched in the current pass, so
 that a settlement the exchange does not have is not asked for again and again.
 
 quantoxide's two fatal conditions live here as pure checks: a missing settlement older than
@@ -16,21 +17,23 @@ and :func:`settlements_before_history_start`).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from qx_actors.domain import planner
+from qx_actors.domain.planner import DownloadKind, GridRange, StoredBounds
 from qx_actors.domain.settlements import (
+    SETTLEMENT_GRID,
     floor_settlement_time,
-    is_valid_settlement_time,
     next_settlement_time,
     previous_settlement_time,
     settlement_times,
 )
+from qx_actors.domain.spans import runs
 from qx_actors.domain.timeutil import FIRST_SETTLEMENT_TIME, require_utc
-from qx_actors.domain.validation import format_utc
+from qx_actors.domain.validation import format_optional_utc, format_utc
 from qx_actors.errors import SettlementsBeforeHistoryStart, UnreachableMissingSettlement
 
 #: The shortest spacing of the schedule (phases B and C); phase A is daily.
@@ -47,50 +50,20 @@ class FundingSettlementsFacts:
     stored_times_in_scan: tuple[datetime, ...]
 
 
-class SettlementDownloadKind(enum.Enum):
-    """Why a settlement range is fetched."""
-
-    LATEST = "latest"
-    UPPER_BOUND = "upper_bound"
-    MISSING = "missing"
-    LOWER_BOUND = "lower_bound"
-
-
-def _check_settlement_time(value: datetime, what: str) -> datetime:
-    value = require_utc(value, what)
-    if not is_valid_settlement_time(value):
-        raise ValueError(f"{what} {format_utc(value)} is not a settlement time")
-    return value
-
-
 @dataclass(frozen=True, slots=True)
-class SettlementDownload:
+class SettlementDownload(GridRange):
     """Settlement times ``[start, end]`` to fetch, both inclusive and on the schedule."""
 
-    kind: SettlementDownloadKind
-    start: datetime
-    end: datetime
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "start", _check_settlement_time(self.start, "download start"))
-        object.__setattr__(self, "end", _check_settlement_time(self.end, "download end"))
-        if self.end < self.start:
-            raise ValueError(f"empty settlement download {self}")
+    GRID = SETTLEMENT_GRID
+    NOUN = "settlement download"
 
     def times(self) -> tuple[datetime, ...]:
         """Every settlement time of the range, ascending."""
         return tuple(settlement_times(self.start, self.end))
 
-    def covers(self, other: SettlementDownload) -> bool:
-        """Whether ``other``'s times all lie within this range."""
-        return self.start <= other.start and other.end <= self.end
-
-    def __str__(self) -> str:
-        return f"{self.kind.value} [{format_utc(self.start)} .. {format_utc(self.end)}]"
-
 
 @dataclass(frozen=True, slots=True)
-class FundingSettlementsState:
+class FundingSettlementsState(StoredBounds):
     """The stored settlements judged against ``[reach, now]``; build it with :meth:`evaluate`.
 
     ``missing``: schedule times in ``[max(scan_from, earliest), latest]`` not stored, ascending
@@ -128,15 +101,9 @@ class FundingSettlementsState:
         reach = require_utc(reach, "reach")
         reach = min(floor_settlement_time(max(reach, FIRST_SETTLEMENT_TIME)), head)
         scan_from = require_utc(scan_from, "scan_from")
-        if (facts.earliest is None) != (facts.latest is None):
-            raise ValueError("earliest and latest must both be set or both be None")
+        planner.check_bounds(facts.earliest, facts.latest)
         missing: tuple[datetime, ...] = ()
         if facts.earliest is not None and facts.latest is not None:
-            if facts.latest < facts.earliest:
-                raise ValueError(
-                    f"latest {format_utc(facts.latest)} before earliest "
-                    f"{format_utc(facts.earliest)}"
-                )
             stored = set(facts.stored_times_in_scan)
             # As quantoxide, the scan is not clipped to the reach: a hole below it is reported
             # (it can never be filled, since nothing below the reach is fetched), not ignored.
@@ -159,23 +126,6 @@ class FundingSettlementsState:
         )
 
     # --- quantoxide's accessors ------------------------------------------------------------
-
-    @property
-    def bounds(self) -> tuple[datetime, datetime] | None:
-        """``(earliest, latest)`` stored settlement times, or ``None`` for an empty table."""
-        if self.earliest is None or self.latest is None:
-            return None
-        return (self.earliest, self.latest)
-
-    @property
-    def bound_start(self) -> datetime | None:
-        """The earliest stored settlement time, or ``None``."""
-        return self.earliest
-
-    @property
-    def bound_end(self) -> datetime | None:
-        """The latest stored settlement time, or ``None``."""
-        return self.latest
 
     def is_range_available(self, range_from: datetime, range_to: datetime) -> bool:
         """Whether every settlement of ``[range_from, range_to]`` (both inclusive) is stored.
@@ -224,15 +174,13 @@ class FundingSettlementsState:
         self, *, fetched: Iterable[SettlementDownload] = ()
     ) -> tuple[SettlementDownload, ...]:
         """Every range the plan would fetch now, in order."""
-        done = tuple(fetched)
-        return tuple(r for r in self._plan() if not any(old.covers(r) for old in done))
+        return planner.not_fetched(self._plan(), fetched)
 
     def next_download(
         self, *, fetched: Iterable[SettlementDownload] = ()
     ) -> SettlementDownload | None:
         """The next range to fetch, or ``None``; ranges within ``fetched`` are skipped."""
-        plan = self.downloads(fetched=fetched)
-        return plan[0] if plan else None
+        return planner.first_of(self.downloads(fetched=fetched))
 
     def unanswered_lower_bound(
         self, fetched: Iterable[SettlementDownload]
@@ -245,7 +193,7 @@ class FundingSettlementsState:
         """
         done = tuple(fetched)
         for download in self._plan():
-            if download.kind is SettlementDownloadKind.LOWER_BOUND:
+            if download.kind is DownloadKind.LOWER_BOUND:
                 return download if any(old.covers(download) for old in done) else None
         return None
 
@@ -269,33 +217,32 @@ class FundingSettlementsState:
         start = floor_settlement_time(max(oldest, FIRST_SETTLEMENT_TIME))
         if start < oldest:
             start = next_settlement_time(start)
-        return SettlementDownload(SettlementDownloadKind.LOWER_BOUND, min(start, end), end)
+        return SettlementDownload(DownloadKind.LOWER_BOUND, min(start, end), end)
 
     def _plan(self) -> list[SettlementDownload]:
-        kind = SettlementDownloadKind
-        head = self.head
-        earliest, latest = self.earliest, self.latest
-        if earliest is None or latest is None:
-            return [SettlementDownload(kind.LATEST, self.reach, head)]
-        plan: list[SettlementDownload] = []
-        if latest < head:
-            plan.append(SettlementDownload(kind.UPPER_BOUND, next_settlement_time(latest), head))
-        plan.extend(
-            SettlementDownload(kind.MISSING, first, last)
-            for first, last in _consecutive_runs(self.missing)
-        )
-        if earliest > self.reach:
+        head, earliest, latest = self.head, self.earliest, self.latest
+        upper_start = None
+        if latest is not None and latest < head:
+            upper_start = next_settlement_time(latest)
+        lower_end = None
+        if earliest is not None and earliest > self.reach:
             lower_end = previous_settlement_time(earliest)
-            if lower_end >= self.reach:
-                plan.append(SettlementDownload(kind.LOWER_BOUND, self.reach, lower_end))
-        return plan
+            if lower_end < self.reach:
+                lower_end = None
+        return planner.plan(
+            SettlementDownload,
+            DownloadKind.MISSING,
+            lower=self.reach,
+            head=head,
+            stored=latest is not None,
+            upper_start=upper_start,
+            repairs=runs(self.missing, SETTLEMENT_GRID) if self.missing else (),
+            lower_end=lower_end,
+        )
 
     def summary(self) -> dict[str, Any]:
         """A flat, JSON-ready description for the CLI and the logs."""
-
-        def iso(value: datetime | None) -> str | None:
-            return None if value is None else format_utc(value)
-
+        iso = format_optional_utc
         return {
             "reach": iso(self.reach),
             "now": iso(self.now),
@@ -331,14 +278,3 @@ def settlements_before_history_start(
         f"settlement reach {format_utc(state.reach)} is before its history start (move the "
         f"reach to {start} or later)"
     )
-
-
-def _consecutive_runs(times: tuple[datetime, ...]) -> list[tuple[datetime, datetime]]:
-    """Group ascending settlement times into runs of schedule-consecutive times."""
-    runs: list[tuple[datetime, datetime]] = []
-    for time in times:
-        if runs and next_settlement_time(runs[-1][1]) == time:
-            runs[-1] = (runs[-1][0], time)
-        else:
-            runs.append((time, time))
-    return runs

@@ -11,6 +11,7 @@ plans the next range to fetch:
    unstable), clamped to ``[reach, now]``; oldest first for backfill, newest first for live;
 4. ``LOWER_BOUND``: ``[reach, earliest - 1m]``.
 
+The order and the range type are the shared planner's (:mod:`qx_actors.domain.planner`).
 A plan is followed in *passes*: the caller fetches the planned range, stores it, evaluates the
 state again and asks for the next range, passing the ranges it already fetched in this pass.
 A range inside an already fetched one is never planned again in the same pass: the exchange
@@ -26,28 +27,28 @@ with that flag, or their re-fetch never settles them.
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from qx_actors.domain.timeutil import (
-    MINUTE,
-    UNSTABLE_AGE,
-    ceil_minute,
-    floor_minute,
-    is_whole_minute,
-    require_utc,
+from qx_actors.domain import planner
+from qx_actors.domain.planner import DownloadKind as DownloadKind  # named here by its callers
+from qx_actors.domain.planner import (
+    GridRange,
+    StoredBounds,
+    check_span,
+    require_point,
 )
-from qx_actors.domain.validation import format_utc
+from qx_actors.domain.spans import MINUTES, Span, clip, merge, subtract
+from qx_actors.domain.timeutil import MINUTE, UNSTABLE_AGE, ceil_minute, floor_minute, require_utc
+from qx_actors.domain.validation import format_optional_utc, format_utc
+from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
 from qx_actors.errors import LookbackBeyondReachError, ReachBeforeHistoryError, UnreachableGapError
 
 #: How many candles either side of a gap are re-fetched with it.
 GAP_NEIGHBOURS = 5
 _WIDEN = GAP_NEIGHBOURS * MINUTE
-
-_Span = tuple[datetime, datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +76,7 @@ def last_stable_minute(now: datetime) -> datetime:
 
 
 def _check_minute(value: datetime, what: str) -> datetime:
-    value = require_utc(value, what)
-    if not is_whole_minute(value):
-        raise ValueError(f"{what} {format_utc(value)} is not a whole minute")
-    return value
+    return require_point(MINUTES, value, what)
 
 
 def _minutes(start: datetime, end: datetime) -> int:
@@ -93,10 +91,7 @@ class TimeRange:
     end: datetime
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "start", _check_minute(self.start, "range start"))
-        object.__setattr__(self, "end", _check_minute(self.end, "range end"))
-        if self.end < self.start:
-            raise ValueError(f"empty range {self}")
+        check_span(self, MINUTES, "range", "range")
 
     @property
     def minutes(self) -> int:
@@ -110,103 +105,42 @@ class TimeRange:
         return f"[{format_utc(self.start)} .. {format_utc(self.end)}]"
 
 
-class DownloadKind(enum.Enum):
-    """Why a range is fetched."""
-
-    LATEST = "latest"
-    UPPER_BOUND = "upper_bound"
-    GAP = "gap"
-    LOWER_BOUND = "lower_bound"
-
-
 @dataclass(frozen=True, slots=True)
-class DownloadRange:
+class DownloadRange(GridRange):
     """An inclusive minute range to fetch; the fetcher pages backwards from ``end``."""
 
-    kind: DownloadKind
-    start: datetime
-    end: datetime
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "start", _check_minute(self.start, "download start"))
-        object.__setattr__(self, "end", _check_minute(self.end, "download end"))
-        if self.end < self.start:
-            raise ValueError(f"empty download range {self}")
+    GRID = MINUTES
+    NOUN = "download range"
 
     @property
     def minutes(self) -> int:
         """How many candles the range can hold."""
         return _minutes(self.start, self.end)
 
-    @property
-    def range(self) -> TimeRange:
-        """The fetched minutes as a :class:`TimeRange`."""
-        return TimeRange(self.start, self.end)
-
-    def requests(self, batch_size: int = 1000) -> int:
+    def requests(self, batch_size: int = EXCHANGE_PAGE_LIMIT) -> int:
         """How many REST pages of ``batch_size`` candles the range takes at least."""
         return -(-self.minutes // batch_size)
 
-    def covers(self, other: DownloadRange) -> bool:
-        """Whether ``other``'s minutes all lie within this range."""
-        return self.start <= other.start and other.end <= self.end
 
-    def __str__(self) -> str:
-        return f"{self.kind.value} [{format_utc(self.start)} .. {format_utc(self.end)}]"
-
-
-# --- inclusive minute-span arithmetic ---------------------------------------------------------
-
-
-def _normalise(spans: Iterable[tuple[datetime, datetime]], what: str) -> list[_Span]:
-    """Sorted, validated spans with overlapping or adjacent ones merged."""
-    checked = sorted(
+def _normalise(spans: Iterable[Span], what: str) -> list[Span]:
+    """Validated spans, ascending, with overlapping or adjacent ones merged."""
+    checked = [
         (_check_minute(start, f"{what} start"), _check_minute(end, f"{what} end"))
         for start, end in spans
-    )
-    merged: list[_Span] = []
+    ]
     for start, end in checked:
         if end < start:
             raise ValueError(
                 f"{what} ends before it starts: {format_utc(start)} .. {format_utc(end)}"
             )
-        if merged and start <= merged[-1][1] + MINUTE:
-            if end > merged[-1][1]:
-                merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def _subtract(spans: list[_Span], cuts: list[_Span]) -> list[_Span]:
-    """``spans`` minus ``cuts``; both normalised."""
-    result: list[_Span] = []
-    index = 0
-    for start, end in spans:
-        while index < len(cuts) and cuts[index][1] < start:
-            index += 1
-        cursor = start
-        probe = index
-        while probe < len(cuts) and cuts[probe][0] <= end:
-            cut_start, cut_end = cuts[probe]
-            if cut_start > cursor:
-                result.append((cursor, cut_start - MINUTE))
-            cursor = max(cursor, cut_end + MINUTE)
-            probe += 1
-        if cursor <= end:
-            result.append((cursor, end))
-    return result
-
-
-def _clip(spans: Iterable[_Span], low: datetime, high: datetime) -> list[_Span]:
-    return [(max(s, low), min(e, high)) for s, e in spans if e >= low and s <= high]
+    return merge(checked)
 
 
 # --- the state ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class PriceHistoryState:
+class PriceHistoryState(StoredBounds):
     """The stored price history judged against ``[reach, now]``; build it with :meth:`evaluate`.
 
     ``gaps`` are the holes still to repair: every minute between the stored bounds that is
@@ -246,12 +180,9 @@ class PriceHistoryState:
         now = require_utc(now, "now")
         head = floor_minute(now)
         reach = min(ceil_minute(require_utc(reach, "reach")), head)
-        if (facts.earliest is None) != (facts.latest is None):
-            raise ValueError("earliest and latest must both be set or both be None")
         earliest = None if facts.earliest is None else _check_minute(facts.earliest, "earliest")
         latest = None if facts.latest is None else _check_minute(facts.latest, "latest")
-        if earliest is not None and latest is not None and latest < earliest:
-            raise ValueError(f"latest {format_utc(latest)} before earliest {format_utc(earliest)}")
+        planner.check_bounds(earliest, latest)
         unstable = (
             None
             if facts.earliest_unstable is None
@@ -259,7 +190,7 @@ class PriceHistoryState:
         )
         holes = _normalise(facts.holes, "hole")
         verified = _normalise(facts.verified_empty, "verified-empty range")
-        gaps = _subtract(holes, verified)
+        gaps = subtract(holes, verified)
         for start, end in gaps:
             if start < reach:
                 raise UnreachableGapError(
@@ -272,8 +203,8 @@ class PriceHistoryState:
             rechecked = [
                 span for span in verified if recheck_from is None or span[1] >= recheck_from
             ]
-            kept = _subtract(verified, _normalise(rechecked, "re-checked range"))
-            gaps = [(max(start, reach), end) for start, end in _subtract(holes, kept)]
+            kept = subtract(verified, _normalise(rechecked, "re-checked range"))
+            gaps = [(max(start, reach), end) for start, end in subtract(holes, kept)]
             gaps = [(start, end) for start, end in gaps if end >= start]
         return cls(
             reach=reach,
@@ -335,7 +266,7 @@ class PriceHistoryState:
             missing += _minutes(reach, min(covered - MINUTE, head))
         if self.latest < head:
             missing += _minutes(max(self.latest + MINUTE, reach), head)
-        missing += sum(_minutes(s, e) for s, e in _clip(self._gap_spans(), reach, head))
+        missing += sum(_minutes(s, e) for s, e in clip(self._gap_spans(), reach, head))
         return min(missing, total)
 
     @property
@@ -345,27 +276,11 @@ class PriceHistoryState:
         return (total - self.missing_minutes) / total
 
     # --- quantoxide's helpers ---------------------------------------------------------------
-    # Same names and meaning as quantoxide's ``PriceHistoryState``: bounds are the oldest and
-    # newest stored candle times; a gap is reported here as its missing minutes (inclusive),
-    # where quantoxide names the stored candles either side of it. Verified-empty downtime is
-    # no gap: the exchange has nothing there, so a range across it is available.
-
-    @property
-    def bounds(self) -> tuple[datetime, datetime] | None:
-        """``(oldest, newest)`` stored candle times, or ``None`` when nothing is stored."""
-        if self.earliest is None or self.latest is None:
-            return None
-        return self.earliest, self.latest
-
-    @property
-    def bound_start(self) -> datetime | None:
-        """The oldest stored candle time."""
-        return self.earliest
-
-    @property
-    def bound_end(self) -> datetime | None:
-        """The newest stored candle time."""
-        return self.latest
+    # Same names and meaning as quantoxide's ``PriceHistoryState``: bounds (``StoredBounds``)
+    # are the oldest and newest stored candle times; a gap is reported here as its missing
+    # minutes (inclusive), where quantoxide names the stored candles either side of it.
+    # Verified-empty downtime is no gap: the exchange has nothing there, so a range across it
+    # is available.
 
     def is_range_available(self, range_from: datetime, range_to: datetime) -> bool:
         """Whether ``[range_from, range_to]`` lies within the bounds and crosses no gap.
@@ -405,10 +320,7 @@ class PriceHistoryState:
 
     def summary(self) -> dict[str, Any]:
         """A flat, JSON-ready description for the CLI and the logs."""
-
-        def iso(value: datetime | None) -> str | None:
-            return None if value is None else format_utc(value)
-
+        iso = format_optional_utc
         return {
             "reach": iso(self.reach),
             "now": iso(self.now),
@@ -426,14 +338,14 @@ class PriceHistoryState:
 
     # --- the plan ---------------------------------------------------------------------------
 
-    def _gap_spans(self) -> list[_Span]:
+    def _gap_spans(self) -> list[Span]:
         return [(gap.start, gap.end) for gap in self.gaps]
 
     def downloads(
         self, *, newest_gap_first: bool, fetched: Iterable[DownloadRange] = ()
     ) -> tuple[DownloadRange, ...]:
         """Every range the plan would fetch now, in order (see the module docstring)."""
-        return _skip_fetched(self._plan(self.reach, newest_gap_first), fetched)
+        return planner.not_fetched(self._plan(self.reach, newest_gap_first), fetched)
 
     def next_download(
         self, *, newest_gap_first: bool, fetched: Iterable[DownloadRange] = ()
@@ -442,8 +354,7 @@ class PriceHistoryState:
 
         ``fetched``: the ranges already fetched in this pass; ranges within them are skipped.
         """
-        plan = self.downloads(newest_gap_first=newest_gap_first, fetched=fetched)
-        return plan[0] if plan else None
+        return planner.first_of(self.downloads(newest_gap_first=newest_gap_first, fetched=fetched))
 
     def next_download_within(
         self,
@@ -462,18 +373,31 @@ class PriceHistoryState:
                 f"lookback start {format_utc(lower)} is before the price history reach "
                 f"{format_utc(self.reach)}"
             )
-        plan = _skip_fetched(self._plan(lower, newest_gap_first), fetched)
-        return plan[0] if plan else None
+        return planner.first_of(planner.not_fetched(self._plan(lower, newest_gap_first), fetched))
 
     def _plan(self, lower: datetime, newest_gap_first: bool) -> list[DownloadRange]:
         head = self.head
-        earliest, latest = self.earliest, self.latest
-        if earliest is None or latest is None:
-            return [DownloadRange(DownloadKind.LATEST, lower, head)]
-        plan: list[DownloadRange] = []
-        gaps = _clip(self._gap_spans(), lower, head)
+        gaps = clip(self._gap_spans(), lower, head)
         widened = [(max(lower, s - _WIDEN), min(head, e + _WIDEN)) for s, e in gaps]
+        covered = self._covered_from()
+        return planner.plan(
+            DownloadRange,
+            DownloadKind.GAP,
+            lower=lower,
+            head=head,
+            stored=self.latest is not None,
+            upper_start=self._upper_start(lower, widened),
+            repairs=reversed(widened) if newest_gap_first else widened,
+            lower_end=None if covered is None or covered <= lower else min(covered - MINUTE, head),
+        )
 
+    def _upper_start(self, lower: datetime, widened: list[Span]) -> datetime | None:
+        """Where the ``UPPER_BOUND`` fetch starts: the newest stored candle, or the oldest
+        unstable one that is old enough to settle (and not re-fetched with a gap); ``None``
+        when there is nothing to fetch above the stored candles."""
+        head, latest = self.head, self.latest
+        if latest is None:
+            return None
         needs_upper = latest < head
         upper_start = latest
         unstable = self.earliest_unstable
@@ -486,54 +410,15 @@ class PriceHistoryState:
             elif needs_upper or is_stable_candle_time(unstable, self.now):
                 needs_upper = True
                 upper_start = min(upper_start, unstable)
-        if needs_upper:
-            if lower > self.reach:
-                # live lookback: don't reach below the window
-                upper_start = max(upper_start, lower)
-            plan.append(DownloadRange(DownloadKind.UPPER_BOUND, upper_start, head))
-
-        order = reversed(widened) if newest_gap_first else iter(widened)
-        plan.extend(DownloadRange(DownloadKind.GAP, s, e) for s, e in order)
-
-        covered = self._covered_from()
-        assert covered is not None
-        if covered > lower:
-            plan.append(DownloadRange(DownloadKind.LOWER_BOUND, lower, min(covered - MINUTE, head)))
-        return plan
-
-
-def _skip_fetched(
-    plan: list[DownloadRange], fetched: Iterable[DownloadRange]
-) -> tuple[DownloadRange, ...]:
-    done = tuple(fetched)
-    return tuple(rng for rng in plan if not any(old.covers(rng) for old in done))
+        if not needs_upper:
+            return None
+        if lower > self.reach:
+            # live lookback: don't reach below the window
+            upper_start = max(upper_start, lower)
+        return upper_start
 
 
 # --- after a fetch --------------------------------------------------------------------------
-
-
-def confirmed_empty_ranges(
-    requested: DownloadRange, received_times: Sequence[datetime], *, now: datetime
-) -> list[TimeRange]:
-    """Minutes of ``requested`` the exchange returned no candle for, in the stable region only.
-
-    A hole among candles younger than an hour may still fill, so it is not confirmed. The
-    result (ascending) is what the DB writer records as verified-empty.
-    """
-    end = min(requested.end, last_stable_minute(require_utc(now, "now")))
-    start = requested.start
-    if end < start:
-        return []
-    present = sorted({t for t in received_times if start <= t <= end})
-    empty: list[TimeRange] = []
-    cursor = start
-    for time in present:
-        if time > cursor:
-            empty.append(TimeRange(cursor, floor_minute(time - MINUTE)))
-        cursor = max(cursor, floor_minute(time) + MINUTE)
-    if cursor <= end:
-        empty.append(TimeRange(cursor, end))
-    return empty
 
 
 def check_reach_covered(

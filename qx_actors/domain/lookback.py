@@ -7,21 +7,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-#: Resolutions a lookback may be expressed in, by their wire names.
-RESOLUTIONS: dict[str, timedelta] = {
-    "1m": timedelta(minutes=1),
-    "3m": timedelta(minutes=3),
-    "5m": timedelta(minutes=5),
-    "10m": timedelta(minutes=10),
-    "15m": timedelta(minutes=15),
-    "30m": timedelta(minutes=30),
-    "45m": timedelta(minutes=45),
-    "1h": timedelta(hours=1),
-    "2h": timedelta(hours=2),
-    "3h": timedelta(hours=3),
-    "4h": timedelta(hours=4),
-    "1d": timedelta(days=1),
-}
+from qx_actors.domain.values import RESOLUTIONS
+
 #: The longest lookback accepted (as in quantoxide).
 MAX_LOOKBACK = timedelta(days=500)
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from qx_actors.domain.spans import Grid
 from qx_actors.domain.timeutil import DAY, FIRST_SETTLEMENT_TIME, require_utc
 
 _TICK = timedelta(microseconds=1)
@@ -88,6 +89,12 @@ def next_settlement_time(value: datetime) -> datetime:
 def previous_settlement_time(value: datetime) -> datetime:
     """The last settlement time strictly before ``value``; ``ValueError`` if there is none."""
     return floor_settlement_time(_utc(value) - _TICK)
+
+
+#: The settlement schedule as a grid (see :mod:`qx_actors.domain.spans`).
+SETTLEMENT_GRID = Grid(
+    "settlement time", is_valid_settlement_time, next_settlement_time, previous_settlement_time
+)
 
 
 def settlement_times(start: datetime, end: datetime) -> Iterator[datetime]:

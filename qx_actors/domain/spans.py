@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from qx_actors.domain.timeutil import MINUTE, floor_minute, is_whole_minute
+from qx_actors.domain.timeutil import MINUTE, is_whole_minute
 
 #: An inclusive range of grid points ``(first, last)``.
 Span = tuple[datetime, datetime]
@@ -32,8 +32,6 @@ class Grid:
     point: str
     #: whether an instant is a point of the grid
     contains: Callable[[datetime], bool]
-    #: the last point at or before an instant
-    floor: Callable[[datetime], datetime]
     #: the point after a point
     next: Callable[[datetime], datetime]
     #: the point before a point
@@ -49,7 +47,7 @@ def _previous_minute(minute: datetime) -> datetime:
 
 
 #: Every whole minute: the candle grid.
-MINUTES = Grid("whole minute", is_whole_minute, floor_minute, _next_minute, _previous_minute)
+MINUTES = Grid("whole minute", is_whole_minute, _next_minute, _previous_minute)
 
 
 def merge(spans: Iterable[Span], grid: Grid = MINUTES) -> list[Span]:

@@ -26,6 +26,11 @@ def format_utc(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def format_optional_utc(value: datetime | None) -> str | None:
+    """:func:`format_utc`, ``None`` kept (for JSON-ready summaries)."""
+    return None if value is None else format_utc(value)
+
+
 def validate_candle_page(candles: Sequence[Candle]) -> None:
     """Check a page of candles as the exchange sends it (newest first).
 

@@ -5,7 +5,7 @@ All times are timezone-aware UTC ``datetime`` objects.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -14,8 +14,21 @@ import msgspec
 EXCHANGE_PAGE_LIMIT = 1000
 
 
+#: Candle resolutions by their wire names, finest first: what a live lookback is counted in
+#: and what the reader consolidates 1-minute candles into (the storage layer derives its
+#: bucket seconds and its rollup tables from this).
+RESOLUTIONS: dict[str, timedelta] = {
+    **{f"{minutes}m": timedelta(minutes=minutes) for minutes in (1, 3, 5, 10, 15, 30, 45)},
+    **{f"{hours}h": timedelta(hours=hours) for hours in (1, 2, 3, 4)},
+    "1d": timedelta(days=1),
+}
+
+
 class Candle(msgspec.Struct, frozen=True, gc=False):
-    """One 1-minute OHLC candle; ``time`` is the start of its minute."""
+    """One 1-minute OHLC candle; ``time`` is the start of its minute.
+
+    Read back from storage (``qx_actors.CandleRow``) it may stand for a bucket of minutes.
+    """
 
     time: datetime
     open: float

@@ -10,12 +10,13 @@ Times are stored exactly, as UTC:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import peewee as pw
 
 from qx_actors.domain.timeutil import require_utc
+from qx_actors.domain.values import RESOLUTIONS
 
 #: the column type name that each backend maps to its own UTC time type
 UTC_DATETIME = "UTC_DATETIME"
@@ -70,8 +71,9 @@ class _Base(pw.Model):
         legacy_table_names = False
 
 
-class OhlcCandle(_Base):
-    """``ohlc_candles``: one row per stored 1-minute candle."""
+class _Ohlc(_Base):
+    """The columns every candle table starts with: the bucket start and its OHLCV (no table
+    of its own)."""
 
     time = UtcDateTimeField(primary_key=True)
     open = pw.DoubleField()
@@ -79,6 +81,11 @@ class OhlcCandle(_Base):
     low = pw.DoubleField()
     close = pw.DoubleField()
     volume = pw.DoubleField()
+
+
+class OhlcCandle(_Ohlc):
+    """``ohlc_candles``: one row per stored 1-minute candle."""
+
     created_at = UtcDateTimeField()
     updated_at = UtcDateTimeField()
     #: the first candle after a detected hole
@@ -142,7 +149,7 @@ class OhlcCoverage(_Base):
         table_name = "ohlc_coverage"
 
 
-class OhlcRollup(_Base):
+class OhlcRollup(_Ohlc):
     """A rollup table ``ohlc_rollup_<resolution>`` (schema version 3): one row per bucket.
 
     Kept by the writer in the same transaction as the 1-minute candles it is built from:
@@ -153,12 +160,6 @@ class OhlcRollup(_Base):
     is the first after a hole. Buckets without a stored minute have no row.
     """
 
-    time = UtcDateTimeField(primary_key=True)
-    open = pw.DoubleField()
-    high = pw.DoubleField()
-    low = pw.DoubleField()
-    close = pw.DoubleField()
-    volume = pw.DoubleField()
     minutes = pw.IntegerField()
     stable = pw.BooleanField()
     gap = pw.BooleanField()
@@ -167,17 +168,27 @@ class OhlcRollup(_Base):
         without_rowid = True
 
 
-#: the rollups (SPEC §6 resolutions above 1m): (name, bucket seconds, source rollup or None for
-#: ``ohlc_candles``). Each level is built from the finest coarser-or-equal level that divides it,
-#: so one minute written costs a few rows per level, never a re-read of a day of minutes.
-ROLLUP_LEVELS: tuple[tuple[str, int, str | None], ...] = (
-    ("3m", 180, None),
-    ("5m", 300, None),
-    ("15m", 900, "5m"),
-    ("30m", 1_800, "15m"),
-    ("1h", 3_600, "30m"),
-    ("4h", 14_400, "1h"),
-    ("1d", 86_400, "4h"),
+def bucket_seconds(resolution: str) -> int:
+    """The bucket length of a resolution (``"1h"``: 3600), as the tables store buckets."""
+    return RESOLUTIONS[resolution] // timedelta(seconds=1)
+
+
+#: resolution of each rollup table -> the rollup it is built from (None: ``ohlc_candles``).
+#: Each is built from the coarsest finer level that divides it, so one minute written costs a
+#: few rows per level, never a re-read of a day of minutes. 10m, 45m, 2h and 3h have no table:
+#: the reader consolidates them from a rollup that divides them.
+_ROLLUP_SOURCES: dict[str, str | None] = {
+    "3m": None,
+    "5m": None,
+    "15m": "5m",
+    "30m": "15m",
+    "1h": "30m",
+    "4h": "1h",
+    "1d": "4h",
+}
+#: the rollups: (resolution name, bucket seconds, source rollup or None for ``ohlc_candles``)
+ROLLUP_LEVELS: tuple[tuple[str, int, str | None], ...] = tuple(
+    (name, bucket_seconds(name), source) for name, source in _ROLLUP_SOURCES.items()
 )
 
 

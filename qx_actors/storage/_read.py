@@ -10,34 +10,29 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from qx_actors.domain import values
 from qx_actors.domain.funding import FundingSettlementsFacts
 from qx_actors.domain.history import PriceHistoryFacts
 from qx_actors.domain.timeutil import require_utc, utc_now
-from qx_actors.domain.values import FundingSettlement, PriceTick
+from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import DatabaseUnavailable, QxError
 
 from . import _queries
 from ._backend import Backend, PostgresBackend, guard, open_backend
-from ._models import ROLLUP_LEVELS, as_utc, from_utc_text, rollup_table, to_utc_text
+from ._models import (
+    ROLLUP_LEVELS,
+    as_utc,
+    bucket_seconds,
+    from_utc_text,
+    rollup_table,
+    to_utc_text,
+)
 from ._rollups import CANDLES
 from ._schema import NoDatabaseError, check_schema, stored_version
 
-#: resolution name -> bucket length in seconds; buckets are aligned to multiples of it
-#: since the Unix epoch (so 1d buckets start at 00:00 UTC)
-RESOLUTIONS: dict[str, int] = {
-    "1m": 60,
-    "3m": 180,
-    "5m": 300,
-    "10m": 600,
-    "15m": 900,
-    "30m": 1_800,
-    "45m": 2_700,
-    "1h": 3_600,
-    "2h": 7_200,
-    "3h": 10_800,
-    "4h": 14_400,
-    "1d": 86_400,
-}
+#: resolution name -> bucket length in seconds (the domain's resolutions); buckets are aligned
+#: to multiples of it since the Unix epoch (so 1d buckets start at 00:00 UTC)
+RESOLUTIONS: dict[str, int] = {name: bucket_seconds(name) for name in values.RESOLUTIONS}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: resolutions answered straight from a rollup table
@@ -46,19 +41,15 @@ ROLLUP_NAMES = frozenset(name for name, _, _ in ROLLUP_LEVELS)
 _CHUNK = 65_536
 
 
-class CandleRow(msgspec.Struct, frozen=True, gc=False):
+class CandleRow(Candle, frozen=True, gc=False):
     """A stored candle (1m) or a bucket of them (3m ... 1d); ``time`` is the bucket start.
 
-    ``stable``: every minute in it is stable and the bucket has ended. ``gap``: some minute in
-    it is the first after a hole. ``minutes``: how many 1-minute candles it was built from.
+    A :class:`Candle` (its OHLCV, positional order kept) plus what only storage knows, which
+    is why it is a type of its own: ``stable``: every minute in it is stable and the bucket has
+    ended. ``gap``: some minute in it is the first after a hole. ``minutes``: how many 1-minute
+    candles it was built from.
     """
 
-    time: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
     stable: bool
     gap: bool
     minutes: int
@@ -156,7 +147,7 @@ def import_pyarrow() -> Any:
 ARROW_INSTALL = "pip install 'qx_actors[arrow]'"
 
 #: the columns of a candle row, in :class:`CandleRow` order
-CANDLE_FIELDS = ("time", "open", "high", "low", "close", "volume", "stable", "gap", "minutes")
+CANDLE_FIELDS: tuple[str, ...] = CandleRow.__struct_fields__
 _FLOATS = ("open", "high", "low", "close", "volume")
 
 
@@ -381,32 +372,39 @@ class Database:
         columns = pa.chunked_array(chunks, type=struct).combine_chunks()
         return _arrow_candles(pa, schema, columns, selected)
 
+    def _rows_between(self, what: str, sql: str, start: datetime, end: datetime) -> list[Any]:
+        """The rows of ``sql`` (its two parameters: ``start`` and ``end``) in one read."""
+        backend = self._backend
+        tp = backend.time_param
+        with guard(backend, f"read {what}"):
+            cursor = backend.execute(sql, (tp(require_utc(start)), tp(require_utc(end))))
+            return list(cursor.fetchall())
+
     def ticks(self, start: datetime, end: datetime) -> list[PriceTick]:
         """Stored ticks with ``start <= time < end``, oldest first."""
-        backend = self._backend
-        tp, tv = backend.time_param, backend.time_value
-        with guard(backend, "read ticks"):
-            cursor = backend.execute(
-                "SELECT time, last_price FROM price_ticks WHERE time >= ? AND time < ? "
-                "ORDER BY time",
-                (tp(require_utc(start)), tp(require_utc(end))),
-            )
-            return [PriceTick(time=tv(t), last_price=p) for t, p in cursor.fetchall()]
+        tv = self._backend.time_value
+        rows = self._rows_between(
+            "ticks",
+            "SELECT time, last_price FROM price_ticks WHERE time >= ? AND time < ? ORDER BY time",
+            start,
+            end,
+        )
+        return [PriceTick(time=tv(t), last_price=p) for t, p in rows]
 
     def settlements(self, start: datetime, end: datetime) -> list[FundingSettlement]:
         """Stored funding settlements with ``start <= time < end``, oldest first."""
-        backend = self._backend
-        tp, tv = backend.time_param, backend.time_value
-        with guard(backend, "read settlements"):
-            cursor = backend.execute(
-                "SELECT id, time, fixing_price, funding_rate FROM funding_settlements "
-                "WHERE time >= ? AND time < ? ORDER BY time",
-                (tp(require_utc(start)), tp(require_utc(end))),
-            )
-            return [
-                FundingSettlement(id=str(i), time=tv(t), fixing_price=f, funding_rate=r)
-                for i, t, f, r in cursor.fetchall()
-            ]
+        tv = self._backend.time_value
+        rows = self._rows_between(
+            "settlements",
+            "SELECT id, time, fixing_price, funding_rate FROM funding_settlements "
+            "WHERE time >= ? AND time < ? ORDER BY time",
+            start,
+            end,
+        )
+        return [
+            FundingSettlement(id=str(i), time=tv(t), fixing_price=f, funding_rate=r)
+            for i, t, f, r in rows
+        ]
 
     def price_history_facts(self, *, scan_from: datetime | None = None) -> PriceHistoryFacts:
         """Bounds, every hole between them, verified-empty ranges, earliest unstable candle.

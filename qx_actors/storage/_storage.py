@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from qx_actors.domain.funding import FundingSettlementsFacts
-from qx_actors.domain.history import PriceHistoryFacts
+from qx_actors.domain.history import GAP_NEIGHBOURS, PriceHistoryFacts
+from qx_actors.domain.spans import Span, merge, runs, subtract_points
 from qx_actors.domain.timeutil import MINUTE, UNSTABLE_AGE, require_utc, utc_now
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import StorageError
@@ -24,60 +25,18 @@ from ._lock import AdvisoryWriterLock, FileWriterLock, NullWriterLock, WriterLoc
 from ._rollups import refresh_after_upsert, refresh_rollups
 from ._schema import ensure_schema, stored_version
 
-Range = tuple[datetime, datetime]
-
-
-def _subtract(first: datetime, last: datetime, times: Sequence[datetime]) -> list[Range]:
-    """The inclusive minute range ``[first, last]`` minus the sorted minutes ``times``."""
-    pieces: list[Range] = []
-    cursor = first
-    for time in times:
-        if time < cursor or time > last:
-            continue
-        if time > cursor:
-            pieces.append((cursor, time - MINUTE))
-        cursor = time + MINUTE
-    if cursor <= last:
-        pieces.append((cursor, last))
-    return pieces
-
-
-def _runs(times: Sequence[datetime]) -> list[Range]:
-    """The runs of consecutive minutes of the sorted ``times`` (duplicates allowed)."""
-    runs: list[Range] = []
-    first = last = times[0]
-    for time in times:
-        if time - last > MINUTE:
-            runs.append((first, last))
-            first = time
-        last = time
-    runs.append((first, last))
-    return runs
-
 
 def _strictly_ascending(times: list[datetime]) -> bool:
     """Each time after the one before (checked at C speed)."""
     return all(map(operator.lt, times, itertools.islice(times, 1, None)))
 
 
-def _batch_runs(times: list[datetime], lo: datetime, hi: datetime) -> list[Range]:
+def _batch_runs(times: list[datetime], lo: datetime, hi: datetime) -> list[Span]:
     """The runs of a batch's minutes (``lo``/``hi``: its bounds). The usual batch, one page of
     consecutive minutes in order, is checked at C speed; anything else is sorted and walked."""
     if hi - lo == (len(times) - 1) * MINUTE and _strictly_ascending(times):
         return [(lo, hi)]
-    return _runs(sorted(times))
-
-
-def _merge(ranges: Iterable[Range]) -> list[Range]:
-    """Union of inclusive minute ranges; overlapping or adjacent ones are joined."""
-    merged: list[Range] = []
-    for first, last in sorted(ranges):
-        if merged and first <= merged[-1][1] + MINUTE:
-            if last > merged[-1][1]:
-                merged[-1] = (merged[-1][0], last)
-        else:
-            merged.append((first, last))
-    return merged
+    return runs(sorted(times))
 
 
 class Storage:
@@ -142,15 +101,15 @@ class Storage:
             backend.upsert_candle_rows(rows, now)
             self._shrink_verified_empty(lo, hi, (row[0] for row in rows), now)
             ordered = [row[0] for row in rows]
-            runs = _batch_runs(ordered, lo, hi)
-            self._extend_coverage(runs)
-            if len(runs) == 1 and _strictly_ascending(ordered):
-                refresh_after_upsert(backend, rows, runs)
+            batch_runs = _batch_runs(ordered, lo, hi)
+            self._extend_coverage(batch_runs)
+            if len(batch_runs) == 1 and _strictly_ascending(ordered):
+                refresh_after_upsert(backend, rows, batch_runs)
             else:
-                refresh_rollups(backend, runs)
+                refresh_rollups(backend, batch_runs)
         return len(rows)
 
-    def _extend_coverage(self, runs: Sequence[Range]) -> None:
+    def _extend_coverage(self, batch_runs: Sequence[Span]) -> None:
         """Merge the runs of a batch into ``ohlc_coverage`` (same transaction as the candles).
 
         Only the stored runs that overlap or touch ``[lo - 1m, hi + 1m]`` can change: the one
@@ -159,7 +118,7 @@ class Storage:
         """
         backend = self._backend
         tp, tv = backend.time_param, backend.time_value
-        lo, hi = runs[0][0], runs[-1][1]
+        lo, hi = batch_runs[0][0], batch_runs[-1][1]
         cursor = backend.execute(
             "SELECT first_minute, last_minute FROM (SELECT first_minute, last_minute "
             "FROM ohlc_coverage WHERE first_minute < ? ORDER BY first_minute DESC LIMIT 1) AS b "
@@ -172,7 +131,7 @@ class Storage:
             for first, last in ((tv(f), tv(la)) for f, la in cursor.fetchall())
             if last >= lo - MINUTE
         )
-        new = _merge([*old, *runs])
+        new = merge([*old, *batch_runs])
         if new == old:
             return
         old_last = dict(old)
@@ -192,7 +151,7 @@ class Storage:
                     (tp(last), tp(first)),
                 )
 
-    def _overlapping_verified(self, lo: datetime, hi: datetime) -> list[tuple[Range, datetime]]:
+    def _overlapping_verified(self, lo: datetime, hi: datetime) -> list[tuple[Span, datetime]]:
         backend = self._backend
         tp, tv = backend.time_param, backend.time_value
         cursor = backend.execute(
@@ -203,7 +162,7 @@ class Storage:
         return [((tv(f), tv(la)), tv(at)) for f, la, at in cursor.fetchall()]
 
     def _replace_verified(
-        self, old: Iterable[Range], new: Iterable[Range], verified_at: datetime
+        self, old: Iterable[Span], new: Iterable[Span], verified_at: datetime
     ) -> None:
         backend = self._backend
         tp = backend.time_param
@@ -228,10 +187,10 @@ class Storage:
             stop = bisect.bisect_right(written, last)
             if start == stop:
                 continue
-            pieces = _subtract(first, last, written[start:stop])
+            pieces = subtract_points((first, last), written[start:stop])
             self._replace_verified([(first, last)], pieces, verified_at)
 
-    def record_verified_empty(self, ranges: Sequence[Range], *, now: datetime) -> None:
+    def record_verified_empty(self, ranges: Sequence[Span], *, now: datetime) -> None:
         """Record inclusive minute ranges the exchange confirmed empty (merged with known ones).
 
         Minutes that do hold a stored candle are left out: a stored candle always wins.
@@ -241,22 +200,22 @@ class Storage:
         for first, last in ranges:
             require_utc(first, "verified-empty start")
             require_utc(last, "verified-empty end")
-        new = _merge((f, la) for f, la in ranges if f <= la)
+        new = merge((f, la) for f, la in ranges if f <= la)
         backend = self._backend
         tp, tv = backend.time_param, backend.time_value
         with guard(backend, f"record {len(new)} verified-empty ranges"), backend.write_txn():
             for first, last in new:
                 old = [r for r, _ in self._overlapping_verified(first - MINUTE, last + MINUTE)]
-                union = _merge([*old, (first, last)])
+                union = merge([*old, (first, last)])
                 cursor = backend.execute(
                     "SELECT time FROM ohlc_candles WHERE time >= ? AND time <= ? ORDER BY time",
                     (tp(union[0][0]), tp(union[-1][1])),
                 )
                 stored = [tv(row[0]) for row in cursor.fetchall()]
-                pieces = [p for f, la in union for p in _subtract(f, la, stored)]
+                pieces = [p for span in union for p in subtract_points(span, stored)]
                 self._replace_verified(old, pieces, now)
 
-    def flag_holes(self, holes: Sequence[Range], neighbours: int = 5) -> None:
+    def flag_holes(self, holes: Sequence[Span], neighbours: int = GAP_NEIGHBOURS) -> None:
         """For each hole (inclusive missing minutes): mark the next candle ``gap`` and the
         ``neighbours`` stored candles on either side unstable (so they are fetched again);
         the rollup buckets holding them follow."""
@@ -286,19 +245,9 @@ class Storage:
                 ):
                     changed.extend(tv(row[0]) for row in backend.execute(sql, params).fetchall())
             if changed:
-                refresh_rollups(backend, _runs(sorted(changed)))
+                refresh_rollups(backend, runs(sorted(changed)))
 
     # --- ticks and settlements ------------------------------------------------------------
-
-    def insert_ticks(self, ticks: Sequence[PriceTick], *, now: datetime | None = None) -> int:
-        """Insert ticks, ignoring times already stored; returns how many were new."""
-        if not ticks:
-            return 0
-        created = now or utc_now()
-        backend = self._backend
-        rows = [(t.time, t.last_price, created) for t in ticks]
-        with guard(backend, f"insert {len(rows)} ticks"), backend.write_txn():
-            return backend.insert_tick_rows(rows)
 
     def insert_new_ticks(
         self, ticks: Sequence[PriceTick], *, now: datetime | None = None
@@ -365,7 +314,7 @@ class Storage:
         del scan_from
         return _queries.price_history_facts(self._backend)
 
-    def coverage(self) -> list[Range]:
+    def coverage(self) -> list[Span]:
         """The runs of consecutive stored minutes (``ohlc_coverage``), oldest first."""
         backend = self._backend
         tv = backend.time_value

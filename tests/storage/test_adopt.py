@@ -208,7 +208,8 @@ def test_adopted_database_takes_our_writes_and_quantoxides_schema_survives_them(
             known.funding_rate,
         )
         assert 1 == storage.upsert_settlements([twin, new_settlement], now=NOW)
-        assert 1 == storage.insert_ticks([PriceTick(NOW + MINUTE, 70_000.0)], now=NOW)
+        tick = PriceTick(NOW + MINUTE, 70_000.0)
+        assert [tick] == storage.insert_new_ticks([tick], now=NOW)
         facts = storage.price_history_facts()
     assert () == facts.holes and LAST + 2 * MINUTE == facts.latest
 

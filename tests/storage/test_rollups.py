@@ -32,7 +32,7 @@ from qx_actors.storage import (
     open_storage,
     rollup_table,
 )
-from qx_actors.storage._backend import open_backend
+from qx_actors.storage._backend import guard, open_backend
 from qx_actors.storage._models import (
     MODELS,
     ROLLUP_MODELS,
@@ -349,9 +349,10 @@ def test_the_reader_writes_nothing(storage_url: str, storage: Storage) -> None:
     storage.upsert_candles(candles_at(range(10), 1.0, 0), now=LATER)
     with Database(storage_url) as reader:
         backend = reader._backend
-        with pytest.raises(StorageError, match=r"read-only|readonly"):
-            from qx_actors.storage._backend import guard
-
-            with guard(backend, "write"), backend.read_txn():
-                backend.execute("DELETE FROM ohlc_candles")
+        with (
+            pytest.raises(StorageError, match=r"read-only|readonly"),
+            guard(backend, "write"),
+            backend.read_txn(),
+        ):
+            backend.execute("DELETE FROM ohlc_candles")
         assert 10 == len(reader.candles(BASE, minute(10), now=LATER))

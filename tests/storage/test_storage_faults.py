@@ -132,7 +132,7 @@ def test_sqlite_locked_by_another_process_is_busy_and_stores_nothing(sqlite_url:
             assert is_recoverable(busy.value)
             assert str(busy.value).startswith("upsert 49 candles: ")
             with pytest.raises(DatabaseBusyError, match="database is locked"):
-                storage.insert_ticks([PriceTick(minute(1), 100.0)])
+                storage.insert_new_ticks([PriceTick(minute(1), 100.0)])
             with pytest.raises(DatabaseBusyError, match="database is locked"):
                 open_storage(sqlite_url, busy_timeout_s=0.2)
         assert 1 == _candle_count(sqlite_url)
@@ -232,12 +232,12 @@ def test_constraint_violation_is_fatal_and_stores_nothing(storage_url: str) -> N
     with open_storage(storage_url) as storage:
         storage.acquire_writer_lock("constraint test")
         with pytest.raises(StorageError) as violation:
-            storage.insert_ticks([*good, bad])
+            storage.insert_new_ticks([*good, bad])
         assert not isinstance(violation.value, DatabaseUnavailable)
         assert not is_recoverable(violation.value)
         assert "null" in str(violation.value).lower()
         assert [(0,)] == run_sql(storage_url, "SELECT count(*) FROM price_ticks")
-        assert 3 == storage.insert_ticks(good)
+        assert good == storage.insert_new_ticks(good)
         assert "constraint test" == storage.writer_lock_holder
 
 
@@ -418,7 +418,7 @@ def test_terminated_writer_session_is_unavailable_for_good(postgres_db_url: str)
         assert is_recoverable(lost.value)
         for attempt in (
             lambda: first.upsert_candles([candle(1)], now=NOW),
-            lambda: first.insert_ticks([PriceTick(minute(1), 1.0)]),
+            lambda: first.insert_new_ticks([PriceTick(minute(1), 1.0)]),
             lambda: first.acquire_writer_lock("engine one"),
         ):
             with pytest.raises(DatabaseUnavailable, match="open the database again"):

@@ -58,7 +58,7 @@ def test_times_round_trip_exactly(storage: Storage, reader: Database) -> None:
         BASE + timedelta(microseconds=123_456),
         BASE + timedelta(seconds=1, milliseconds=7),
     ]
-    storage.insert_ticks([PriceTick(t, 100.5) for t in tick_times])
+    storage.insert_new_ticks([PriceTick(t, 100.5) for t in tick_times])
     ticks = reader.ticks(BASE, BASE + timedelta(seconds=2))
     assert tick_times == [t.time for t in ticks]
     assert all(t.time.tzinfo is UTC for t in ticks)
@@ -76,7 +76,7 @@ def test_sqlite_time_text_is_fixed_width_utc(tmp_path: object) -> None:
     url = f"sqlite:///{tmp_path}/t.db"
     with open_storage(url) as storage:
         storage.upsert_candles([candle(0)], now=NOW)
-        storage.insert_ticks([PriceTick(BASE + timedelta(microseconds=5), 1.0)], now=NOW)
+        storage.insert_new_ticks([PriceTick(BASE + timedelta(microseconds=5), 1.0)], now=NOW)
     assert run_sql(url, "SELECT time FROM ohlc_candles") == [("2026-01-01T00:00:00.000000Z",)]
     assert run_sql(url, "SELECT time FROM price_ticks") == [("2026-01-01T00:00:00.000005Z",)]
     assert run_sql(url, "SELECT created_at FROM price_ticks") == [("2026-01-02T00:00:00.000000Z",)]
@@ -164,14 +164,14 @@ def test_record_verified_empty_merges_and_skips_stored_candles(storage: Storage)
 
 
 def test_ticks_dedup_and_prune(storage: Storage, reader: Database) -> None:
-    """Known tick times are ignored (and not counted); prune deletes up to a time inclusive."""
+    """Known tick times are ignored (and not returned); prune deletes up to a time inclusive."""
     t = [BASE + timedelta(seconds=s) for s in range(4)]
-    assert storage.insert_ticks([PriceTick(t[0], 1.0), PriceTick(t[1], 2.0)]) == 2
-    assert (
-        storage.insert_ticks([PriceTick(t[1], 9.0), PriceTick(t[2], 3.0), PriceTick(t[2], 3.5)])
-        == 1
+    first = [PriceTick(t[0], 1.0), PriceTick(t[1], 2.0)]
+    assert first == storage.insert_new_ticks(first)
+    assert [PriceTick(t[2], 3.0)] == storage.insert_new_ticks(
+        [PriceTick(t[1], 9.0), PriceTick(t[2], 3.0), PriceTick(t[2], 3.5)]
     )
-    assert storage.insert_ticks([PriceTick(t[0], 1.0)]) == 0
+    assert [] == storage.insert_new_ticks([PriceTick(t[0], 1.0)])
     assert [x.last_price for x in reader.ticks(t[0], t[3])] == [1.0, 2.0, 3.0]
     assert storage.prune_ticks(t[1]) == 2
     assert [t[2]] == [x.time for x in reader.ticks(t[0], t[3])]
@@ -220,10 +220,6 @@ def test_unsupported_url_is_a_storage_error() -> None:
 
 def test_insert_new_ticks_returns_exactly_the_new_ones(storage: Storage, reader: Database) -> None:
     """insert_new_ticks stores and returns only ticks whose time was not stored, in order."""
-    from datetime import UTC, datetime, timedelta
-
-    from qx_actors.domain.values import PriceTick
-
     base = datetime(2026, 1, 1, tzinfo=UTC)
     first = [PriceTick(base + timedelta(milliseconds=i), 100.0 + i) for i in (0, 1, 2)]
     assert first == storage.insert_new_ticks(first)

@@ -13,18 +13,18 @@ from qx_actors.domain.funding import (
     FundingSettlementsFacts,
     FundingSettlementsState,
     SettlementDownload,
-    SettlementDownloadKind,
     settlements_before_history_start,
 )
+from qx_actors.domain.planner import DownloadKind
 from qx_actors.domain.settlements import settlement_times
 from qx_actors.domain.timeutil import FIRST_SETTLEMENT_TIME
 from qx_actors.errors import SettlementsBeforeHistoryStart, UnreachableMissingSettlement
 
 LATEST, UPPER, MISSING, LOWER = (
-    SettlementDownloadKind.LATEST,
-    SettlementDownloadKind.UPPER_BOUND,
-    SettlementDownloadKind.MISSING,
-    SettlementDownloadKind.LOWER_BOUND,
+    DownloadKind.LATEST,
+    DownloadKind.UPPER_BOUND,
+    DownloadKind.MISSING,
+    DownloadKind.LOWER_BOUND,
 )
 
 
@@ -52,7 +52,7 @@ def evaluate(
     )
 
 
-def dl(kind: SettlementDownloadKind, start: datetime, end: datetime) -> SettlementDownload:
+def dl(kind: DownloadKind, start: datetime, end: datetime) -> SettlementDownload:
     return SettlementDownload(kind, start, end)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from qx_actors.errors import SyncAlreadyShutdown, SyncAlreadyTerminated, SyncNotStarted
@@ -12,6 +14,7 @@ from qx_actors.status import (
     SyncStatus,
     TransitionRejected,
     Trigger,
+    is_edge,
     mermaid_diagram,
     shutdown_refusal,
 )
@@ -58,7 +61,7 @@ def machine_in(state: State) -> StatusMachine:
 @pytest.mark.parametrize("state", list(State), ids=lambda s: s.value)
 @pytest.mark.parametrize("trigger", list(Trigger), ids=lambda t: t.value)
 def test_every_trigger_from_every_state(trigger: Trigger, state: State) -> None:
-    """Every (trigger, state) pair is applied as in SPEC §4, a no-op, or rejected."""
+    """Every (trigger, state) pair is applied as the status graph says, a no-op, or rejected."""
     machine = machine_in(state)
     expected = EXPECTED_EDGES.get((trigger, state))
     destination = {t: d for t, _, d in TRANSITIONS}[trigger]
@@ -78,10 +81,22 @@ def test_every_trigger_from_every_state(trigger: Trigger, state: State) -> None:
         assert state == machine.state
 
 
-def test_transitions_table_matches_the_spec() -> None:
-    """The module's table lists exactly the edges of SPEC §4."""
+def test_transitions_table_matches_the_graph() -> None:
+    """The module's table lists exactly the edges of the status graph."""
     table = {(t, s): d for t, sources, d in TRANSITIONS for s in sources}
     assert EXPECTED_EDGES == table
+
+
+def test_is_edge_answers_for_exactly_the_edges_of_the_graph() -> None:
+    """is_edge holds for each edge of the graph and for no other (trigger, src, dst)."""
+    answered = {
+        (trigger, src): dst
+        for trigger in Trigger
+        for src in State
+        for dst in State
+        if is_edge(trigger, src, dst)
+    }
+    assert EXPECTED_EDGES == answered
 
 
 def test_dotted_state_names_do_not_change_the_library_default() -> None:
@@ -141,7 +156,5 @@ def test_status_snapshot_properties() -> None:
 
 def test_readme_has_the_generated_diagram() -> None:
     """The README's Mermaid block is exactly what the machine generates."""
-    from pathlib import Path
-
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     assert f"```mermaid\n{mermaid_diagram()}```" in readme
