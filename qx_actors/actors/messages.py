@@ -27,6 +27,7 @@ import pykka
 
 from qx_actors.domain.funding import FundingSettlementsFacts
 from qx_actors.domain.history import DownloadRange, PriceHistoryFacts
+from qx_actors.domain.spans import Span
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.status import Trigger
 from qx_actors.updates import SyncUpdate
@@ -82,7 +83,7 @@ class CandleRangeStored:
     download: DownloadRange
     received_count: int
     received_oldest: datetime | None
-    missing: tuple[tuple[datetime, datetime], ...]
+    missing: tuple[Span, ...]
 
 
 @dataclass(frozen=True)
@@ -128,14 +129,14 @@ class QueryFunding(Request[FundingSettlementsFacts]):
 class FlagHoles(Request[None]):
     """Mark the candles around these holes (gap / unstable flags)."""
 
-    holes: tuple[tuple[datetime, datetime], ...]
+    holes: tuple[Span, ...]
 
 
 @dataclass(frozen=True)
 class RecordVerifiedEmpty(Request[None]):
     """The exchange confirmed these inclusive minute ranges have no candle."""
 
-    ranges: tuple[tuple[datetime, datetime], ...]
+    ranges: tuple[Span, ...]
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from qx_actors.domain.history import (
     check_reach_covered,
     last_stable_minute,
 )
+from qx_actors.domain.spans import Span
 from qx_actors.updates import PriceHistoryStateUpdate
 
 REST = "rest"
@@ -42,12 +43,10 @@ DB = "db"
 #: Exchange downtime right at the reach is not "reach before the exchange's history".
 REACH_TOLERANCE = timedelta(hours=6)
 
-Range = tuple[datetime, datetime]
-
 
 def confirmed_missing(
     result: CandleRangeStored, *, now: datetime, scan_from: datetime
-) -> tuple[Range, ...]:
+) -> tuple[Span, ...]:
     """The minutes of a fetch that the exchange confirmed empty, to record as verified-empty.
 
     Only stable minutes (older than an hour) count: a young minute may still appear. A gap
@@ -60,7 +59,7 @@ def confirmed_missing(
     """
     stable_end = last_stable_minute(now)
     download = result.download
-    confirmed: list[Range] = []
+    confirmed: list[Span] = []
     for start, end in result.missing:
         end = min(end, stable_end)
         if end < start:
@@ -86,7 +85,7 @@ def sync_price_history(
     clock = ctx.clock
     sync = ctx.config.sync
     fetched: list[DownloadRange] = []
-    flagged: set[Range] = set()
+    flagged: set[Span] = set()
     while True:
         window = resolve_pass(sync, ctx.mode, clock())
         now, reach = window.now, window.price_history_reach
