@@ -170,19 +170,8 @@ class AsyncQxActor(QxActor):
     cancelled once the loop is left.
     """
 
-    def __init__(
-        self,
-        *,
-        threads: RunThreads,
-        run_id: str | None = None,
-        supervisor: pykka.ActorRef[Any] | None = None,
-        child_name: str | None = None,
-    ) -> None:
-        super().__init__(
-            threads=threads, run_id=run_id, supervisor=supervisor, child_name=child_name
-        )
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._base_log = get_logger(run_id=run_id, actor=self.child_name)
+    #: The tasks started with :meth:`start_task` and still running (cancelled at the stop).
+    _tasks: set[asyncio.Task[Any]]
 
     @staticmethod
     def _create_actor_inbox() -> Any:  # pykka calls it from Actor.__init__
@@ -214,6 +203,7 @@ class AsyncQxActor(QxActor):
 
     async def _serve_inbox(self) -> None:
         """pykka's actor loop, reading the inbox on the event loop."""
+        self._tasks = set()
         self._actor_loop_setup()  # on_start
         inbox: _LoopInbox = self.actor_inbox  # type: ignore[assignment]
         while not self.actor_stopped.is_set():
@@ -244,7 +234,8 @@ class AsyncQxActor(QxActor):
         try:
             await self.release()
         except Exception as exc:  # releasing is best effort: the actor stops anyway
-            self._base_log.warning("release_failed", error=repr(exc))
+            log = get_logger(run_id=self.run_id, actor=self.child_name)
+            log.warning("release_failed", error=repr(exc))
         await self._cancel_tasks()
 
     async def release(self) -> None:
