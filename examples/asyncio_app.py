@@ -17,49 +17,17 @@ override its values. Exit code 0 once the run ended in ``Shutdown``, 1 otherwise
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import sys
-from pathlib import Path
 
-from qx_actors import (
-    QxConfig,
-    QxError,
-    State,
-    SyncController,
-    SyncEngine,
-    SyncError,
-    SyncMode,
-    SyncUpdate,
-    configure_logging,
-    load_config,
-)
-from qx_actors.config import config_from_mapping
+from _setup import build_engine, parse_arguments, shut_down
 
-DEMO_YAML = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
-
-
-def build_config(args: argparse.Namespace) -> QxConfig:
-    """The base config with the URLs and the database given on the command line or in env."""
-    data = load_config(args.config).to_dict()
-    if args.rest_url:
-        data["exchange"]["rest_url"] = args.rest_url
-    if args.stream_url:
-        data["exchange"]["stream_url"] = args.stream_url
-    if args.database:
-        data["database"] = args.database
-    return config_from_mapping(data)
+from qx_actors import State, SyncController, SyncEngine, SyncMode, SyncUpdate
 
 
 async def shutdown(controller: SyncController) -> None:
-    """Shut the run down without blocking the event loop."""
-    if controller.status_snapshot().is_stopped:
-        return
-    try:
-        await asyncio.to_thread(controller.shutdown)
-    except SyncError as exc:  # it ended by itself meanwhile, or did not stop cleanly
-        print(f"shutdown: {exc}", file=sys.stderr)
+    """Shut the run down without blocking the event loop (``shutdown()`` blocks)."""
+    await asyncio.to_thread(shut_down, controller)
 
 
 async def follow(engine: SyncEngine, timeout: float) -> bool:
@@ -91,21 +59,10 @@ async def follow(engine: SyncEngine, timeout: float) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Backfill, following the run with async for.")
-    parser.add_argument("--config", default=os.environ.get("QX_CONFIG", str(DEMO_YAML)))
-    parser.add_argument("--rest-url", default=os.environ.get("QX_REST_URL"))
-    parser.add_argument("--stream-url", default=os.environ.get("QX_STREAM_URL"))
-    parser.add_argument("--database", default=os.environ.get("QX_DATABASE"))
-    parser.add_argument("--timeout", type=float, default=60.0, help="give up after this long")
-    args = parser.parse_args()
-
-    try:
-        config = build_config(args)
-        engine = SyncEngine.from_config(config, SyncMode.backfill())
-    except QxError as exc:  # e.g. a config error naming the key
-        print(f"asyncio_app.py: {exc}", file=sys.stderr)
+    args = parse_arguments("Backfill, following the run with async for.", ticks=False)
+    engine = build_engine(args, SyncMode.backfill())
+    if engine is None:
         return 2
-    configure_logging(config.logging)  # the engine's own log lines, on stderr
     return 0 if asyncio.run(follow(engine, args.timeout)) else 1
 
 

@@ -14,39 +14,12 @@ override its values. Exit code 0 once the run ended in ``Shutdown``, 1 otherwise
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import threading
-from pathlib import Path
 
-from qx_actors import (
-    QxConfig,
-    QxError,
-    State,
-    SyncEngine,
-    SyncError,
-    SyncMode,
-    SyncUpdate,
-    UpdateReceiver,
-    configure_logging,
-    load_config,
-)
-from qx_actors.config import config_from_mapping
+from _setup import build_engine, parse_arguments, shut_down
 
-DEMO_YAML = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
-
-
-def build_config(args: argparse.Namespace) -> QxConfig:
-    """The base config with the URLs and the database given on the command line or in env."""
-    data = load_config(args.config).to_dict()
-    if args.rest_url:
-        data["exchange"]["rest_url"] = args.rest_url
-    if args.stream_url:
-        data["exchange"]["stream_url"] = args.stream_url
-    if args.database:
-        data["database"] = args.database
-    return config_from_mapping(data)
+from qx_actors import State, SyncMode, SyncUpdate, UpdateReceiver
 
 
 def read_updates(receiver: UpdateReceiver, ticks_wanted: int, enough: threading.Event) -> None:
@@ -69,22 +42,10 @@ def read_updates(receiver: UpdateReceiver, ticks_wanted: int, enough: threading.
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Print a live sync's updates from a thread.")
-    parser.add_argument("--config", default=os.environ.get("QX_CONFIG", str(DEMO_YAML)))
-    parser.add_argument("--rest-url", default=os.environ.get("QX_REST_URL"))
-    parser.add_argument("--stream-url", default=os.environ.get("QX_STREAM_URL"))
-    parser.add_argument("--database", default=os.environ.get("QX_DATABASE"))
-    parser.add_argument("--ticks", type=int, default=10, help="stop after this many ticks")
-    parser.add_argument("--timeout", type=float, default=60.0, help="give up after this long")
-    args = parser.parse_args()
-
-    try:
-        config = build_config(args)
-        engine = SyncEngine.from_config(config, SyncMode.live())
-    except QxError as exc:  # e.g. a config error naming the key
-        print(f"threaded.py: {exc}", file=sys.stderr)
+    args = parse_arguments("Print a live sync's updates from a thread.", ticks=True)
+    engine = build_engine(args, SyncMode.live())
+    if engine is None:
         return 2
-    configure_logging(config.logging)  # the engine's own log lines, on stderr
     receiver = engine.update_receiver()  # taken before start: it misses nothing
     enough = threading.Event()
     reader = threading.Thread(target=read_updates, args=(receiver, args.ticks, enough))
@@ -94,11 +55,7 @@ def main() -> int:
         if not enough.wait(args.timeout):
             print(f"no {args.ticks} ticks within {args.timeout} s", file=sys.stderr)
     finally:  # also on Ctrl-C
-        if not controller.status_snapshot().is_stopped:
-            try:
-                controller.shutdown()  # blocks until Shutdown
-            except SyncError as exc:  # it ended by itself meanwhile, or did not stop cleanly
-                print(f"shutdown: {exc}", file=sys.stderr)
+        shut_down(controller)  # blocks until Shutdown
         reader.join()
     final = controller.status_snapshot()
     print(f"final {final.name}", flush=True)

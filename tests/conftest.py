@@ -8,28 +8,31 @@
 * databases: ``storage_url`` is an empty database once per backend (SQLite file, and a fresh
   PostgreSQL database). PostgreSQL comes from ``QX_TEST_POSTGRES_URL`` (a role allowed to
   CREATE DATABASE; ``.ci/run`` starts a throwaway server and sets it) or from a throwaway server
-  started with ``tests/pg_server.py``. Without either the PostgreSQL tests are skipped with the
-  reason, except under CI (env ``CI`` set), where that is a failure.
+  started with :mod:`qx_actors.testing.postgres`. Without either the PostgreSQL tests are skipped
+  with the reason, except under CI (env ``CI`` set), where that is a failure.
+
+The fixtures of :mod:`qx_actors.testing.pytest_plugin` (``qx_harness``, ``qx_simulator``, ...)
+are enabled here too, so that the suite runs them as users would.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pykka
 import pytest
 
-from qx_actors.simulator import Simulator, SimulatorConfig
+from qx_actors.simulator import Simulator
+from qx_actors.testing import running_simulator
+from qx_actors.testing.postgres import PgServer, scratch_database
 from tests.helpers import pinned_start
+
+pytest_plugins = ["qx_actors.testing.pytest_plugin"]
 
 _OUR_THREADS = re.compile(r"^(qx-.*|\w+Actor-\d+)$")
 
@@ -67,11 +70,8 @@ def clock_start(pytestconfig: pytest.Config) -> datetime | None:
 @pytest.fixture
 def simulator() -> Iterator[Simulator]:
     """A running LN Markets simulator with no rate limit (stopped after the test)."""
-    sim = Simulator(SimulatorConfig(rate_limit_per_s=None, tick_rate_per_s=20)).start()
-    try:
+    with running_simulator(tick_rate_per_s=20) as sim:
         yield sim
-    finally:
-        sim.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -86,48 +86,22 @@ def _stop_all_actors() -> Iterator[None]:
     assert still == [], f"threads left running after the test: {still}"
 
 
-_spec = importlib.util.spec_from_file_location(
-    "qx_pg_server", Path(__file__).resolve().parent / "pg_server.py"
-)
-assert _spec is not None and _spec.loader is not None
-pg_server = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = pg_server
-_spec.loader.exec_module(pg_server)
-
-
-def _with_db(url: str, name: str) -> str:
-    return urlsplit(url)._replace(path=f"/{name}").geturl()
-
-
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """URL of a PostgreSQL server's admin database (env QX_TEST_POSTGRES_URL or a throwaway)."""
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """URL of a PostgreSQL server's admin database: env QX_TEST_POSTGRES_URL, or the session's
+    throwaway server (``qx_postgres``: skipped without PostgreSQL, a failure under CI)."""
     from_env = os.environ.get("QX_TEST_POSTGRES_URL")
     if from_env:
-        yield from_env
-        return
-    try:
-        server = pg_server.start_server()
-    except pg_server.PgServerUnavailable as exc:
-        reason = f"PostgreSQL unavailable (set QX_TEST_POSTGRES_URL or install it): {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
-        yield server.url
-    finally:
-        server.stop()
+        return from_env
+    server: PgServer = request.getfixturevalue("qx_postgres")
+    return server.url
 
 
 @pytest.fixture
 def postgres_db_url(postgres_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
-    name = f"qx_test_{uuid.uuid4().hex[:16]}"
-    pg_server.create_database(postgres_url, name)
-    try:
-        yield _with_db(postgres_url, name)
-    finally:
-        pg_server.drop_database(postgres_url, name)
+    with scratch_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -1,10 +1,11 @@
-"""Test-only helpers: mode programs, a stuck child actor, waiting on the status receiver."""
+"""Test-only helpers: the pinned clock, mode programs, a stuck child actor, and waiting on a
+status receiver (a shim over :class:`qx_actors.testing.RunProbe` for the tests that read a
+receiver of their own)."""
 
 from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from datetime import time as time_of_day
@@ -15,8 +16,10 @@ import pykka
 from qx_actors.actors.base import QxActor
 from qx_actors.actors.engine import RunContext
 from qx_actors.actors.messages import Report, Sleep
+from qx_actors.errors import RecoverableError
 from qx_actors.status import State, SyncStatus, Trigger
-from qx_actors.updates import StatusUpdate, SyncUpdate, UpdateReceiver
+from qx_actors.testing import RunProbe
+from qx_actors.updates import SyncUpdate, UpdateReceiver
 
 
 def pinned_start(text: str, today: datetime | None = None) -> datetime:
@@ -46,17 +49,9 @@ def statuses_until(
 
     ``timeout`` bounds the whole wait (other updates keep arriving meanwhile).
     """
-    seen: list[SyncStatus] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no matching status within {timeout} s; seen {names(seen)}")
-        update = receiver.get(left)
-        if isinstance(update, StatusUpdate):
-            seen.append(update.status)
-            if stop(update.status):
-                return seen
+    probe = RunProbe.reading(receiver)
+    probe.wait_for(stop, timeout)
+    return probe.statuses
 
 
 def until_state(receiver: UpdateReceiver, state: State, timeout: float = 10.0) -> list[SyncStatus]:
@@ -78,8 +73,6 @@ class FlakyProgram:
         self.attempts: list[int] = []
 
     def __call__(self, ctx: RunContext) -> Iterator[Any]:
-        from qx_actors.errors import RecoverableError
-
         self.attempts.append(ctx.attempt)
         yield Report(Trigger.PROGRESS)
         if ctx.attempt < self.failures:

@@ -1,219 +1,32 @@
-"""Start and stop a throwaway PostgreSQL server for tests and benchmarks.
+"""The throwaway PostgreSQL server, now :mod:`qx_actors.testing.postgres`.
 
-The server runs as a non-root user (``postgres``, through ``runuser`` when we are root) from a
-fresh temporary directory, listens on a free port of 127.0.0.1 with its unix socket in the same
-directory, trusts local connections, and runs with ``fsync=off`` (its data is thrown away).
-
-    server = start_server()
-    try:
-        url = server.url          # postgresql://qx@127.0.0.1:PORT/qx
-        ...
-    finally:
-        server.stop()
+Kept because ``.ci/run`` runs ``python3 tests/pg_server.py`` (prints the URL, stops on a line
+of stdin) and ``tests/storage/test_storage_faults.py`` imports it as ``tests.pg_server``.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
-from dataclasses import dataclass
+from qx_actors.testing.postgres import (
+    DEFAULT_DB,
+    SUPERUSER,
+    PgServer,
+    PgServerUnavailable,
+    create_database,
+    drop_database,
+    main,
+    start_server,
+)
 
-SUPERUSER = "qx"
-DEFAULT_DB = "qx"
-RUN_AS = "postgres"
-
-
-class PgServerUnavailable(RuntimeError):
-    """PostgreSQL binaries or a non-root user to run them as are missing."""
-
-
-def find_bin_dir() -> str:
-    """Where ``initdb``/``pg_ctl`` live: on PATH, else the newest /usr/lib/postgresql/*/bin."""
-    on_path = shutil.which("initdb")
-    if on_path:
-        bin_dir = os.path.dirname(os.path.realpath(on_path))
-        if os.path.exists(os.path.join(bin_dir, "pg_ctl")):
-            return bin_dir
-
-    def version(path: str) -> float:
-        try:
-            return float(path.split("/")[-2])
-        except ValueError:
-            return 0.0
-
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version, reverse=True)
-    for initdb in candidates:
-        bin_dir = os.path.dirname(initdb)
-        if os.path.exists(os.path.join(bin_dir, "pg_ctl")):
-            return bin_dir
-    raise PgServerUnavailable("PostgreSQL binaries (initdb, pg_ctl) not found")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class PgServer:
-    """A running throwaway server; ``url`` points at its default database."""
-
-    bin_dir: str
-    base_dir: str
-    port: int
-    prefix: tuple[str, ...]
-
-    @property
-    def data_dir(self) -> str:
-        """The cluster's data directory."""
-        return os.path.join(self.base_dir, "data")
-
-    @property
-    def socket_dir(self) -> str:
-        """Where the server puts its unix socket."""
-        return os.path.join(self.base_dir, "sock")
-
-    @property
-    def log_file(self) -> str:
-        """The server's log."""
-        return os.path.join(self.base_dir, "server.log")
-
-    @property
-    def url(self) -> str:
-        """URL of the default database (superuser, trust auth)."""
-        return self.url_for(DEFAULT_DB)
-
-    def url_for(self, dbname: str) -> str:
-        """URL of database ``dbname`` on this server."""
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
-
-    def _run(self, *args: str) -> None:
-        cmd = [*self.prefix, *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            log = ""
-            if os.path.exists(self.log_file):
-                with open(self.log_file, encoding="utf-8", errors="replace") as fh:
-                    log = fh.read()[-2000:]
-            raise PgServerUnavailable(
-                f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()} {log}"
-            )
-
-    def pg_ctl(self, *args: str) -> None:
-        """Run ``pg_ctl -D <data dir> ARGS`` as the server's user."""
-        self._run(os.path.join(self.bin_dir, "pg_ctl"), "-D", self.data_dir, *args)
-
-    def start(self) -> None:
-        """Start the (stopped) server with its options; ``-l``: the postmaster's output goes
-        to the log file, not to the caller's pipes."""
-        self.pg_ctl("-l", self.log_file, "-o", _options(self), "-w", "-t", "60", "start")
-
-    def halt(self, mode: str = "fast") -> None:
-        """Stop the server, keeping its data (``fast``: sessions are disconnected;
-        ``immediate``: like a crash)."""
-        self.pg_ctl("-m", mode, "-w", "stop")
-
-    def restart(self) -> None:
-        """Restart the server (fast: every session is disconnected)."""
-        self.pg_ctl("-l", self.log_file, "-m", "fast", "-w", "-t", "60", "restart")
-
-    def stop(self) -> None:
-        """Stop the server (fast mode) and delete its directory."""
-        try:
-            if os.path.exists(os.path.join(self.data_dir, "postmaster.pid")):
-                self._run(
-                    os.path.join(self.bin_dir, "pg_ctl"), "-D", self.data_dir, "-m", "fast",
-                    "-w", "stop",
-                )  # fmt: skip
-        finally:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
-
-def _options(server: PgServer) -> str:
-    """The server's command-line options: loopback only, durability off (throwaway data)."""
-    return (
-        f"-p {server.port} -k {server.socket_dir} -c listen_addresses=127.0.0.1"
-        " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        " -c max_connections=200 -c shared_buffers=256MB"
-    )
-
-
-def create_database(admin_url: str, name: str) -> None:
-    """``CREATE DATABASE name`` through ``admin_url`` (a role with CREATEDB)."""
-    import psycopg2
-
-    conn = psycopg2.connect(admin_url)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    """``DROP DATABASE name WITH (FORCE)`` through ``admin_url``."""
-    import psycopg2
-
-    conn = psycopg2.connect(admin_url)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
-
-
-def start_server() -> PgServer:
-    """Initialise and start a fresh server; raises ``PgServerUnavailable`` when impossible."""
-    bin_dir = find_bin_dir()
-    prefix: tuple[str, ...] = ()
-    uid = gid = -1
-    if os.geteuid() == 0:
-        try:
-            entry = pwd.getpwnam(RUN_AS)
-        except KeyError as exc:
-            raise PgServerUnavailable(f"running as root and no {RUN_AS!r} user exists") from exc
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            raise PgServerUnavailable("running as root and runuser is missing")
-        prefix = (runuser, "-u", RUN_AS, "--")
-        uid, gid = entry.pw_uid, entry.pw_gid
-    base_dir = tempfile.mkdtemp(prefix="qx-pg-")
-    server = PgServer(bin_dir=bin_dir, base_dir=base_dir, port=_free_port(), prefix=prefix)
-    os.mkdir(server.socket_dir)
-    if uid >= 0:
-        for path in (base_dir, server.socket_dir):
-            os.chown(path, uid, gid)
-    try:
-        server._run(
-            os.path.join(bin_dir, "initdb"), "-D", server.data_dir, "-U", SUPERUSER,
-            "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync",
-        )  # fmt: skip
-        server.start()
-        create_database(server.url_for("postgres"), DEFAULT_DB)
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def main() -> None:
-    """Start a server, print its URL, and stop it on Enter (for ad-hoc measurements)."""
-    server = start_server()
-    try:
-        print(server.url, flush=True)
-        input()
-    finally:
-        server.stop()
-
+__all__ = [
+    "DEFAULT_DB",
+    "SUPERUSER",
+    "PgServer",
+    "PgServerUnavailable",
+    "create_database",
+    "drop_database",
+    "main",
+    "start_server",
+]
 
 if __name__ == "__main__":
     main()

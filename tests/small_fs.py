@@ -10,19 +10,13 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+from qx_actors.testing.pytest_plugin import skip_unless_ci
 
 
 def mount_small_fs(where: Path, size: str) -> None:
     """Mount a tmpfs of ``size`` (e.g. ``"2m"``, bytes as text) on the existing ``where``."""
     if os.geteuid() != 0:
-        _unavailable("a small filesystem needs root to mount a tmpfs (mount -t tmpfs)")
+        skip_unless_ci("a small filesystem needs root to mount a tmpfs (mount -t tmpfs)")
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
         capture_output=True,
@@ -30,7 +24,7 @@ def mount_small_fs(where: Path, size: str) -> None:
         check=False,
     )
     if done.returncode != 0:
-        _unavailable(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
+        skip_unless_ci(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
 
 
 def unmount_small_fs(where: Path) -> None:

@@ -5,9 +5,8 @@
 * :func:`poll`: wait for a condition with a deadline (never a bare sleep);
 * :class:`CliSync`: a real ``qx-actors sync`` process with a JSON log file, killed with SIGKILL
   or stopped with SIGINT; :class:`JsonLog` tails its log;
-* :class:`Watch`: an in-process engine read through its update receiver;
+* in-process engines are :class:`qx_actors.testing.RunProbe` s (the ``engines`` fixture);
 * :class:`SqliteLocker`: another process holding ``BEGIN EXCLUSIVE`` on a SQLite file;
-* :func:`pg_stop` / :func:`pg_start`: stop and start a private PostgreSQL server;
 * :func:`history_problems` / :func:`tick_problems`: the database against the simulator's truth.
 """
 
@@ -22,7 +21,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,20 +28,12 @@ from typing import Any, TypeVar
 import yaml
 
 from qx_actors.config import QxConfig, config_from_mapping
+from qx_actors.domain.timeutil import floor_minute, utc_now
 from qx_actors.domain.values import PriceTick
-from qx_actors.errors import SyncError
 from qx_actors.simulator import Market, Simulator
 from qx_actors.status import State, SyncStatus
 from qx_actors.storage import Database
-from qx_actors.sync_engine import SyncController, SyncEngine
-from qx_actors.updates import (
-    PriceTickUpdate,
-    ReceiverClosed,
-    StatusUpdate,
-    SyncUpdate,
-    UpdateReceiver,
-)
-from tests import pg_server
+from qx_actors.testing import FAST_SYNC, RunProbe, fast_config_data, postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "qx_actors.cli"]
@@ -54,14 +44,10 @@ POLL_S = 0.02
 
 #: Short intervals so that restarts, second passes and retries happen within a test.
 CHAOS_SYNC: dict[str, Any] = {
-    "rest_rate_limit_per_s": 1000,
-    "rest_timeout_s": 5.0,
-    "rest_error_cooldown_s": 0.05,
+    **FAST_SYNC,
     "rest_error_max_trials": 2,
     "restart_interval_s": 0.3,
     "shutdown_timeout_s": 8.0,
-    "price_history_reach": "1d",
-    "funding_settlement_reach": "2d",
     "price_history_re_backfill_interval_s": 0.3,
     "price_history_re_sync_interval_s": 2.0,
     "live_price_tick_max_interval_s": 30.0,
@@ -76,7 +62,7 @@ T = TypeVar("T")
 #: ``sim(**SimulatorConfig options)`` -> a started simulator.
 SimFactory = Callable[..., Simulator]
 #: ``engines(config)`` -> a started in-process engine, shut down after the test.
-EngineFactory = Callable[[QxConfig], "Watch"]
+EngineFactory = Callable[[QxConfig], RunProbe]
 #: ``tmpfs(size_bytes)`` -> the directory of a freshly mounted small filesystem.
 MountTmpfs = Callable[[int], Path]
 #: The structlog events captured during a test.
@@ -120,16 +106,6 @@ def poll(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(POLL_S)
-
-
-def utc_now() -> datetime:
-    """The wall clock (what the simulator and the sync processes use)."""
-    return datetime.now(UTC)
-
-
-def floor_minute(value: datetime) -> datetime:
-    """``value`` floored to its minute."""
-    return value.replace(second=0, microsecond=0)
 
 
 # -- a real qx-actors sync process ------------------------------------------------------------
@@ -243,119 +219,6 @@ class CliSync:
         return code
 
 
-# -- an in-process engine ---------------------------------------------------------------------
-
-
-@dataclass
-class Watch:
-    """A started in-process engine and everything its receiver delivered."""
-
-    engine: SyncEngine
-    receiver: UpdateReceiver
-    controller: SyncController
-    statuses: list[SyncStatus] = field(default_factory=list)
-    ticks: list[PriceTick] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, config: QxConfig) -> Watch:
-        """Start an engine for ``config`` (receiver taken before start: every update seen)."""
-        engine = SyncEngine(config)
-        receiver = engine.update_receiver()
-        return cls(engine, receiver, engine.start())
-
-    @property
-    def run_id(self) -> str:
-        """The run's id."""
-        return self.engine.run_id
-
-    def _take(self, timeout: float) -> StatusUpdate | None:
-        """Read one update (recording ticks and statuses); the status update, if it is one."""
-        try:
-            update = self.receiver.get(max(timeout, 0.0))
-        except (TimeoutError, ReceiverClosed):
-            return None
-        return self._record(update)
-
-    def _record(self, update: SyncUpdate) -> StatusUpdate | None:
-        if isinstance(update, PriceTickUpdate):
-            self.ticks.append(update.tick)
-        elif isinstance(update, StatusUpdate):
-            self.statuses.append(update.status)
-            return update
-        return None
-
-    def names(self) -> list[str]:
-        """Every status seen so far, as text."""
-        return [s.text for s in self.statuses]
-
-    def until(
-        self,
-        accept: Callable[[SyncStatus], bool],
-        timeout: float,
-        what: str,
-        *,
-        also: Callable[[], bool] | None = None,
-    ) -> SyncStatus:
-        """Read updates until a status satisfies ``accept`` (or ``also()`` holds); that status.
-
-        A terminal status that ``accept`` rejects fails at once.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{what}: not within {timeout} s; seen {self.names()}")
-            update = self._take(min(left, 0.1) if also is not None else left)
-            if update is not None:
-                status = update.status
-                if accept(status):
-                    return status
-                if status.is_stopped:
-                    raise AssertionError(f"{what}: the run stopped: {status}")
-            if also is not None and also():
-                return self.controller.status_snapshot()
-
-    def until_state(self, state: State, timeout: float) -> SyncStatus:
-        """Read updates until ``state``."""
-        return self.until(lambda s: s.state is state, timeout, f"reaching {state.value}")
-
-    def until_ticks(self, count: int, timeout: float) -> list[PriceTick]:
-        """Read updates until ``count`` committed ticks were published in all."""
-        self.until(
-            lambda s: False,
-            timeout,
-            f"{count} committed ticks",
-            also=lambda: len(self.ticks) >= count,
-        )
-        return self.ticks
-
-    def observe(self, seconds: float) -> list[SyncStatus]:
-        """Read updates for ``seconds`` (a window the test watches); the statuses seen in it."""
-        before = len(self.statuses)
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            update = self._take(left)
-            if update is not None and update.status.is_stopped:
-                break
-        return self.statuses[before:]
-
-    def shutdown(self) -> SyncStatus:
-        """Graceful shutdown; the final status (every update read)."""
-        self.controller.shutdown()
-        final = self.controller.until_stopped(timeout=20)
-        while (update := self.receiver.get_nowait()) is not None:
-            self._record(update)
-        return final
-
-    def stop_quietly(self) -> None:
-        """Teardown: shut down if still running, never raise a lifecycle error."""
-        if not self.controller.status_snapshot().is_stopped:
-            with contextlib.suppress(SyncError):
-                self.controller.shutdown()
-        with contextlib.suppress(TimeoutError):
-            self.controller.until_stopped(timeout=20)
-
-
 def sim_config(
     database: str,
     sim: Simulator,
@@ -366,19 +229,12 @@ def sim_config(
     **sync: Any,
 ) -> dict[str, Any]:
     """A config mapping against ``sim`` with :data:`CHAOS_SYNC` (overridden by ``sync``)."""
-    data: dict[str, Any] = {
-        "mode": mode,
-        "database": database,
-        "exchange": {
-            "rest_url": sim.rest_url,
-            "stream_url": sim.stream_url,
-            "stream_enabled": stream,
-        },
-        "sync": {**CHAOS_SYNC, **sync},
-    }
+    logging = None
     if log_file is not None:
-        data["logging"] = {"format": "json", "level": "info", "file": str(log_file)}
-    return data
+        logging = {"format": "json", "level": "info", "file": str(log_file)}
+    return fast_config_data(
+        database, sim, mode=mode, stream=stream, logging=logging, **{**CHAOS_SYNC, **sync}
+    )
 
 
 def is_recovering(kind: str, *texts: str) -> Callable[[SyncStatus], bool]:
@@ -478,34 +334,10 @@ def sqlite_locker(path: str) -> Iterator[SqliteLocker]:
         locker.close()
 
 
-def pg_stop(server: pg_server.PgServer, mode: str = "fast") -> None:
-    """Stop the server (``fast``: clients are disconnected; ``immediate``: like a crash)."""
-    server.halt(mode)
-
-
-def pg_start(server: pg_server.PgServer) -> None:
-    """Start the server again with the options ``tests/pg_server.py`` started it with."""
-    server.start()
-
-
-def pg_running(server: pg_server.PgServer) -> bool:
-    """Whether the server's postmaster is up."""
-    return os.path.exists(os.path.join(server.data_dir, "postmaster.pid"))
-
-
 def pg_scalar(url: str, query: str) -> Any:
     """The first column of the first row of ``query``."""
-    import psycopg2
-
-    conn = psycopg2.connect(url)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(query)
-            row = cur.fetchone()
-            return None if row is None else row[0]
-    finally:
-        conn.close()
+    row = postgres.execute(url, query)
+    return None if row is None else row[0]
 
 
 def advisory_locks(url: str) -> int:
@@ -639,6 +471,15 @@ def candle_count(url: str) -> int:
         return int(pg_scalar(url, "SELECT count(*) FROM ohlc_candles"))
     except psycopg2.Error:
         return 0
+
+
+def writing_or_backfilled(watch: RunProbe, url: str, count: int) -> bool:
+    """Whether ``count`` candles are stored, or the run has finished a pass already (a
+    :func:`poll` probe; a stopped run fails it)."""
+    status = watch.controller.status_snapshot()
+    if status.is_stopped:
+        raise AssertionError(f"the run stopped: {status}")
+    return status.state is State.BACKFILLED or candle_count(url) >= count
 
 
 def assert_history_exact(

@@ -1,71 +1,46 @@
 """Fixtures of the chaos suite: simulators, engines, captured logs, a small filesystem and a
 private PostgreSQL server that the tests may stop and start (never the shared test server).
 
-Every fixture undoes what it did: engines are shut down, simulators stopped, the tmpfs is
-unmounted, the private server is stopped and its directory deleted.
+Every fixture undoes what it did: engines are shut down (their status timelines checked),
+simulators stopped, the tmpfs is unmounted, the private server is stopped and its directory
+deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from qx_actors.config import QxConfig
-from qx_actors.simulator import Simulator, SimulatorConfig
-from tests import pg_server
-from tests.chaos.chaos_helpers import (
-    EngineFactory,
-    Logs,
-    MountTmpfs,
-    SimFactory,
-    Watch,
-    pg_running,
-    pg_start,
-)
+from qx_actors.testing import Harness
+from qx_actors.testing.postgres import PgServer, create_database, database_url, drop_database
+from qx_actors.testing.pytest_plugin import start_server_or_skip
+from tests.chaos.chaos_helpers import EngineFactory, Logs, MountTmpfs, SimFactory
 from tests.small_fs import mount_small_fs, unmount_small_fs
 
 
 @pytest.fixture
-def sim() -> Iterator[SimFactory]:
-    """Start simulators (rate limit off, 20 ticks/s unless told); all stopped after the test."""
-    started: list[Simulator] = []
-
-    def start(**options: Any) -> Simulator:
-        options.setdefault("rate_limit_per_s", None)
-        options.setdefault("tick_rate_per_s", 20.0)
-        simulator = Simulator(SimulatorConfig(**options)).start()
-        started.append(simulator)
-        return simulator
-
-    try:
-        yield start
-    finally:
-        for simulator in started:
-            simulator.stop()
+def chaos_harness() -> Iterator[Harness]:
+    """The simulators (rate limit off, 20 ticks/s unless told) and in-process engines of one
+    test, all stopped after it."""
+    with Harness(tick_rate_per_s=20.0) as harness:
+        yield harness
 
 
 @pytest.fixture
-def engines() -> Iterator[EngineFactory]:
+def sim(chaos_harness: Harness) -> SimFactory:
+    """Start simulators (``sim(**SimulatorConfig options)``); all stopped after the test."""
+    return chaos_harness.simulator
+
+
+@pytest.fixture
+def engines(chaos_harness: Harness) -> EngineFactory:
     """Start in-process engines; each is shut down (if still running) after the test."""
-    watches: list[Watch] = []
-
-    def start(config: QxConfig) -> Watch:
-        watch = Watch.start(config)
-        watches.append(watch)
-        return watch
-
-    try:
-        yield start
-    finally:
-        for watch in watches:
-            watch.stop_quietly()
+    return chaos_harness.start
 
 
 @pytest.fixture
@@ -98,18 +73,12 @@ def tmpfs(tmp_path: Path) -> Iterator[MountTmpfs]:
 
 
 @pytest.fixture(scope="module")
-def private_pg() -> Iterator[pg_server.PgServer]:
+def private_pg() -> Iterator[PgServer]:
     """A throwaway PostgreSQL server of this module's own, that tests may stop and start.
 
     Skipped when PostgreSQL can't be started here, except under CI (env ``CI``): a failure.
     """
-    try:
-        server = pg_server.start_server()
-    except pg_server.PgServerUnavailable as exc:
-        reason = f"PostgreSQL unavailable for the chaos suite: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    server = start_server_or_skip("PostgreSQL unavailable for the chaos suite")
     try:
         yield server
     finally:
@@ -117,16 +86,17 @@ def private_pg() -> Iterator[pg_server.PgServer]:
 
 
 @pytest.fixture
-def pg(private_pg: pg_server.PgServer) -> Iterator[tuple[pg_server.PgServer, str]]:
+def pg(private_pg: PgServer) -> Iterator[tuple[PgServer, str]]:
     """The private server (running) and the URL of a fresh database on it (dropped after)."""
-    if not pg_running(private_pg):
-        pg_start(private_pg)
+    if not private_pg.is_running:
+        private_pg.start()
+    admin_url = private_pg.url_for("postgres")
     name = f"qx_chaos_{uuid.uuid4().hex[:12]}"
-    pg_server.create_database(private_pg.url_for("postgres"), name)
+    create_database(admin_url, name)
     try:
-        yield private_pg, private_pg.url_for(name)
+        yield private_pg, database_url(admin_url, name)
     finally:
-        if not pg_running(private_pg):
-            pg_start(private_pg)
+        if not private_pg.is_running:
+            private_pg.start()
         with contextlib.suppress(Exception):
-            pg_server.drop_database(private_pg.url_for("postgres"), name)
+            drop_database(admin_url, name)

@@ -18,43 +18,41 @@ import pytest
 from qx_actors.config import QxConfig, config_from_mapping
 from qx_actors.errors import DatabaseInUseError
 from qx_actors.status import State
-from tests import pg_server
+from qx_actors.testing import RunProbe
+from qx_actors.testing.postgres import PgServer
 from tests.chaos.chaos_helpers import (
     EngineFactory,
     Logs,
     SimFactory,
-    Watch,
     advisory_locks,
     assert_every_received_tick_stored,
     assert_history_exact,
-    candle_count,
     chaos_rng,
     is_recovering,
-    pg_start,
-    pg_stop,
     poll,
     sim_config,
     utc_now,
+    writing_or_backfilled,
 )
 
 pytestmark = pytest.mark.postgres
 
-PgDb = tuple[pg_server.PgServer, str]
+PgDb = tuple[PgServer, str]
 #: How long the server stays down before the engine at start (issue 9).
 DOWN_AT_START_S = 15.0
 
 
 def _one_writer(
-    server: pg_server.PgServer, config: QxConfig, first: Watch, engines: EngineFactory
+    server: PgServer, config: QxConfig, first: RunProbe, engines: EngineFactory
 ) -> None:
     """The writer lock is held (one advisory lock on the server) and a second engine on the
     same database is refused with DatabaseInUseError naming the first run."""
     assert 1 == poll(lambda: advisory_locks(server.url) or None, 10, "the advisory lock")
     second = engines(config)
-    final = second.until(
+    final = second.wait_for(
         lambda s: s.is_stopped or s.state in (State.SYNCED, State.BACKFILLED),
         30,
-        "the second engine stopping",
+        what="the second engine stopping",
     )
     assert State.FAILED is final.state, f"a second writer runs: {final}"
     assert isinstance(final.error, DatabaseInUseError), str(final)
@@ -62,13 +60,15 @@ def _one_writer(
     assert 1 == advisory_locks(server.url)
 
 
-def _down_twice(watch: Watch, what: str) -> None:
+def _down_twice(watch: RunProbe, what: str) -> None:
     """Wait for two ``Recovering`` statuses with DatabaseUnavailable: the outage lasted longer
     than ``restart_interval_s`` and the run kept retrying."""
     down = is_recovering("DatabaseUnavailable")
-    watch.until(down, 40, f"Recovering (DatabaseUnavailable) after {what}")
-    watch.until(lambda s: s.state is State.RESTARTING, 20, "Restarting while the server is down")
-    second = watch.until(down, 40, "Recovering again while the server is down")
+    watch.wait_for(down, 40, what=f"Recovering (DatabaseUnavailable) after {what}")
+    watch.wait_for(
+        lambda s: s.state is State.RESTARTING, 20, what="Restarting while the server is down"
+    )
+    second = watch.wait_for(down, 40, what="Recovering again while the server is down")
     print(f"while down: {second}")
 
 
@@ -82,28 +82,21 @@ def test_postgres_restarted_during_a_live_run(
     simulator = sim(tick_rate_per_s=20)
     config = config_from_mapping(sim_config(url, simulator, mode="live", stream=True))
     watch = engines(config)
-    watch.until_state(State.SYNCED, 60)
+    watch.wait_for_state(State.SYNCED, 60)
     assert 1 == advisory_locks(server.url)
-    watch.until_ticks(rng.randint(1, 40), 30)
+    watch.wait_for_ticks(rng.randint(1, 40), 30)
 
-    pg_stop(server, "fast")
+    server.halt("fast")
     try:
         _down_twice(watch, "a fast shutdown")
     finally:
-        pg_start(server)
-    watch.until_state(State.SYNCED, 60)
+        server.start()
+    watch.wait_for_state(State.SYNCED, 60)
     _one_writer(server, config, watch, engines)
-    watch.until_ticks(len(watch.ticks) + 20, 30)
+    watch.wait_for_ticks(len(watch.ticks) + 20, 30)
     final = watch.shutdown()
     assert State.SHUTDOWN is final.state, str(final)
     assert_every_received_tick_stored(url, simulator, logs, watch.run_id)
-
-
-def _writing_or_backfilled(watch: Watch, url: str, count: int) -> bool:
-    status = watch.controller.status_snapshot()
-    if status.is_stopped:
-        raise AssertionError(f"the run stopped: {status}")
-    return status.state is State.BACKFILLED or candle_count(url) >= count
 
 
 def test_postgres_restarted_during_a_backfill(
@@ -123,14 +116,14 @@ def test_postgres_restarted_during_a_backfill(
     watch = engines(config)
     target = rng.randint(1, 10 * 1440)
     print(f"stop the server once {target} candles are stored")
-    poll(partial(_writing_or_backfilled, watch, url, target), 60, f"{target} stored candles")
+    poll(partial(writing_or_backfilled, watch, url, target), 60, f"{target} stored candles")
 
-    pg_stop(server, "immediate")
+    server.halt("immediate")
     try:
         _down_twice(watch, "an immediate shutdown")
     finally:
-        pg_start(server)
-    backfilled = watch.until_state(State.BACKFILLED, 60)
+        server.start()
+    backfilled = watch.wait_for_state(State.BACKFILLED, 60)
     assert State.BACKFILLED is backfilled.state, watch.names()
     _one_writer(server, config, watch, engines)
     watch.shutdown()
@@ -147,18 +140,18 @@ def test_postgres_down_at_start_keeps_retrying_then_syncs(
     server, url = pg
     simulator = sim(tick_rate_per_s=20)
     config = config_from_mapping(sim_config(url, simulator, mode="live", stream=True))
-    pg_stop(server, "fast")
+    server.halt("fast")
     try:
         watch = engines(config)
-        seen = watch.observe(DOWN_AT_START_S)
+        seen = watch.watch(DOWN_AT_START_S)
     finally:
-        pg_start(server)
+        server.start()
     texts = [s.text for s in seen]
     print(f"while down: {len(texts)} statuses, e.g. {texts[:4]}")
     assert [] == [t for t in texts if t.startswith("Failed")]
     recovering = [s.text for s in seen if s.state is State.RECOVERING]
     assert len(recovering) >= 2, texts
-    watch.until_state(State.SYNCED, 60)
+    watch.wait_for_state(State.SYNCED, 60)
     assert 1 == advisory_locks(server.url)
     # what the user saw meanwhile: the kind and the driver's real cause
     mislabelled = [

@@ -67,9 +67,9 @@ def test_bad_rest_answers_are_retried_then_recovered(
     reach = "2d"
     started_at = utc_now()
     watch = engines(config_from_mapping(sim_config(url, simulator, price_history_reach=reach)))
-    recovering = watch.until(is_recovering(kind, text), 30, f"Recovering ({kind})")
+    recovering = watch.wait_for(is_recovering(kind, text), 30, what=f"Recovering ({kind})")
     print(recovering)
-    backfilled = watch.until_state(State.BACKFILLED, 30)
+    backfilled = watch.wait_for_state(State.BACKFILLED, 30)
     assert State.BACKFILLED is backfilled.state, watch.names()
     watch.shutdown()
     assert_history_exact(

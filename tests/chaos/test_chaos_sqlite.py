@@ -16,15 +16,14 @@ from pathlib import Path
 
 from qx_actors.config import config_from_mapping
 from qx_actors.status import State
+from qx_actors.testing import RunProbe
 from tests.chaos.chaos_helpers import (
     EngineFactory,
     Logs,
     MountTmpfs,
     SimFactory,
-    Watch,
     assert_every_received_tick_stored,
     assert_history_exact,
-    candle_count,
     chaos_rng,
     fill_up,
     is_recovering,
@@ -32,15 +31,8 @@ from tests.chaos.chaos_helpers import (
     sim_config,
     sqlite_locker,
     utc_now,
+    writing_or_backfilled,
 )
-
-
-def _writing_or_backfilled(watch: Watch, url: str, count: int) -> bool:
-    """Whether ``count`` candles are stored, or the run has finished a pass already."""
-    status = watch.controller.status_snapshot()
-    if status.is_stopped:
-        raise AssertionError(f"the run stopped: {status}")
-    return status.state is State.BACKFILLED or candle_count(url) >= count
 
 
 def test_sqlite_locked_past_the_busy_timeout_during_a_backfill(
@@ -59,14 +51,16 @@ def test_sqlite_locked_past_the_busy_timeout_during_a_backfill(
     watch = engines(config_from_mapping(config))
     target = rng.randint(1, 10 * 1440)
     print(f"lock once {target} candles are stored")
-    poll(partial(_writing_or_backfilled, watch, url, 1), 60, "the first stored candles")
+    poll(partial(writing_or_backfilled, watch, url, 1), 60, "the first stored candles")
     with sqlite_locker(str(path)) as locker:
-        poll(partial(_writing_or_backfilled, watch, url, target), 60, f"{target} stored candles")
+        poll(partial(writing_or_backfilled, watch, url, target), 60, f"{target} stored candles")
         locker.lock()
-        busy = watch.until(is_recovering("DatabaseBusyError", "locked"), 40, "Recovering (busy)")
+        busy = watch.wait_for(
+            is_recovering("DatabaseBusyError", "locked"), 40, what="Recovering (busy)"
+        )
         held = locker.release()
     print(f"lock held {held:.1f} s; {busy}")
-    backfilled = watch.until_state(State.BACKFILLED, 60)
+    backfilled = watch.wait_for_state(State.BACKFILLED, 60)
     assert State.BACKFILLED is backfilled.state, watch.names()
     watch.shutdown()
     assert_history_exact(
@@ -85,24 +79,26 @@ def test_sqlite_locked_past_the_busy_timeout_during_a_live_run(
     url = f"sqlite:///{path}"
     config = config_from_mapping(sim_config(url, simulator, mode="live", stream=True))
     watch = engines(config)
-    watch.until_state(State.SYNCED, 60)
+    watch.wait_for_state(State.SYNCED, 60)
     target = rng.randint(1, 40)
     print(f"lock once {target} ticks are committed")
     with sqlite_locker(str(path)) as locker:
-        watch.until_ticks(target, 30)
+        watch.wait_for_ticks(target, 30)
         locker.lock()
-        busy = watch.until(is_recovering("DatabaseBusyError", "locked"), 40, "Recovering (busy)")
+        busy = watch.wait_for(
+            is_recovering("DatabaseBusyError", "locked"), 40, what="Recovering (busy)"
+        )
         held = locker.release()
     print(f"lock held {held:.1f} s; {busy}")
-    watch.until_state(State.SYNCED, 60)
+    watch.wait_for_state(State.SYNCED, 60)
     committed = len(watch.ticks)
-    watch.until_ticks(committed + 20, 30)
+    watch.wait_for_ticks(committed + 20, 30)
     final = watch.shutdown()
     assert State.SHUTDOWN is final.state, str(final)
     assert_every_received_tick_stored(url, simulator, logs, watch.run_id)
 
 
-def _write_failed(watch: Watch, logs: Logs) -> bool:
+def _write_failed(watch: RunProbe, logs: Logs) -> bool:
     """Whether the DB writer has reported a failed write (log, or a status carrying it)."""
     if any(s.state is State.RECOVERING for s in watch.statuses):
         return True
@@ -126,12 +122,11 @@ def test_a_tick_write_that_fails_once_loses_nothing(
         sim_config(url, simulator, mode="live", stream=True, price_history_re_sync_interval_s=60)
     )
     watch = engines(config)
-    watch.until_state(State.SYNCED, 60)
+    watch.wait_for_state(State.SYNCED, 60)
     with sqlite_locker(str(path)) as locker:
-        watch.until_ticks(rng.randint(1, 30), 30)
+        watch.wait_for_ticks(rng.randint(1, 30), 30)
         locker.lock()
-        watch.until(lambda s: False, 40, "a failed tick write",
-                    also=partial(_write_failed, watch, logs))  # fmt: skip
+        watch.wait_until(partial(_write_failed, watch, logs), 40, what="a failed tick write")
         held = locker.release()
     print(f"lock held {held:.1f} s; statuses {watch.names()}")
     committed = len(watch.ticks)
@@ -140,7 +135,7 @@ def test_a_tick_write_that_fails_once_loses_nothing(
         synced = watch.controller.status_snapshot().state is State.SYNCED
         return synced and len(watch.ticks) >= committed + 20
 
-    watch.until(lambda s: False, 60, "Synced with 20 more committed ticks", also=flowing)
+    watch.wait_until(flowing, 60, what="Synced with 20 more committed ticks")
     final = watch.shutdown()
     assert State.SHUTDOWN is final.state, str(final)
     assert_every_received_tick_stored(url, simulator, logs, watch.run_id)
@@ -161,14 +156,16 @@ def test_sqlite_on_a_full_disk_recovers_once_space_is_freed(
     watch = engines(config_from_mapping(sim_config(url, simulator, price_history_reach=reach)))
 
     disk_full = is_recovering("DatabaseUnavailable", "database or disk is full")
-    full = watch.until(disk_full, 40, "Recovering (disk full)")
+    full = watch.wait_for(disk_full, 40, what="Recovering (disk full)")
     assert "rollback" not in full.text, full.text
     assert "Running.Recovering: DatabaseUnavailable: " in full.text, full.text
     # still full at the next attempt: retried, not given up
-    watch.until(lambda s: s.state is State.RESTARTING, 20, "Restarting while the disk is full")
-    watch.until(disk_full, 40, "Recovering (disk full) again")
+    watch.wait_for(
+        lambda s: s.state is State.RESTARTING, 20, what="Restarting while the disk is full"
+    )
+    watch.wait_for(disk_full, 40, what="Recovering (disk full) again")
     filler.unlink()
-    backfilled = watch.until_state(State.BACKFILLED, 60)
+    backfilled = watch.wait_for_state(State.BACKFILLED, 60)
     assert State.BACKFILLED is backfilled.state, watch.names()
     watch.shutdown()
     assert_history_exact(

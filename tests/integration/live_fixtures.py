@@ -3,46 +3,31 @@
 * ``live_database_url``: an empty database URL (SQLite file; the same tests run on PostgreSQL
   when this fixture is parametrized with ``storage_url``);
 * ``sim``: a factory of started simulators, every one stopped after the test;
-* ``run_engine``: a factory of started engines, every one shut down after the test;
+* ``run_engine``: a factory of started engines, each watched by a
+  :class:`~qx_actors.testing.RunProbe` and shut down after the test (status timeline checked);
 * reading the database back uses only the URL and plain SQL.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from qx_actors.config import QxConfig, config_from_mapping
+from qx_actors import testing
+from qx_actors.config import QxConfig
 from qx_actors.domain.values import PriceTick
-from qx_actors.errors import SyncError
-from qx_actors.simulator import Simulator, SimulatorConfig
-from qx_actors.status import TRANSITIONS, State, SyncStatus, Trigger
+from qx_actors.simulator import Simulator
+from qx_actors.status import State, SyncStatus
 from qx_actors.storage._backend import open_backend
-from qx_actors.sync_engine import SyncController, SyncEngine
-from qx_actors.updates import (
-    PriceHistoryStateUpdate,
-    PriceTickUpdate,
-    StatusUpdate,
-    SyncUpdate,
-    UpdateReceiver,
-)
 
-#: Short intervals for tests; anything a test needs differently it passes.
-FAST_SYNC: dict[str, Any] = {
-    "rest_rate_limit_per_s": 1000,
-    "rest_error_cooldown_s": 0.05,
-    "rest_timeout_s": 5,
-    "restart_interval_s": 0.1,
-    "shutdown_timeout_s": 4.0,
-    "price_history_reach": "1d",
-    "funding_settlement_reach": "2d",
+#: On top of :data:`qx_actors.testing.FAST_SYNC`: live intervals a test can wait out, and a
+#: receiver large enough that a test reading slowly never sees ``Lagged``.
+LIVE_SYNC: dict[str, Any] = {
     "price_history_re_sync_interval_s": 5,
     "price_history_re_backfill_interval_s": 60,
     "live_price_tick_max_interval_s": 30,
@@ -57,21 +42,16 @@ def live_database_url(storage_url: str) -> str:
 
 
 @pytest.fixture
-def sim() -> Iterator[Callable[..., Simulator]]:
+def live_harness() -> Iterator[LiveHarness]:
+    """The simulators and runs of one test (wall clock), all stopped after it."""
+    with LiveHarness() as harness:
+        yield harness
+
+
+@pytest.fixture
+def sim(live_harness: LiveHarness) -> Callable[..., Simulator]:
     """Start simulators (``sim(tick_rate_per_s=..)``); all are stopped after the test."""
-    started: list[Simulator] = []
-
-    def start(**config: Any) -> Simulator:
-        config.setdefault("rate_limit_per_s", None)
-        simulator = Simulator(SimulatorConfig(**config)).start()
-        started.append(simulator)
-        return simulator
-
-    try:
-        yield start
-    finally:
-        for simulator in started:
-            simulator.stop()
+    return live_harness.simulator
 
 
 def live_config(
@@ -85,107 +65,49 @@ def live_config(
     **sync: Any,
 ) -> QxConfig:
     """A config for the simulator with the fast test intervals."""
-    data: dict[str, Any] = {
-        "mode": mode,
-        "database": database,
-        "exchange": {"rest_url": rest_url, "stream_url": stream_url, **(exchange or {})},
-        "sync": {**FAST_SYNC, **sync},
-    }
-    if lookback is not None:
-        data["lookback"] = lookback
-    return config_from_mapping(data)
+    return testing.fast_config(
+        database, rest_url=rest_url, stream_url=stream_url, mode=mode, lookback=lookback,
+        exchange=exchange, **{**LIVE_SYNC, **sync},
+    )  # fmt: skip
 
 
-class LiveRun:
-    """A started engine with a receiver created before ``start()``."""
+class LiveRun(testing.RunProbe):
+    """The probe under the names ``test_live.py`` and ``test_supervision.py`` use (a shim:
+    new tests call the :class:`~qx_actors.testing.RunProbe` methods)."""
 
-    def __init__(self, engine: SyncEngine) -> None:
-        self.engine = engine
-        self.receiver = engine.update_receiver()
-        self.statuses: list[SyncStatus] = []
-        self.ticks: list[PriceTick] = []
-        self.passes = 0
-        self.controller: SyncController = engine.start()
-
-    def next_update(self, timeout: float = 10.0) -> SyncUpdate:
-        """The next update (statuses and ticks are also recorded)."""
-        update = self.receiver.get(timeout)
-        self._take(update)
-        return update
-
-    def _take(self, update: SyncUpdate) -> None:
-        if isinstance(update, StatusUpdate):
-            self.statuses.append(update.status)
-        elif isinstance(update, PriceTickUpdate):
-            self.ticks.append(update.tick)
-        elif isinstance(update, PriceHistoryStateUpdate):
-            self.passes += 1
+    @property
+    def passes(self) -> int:
+        """How many price-history states were published so far."""
+        return len(self.price_history_states)
 
     def until_passes(self, count: int, timeout: float = 10.0) -> None:
         """Read updates until ``count`` more price-history states were published."""
         target = self.passes + count
-        deadline = time.monotonic() + timeout
-        while self.passes < target:
-            self.next_update(max(deadline - time.monotonic(), 0.01))
+        self.wait_until(lambda: self.passes >= target, timeout, what=f"{count} more passes")
 
     def until(self, stop: Callable[[SyncStatus], bool], timeout: float = 10.0) -> SyncStatus:
         """Read updates until a status satisfies ``stop``; fails on a terminal status."""
-        deadline = time.monotonic() + timeout
-        while True:
-            update = self.next_update(max(deadline - time.monotonic(), 0.01))
-            if isinstance(update, StatusUpdate):
-                if stop(update.status):
-                    return update.status
-                assert not update.status.is_stopped, f"the run stopped: {update.status}"
+        return self.wait_for(stop, timeout)
 
     def until_state(self, state: State, timeout: float = 10.0) -> SyncStatus:
         """Read updates until ``state``."""
-        return self.until(lambda s: s.state is state, timeout)
+        return self.wait_for_state(state, timeout)
 
     def until_ticks(self, count: int, timeout: float = 10.0) -> list[PriceTick]:
         """Read updates until ``count`` committed ticks were published in all."""
-        deadline = time.monotonic() + timeout
-        while len(self.ticks) < count:
-            self.next_update(max(deadline - time.monotonic(), 0.01))
-        return self.ticks
-
-    def drain(self) -> None:
-        """Read every update still queued (after the run ended)."""
-        for update in _drain(self.receiver):
-            self._take(update)
-
-    def shutdown(self) -> SyncStatus:
-        """Shut down; the final status."""
-        self.controller.shutdown()
-        status = self.controller.until_stopped(timeout=10)
-        self.drain()
-        return status
+        return self.wait_for_ticks(count, timeout)
 
 
-def _drain(receiver: UpdateReceiver) -> Iterator[SyncUpdate]:
-    while (update := receiver.get_nowait()) is not None:
-        yield update
+class LiveHarness(testing.Harness):
+    """A harness whose runs are :class:`LiveRun` probes."""
+
+    probe_class = LiveRun
 
 
 @pytest.fixture
-def run_engine() -> Iterator[Callable[[QxConfig], LiveRun]]:
-    """Start engines; each is shut down (if still running) after the test."""
-    runs: list[LiveRun] = []
-
-    def start(config: QxConfig) -> LiveRun:
-        run = LiveRun(SyncEngine(config))
-        runs.append(run)
-        return run
-
-    try:
-        yield start
-    finally:
-        for run in runs:
-            if run.controller.status_snapshot().is_running:
-                with contextlib.suppress(SyncError):
-                    run.controller.shutdown()
-            with contextlib.suppress(TimeoutError):
-                run.controller.until_stopped(timeout=10)
+def run_engine(live_harness: LiveHarness) -> Callable[..., testing.RunProbe]:
+    """Start engines (:class:`LiveRun`); each is shut down (if still running) after the test."""
+    return live_harness.start
 
 
 # -- reading the database back (URL + plain SQL only) ---------------------------------------
@@ -242,20 +164,13 @@ def tick_pairs(ticks: list[PriceTick]) -> list[tuple[datetime, float]]:
 
 def transitions(logs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """The ``(trigger, src, dst)`` of every logged status transition."""
-    return [(e["trigger"], e["src"], e["dst"]) for e in logs if e["event"] == "status_transition"]
+    return testing.logged_transitions(logs)
 
 
 def assert_follows_graph(logs: list[dict[str, Any]]) -> None:
-    """Each logged transition is an edge of SPEC §4 and starts where the previous one ended."""
-    edges = {(t, s, d) for t, sources, d in TRANSITIONS for s in sources}
-    logged = transitions(logs)
-    assert logged, "no status_transition logged"
-    previous = State.NOT_INITIATED
-    for trigger, src, dst in logged:
-        edge = (Trigger(trigger), State(src), State(dst))
-        assert edge in edges, f"not an edge of the graph: {edge}"
-        assert previous is State(src), f"{trigger}: from {src}, but the state was {previous}"
-        previous = State(dst)
+    """Some transition was logged, each is an edge of the graph and starts where the previous
+    one ended, and none was rejected."""
+    assert testing.assert_transitions_follow_graph(logs), "no status_transition logged"
     rejected = [e for e in logs if e["event"] == "status_transition_rejected"]
     assert [] == rejected
 

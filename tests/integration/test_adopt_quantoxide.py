@@ -132,7 +132,7 @@ def test_quantoxide_database_is_adopted_and_synced_without_downloading_it_again(
     run = harness.start(
         harness.config(sim, price_history_reach="3d", funding_settlement_reach="3d")
     )
-    assert State.BACKFILLED == run.wait(State.BACKFILLED, timeout=60).state
+    run.wait_for_state(State.BACKFILLED, timeout=60)
     run.shutdown()
     now = harness.now()
 

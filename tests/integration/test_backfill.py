@@ -92,12 +92,12 @@ def test_backfill_stores_final_candles_and_records_downtime_once(harness: Harnes
     sim = harness.simulator(downtime=(down,))
     config = harness.config(sim)
     run = harness.start(config)
-    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    run.wait_for_state(State.BACKFILLED)
     # confirmed within the first pass, before it reports Backfilled
     assert [(down[0], down[1] - MINUTE)] == verified_empty(harness.database_url)
-    assert () == run.history_states()[-1].gaps
+    assert () == run.price_history_states[-1].gaps
     first_pass = len(candle_requests(sim, (down[0], down[1] - MINUTE)))
-    run.wait_passes(4)
+    run.wait_for_count(State.BACKFILLED, 4)
     reach = config.sync.price_history_reach_at(t0)
     assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
     assert [] == stored(harness.database_url, down[0], down[1] - MINUTE, harness.now())
@@ -108,7 +108,7 @@ def test_backfill_stores_final_candles_and_records_downtime_once(harness: Harnes
     now = harness.now()
     young = stored(harness.database_url, last_stable_minute(now) + MINUTE, now, now)
     assert young and not any(row.stable for row in young)
-    states = run.history_states()
+    states = run.price_history_states
     assert states[-1].gaps == ()
     run.shutdown()
 
@@ -121,16 +121,16 @@ def test_hidden_young_candles_are_repaired_once_the_exchange_has_them(harness: H
     sim = harness.simulator()
     sim.faults.hide_candles(first, last + MINUTE)
     run = harness.start(harness.config(sim))
-    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    run.wait_for_state(State.BACKFILLED)
     assert [] == stored(harness.database_url, first, last, harness.now())
     assert [] == verified_empty(harness.database_url)
-    assert [(first, last)] == [(g.start, g.end) for g in run.history_states()[-1].gaps]
+    assert [(first, last)] == [(g.start, g.end) for g in run.price_history_states[-1].gaps]
     sim.faults.reveal_hidden()
-    run.wait_passes(run.passes() + 2)
+    run.wait_for_count(State.BACKFILLED, run.state_count(State.BACKFILLED) + 2)
     rows = stored(harness.database_url, first - MINUTE, last + MINUTE, harness.now())
     expected = [first - MINUTE + i * MINUTE for i in range(7)]
     assert expected == [row.time for row in rows]
-    assert () == run.history_states()[-1].gaps
+    assert () == run.price_history_states[-1].gaps
     run.shutdown()
 
 
@@ -144,16 +144,16 @@ def test_hidden_stable_candles_are_repaired_after_a_restart(harness: Harness) ->
     sim.faults.hide_candles(first, last + MINUTE)
     config = harness.config(sim)
     run = harness.start(config)
-    run.wait(State.BACKFILLED)
+    run.wait_for_state(State.BACKFILLED)
     assert [(first, last)] == verified_empty(harness.database_url)
     asked = len(candle_requests(sim, (first, last)))
-    run.wait_passes(3)
+    run.wait_for_count(State.BACKFILLED, 3)
     assert asked == len(candle_requests(sim, (first, last)))
     run.shutdown()
 
     sim.faults.reveal_hidden()
     again = harness.start(config)
-    assert State.BACKFILLED == again.wait(State.BACKFILLED).state
+    again.wait_for_state(State.BACKFILLED)
     assert asked + 1 == len(candle_requests(sim, (first, last)))
     assert [] == verified_empty(harness.database_url)
     reach = config.sync.price_history_reach_at(t0)
@@ -166,12 +166,12 @@ def test_restart_on_an_existing_database_resumes(harness: Harness) -> None:
     sim = harness.simulator()
     config = harness.config(sim)
     run = harness.start(config)
-    run.wait(State.BACKFILLED)
+    run.wait_for_state(State.BACKFILLED)
     run.shutdown()
     before = len(candle_requests(sim))
     restart_time = harness.now()
     again = harness.start(config)
-    assert State.BACKFILLED == again.wait(State.BACKFILLED).state
+    again.wait_for_state(State.BACKFILLED)
     new = candle_requests(sim)[before:]
     assert len(new) <= 1
     assert all(start >= last_stable_minute(restart_time) - 2 * MINUTE for start, _ in new)
@@ -243,7 +243,7 @@ def test_recoverable_rest_fault_restarts_and_completes(harness: Harness, fault: 
     # a timeout short enough to make the slow/hanging answers fail, long enough for the others
     config = harness.config(sim, rest_timeout_s=1.0)
     run = harness.start(config)
-    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    run.wait_for_state(State.BACKFILLED)
     assert [
         "Running.Starting",
         "Running.InProgress",
@@ -272,7 +272,7 @@ def test_fault_within_the_trials_is_retried_without_restart(harness: Harness) ->
     sim = harness.simulator()
     sim.faults.fail_next(1, status=503, endpoint="candles")
     run = harness.start(harness.config(sim))
-    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    run.wait_for_state(State.BACKFILLED)
     assert ["Running.Starting", "Running.InProgress", "Running.Backfilled"] == [
         s.name for s in run.statuses
     ]
@@ -374,7 +374,7 @@ def test_unstable_candles_settle_to_final_values(harness: Harness) -> None:
     config = harness.config(sim)
 
     run = harness.start(config, clock=clock)
-    run.wait(State.BACKFILLED)
+    run.wait_for_state(State.BACKFILLED)
     young_start = last_stable_minute(t0) + MINUTE
     young = stored(harness.database_url, young_start, t0, now=t0)
     final = sim.market.final_candles(young_start, t0)
@@ -383,7 +383,7 @@ def test_unstable_candles_settle_to_final_values(harness: Harness) -> None:
     # revised wicks for the past young minutes; the current one is still forming
     assert all(row.high > c.high for row, c in zip(young[:-1], final[:-1], strict=True))
     clock.advance(timedelta(minutes=61))
-    run.wait_passes(run.passes() + 2)
+    run.wait_for_count(State.BACKFILLED, run.state_count(State.BACKFILLED) + 2)
     reach = config.sync.price_history_reach_at(t0)
     assert_final(harness.database_url, sim, reach, floor_minute(t0), now=clock())
     run.shutdown()
@@ -406,7 +406,7 @@ def test_backfill_is_exact_whichever_bounds_the_exchange_includes(
     )
     config = harness.config(sim, price_history_batch_size=250)
     run = harness.start(config)
-    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    run.wait_for_state(State.BACKFILLED)
     reach = config.sync.price_history_reach_at(t0)
     assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
     assert [(down[0], down[1] - MINUTE)] == verified_empty(harness.database_url)
@@ -422,16 +422,16 @@ def test_downtime_right_at_the_reach_is_recorded_not_fatal(harness: Harness) -> 
     reach = config.sync.price_history_reach_at(t0)
     sim.market.add_downtime(reach - timedelta(days=1), reach + timedelta(hours=2))
     run = harness.start(config)
-    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    run.wait_for_state(State.BACKFILLED)
     assert [(reach, reach + timedelta(hours=2) - MINUTE)] == verified_empty(harness.database_url)
     asked = len(candle_requests(sim))
-    run.wait_passes(3)
+    run.wait_for_count(State.BACKFILLED, 3)
     assert all(start > reach + timedelta(hours=2) for start, _ in candle_requests(sim)[asked:])
     assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
     run.shutdown()
     # the first pass after a restart asks again, and the exchange still has nothing there
     again = harness.start(config)
-    assert State.BACKFILLED == again.wait(State.BACKFILLED).state, again.statuses[-1].error
+    again.wait_for_state(State.BACKFILLED)
     assert [(reach, reach + timedelta(hours=2) - MINUTE)] == verified_empty(harness.database_url)
     again.shutdown()
 
@@ -443,7 +443,7 @@ def test_rate_limited_exchange_is_paced_without_429(harness: Harness) -> None:
     sim = harness.simulator(rate_limit_per_s=20.0)
     config = harness.config(sim, rest_rate_limit_per_s=20.0, price_history_batch_size=batch)
     run = harness.start(config)
-    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    run.wait_for_state(State.BACKFILLED)
     # [reach, now] is 6 to 30 hours (the reach is floored to midnight), whatever the hour:
     # at least 4 pages of 100 candles back to back, every one of them within the limit
     pages = -(-int((t0 - config.sync.price_history_reach_at(t0)) / MINUTE) // batch)
@@ -463,7 +463,7 @@ def test_random_server_errors_end_in_a_complete_history(harness: Harness) -> Non
         sim, rest_error_max_trials=1, restart_interval_s=0.02, price_history_batch_size=100
     )
     run = harness.start(config)
-    assert State.BACKFILLED == run.wait(State.BACKFILLED, timeout=20).state
+    run.wait_for_state(State.BACKFILLED, timeout=20)
     assert any(s.state is State.RECOVERING for s in run.statuses)
     reach = config.sync.price_history_reach_at(t0)
     assert_final(harness.database_url, sim, reach, last_stable_minute(t0) - MINUTE, harness.now())
@@ -485,7 +485,7 @@ def test_moving_the_reach_back_fetches_only_the_older_part(harness: Harness) -> 
     t0 = harness.now()
     sim = harness.simulator()
     run = harness.start(harness.config(sim))
-    run.wait(State.BACKFILLED)
+    run.wait_for_state(State.BACKFILLED)
     run.shutdown()
     with Database(harness.database_url) as db:
         earliest = db.price_history_facts().earliest
@@ -493,7 +493,7 @@ def test_moving_the_reach_back_fetches_only_the_older_part(harness: Harness) -> 
     before = len(candle_requests(sim))
     config = harness.config(sim, price_history_reach="2d")
     again = harness.start(config)
-    assert State.BACKFILLED == again.wait(State.BACKFILLED).state
+    again.wait_for_state(State.BACKFILLED)
     reach = config.sync.price_history_reach_at(t0)
     new = candle_requests(sim)[before:]
     older = [span for span in new if span[0] < earliest - timedelta(minutes=2)]
@@ -513,7 +513,7 @@ def test_downtime_older_than_the_gap_scan_is_confirmed_by_the_bulk_fetch(
     )
     sim = harness.simulator(downtime=(down,))
     run = harness.start(harness.config(sim, price_history_flag_gap_range_h=2))
-    assert State.BACKFILLED == run.wait(State.BACKFILLED).state
+    run.wait_for_state(State.BACKFILLED)
     assert [(down[0], down[1] - MINUTE)] == verified_empty(harness.database_url)
     assert 1 == len(candle_requests(sim, (down[0], down[1] - MINUTE)))
     run.shutdown()

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -23,6 +22,7 @@ import yaml
 from qx_actors.cli import main
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.storage import Database, open_storage
+from tests.small_fs import mount_small_fs, unmount_small_fs
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -45,7 +45,7 @@ def fill(url: str) -> None:
     with open_storage(url) as storage:
         storage.upsert_candles(candles, now=NOW)
         storage.flag_holes([(minute(1200), minute(1259))])
-        storage.insert_ticks(
+        storage.insert_new_ticks(
             [PriceTick(minute(10) + timedelta(microseconds=i * 1234), 1.5 + i) for i in range(50)]
         )
         storage.upsert_settlements(
@@ -195,27 +195,11 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     skipped with the reason elsewhere, a failure under CI)."""
     where = tmp_path / "ro"
     where.mkdir()
-    if os.geteuid() != 0:
-        reason = "a read-only filesystem needs root to mount a tmpfs"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        reason = f"mounting a tmpfs is not permitted here: {done.stderr.strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    mount_small_fs(where, "16m")
     try:
         yield where
     finally:
-        if subprocess.run(["umount", str(where)], capture_output=True, check=False).returncode:
-            subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+        unmount_small_fs(where)
 
 
 def remount(where: Path, mode: str) -> None:

@@ -48,15 +48,15 @@ def test_backfill_from_max_stores_the_whole_schedule(harness: Harness) -> None:
     """With reach "max" the table equals the exchange's schedule exactly, in a few pages."""
     sim = harness.simulator()
     run = harness.start(harness.config(sim, funding_settlement_reach="max"))
-    assert State.BACKFILLED == run.wait(State.BACKFILLED, timeout=30).state
+    run.wait_for_state(State.BACKFILLED, timeout=30)
     expected = schedule(sim)
     assert len(expected) > 3000  # several pages (from 2021 to any date of 2024 on)
     assert expected == settlements(harness.database_url)
     assert -(-len(expected) // 1000) == pages_asked(sim)
     asked = sim.request_count("funding-settlements")
-    state = run.funding_states()[-1]
+    state = run.funding_settlement_states[-1]
     assert state.is_caught_up and state.is_complete
-    run.wait_passes(3)
+    run.wait_for_count(State.BACKFILLED, 3)
     # later passes have nothing to fetch
     assert asked == sim.request_count("funding-settlements")
     run.shutdown()
@@ -71,22 +71,22 @@ def test_hidden_settlements_are_fetched_on_a_later_pass(harness: Harness) -> Non
     sim = harness.simulator()
     sim.faults.hide_settlements(first, last)
     run = harness.start(harness.config(sim, funding_settlement_reach="20d"))
-    run.wait(State.BACKFILLED)
+    run.wait_for_state(State.BACKFILLED)
     start = floor_settlement_time(now - timedelta(days=20))
     hidden = [row for row in schedule(sim, start) if first <= row[1] <= last]
     assert len(hidden) >= 3
     assert [row for row in schedule(sim, start) if row not in hidden] == settlements(
         harness.database_url
     )
-    assert [row[1] for row in hidden] == list(run.funding_states()[-1].missing)
+    assert [row[1] for row in hidden] == list(run.funding_settlement_states[-1].missing)
     asked = sim.request_count("funding-settlements")
-    run.wait_passes(3)
+    run.wait_for_count(State.BACKFILLED, 3)
     # once per pass, not in a loop
     assert sim.request_count("funding-settlements") - asked in (2, 3)  # 3: a new settlement
     sim.faults.reveal_hidden()
-    run.wait_passes(run.passes() + 2)
+    run.wait_for_count(State.BACKFILLED, run.state_count(State.BACKFILLED) + 2)
     assert schedule(sim, start) == settlements(harness.database_url)
-    assert () == run.funding_states()[-1].missing
+    assert () == run.funding_settlement_states[-1].missing
     run.shutdown()
 
 
@@ -120,12 +120,12 @@ def test_restart_does_not_download_stored_settlements_again(harness: Harness) ->
     sim = harness.simulator()
     config = harness.config(sim, funding_settlement_reach="20d")
     run = harness.start(config)
-    run.wait(State.BACKFILLED)
+    run.wait_for_state(State.BACKFILLED)
     run.shutdown()
     stored = settlements(harness.database_url)
     asked = sim.requests()
     again = harness.start(config)
-    assert State.BACKFILLED == again.wait(State.BACKFILLED).state
+    again.wait_for_state(State.BACKFILLED)
     new = [r for r in sim.requests()[len(asked) :] if r.endpoint == "funding-settlements"]
     assert len(new) <= 1  # 1 only if a settlement time passed in between
     assert all(r.query["from"] > stored[-1][1].strftime("%Y-%m-%dT%H:%M") for r in new)

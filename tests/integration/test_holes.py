@@ -94,7 +94,7 @@ def test_holes_anywhere_in_the_reach_are_repaired_oldest_first(
     write_history(harness.database_url, truth, holes, now)
 
     run = harness.start(config, clock=clock)
-    status = run.wait(State.BACKFILLED, timeout=PASS_DEADLINE_S)
+    status = run.wait_for_state(State.BACKFILLED, timeout=PASS_DEADLINE_S)
     assert State.BACKFILLED == status.state, status
 
     # the first pass: everything the receiver delivered up to the first Backfilled
