@@ -3,7 +3,7 @@
 Coroutines are submitted with :meth:`LoopThread.submit`, which returns a
 ``concurrent.futures.Future``; :meth:`LoopThread.stop` cancels every task still running, so a
 shutdown never waits for an in-flight request. (The engine's actors run their own loops, see
-:class:`qx_actors.actors.base.AsyncQxActor`; the simulator and the health server use this.)
+:class:`qx_actors.actors._base.AsyncQxActor`; the simulator and the health server use this.)
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from typing import Any
 import pykka
 
 from qx_actors._run_health import RunHealth
-from qx_actors.actors.base import RunThreads
-from qx_actors.actors.controller import ControllerActor
-from qx_actors.actors.engine import ChildSpawner, EngineActor, ModeProgram, RunContext
+from qx_actors.actors._base import RunThreads
+from qx_actors.actors._controller import ControllerActor
+from qx_actors.actors._engine import ChildSpawner, EngineActor, ModeProgram, RunContext
 from qx_actors.actors.messages import BeginRun, ForceStop, RequestShutdown
 from qx_actors.config import QxConfig, check_lookback_within_reach
 from qx_actors.domain.lookback import SyncMode

@@ -13,8 +13,7 @@ from typing import Any
 
 import pykka
 
-from qx_actors.actors.base import QxActor
-from qx_actors.actors.engine import RunContext
+from qx_actors.actors import QxActor, RunContext
 from qx_actors.actors.messages import Report, Sleep
 from qx_actors.errors import RecoverableError
 from qx_actors.status import State, SyncStatus, Trigger

@@ -10,18 +10,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
-from qx_actors.actors.db_writer import DbWriterActor
-from qx_actors.actors.engine import ChildSpawner, ModeProgram, RunContext
+from qx_actors.actors._db_writer import DbWriterActor
+from qx_actors.actors._engine import ChildSpawner, ModeProgram, RunContext
+from qx_actors.actors._rest_fetcher import RestFetcherActor
+from qx_actors.actors._ws_feed import WsFeedActor
 from qx_actors.actors.messages import ActorRef
-from qx_actors.actors.rest_fetcher import RestFetcherActor
-from qx_actors.actors.ws_feed import WsFeedActor
 from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import ModeKind, SyncMode
 from qx_actors.lnmarkets.rest import RestClient
 from qx_actors.lnmarkets.stream import StreamClient
-from qx_actors.modes.backfill import backfill_program
-from qx_actors.modes.candles import DB, REST
-from qx_actors.modes.live import WS, live_program
+from qx_actors.modes._backfill import backfill_program
+from qx_actors.modes._candles import DB, REST
+from qx_actors.modes._live import WS, live_program
 from qx_actors.storage import open_storage, writer_holder
 
 Refs = Mapping[str, ActorRef]

@@ -11,8 +11,8 @@ import pykka
 import pytest
 from structlog.testing import capture_logs
 
-from qx_actors.actors.base import QxActor, RunThreads
-from qx_actors.actors.controller import ControllerActor
+from qx_actors.actors import QxActor, RunThreads
+from qx_actors.actors._controller import ControllerActor
 from qx_actors.actors.messages import (
     BeginRun,
     Call,
@@ -37,6 +37,7 @@ from qx_actors.errors import (
 )
 from qx_actors.status import State, Trigger
 from qx_actors.sync_engine import SyncEngine
+from qx_actors.testing import RunProbe
 from qx_actors.updates import StatusUpdate, SyncUpdate, UpdateHub
 from tests.helpers import CollectingActor, FlakyProgram, names, stuck_child_spawner, until_state
 
@@ -326,3 +327,24 @@ def test_recovery_cancels_the_request_the_program_waited_for() -> None:
     # the children of the failed attempt are gone; fresh ones come with the restart
     assert not workers[0].is_alive()
     controller.shutdown()
+
+
+def test_restart_waits_for_a_child_still_stopping() -> None:
+    """A child whose stop outlasts shutdown_timeout_s postpones the restart (restart_postponed)
+    until it has really ended: two generations of children never run at once."""
+    release = threading.Event()
+    engine = SyncEngine(
+        config(shutdown_timeout_s=0.2, restart_interval_s=0.05),
+        program=FlakyProgram(failures=1),
+        children={"stuck": stuck_child_spawner(release)},
+    )
+    with capture_logs() as logs, RunProbe.start(engine) as probe:
+        probe.wait_for_state(State.RECOVERING)
+        probe.wait_until(
+            lambda: any(e["event"] == "restart_postponed" for e in logs),
+            what="the restart postponed",
+        )
+        assert State.RECOVERING == probe.controller.status_snapshot().state
+        release.set()
+        probe.wait_for_state(State.BACKFILLED)
+        assert "Running.Restarting" in probe.names()

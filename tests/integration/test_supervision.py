@@ -12,9 +12,9 @@ import pykka
 import pytest
 from structlog.testing import capture_logs
 
-from qx_actors.actors.base import QxActor
+from qx_actors.actors import QxActor
+from qx_actors.actors._ws_feed import WsFeedActor
 from qx_actors.actors.messages import Report, Sleep, Tell
-from qx_actors.actors.ws_feed import WsFeedActor
 from qx_actors.config import config_from_mapping
 from qx_actors.errors import ChildDied, DatabaseUnavailable
 from qx_actors.simulator import Simulator

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qx_actors.actors.rest_fetcher import PARALLEL_MIN_PAGES, _split
+from qx_actors.actors._rest_fetcher import PARALLEL_MIN_PAGES, _split
 from qx_actors.domain.spans import join_touching_descending
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

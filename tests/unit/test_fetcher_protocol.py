@@ -16,7 +16,8 @@ from typing import Any
 import pykka
 import pytest
 
-from qx_actors.actors.base import RunThreads
+from qx_actors.actors import RunThreads
+from qx_actors.actors._rest_fetcher import WRITE_BATCH_CANDLES, RestFetcherActor
 from qx_actors.actors.messages import (
     CandleRangeStored,
     Envelope,
@@ -25,7 +26,6 @@ from qx_actors.actors.messages import (
     Reply,
     StoreCandlePage,
 )
-from qx_actors.actors.rest_fetcher import WRITE_BATCH_CANDLES, RestFetcherActor
 from qx_actors.domain.history import DownloadKind, DownloadRange
 from qx_actors.domain.timeutil import MINUTE
 from qx_actors.errors import DatabaseUnavailable, ExchangeClientError

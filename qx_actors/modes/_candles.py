@@ -14,7 +14,7 @@ from collections.abc import Generator
 from datetime import datetime, timedelta
 from typing import Any
 
-from qx_actors.actors.engine import RunContext
+from qx_actors.actors._engine import RunContext
 from qx_actors.actors.messages import (
     Call,
     CandleRangeStored,

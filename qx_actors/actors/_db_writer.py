@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from qx_actors.actors.base import QxActor, RunThreads, tell
+from qx_actors.actors._base import QxActor, RunThreads, tell
 from qx_actors.actors.messages import (
     ActorRef,
     CancelRequest,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from qx_actors.actors.engine import Program, RunContext
+from qx_actors.actors._engine import Program, RunContext
 from qx_actors.actors.messages import Report, Sleep
-from qx_actors.modes.candles import prune_covered_ticks, sync_price_history
-from qx_actors.modes.funding import sync_funding_settlements
+from qx_actors.modes._candles import prune_covered_ticks, sync_price_history
+from qx_actors.modes._funding import sync_funding_settlements
 from qx_actors.status import Trigger
 
 

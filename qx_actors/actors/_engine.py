@@ -5,7 +5,7 @@ the recovery loop. A program is a generator that yields effects (``Sleep``, ``Re
 ``Publish``, ``Call``, see :mod:`qx_actors.actors.messages`); the Engine turns each effect into
 a timer or a message and resumes the generator when the answer arrives, so the mode logic reads
 top to bottom while the actor never blocks. Timers run on the Engine's own event loop
-(:class:`~qx_actors.actors.base.AsyncQxActor`).
+(:class:`~qx_actors.actors._base.AsyncQxActor`).
 
 Errors decide by type alone: a :class:`~qx_actors.errors.RecoverableError` → ``Recovering``:
 the children are stopped (connections, the writer lock and the HTTP session go with them);
@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import pykka
 
 from qx_actors._run_health import RunHealth
-from qx_actors.actors.base import AsyncQxActor, RunThreads, tell
+from qx_actors.actors._base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
     ActorRef,
     Call,
@@ -161,10 +161,9 @@ class EngineActor(AsyncQxActor):
         self._close_program()
         self._cancel_restart()
         deadline = time.monotonic() + self._ctx.config.sync.shutdown_timeout_s
-        self._stop_children(deadline)
+        stuck = self._stop_children(deadline)
         if self._carried_ticks:
-            self._flush_carried_ticks(deadline)
-        stuck = [name for name, ref in self._lingering if ref.is_alive()]
+            stuck += self._flush_carried_ticks(deadline)
         if stuck and self._final_error is None:
             # A graceful stop that left a child running did not complete: the run fails.
             timeout = self._ctx.config.sync.shutdown_timeout_s
@@ -364,7 +363,8 @@ class EngineActor(AsyncQxActor):
     def _on_restart_due(self) -> None:
         if self._stopping:
             return
-        self._lingering = [(n, ref) for n, ref in self._lingering if ref.is_alive()]
+        running = self._ctx.threads.actor_running
+        self._lingering = [(n, ref) for n, ref in self._lingering if running(ref.actor_urn)]
         if self._lingering:
             self._log.warning("restart_postponed", lingering=len(self._lingering))
             interval = self._ctx.config.sync.restart_interval_s
@@ -381,9 +381,11 @@ class EngineActor(AsyncQxActor):
             self._restart.cancel()
             self._restart = None
 
-    def _stop_children(self, deadline: float) -> None:
+    def _stop_children(self, deadline: float) -> list[str]:
+        """Stop every child (in stop order) by ``deadline``; the names of those that did not."""
         ordered = [n for n in self._stop_order if n in self._children]
         ordered += [n for n in self._children if n not in ordered]
+        timed_out: list[str] = []
         for name in ordered:
             ref = self._children.pop(name)
             try:
@@ -391,21 +393,23 @@ class EngineActor(AsyncQxActor):
             except pykka.Timeout:
                 self._log.warning("child_stop_timeout", child=name)
                 self._lingering.append((name, ref))
+                timed_out.append(name)
             except pykka.ActorDeadError:
                 pass
+        return timed_out
 
-    def _flush_carried_ticks(self, deadline: float) -> None:
+    def _flush_carried_ticks(self, deadline: float) -> list[str]:
         """Stopped while recovering: one last DB writer stores the ticks handed back."""
         name = self._tick_sink
         spawn = self._spawners.get(name) if name else None
         ticks, self._carried_ticks = tuple(self._carried_ticks), []
         if name is None or spawn is None:
             self._log.error("ticks_not_stored", count=len(ticks))
-            return
+            return []
         self._children[name] = sink = spawn(self._ctx, self.actor_ref, {})
         sink.tell(StoreTicks(ticks, None))
         # If the database still fails, the writer logs what it could not store as it stops.
-        self._stop_children(deadline)
+        return self._stop_children(deadline)
 
     def _fail(self, error: BaseException) -> None:
         self._log.error("fatal_error", error=_describe(error))

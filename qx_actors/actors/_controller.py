@@ -13,7 +13,7 @@ from typing import Any
 
 import pykka
 
-from qx_actors.actors.base import QxActor, RunThreads
+from qx_actors.actors._base import QxActor, RunThreads
 from qx_actors.actors.messages import (
     BeginRun,
     ChildrenStarted,

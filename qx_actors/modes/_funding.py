@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-from qx_actors.actors.engine import RunContext
+from qx_actors.actors._engine import RunContext
 from qx_actors.actors.messages import (
     Call,
     FetchSettlementRange,
@@ -31,7 +31,7 @@ from qx_actors.domain.funding import (
     settlements_before_history_start,
 )
 from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
-from qx_actors.modes.candles import DB, REST
+from qx_actors.modes._candles import DB, REST
 from qx_actors.updates import FundingSettlementsStateUpdate
 
 

@@ -40,11 +40,22 @@ class RunThreads:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._by_actor: dict[str, threading.Thread] = {}
 
-    def add(self, thread: threading.Thread) -> None:
-        """Remember ``thread`` (called from the thread itself or its starter)."""
+    def add(self, thread: threading.Thread, *, actor_urn: str | None = None) -> None:
+        """Remember ``thread`` (called from the thread itself or its starter), the thread of
+        the actor ``actor_urn`` if given."""
         with self._lock:
             self._threads.append(thread)
+            if actor_urn is not None:
+                self._by_actor[actor_urn] = thread
+
+    def actor_running(self, actor_urn: str) -> bool:
+        """Whether the thread of that actor still runs. (pykka calls an actor dead as soon as
+        its stop begins; what matters to a restart is that its ``on_stop`` has returned.)"""
+        with self._lock:
+            thread = self._by_actor.get(actor_urn)
+        return thread is not None and thread.is_alive()
 
     def join(self, timeout: float) -> bool:
         """Join every thread but the caller's; whether all ended within ``timeout``."""
@@ -91,7 +102,7 @@ class QxActor(pykka.ThreadingActor):
         self.child_name = child_name or type(self).__name__
 
     def on_start(self) -> None:
-        self.threads.add(threading.current_thread())
+        self.threads.add(threading.current_thread(), actor_urn=self.actor_urn)
         if self.run_id is not None:
             # Log events of the libraries this actor drives (the LN Markets clients), also from
             # the asyncio tasks it runs, carry the run's id (structlog merge_contextvars).

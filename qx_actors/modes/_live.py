@@ -32,7 +32,7 @@ from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
 
-from qx_actors.actors.engine import Program, RunContext
+from qx_actors.actors._engine import Program, RunContext
 from qx_actors.actors.messages import (
     Call,
     FeedState,
@@ -46,8 +46,8 @@ from qx_actors.domain.history import DownloadKind, DownloadRange
 from qx_actors.domain.lookback import ModeKind
 from qx_actors.domain.settlements import next_settlement_time
 from qx_actors.domain.timeutil import MINUTE, floor_minute
-from qx_actors.modes.candles import REST, prune_covered_ticks, sync_price_history
-from qx_actors.modes.funding import sync_funding_settlements
+from qx_actors.modes._candles import REST, prune_covered_ticks, sync_price_history
+from qx_actors.modes._funding import sync_funding_settlements
 from qx_actors.status import Trigger
 
 WS = "ws"

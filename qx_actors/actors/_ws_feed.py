@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from qx_actors._run_health import RunHealth
-from qx_actors.actors.base import AsyncQxActor, RunThreads, tell
+from qx_actors.actors._base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
     ActorRef,
     ChildFailed,
