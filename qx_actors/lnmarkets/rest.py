@@ -92,17 +92,19 @@ class SettlementPage(msgspec.Struct, frozen=True):
 
 
 class RateLimiter:
-    """Spaces request starts ``1 / rate`` seconds apart (no burst).
+    """Spaces request starts at least ``1 / rate`` seconds apart (no burst).
 
-    Slots are reserved on a schedule (``next = slot + interval``) rather than from the time a
-    caller woke up, so sleep overshoot does not accumulate: N back-to-back requests take
-    ``(N - 1) / rate`` plus one sleep's jitter. A slot is reserved synchronously before
-    sleeping, which keeps concurrent callers ordered without a lock.
+    Slots are reserved on a schedule (``next = slot + interval``), synchronously before
+    sleeping, which keeps concurrent callers ordered without a lock; N back-to-back requests
+    take ``(N - 1) / rate`` when every wake-up is on time. A wake-up that comes late (a busy
+    loop, a busy machine) pushes the following starts back instead of letting them catch up:
+    an exchange that enforces the same rate sees no two starts closer than ``1 / rate``.
     """
 
     def __init__(self, rate_per_s: float | None) -> None:
         self.interval = 1.0 / rate_per_s if rate_per_s else 0.0
         self._next = 0.0
+        self._last_start = -self.interval
 
     def reserve(self) -> float:
         """Reserve the next slot; returns how long to wait for it (0 when free now)."""
@@ -112,11 +114,20 @@ class RateLimiter:
         return slot - now
 
     async def acquire(self) -> float:
-        """Wait for the next slot; returns the time waited."""
+        """Wait for the next slot and a full interval since the last start; returns the
+        time waited."""
+        if not self.interval:
+            return 0.0
+        began = time.monotonic()
         wait = self.reserve()
-        if wait > 0:
+        while wait > 0:
             await asyncio.sleep(wait)
-        return wait
+            # Another caller may have started late, just before this one woke up.
+            wait = self._last_start + self.interval - time.monotonic()
+        start = time.monotonic()
+        self._last_start = start
+        self._next = max(self._next, start + self.interval)
+        return start - began
 
     def defer(self, seconds: float) -> None:
         """Start no request before ``seconds`` from now (``Retry-After``)."""

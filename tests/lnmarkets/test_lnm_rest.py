@@ -32,7 +32,7 @@ from qx_actors.errors import (
     is_recoverable,
 )
 from qx_actors.lnmarkets import RestClient
-from qx_actors.lnmarkets.rest import _parse_retry_after
+from qx_actors.lnmarkets.rest import RateLimiter, _parse_retry_after
 
 Arun = Callable[..., Any]
 
@@ -620,8 +620,39 @@ def test_rate_limiter_spacing(arun: Arun) -> None:
 
     elapsed, arrivals = arun(main())
     assert elapsed >= (count - 1) / rate
-    # Slots are scheduled, so one late start does not delay the rest: check the span.
     assert arrivals[-1] - arrivals[0] >= (count - 1) / rate - 0.05
+
+
+def hog_event_loop(seconds: float) -> None:
+    """Keep the running event loop busy for ``seconds`` (a handler that does CPU work)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_rate_limiter_late_wake_up_does_not_shorten_the_next_gap(arun: Arun) -> None:
+    """A start delayed by a busy loop pushes the later ones back: no two starts closer than 1/R."""
+    limiter = RateLimiter(20.0)  # 50 ms apart
+    starts: list[float] = []
+
+    async def request() -> None:
+        await limiter.acquire()
+        starts.append(time.monotonic())
+
+    async def busy_loop() -> None:
+        # Busy from 40 ms to at least 85 ms: the second start (slot 50 ms) comes >= 35 ms late;
+        # the third slot (100 ms) must then wait until a full interval after it.
+        await asyncio.sleep(0.04)
+        hog_event_loop(0.045)
+
+    async def main() -> None:
+        await asyncio.gather(busy_loop(), *(request() for _ in range(4)))
+
+    arun(main())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # 1 ms allowance: the time between the limiter's clock read and this test's
+    assert all(gap >= limiter.interval - 0.001 for gap in gaps), gaps
+    assert starts[1] - starts[0] >= 0.08  # the busy loop delayed the second start
 
 
 def test_unlimited_rate_does_not_wait(arun: Arun) -> None:
