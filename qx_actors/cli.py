@@ -26,6 +26,8 @@ from qx_actors.config import QxConfig, build_sync_mode, dump_config, load_config
 from qx_actors.demo import DEMO_SIMULATOR_RATE_LIMIT, run_demo
 from qx_actors.domain.lookback import SyncMode
 from qx_actors.errors import ConfigError, QxError
+from qx_actors.export import FORMATS as EXPORT_FORMATS
+from qx_actors.export import KINDS as EXPORT_KINDS
 from qx_actors.export import export, parse_time
 from qx_actors.logs import configure_logging
 from qx_actors.redact import redact_text
@@ -299,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config file (its database is read)")
     p.add_argument("--from", dest="start", required=True, help="start (ISO, UTC), inclusive")
     p.add_argument("--to", dest="end", required=True, help="end (ISO, UTC), exclusive")
-    p.add_argument("--kind", choices=["candles", "ticks", "settlements"], default="candles")
+    p.add_argument("--kind", choices=EXPORT_KINDS, default="candles")
     p.add_argument(
         "--resolution",
         default=None,
@@ -308,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--format",
-        choices=["csv", "jsonl", "parquet"],
+        choices=EXPORT_FORMATS,
         default="csv",
         help="parquet needs pyarrow: pip install 'qx_actors[arrow]'",
     )

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from qx_actors.domain.validation import format_utc
 from qx_actors.storage import Database, import_pyarrow
 
+#: what ``export`` writes (``--kind``) and how (``--format``)
 KINDS = ("candles", "ticks", "settlements")
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -116,8 +117,13 @@ def export(
     """Export ``[start, end)`` of ``kind`` from the database; the number of rows written.
 
     ``fmt="parquet"`` needs pyarrow: without it ``ArrowUnavailable`` (naming the extra to
-    install) is raised before the database is opened.
+    install) is raised before the database is opened, as is ``ValueError`` for a ``kind`` or
+    ``fmt`` not in :data:`KINDS` / :data:`FORMATS`.
     """
+    if kind not in KINDS:
+        raise ValueError(f"unknown export kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if fmt == "parquet":
         import_pyarrow()
     with Database(database_url) as database:

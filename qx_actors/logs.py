@@ -194,10 +194,6 @@ class QxLogger:
         """A logger with only ``values`` as its context."""
         return QxLogger(dict(values))
 
-    def unbind(self, *keys: str) -> QxLogger:
-        """A logger without ``keys`` in its context."""
-        return QxLogger({k: v for k, v in self._context.items() if k not in keys})
-
     def _target(self) -> Any:
         if structlog.is_configured():
             return structlog.get_logger(LOGGER_NAME).bind(**self._context)

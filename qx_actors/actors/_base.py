@@ -31,6 +31,41 @@ from qx_actors.logs import get_logger
 #: How long a stopping async actor waits for its cancelled tasks to unwind.
 TASK_CANCEL_TIMEOUT_S = 5.0
 
+#: What :class:`AsyncQxActor` takes from pykka beyond its public API, all of pykka 4.x: the two
+#: hooks pykka leaves to "implementors of new actor types" (the inbox, the loop's thread) and
+#: the steps of its own actor loop, which ``_serve_inbox`` runs in the same order.
+PYKKA_INTERNALS = (
+    "_create_actor_inbox",
+    "_start_actor_loop",
+    "_actor_loop_setup",
+    "_handle_receive",
+    "_handle_failure",
+    "_actor_loop_teardown",
+)
+
+
+def check_pykka_internals(
+    actor_class: type[Any] = pykka.Actor, messages: Any = pykka.messages
+) -> None:
+    """Fail at import, naming what is missing, if this pykka lacks what the async base uses.
+
+    pykka is not pinned: a release that reshapes its actor loop must fail here, by name, not as
+    actors that never answer.
+    """
+    missing = [name for name in PYKKA_INTERNALS if not callable(getattr(actor_class, name, None))]
+    if not isinstance(getattr(messages, "_ActorStop", None), type):
+        missing.append("pykka.messages._ActorStop")
+    if missing:
+        version = getattr(pykka, "__version__", "?")
+        raise ImportError(
+            f"qx_actors needs pykka 4.x internals that pykka {version} lacks: {', '.join(missing)}"
+        )
+
+
+check_pykka_internals()
+#: The message ``ActorRef.stop()`` puts in the inbox.
+_ACTOR_STOP: type[Any] = pykka.messages._ActorStop
+
 _async_actor_numbers = itertools.count()
 
 
@@ -65,11 +100,6 @@ class RunThreads:
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
         return not any(t.is_alive() for t in threads)
-
-    def alive(self) -> list[threading.Thread]:
-        """The threads still running."""
-        with self._lock:
-            return [t for t in self._threads if t.is_alive()]
 
 
 class QxActor(pykka.ThreadingActor):
@@ -219,7 +249,7 @@ class AsyncQxActor(QxActor):
         inbox: _LoopInbox = self.actor_inbox  # type: ignore[assignment]
         while not self.actor_stopped.is_set():
             envelope = await inbox.next()
-            if isinstance(envelope.message, pykka.messages._ActorStop):
+            if isinstance(envelope.message, _ACTOR_STOP):
                 await self._release_safely()
             self._handle_envelope(envelope)
         await self._cancel_tasks()  # after a failure: release what is still running

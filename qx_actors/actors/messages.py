@@ -367,12 +367,16 @@ class Publish:
     update: SyncUpdate
 
 
+#: What a mode program may tell a child without waiting for an answer.
+Notice = StartStream
+
+
 @dataclass(frozen=True)
 class Tell:
     """Send ``message`` to the child actor ``target``; resumes at once."""
 
     target: str
-    message: Any
+    message: Notice
 
 
 @dataclass(frozen=True)

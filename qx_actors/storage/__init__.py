@@ -16,7 +16,7 @@ from ._lock import writer_holder
 from ._models import ROLLUP_LEVELS, from_utc_text, rollup_table, to_utc_text
 from ._read import (
     ARROW_INSTALL,
-    RESOLUTIONS,
+    BUCKET_SECONDS,
     ArrowUnavailable,
     CandleRow,
     Database,
@@ -37,9 +37,9 @@ from ._storage import Storage, open_storage
 
 __all__ = [
     "ARROW_INSTALL",
+    "BUCKET_SECONDS",
     "POSTGRES_CREATE_STAGE_SQL",
     "POSTGRES_UPSERT_CANDLES_SQL",
-    "RESOLUTIONS",
     "ROLLUP_LEVELS",
     "SCHEMA_VERSION",
     "SQLITE_UPSERT_CANDLES_SQL",

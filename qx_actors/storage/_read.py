@@ -32,7 +32,7 @@ from ._schema import NoDatabaseError, check_schema, stored_version
 
 #: resolution name -> bucket length in seconds (the domain's resolutions); buckets are aligned
 #: to multiples of it since the Unix epoch (so 1d buckets start at 00:00 UTC)
-RESOLUTIONS: dict[str, int] = {name: bucket_seconds(name) for name in values.RESOLUTIONS}
+BUCKET_SECONDS: dict[str, int] = {name: bucket_seconds(name) for name in values.RESOLUTIONS}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: resolutions answered straight from a rollup table
@@ -167,7 +167,7 @@ def candle_schema(pa: Any) -> Any:
 def _source(resolution: str, rollups: bool) -> tuple[str, int, bool]:
     """(table, its bucket seconds, consolidate in Python?) answering ``resolution``: the
     rollup of that resolution, else the coarsest stored one that divides it."""
-    seconds = RESOLUTIONS[resolution]
+    seconds = BUCKET_SECONDS[resolution]
     if seconds == 60 or not rollups:
         return CANDLES, 60, seconds != 60
     if resolution in ROLLUP_NAMES:
@@ -233,10 +233,10 @@ class Database:
         fetches the same): whether a bucket has ended is decided while converting.
         """
         try:
-            seconds = RESOLUTIONS[resolution]
+            seconds = BUCKET_SECONDS[resolution]
         except KeyError:
             raise ValueError(
-                f"unknown resolution {resolution!r}; expected one of {', '.join(RESOLUTIONS)}"
+                f"unknown resolution {resolution!r}; expected one of {', '.join(BUCKET_SECONDS)}"
             ) from None
         start, end = require_utc(start, "start"), require_utc(end, "end")
         now = utc_now() if now is None else require_utc(now, "now")
@@ -281,7 +281,7 @@ class Database:
         if selected.merge:
             return consolidate(
                 (msgspec.structs.astuple(row) for row in rows),
-                RESOLUTIONS[resolution],
+                BUCKET_SECONDS[resolution],
                 selected.now,
             )
         return rows
@@ -341,7 +341,7 @@ class Database:
         """
         pa = import_pyarrow()
         schema = candle_schema(pa)
-        if resolution in RESOLUTIONS and _source(resolution, self._rollups)[2]:
+        if resolution in BUCKET_SECONDS and _source(resolution, self._rollups)[2]:
             # consolidated here (10m, 45m, 2h, 3h): from the rows
             rows = self.candles(start, end, resolution, now=now)
             typed = zip(CANDLE_FIELDS, schema.types, strict=True)

@@ -21,6 +21,7 @@ import yaml
 
 from qx_actors.cli import main
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
+from qx_actors.export import export
 from qx_actors.storage import Database, open_storage
 from tests.small_fs import mount_small_fs, unmount_small_fs
 
@@ -282,3 +283,18 @@ def test_plan_without_a_database_still_plans_the_whole_reach(tmp_path: Path) -> 
     assert 0 == done["plan"].returncode and "nothing is written" in done["plan"].stdout
     assert 1 == done["status"].returncode and "no database at" in done["status"].stderr
     assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "fmt", "named"),
+    [("candle", "csv", "kind 'candle'"), ("ticks", "xlsx", "format 'xlsx'")],
+)
+def test_export_refuses_an_unknown_kind_or_format_by_name(
+    tmp_path: Path, kind: str, fmt: str, named: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'qx.db'}"
+    fill(url)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=named):
+        export(url, kind=kind, start=BASE, end=NOW, fmt=fmt, output=str(out))
+    assert not out.exists()  # refused before anything was written

@@ -23,7 +23,7 @@ from qx_actors.domain.timeutil import MINUTE
 from qx_actors.domain.values import Candle
 from qx_actors.errors import StorageError
 from qx_actors.storage import (
-    RESOLUTIONS,
+    BUCKET_SECONDS,
     ROLLUP_LEVELS,
     SCHEMA_VERSION,
     CandleRow,
@@ -211,7 +211,7 @@ def test_rollups_equal_consolidating_the_stored_minutes(
     minutes = stored_minutes(storage_url)
     with Database(storage_url) as reader:
         for resolution in ("3m", "1h", "1d", "2h"):
-            seconds = RESOLUTIONS[resolution]
+            seconds = BUCKET_SECONDS[resolution]
             expected = as_candle_rows(brute_buckets(minutes, seconds), seconds, LATER)
             assert expected == reader.candles(BASE, minute(SPAN), resolution, now=LATER)
 
@@ -300,13 +300,13 @@ def test_upgrade_builds_the_rollups_once_from_the_stored_candles(
     minutes = {n for n in range(SPAN) if rng.random() < 0.9} - set(range(1500, 2100))
     create_old_database(storage_url, version, minutes)
     with Database(storage_url) as reader:
-        before = {r: reader.candles(BASE, minute(SPAN), r, now=LATER) for r in RESOLUTIONS}
+        before = {r: reader.candles(BASE, minute(SPAN), r, now=LATER) for r in BUCKET_SECONDS}
 
     with open_storage(storage_url) as storage:
         assert SCHEMA_VERSION == storage.schema_version() == 3
         assert_rollups_match(storage_url)
         with Database(storage_url) as reader:
-            after = {r: reader.candles(BASE, minute(SPAN), r, now=LATER) for r in RESOLUTIONS}
+            after = {r: reader.candles(BASE, minute(SPAN), r, now=LATER) for r in BUCKET_SECONDS}
         assert before == after
         storage.upsert_candles(candles_at(range(1500, 2100), 7.0, 1), now=LATER)
         assert_rollups_match(storage_url)

@@ -13,7 +13,7 @@ from storage_helpers import BASE, minute, run_sql, wipe
 
 from qx_actors.domain.timeutil import MINUTE
 from qx_actors.domain.values import Candle
-from qx_actors.storage import RESOLUTIONS, CandleRow, Database, Storage, open_storage
+from qx_actors.storage import BUCKET_SECONDS, CandleRow, Database, Storage, open_storage
 
 SETTINGS = settings(
     max_examples=30,
@@ -98,7 +98,7 @@ def _expected(
         st.tuples(*[st.integers(1, 1000)] * 4, st.integers(0, 50)),
         max_size=60,
     ),
-    resolution=st.sampled_from(sorted(RESOLUTIONS)),
+    resolution=st.sampled_from(sorted(BUCKET_SECONDS)),
     start=st.integers(-100, 3 * 1440),
     length=st.integers(1, 3 * 1440),
     now_minute=st.integers(0, 4 * 1440),
@@ -124,7 +124,7 @@ def test_consolidation_matches_recomputation(
     storage.upsert_candles(candles, now=now)
     got = reader.candles(minute(start), minute(start + length), resolution, now=now)
     expected = _expected(
-        candles, minute(start), minute(start + length), RESOLUTIONS[resolution], now
+        candles, minute(start), minute(start + length), BUCKET_SECONDS[resolution], now
     )
     assert expected == got
 
