@@ -1,4 +1,4 @@
-"""qx_actors benchmarks: one script that prints a table of figures and ratios (SPEC §10).
+"""qx_actors benchmarks: one script that prints a table of figures and ratios.
 
 Run from the repository root (after ``pip install -e '.[dev]'``)::
 
