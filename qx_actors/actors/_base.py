@@ -101,6 +101,11 @@ class RunThreads:
             thread.join(max(deadline - time.monotonic(), 0.0))
         return not any(t.is_alive() for t in threads)
 
+    def alive(self) -> list[threading.Thread]:
+        """The threads still running (what a test of a clean stop asserts is empty)."""
+        with self._lock:
+            return [t for t in self._threads if t.is_alive()]
+
 
 class QxActor(pykka.ThreadingActor):
     """A pykka actor on a daemon thread that registers itself with its run's threads.
