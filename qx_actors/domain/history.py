@@ -5,11 +5,20 @@ evaluates what the storage layer reports (:class:`PriceHistoryFacts`) against th
 plans the next range to fetch:
 
 1. ``LATEST``: the table is empty, fetch ``[reach, now]``;
-2. ``UPPER_BOUND``: newer candles exist, or unstable candles are old enough to settle: fetch
-   from the newest stored candle (or the oldest unstable one, if older) up to now;
-3. ``GAP``: a hole, widened by 5 minutes on each side (storage flags those neighbours
+2. ``UPPER_BOUND``: newer candles exist, or stored candles are still young: fetch from the
+   newest stored candle, or from the oldest unstable candle of the last
+   :data:`REVISION_WINDOW` (66 minutes) if older, up to now. Young candles are so fetched
+   again on every pass until they are an hour old and stored ``stable`` (as quantoxide, whose
+   upper-bound fetch always takes at least the last 66 minutes);
+3. ``REVISION``: a run of unstable candles older than that window (left by a stop, or the
+   neighbours of a hole): fetched once more, now final;
+4. ``GAP``: a hole, widened by 5 minutes on each side (storage flags those neighbours
    unstable), clamped to ``[reach, now]``; oldest first for backfill, newest first for live;
-4. ``LOWER_BOUND``: ``[reach, earliest - 1m]``.
+5. ``LOWER_BOUND``: ``[reach, earliest - 1m]``.
+
+Only the reach is the engine's business: a hole wholly older than the reach is neither an
+error nor fetched (``holes_before_reach`` lists it); one that straddles the reach is repaired
+from the reach on. Unstable candles older than the reach are left as they are.
 
 The order and the range type are the shared planner's (:mod:`qx_actors.domain.planner`).
 A plan is followed in *passes*: the caller fetches the planned range, stores it, evaluates the
@@ -18,11 +27,11 @@ A range inside an already fetched one is never planned again in the same pass: t
 would answer the same (e.g. a head minute it has not produced yet, or a young hole), so this
 is what makes every pass terminate.
 
-Unstable candles are known only by the oldest one (``facts.earliest_unstable``); one older
-than the lower limit (reach, or lookback start) is ignored, and hides newer ones, so storage
-should report the oldest unstable candle at or after the reach. A candle is stable when
-:func:`is_stable_candle_time` (at least an hour old); storage must write re-fetched candles
-with that flag, or their re-fetch never settles them.
+Unstable candles are known by their runs (``facts.unstable``: every stored candle not yet
+``stable``, as inclusive minute ranges). A live lookback limits what is *backfilled*, never
+what is revised: unstable candles anywhere in the reach are fetched again. A candle is stable
+when :func:`is_stable_candle_time` (at least an hour old); storage must write re-fetched
+candles with that flag, or their re-fetch never settles them.
 """
 
 from __future__ import annotations
@@ -44,18 +53,24 @@ from qx_actors.domain.spans import MINUTES, Span, clip, merge, subtract
 from qx_actors.domain.timeutil import MINUTE, UNSTABLE_AGE, ceil_minute, floor_minute, require_utc
 from qx_actors.domain.validation import format_optional_utc, format_utc
 from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
-from qx_actors.errors import LookbackBeyondReachError, ReachBeforeHistoryError, UnreachableGapError
+from qx_actors.errors import LookbackBeyondReachError, ReachBeforeHistoryError
 
 #: How many candles either side of a gap are re-fetched with it.
 GAP_NEIGHBOURS = 5
 _WIDEN = GAP_NEIGHBOURS * MINUTE
+#: How far back each pass fetches the head again while stored candles there are unstable: the
+#: hour in which the exchange still revises a candle, plus 10 % (quantoxide's minimum page of
+#: an upper-bound fetch), so a candle is fetched at least once after it became final.
+REVISION_WINDOW = UNSTABLE_AGE * 11 / 10
 
 
 @dataclass(frozen=True, slots=True)
 class PriceHistoryFacts:
     """What the database says about stored candles; produced by the storage layer.
 
-    Ranges are inclusive minute ranges ``(first_missing, last_missing)``.
+    Ranges are inclusive minute ranges ``(first_missing, last_missing)``; ``unstable`` lists
+    the runs of stored candles not marked ``stable`` (``earliest_unstable`` is its first
+    minute; a producer that gives only ``earliest_unstable`` gets it as a one-minute run).
     """
 
     earliest: datetime | None
@@ -63,6 +78,7 @@ class PriceHistoryFacts:
     holes: tuple[tuple[datetime, datetime], ...]
     verified_empty: tuple[tuple[datetime, datetime], ...]
     earliest_unstable: datetime | None
+    unstable: tuple[tuple[datetime, datetime], ...] = ()
 
 
 def is_stable_candle_time(time: datetime, now: datetime) -> bool:
@@ -143,11 +159,13 @@ def _normalise(spans: Iterable[Span], what: str) -> list[Span]:
 class PriceHistoryState(StoredBounds):
     """The stored price history judged against ``[reach, now]``; build it with :meth:`evaluate`.
 
-    ``gaps`` are the holes still to repair: every minute between the stored bounds that is
-    neither stored nor verified empty, anywhere (storage reports every hole, not only recent
-    ones). With ``recheck_verified_empty`` the verified-empty holes that end at or after
-    ``recheck_from`` (all of them when it is None) are gaps again, to be asked about once
-    more. All ranges are inclusive minutes.
+    ``gaps`` are the holes still to repair: every minute of the reach between the stored
+    bounds that is neither stored nor verified empty, anywhere (storage reports every hole,
+    not only recent ones); holes wholly older than the reach are in ``holes_before_reach``
+    instead (not repaired), and one straddling the reach is a gap from the reach on. With
+    ``recheck_verified_empty`` the verified-empty holes that end at or after ``recheck_from``
+    (all of them when it is None) are gaps again, to be asked about once more. ``unstable``:
+    the runs of unstable candles within ``[reach, now]``. All ranges are inclusive minutes.
     """
 
     reach: datetime
@@ -159,6 +177,8 @@ class PriceHistoryState(StoredBounds):
     earliest_unstable: datetime | None
     recheck_verified_empty: bool = False
     recheck_from: datetime | None = None
+    unstable: tuple[TimeRange, ...] = ()
+    holes_before_reach: tuple[TimeRange, ...] = ()
 
     @classmethod
     def evaluate(
@@ -170,7 +190,7 @@ class PriceHistoryState(StoredBounds):
         recheck_verified_empty: bool = False,
         recheck_from: datetime | None = None,
     ) -> PriceHistoryState:
-        """Judge ``facts`` at ``now``; ``UnreachableGapError`` for a gap starting before reach.
+        """Judge ``facts`` at ``now`` against ``[reach, now]``.
 
         ``reach`` is rounded up to a whole minute (and down to the current minute if later).
         ``recheck_from``: with ``recheck_verified_empty``, only verified-empty ranges ending at
@@ -188,24 +208,24 @@ class PriceHistoryState(StoredBounds):
             if facts.earliest_unstable is None
             else _check_minute(facts.earliest_unstable, "earliest_unstable")
         )
-        holes = _normalise(facts.holes, "hole")
+        all_holes = _normalise(facts.holes, "hole")
         verified = _normalise(facts.verified_empty, "verified-empty range")
+        # Only the reach is ours to keep: older holes are listed, not repaired (quantoxide
+        # never looks below its reach either); a hole straddling the reach starts at it.
+        holes = clip(all_holes, reach, head)
+        old_holes = subtract([h for h in all_holes if h[0] < reach], [(reach, head)])
         gaps = subtract(holes, verified)
-        for start, end in gaps:
-            if start < reach:
-                raise UnreachableGapError(
-                    f"gap [{format_utc(start)} .. {format_utc(end)}] "
-                    f"({_minutes(start, end)} minutes) starts before the price history reach "
-                    f"{format_utc(reach)}: it can't be repaired (move the reach back before it)"
-                )
         if recheck_verified_empty:
             recheck_from = None if recheck_from is None else require_utc(recheck_from)
             rechecked = [
                 span for span in verified if recheck_from is None or span[1] >= recheck_from
             ]
             kept = subtract(verified, _normalise(rechecked, "re-checked range"))
-            gaps = [(max(start, reach), end) for start, end in subtract(holes, kept)]
-            gaps = [(start, end) for start, end in gaps if end >= start]
+            gaps = subtract(holes, kept)
+        unstable_runs = list(facts.unstable)
+        if not unstable_runs and unstable is not None:
+            unstable_runs = [(unstable, unstable)]
+        unstable_spans = clip(_normalise(unstable_runs, "unstable run"), reach, head)
         return cls(
             reach=reach,
             now=now,
@@ -216,6 +236,8 @@ class PriceHistoryState(StoredBounds):
             earliest_unstable=unstable,
             recheck_verified_empty=recheck_verified_empty,
             recheck_from=recheck_from if recheck_verified_empty else None,
+            unstable=tuple(TimeRange(s, e) for s, e in unstable_spans),
+            holes_before_reach=tuple(TimeRange(s, e) for s, e in subtract(old_holes, verified)),
         )
 
     # --- derived ----------------------------------------------------------------------------
@@ -232,8 +254,10 @@ class PriceHistoryState(StoredBounds):
 
     @property
     def is_complete(self) -> bool:
-        """Whether ``[reach, now]`` is fully covered and nothing needs a (re-)fetch."""
-        return self.next_download(newest_gap_first=False) is None
+        """Whether ``[reach, now]`` is fully covered and every candle old enough to be final
+        is stored final (young candles still being revised don't count against it)."""
+        plan = self._plan(self.reach, newest_gap_first=False, revise_young=False)
+        return planner.first_of(plan) is None
 
     def _covered_from(self) -> datetime | None:
         """The earliest stored candle, extended down through adjacent verified-empty ranges."""
@@ -331,6 +355,8 @@ class PriceHistoryState(StoredBounds):
             "verified_empty": len(self.verified_empty),
             "verified_empty_minutes": sum(span.minutes for span in self.verified_empty),
             "earliest_unstable": iso(self.earliest_unstable),
+            "unstable_minutes": sum(span.minutes for span in self.unstable),
+            "holes_before_reach": len(self.holes_before_reach),
             "missing_minutes": self.missing_minutes,
             "coverage_ratio": round(self.coverage_ratio, 6),
             "complete": self.is_complete,
@@ -375,47 +401,52 @@ class PriceHistoryState(StoredBounds):
             )
         return planner.first_of(planner.not_fetched(self._plan(lower, newest_gap_first), fetched))
 
-    def _plan(self, lower: datetime, newest_gap_first: bool) -> list[DownloadRange]:
+    def _plan(
+        self, lower: datetime, newest_gap_first: bool, *, revise_young: bool = True
+    ) -> list[DownloadRange]:
+        """The plan for ``[lower, head]`` (``lower``: the reach, or a live lookback's start).
+
+        The lookback bounds the backfill only: unstable candles anywhere in the reach are
+        revised. ``revise_young=False`` leaves out the re-fetch of candles still too young to
+        be final (what :attr:`is_complete` judges).
+        """
         head = self.head
         gaps = clip(self._gap_spans(), lower, head)
         widened = [(max(lower, s - _WIDEN), min(head, e + _WIDEN)) for s, e in gaps]
         covered = self._covered_from()
+        unstable = [(span.start, span.end) for span in self.unstable]
+        if revise_young:
+            young_from = max(floor_minute(self.now - REVISION_WINDOW), self.reach)
+        else:
+            young_from = last_stable_minute(self.now) + MINUTE
+        young = [max(s, young_from) for s, e in unstable if e >= young_from]
+        # Older unstable runs, except the neighbours a gap fetch takes anyway.
+        settle = subtract(clip(unstable, self.reach, young_from - MINUTE), widened)
         return planner.plan(
             DownloadRange,
             DownloadKind.GAP,
             lower=lower,
             head=head,
             stored=self.latest is not None,
-            upper_start=self._upper_start(lower, widened),
+            upper_start=self._upper_start(lower, young[0] if revise_young and young else None),
+            revisions=reversed(settle) if newest_gap_first else settle,
             repairs=reversed(widened) if newest_gap_first else widened,
             lower_end=None if covered is None or covered <= lower else min(covered - MINUTE, head),
         )
 
-    def _upper_start(self, lower: datetime, widened: list[Span]) -> datetime | None:
-        """Where the ``UPPER_BOUND`` fetch starts: the newest stored candle, or the oldest
-        unstable one that is old enough to settle (and not re-fetched with a gap); ``None``
-        when there is nothing to fetch above the stored candles."""
-        head, latest = self.head, self.latest
+    def _upper_start(self, lower: datetime, young_unstable: datetime | None) -> datetime | None:
+        """Where the ``UPPER_BOUND`` fetch starts: the newest stored candle (not below
+        ``lower``), or the oldest young unstable candle if older; ``None`` when there is
+        nothing to fetch at the head."""
+        latest = self.latest
         if latest is None:
             return None
-        needs_upper = latest < head
-        upper_start = latest
-        unstable = self.earliest_unstable
-        if unstable is not None and lower <= unstable <= head:
-            if any(s <= unstable <= e for s, e in widened):
-                # a gap neighbour, re-fetched with its gap; younger candles are all unstable
-                if needs_upper:
-                    young = last_stable_minute(self.now) + MINUTE
-                    upper_start = min(upper_start, max(unstable, young))
-            elif needs_upper or is_stable_candle_time(unstable, self.now):
-                needs_upper = True
-                upper_start = min(upper_start, unstable)
-        if not needs_upper:
-            return None
-        if lower > self.reach:
-            # live lookback: don't reach below the window
-            upper_start = max(upper_start, lower)
-        return upper_start
+        starts = []
+        if latest < self.head:
+            starts.append(max(latest, lower))
+        if young_unstable is not None:
+            starts.append(young_unstable)
+        return min(starts) if starts else None
 
 
 # --- after a fetch --------------------------------------------------------------------------

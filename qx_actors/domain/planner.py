@@ -7,8 +7,9 @@ fetch, in this order:
 1. ``LATEST``: nothing is stored, fetch the whole window;
 2. ``UPPER_BOUND``: points newer than the stored ones may exist, fetch from the newest stored
    one (or from where a re-fetch must start) up to ``head``;
-3. repairs: holes between the stored bounds (candle gaps, missing settlements);
-4. ``LOWER_BOUND``: stored points don't reach down to ``lower``, fetch what is below them.
+3. ``REVISION``: stored points that are not final yet and old enough to be (candles);
+4. repairs: holes between the stored bounds (candle gaps, missing settlements);
+5. ``LOWER_BOUND``: stored points don't reach down to ``lower``, fetch what is below them.
 
 Where the upper bound starts, which holes are repaired and how, and where the lower bound
 ends are the grid's own rules (:mod:`qx_actors.domain.history` for candles,
@@ -39,6 +40,7 @@ class DownloadKind(enum.Enum):
 
     LATEST = "latest"
     UPPER_BOUND = "upper_bound"
+    REVISION = "revision"
     GAP = "gap"
     MISSING = "missing"
     LOWER_BOUND = "lower_bound"
@@ -128,19 +130,22 @@ def plan(
     upper_start: datetime | None,
     repairs: Iterable[Span],
     lower_end: datetime | None,
+    revisions: Iterable[Span] = (),
 ) -> list[R]:
     """Every range to fetch, in the plan's order (see the module docstring).
 
     ``stored``: whether anything is stored (if not, the plan is ``LATEST [lower, head]``);
     ``upper_start``: where the upper bound starts, ``None`` for none; ``repairs``: the holes
-    to fetch (as ``repair`` ranges), in the order to fetch them; ``lower_end``: the last point
-    of the lower bound, ``None`` for none.
+    to fetch (as ``repair`` ranges), in the order to fetch them; ``revisions``: stored points
+    to fetch again (as ``REVISION`` ranges), in order; ``lower_end``: the last point of the
+    lower bound, ``None`` for none.
     """
     if not stored:
         return [range_type(DownloadKind.LATEST, lower, head)]
     ranges = []
     if upper_start is not None:
         ranges.append(range_type(DownloadKind.UPPER_BOUND, upper_start, head))
+    ranges.extend(range_type(DownloadKind.REVISION, first, last) for first, last in revisions)
     ranges.extend(range_type(repair, first, last) for first, last in repairs)
     if lower_end is not None:
         ranges.append(range_type(DownloadKind.LOWER_BOUND, lower, lower_end))

@@ -35,6 +35,7 @@ from qx_actors.domain.history import (
     last_stable_minute,
 )
 from qx_actors.domain.spans import Span
+from qx_actors.domain.timeutil import floor_minute
 from qx_actors.updates import PriceHistoryStateUpdate
 
 REST = "rest"
@@ -45,7 +46,7 @@ REACH_TOLERANCE = timedelta(hours=6)
 
 
 def confirmed_missing(
-    result: CandleRangeStored, *, now: datetime, scan_from: datetime
+    result: CandleRangeStored, *, now: datetime, scan_from: datetime | None
 ) -> tuple[Span, ...]:
     """The minutes of a fetch that the exchange confirmed empty, to record as verified-empty.
 
@@ -55,10 +56,15 @@ def confirmed_missing(
     answer is enough) and the part below its oldest candle (below the stored candles, for a
     ``LOWER_BOUND`` fetch that got nothing) once the caller has checked that this is within
     :data:`REACH_TOLERANCE` of the reach; holes inside the range are left as gaps, asked about
-    once more before they are recorded.
+    once more before they are recorded. With gap flagging off (``scan_from`` None) no range
+    counts as recent: a bulk fetch confirms every stable hole it leaves. A ``REVISION`` fetch
+    (stored candles fetched again) confirms nothing.
     """
     stable_end = last_stable_minute(now)
     download = result.download
+    if download.kind is DownloadKind.REVISION:
+        return ()
+    recent_from = floor_minute(now) if scan_from is None else scan_from
     confirmed: list[Span] = []
     for start, end in result.missing:
         end = min(end, stable_end)
@@ -70,7 +76,7 @@ def confirmed_missing(
             result.received_oldest is not None or download.kind is DownloadKind.LOWER_BOUND
         ):
             confirmed.append((start, end))  # below the oldest candle, near the reach
-        elif end < scan_from:
+        elif end < recent_from:
             confirmed.append((start, end))
     return tuple(confirmed)
 
@@ -91,21 +97,27 @@ def sync_price_history(
         now, reach = window.now, window.price_history_reach
         # price_history_flag_gap_range keeps quantoxide's meaning: the recent range in which
         # holes are flagged (their neighbours re-fetched for revisions) and exchange-confirmed
-        # holes are asked about again. Holes are *found* everywhere: storage reports them all.
+        # holes are asked about again; None (null) turns both off, as quantoxide's None.
+        # Holes are *found* everywhere in the reach: storage reports them all.
         scan_from = window.price_history_flag_gap_from
         facts: PriceHistoryFacts = yield Call(DB, QueryPriceHistory())
         state = PriceHistoryState.evaluate(
             facts,
             reach=reach,
             now=now,
-            recheck_verified_empty=recheck_verified_empty,
+            recheck_verified_empty=recheck_verified_empty and scan_from is not None,
             recheck_from=scan_from,
         )
         yield Publish(PriceHistoryStateUpdate(state))
+        # Only holes this pass repairs are flagged: a hole below a live lookback is not
+        # fetched, so flagging its neighbours would only have them fetched again each pass.
+        flag_from = None if scan_from is None else max(scan_from, window.lookback_start or reach)
         new_gaps = tuple(
             (gap.start, gap.end)
             for gap in state.gaps
-            if gap.end >= scan_from and (gap.start, gap.end) not in flagged
+            if flag_from is not None
+            and gap.end >= flag_from
+            and (gap.start, gap.end) not in flagged
         )
         if new_gaps:
             yield Call(DB, FlagHoles(new_gaps))

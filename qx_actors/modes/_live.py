@@ -1,16 +1,18 @@
 """Live and full modes: catch up on candles, then follow live prices.
 
 * ``live(lookback)``: make sure the newest ``lookback`` of candles is present and gap-free
-  (only what is missing near the head is fetched; without a lookback, the last hour, i.e. the
-  candles that may still change), then follow ticks over the Stream API, re-syncing the head of
-  the candle table every ``price_history_re_sync_interval_s``.
+  (without a lookback, the last hour, i.e. the candles that may still change), then follow
+  ticks over the Stream API, re-syncing the head of the candle table every
+  ``price_history_re_sync_interval_s``. Each re-sync fetches the head again from the oldest
+  unstable candle of the last 66 minutes (whatever the lookback), and any older unstable
+  candles in the reach once, so every stored candle ends with the exchange's final values.
 * ``full``: backfill everything (candles and funding settlements) first, then live as above,
   plus a whole-history pass every ``price_history_re_backfill_interval_s`` and funding
   settlements at each settlement time (or every ``funding_settlement_retry_interval_s`` while
   not caught up).
 
 With ``exchange.stream_enabled: false`` the head re-sync over REST *is* the live feed (each
-re-sync fetches the previous and the forming minute again), and the run reports ``Synced``
+re-sync fetches the forming minute and the young ones again), and the run reports ``Synced``
 after the first catch-up (quantoxide's REST mode). With the stream enabled, ``Synced`` comes
 with the first committed tick. While the stream is down (refused, dropped) the run is
 *degraded*: the feed reconnects with backoff by itself, the head is polled over REST every
@@ -28,25 +30,19 @@ soon as that state changes); the Engine reports ``Synced`` at the first committe
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
 from datetime import timedelta
-from typing import Any
 
 from qx_actors.actors._engine import Program, RunContext
 from qx_actors.actors.messages import (
-    Call,
     FeedState,
-    FetchCandleRange,
     Report,
     Sleep,
     StartStream,
     Tell,
 )
-from qx_actors.domain.history import DownloadKind, DownloadRange
 from qx_actors.domain.lookback import ModeKind
 from qx_actors.domain.settlements import next_settlement_time
-from qx_actors.domain.timeutil import MINUTE, floor_minute
-from qx_actors.modes._candles import REST, prune_covered_ticks, sync_price_history
+from qx_actors.modes._candles import prune_covered_ticks, sync_price_history
 from qx_actors.modes._funding import sync_funding_settlements
 from qx_actors.status import Trigger
 
@@ -93,8 +89,8 @@ def live_program(ctx: RunContext) -> Program:
             next_resync = now
         was_quiet = feed.quiet
         if now >= next_resync:
-            if not stream or feed.down or feed.quiet:
-                yield from _poll_head(ctx)
+            # The pass fetches the young candles again (the forming one included): that is
+            # also the REST poll of the head when the stream is off, down or quiet.
             yield from sync_price_history(ctx, newest_gap_first=True, recheck_verified_empty=False)
             if feed.down:
                 # Current over REST with the stream down: Synced, degraded (reported once per
@@ -110,19 +106,6 @@ def live_program(ctx: RunContext) -> Program:
         if full and now >= next_funding:
             funding = yield from sync_funding_settlements(ctx)
             next_funding = _next_funding_at(ctx, funding.is_caught_up)
-
-
-def _poll_head(ctx: RunContext) -> Generator[Any, Any, None]:
-    """REST polling of the head: fetch the previous and the still-forming minute again.
-
-    A re-sync pass fetches only what is missing, so within one minute it would not ask the
-    exchange at all and the forming candle would stay as first seen; without the stream
-    (disabled, or down: degraded) this request is what keeps live data flowing every
-    ``price_history_re_sync_interval_s``.
-    """
-    head = floor_minute(ctx.clock())
-    download = DownloadRange(DownloadKind.UPPER_BOUND, head - MINUTE, head)
-    yield Call(REST, FetchCandleRange(download, ctx.config.sync.price_history_batch_size))
 
 
 def _next_funding_at(ctx: RunContext, caught_up: bool) -> float:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from qx_actors.domain.funding import FundingSettlementsFacts
 from qx_actors.domain.history import PriceHistoryFacts
+from qx_actors.domain.spans import runs as runs_of
 from qx_actors.domain.timeutil import MINUTE
 
 from ._backend import Backend, PostgresBackend, guard
@@ -24,6 +25,9 @@ _POSTGRES_RUNS_SQL = (
     "FROM ohlc_candles) AS t GROUP BY run ORDER BY 1"
 )
 _COVERAGE_SQL = "SELECT first_minute, last_minute FROM ohlc_coverage ORDER BY first_minute"
+#: The unstable candles' times (few: the last hour and the neighbours of flagged holes, read
+#: through the partial index on unstable candles); grouped into runs in Python.
+_UNSTABLE_SQL = "SELECT time FROM ohlc_candles WHERE NOT stable ORDER BY time"
 
 
 def candle_runs_sql(backend: Backend) -> str:
@@ -50,12 +54,12 @@ def _first_time(backend: Backend, sql: str) -> datetime | None:
 
 
 def price_history_facts(backend: Backend, *, coverage: bool = True) -> PriceHistoryFacts:
-    """Bounds, every hole between them, verified-empty ranges, earliest unstable candle.
+    """Bounds, every hole between them, verified-empty ranges, the runs of unstable candles.
 
     All from one snapshot. Bounds and holes come from ``ohlc_coverage`` (one row per run of
     stored minutes, so one per hole: no scan of the candles); ``coverage=False`` computes the
-    runs from the candles instead (a database still at schema version 1). The earliest
-    unstable candle comes from the partial index on unstable candles.
+    runs from the candles instead (a database still at schema version 1). The unstable
+    candles come from the partial index on unstable candles.
     """
     with guard(backend, "price history facts"), backend.read_txn():
         tv = backend.time_value
@@ -65,9 +69,8 @@ def price_history_facts(backend: Backend, *, coverage: bool = True) -> PriceHist
             "SELECT first_minute, last_minute FROM ohlc_verified_empty ORDER BY first_minute"
         )
         verified = tuple((tv(first), tv(last)) for first, last in cursor.fetchall())
-        unstable = _first_time(
-            backend, "SELECT time FROM ohlc_candles WHERE NOT stable ORDER BY time LIMIT 1"
-        )
+        unstable_times = [tv(row[0]) for row in backend.execute(_UNSTABLE_SQL).fetchall()]
+    unstable = tuple(runs_of(unstable_times)) if unstable_times else ()
     holes = tuple(
         (before[1] + MINUTE, after[0] - MINUTE) for before, after in itertools.pairwise(runs)
     )
@@ -76,7 +79,8 @@ def price_history_facts(backend: Backend, *, coverage: bool = True) -> PriceHist
         latest=runs[-1][1] if runs else None,
         holes=holes,
         verified_empty=verified,
-        earliest_unstable=unstable,
+        earliest_unstable=unstable[0][0] if unstable else None,
+        unstable=unstable,
     )
 
 
