@@ -233,7 +233,7 @@ class PriceHistoryState(StoredBounds):
             latest=latest,
             gaps=tuple(TimeRange(s, e) for s, e in gaps),
             verified_empty=tuple(TimeRange(s, e) for s, e in verified),
-            earliest_unstable=unstable,
+            earliest_unstable=unstable_spans[0][0] if unstable_spans else None,
             recheck_verified_empty=recheck_verified_empty,
             recheck_from=recheck_from if recheck_verified_empty else None,
             unstable=tuple(TimeRange(s, e) for s, e in unstable_spans),
@@ -324,7 +324,8 @@ class PriceHistoryState(StoredBounds):
         if lower is None or upper is None or not (lower <= range_from and range_to <= upper):
             return False
         return not any(
-            range_from < gap.end + MINUTE and gap.start - MINUTE < range_to for gap in self.gaps
+            range_from < gap.end + MINUTE and gap.start - MINUTE < range_to
+            for gap in self._all_holes()
         )
 
     def tail_continuous_duration(self) -> timedelta | None:
@@ -332,9 +333,15 @@ class PriceHistoryState(StoredBounds):
         when nothing is stored."""
         if self.earliest is None or self.latest is None:
             return None
-        if self.gaps:
-            return self.latest - (self.gaps[-1].end + MINUTE)
+        holes = self._all_holes()
+        if holes:
+            return self.latest - (holes[-1].end + MINUTE)
         return self.latest - self.earliest
+
+    def _all_holes(self) -> tuple[TimeRange, ...]:
+        """The gaps and the holes older than the reach (not repaired, but holes all the same),
+        oldest first."""
+        return self.holes_before_reach + self.gaps
 
     def has_gaps(self) -> bool:
         """Whether anything of the reach is missing: nothing stored, a gap, or the history
@@ -420,15 +427,17 @@ class PriceHistoryState(StoredBounds):
         else:
             young_from = last_stable_minute(self.now) + MINUTE
         young = [max(s, young_from) for s, e in unstable if e >= young_from]
-        # Older unstable runs, except the neighbours a gap fetch takes anyway.
-        settle = subtract(clip(unstable, self.reach, young_from - MINUTE), widened)
+        upper_start = self._upper_start(lower, young[0] if revise_young and young else None)
+        # Older unstable runs, except the neighbours a gap fetch or the upper bound takes anyway.
+        below_upper = young_from if upper_start is None else min(young_from, upper_start)
+        settle = subtract(clip(unstable, self.reach, below_upper - MINUTE), widened)
         return planner.plan(
             DownloadRange,
             DownloadKind.GAP,
             lower=lower,
             head=head,
             stored=self.latest is not None,
-            upper_start=self._upper_start(lower, young[0] if revise_young and young else None),
+            upper_start=upper_start,
             revisions=reversed(settle) if newest_gap_first else settle,
             repairs=reversed(widened) if newest_gap_first else widened,
             lower_end=None if covered is None or covered <= lower else min(covered - MINUTE, head),

@@ -20,17 +20,14 @@ from qx_actors.domain.history import (
     is_stable_candle_time,
     last_stable_minute,
 )
-from qx_actors.errors import (
-    LookbackBeyondReachError,
-    ReachBeforeHistoryError,
-    UnreachableGapError,
-)
+from qx_actors.errors import LookbackBeyondReachError, ReachBeforeHistoryError
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 MIN = timedelta(minutes=1)
-LATEST, UPPER, GAP, LOWER = (
+LATEST, UPPER, REVISION, GAP, LOWER = (
     DownloadKind.LATEST,
     DownloadKind.UPPER_BOUND,
+    DownloadKind.REVISION,
     DownloadKind.GAP,
     DownloadKind.LOWER_BOUND,
 )
@@ -73,6 +70,7 @@ def facts_from(
         holes=holes,
         verified_empty=tuple((at(a), at(b)) for a, b in verified),
         earliest_unstable=at(min(unstable)) if unstable else None,
+        unstable=tuple((at(a), at(b)) for a, b in runs(unstable)),
     )
 
 
@@ -149,10 +147,14 @@ def test_reach_is_rounded_up_and_capped_at_now() -> None:
     assert at(500) == state.reach
 
 
-def test_complete_history_needs_nothing() -> None:
-    """All of [reach, now] stored, young candles unstable: complete."""
+def test_complete_history_refetches_only_its_young_candles() -> None:
+    """All of [reach, now] stored, young candles unstable: complete, and the plan is only the
+    re-fetch of the young (unstable) candles, up to now."""
     state = state_of(range(0, 501), reach=0, head=500)
-    assert state.next_download(newest_gap_first=True) is None
+    young = rng(UPPER, 441, 500)  # the first minute younger than an hour, up to now
+    assert (young,) == state.downloads(newest_gap_first=True)
+    assert (young,) == state.downloads(newest_gap_first=False)
+    assert state.next_download(newest_gap_first=True, fetched=[young]) is None
     assert state.is_complete
     assert state.coverage_ratio == 1.0
     assert state.missing_minutes == 0
@@ -168,16 +170,35 @@ def test_new_minutes_fetch_the_upper_bound_with_young_candles() -> None:
     assert idx(state.earliest_unstable) == 441  # the first minute younger than an hour
 
 
-def test_old_unstable_candle_fetches_the_upper_bound() -> None:
-    """An unstable candle that is now over an hour old is re-fetched even when up to date."""
+def test_old_unstable_candle_is_a_revision() -> None:
+    """An unstable candle that is now over an hour old (older than the revision window) is
+    re-fetched, as a REVISION after the young candles' upper bound, even when up to date."""
     state = state_of(range(0, 501), reach=0, head=500, unstable=[100])
-    assert rng(UPPER, 100, 500) == state.next_download(newest_gap_first=False)
+    expected = (rng(UPPER, 441, 500), rng(REVISION, 100, 100))
+    assert expected == state.downloads(newest_gap_first=False)
+    assert expected == state.downloads(newest_gap_first=True)
+    assert not state.is_complete
 
 
-def test_young_unstable_candles_alone_need_nothing() -> None:
-    """Unstable candles younger than an hour wait for the next pass when up to date."""
+def test_young_unstable_candles_need_only_the_young_refetch() -> None:
+    """Unstable candles younger than an hour are only re-fetched with the upper bound when up
+    to date; they don't make the history incomplete."""
     state = state_of(range(0, 501), reach=0, head=500, unstable=[470])
-    assert state.next_download(newest_gap_first=False) is None
+    assert (rng(UPPER, 441, 500),) == state.downloads(newest_gap_first=False)
+    assert state.is_complete
+
+
+def test_unstable_candles_of_the_revision_window_start_the_upper_bound() -> None:
+    """An unstable candle between 60 and 66 minutes old is in the revision window: the upper
+    bound starts at it (no REVISION), and, being old enough to be final, it makes the
+    history incomplete."""
+    state = state_of(range(0, 501), reach=0, head=500, unstable=[436])
+    assert (rng(UPPER, 436, 500),) == state.downloads(newest_gap_first=False)
+    assert not state.is_complete
+    older = state_of(range(0, 501), reach=0, head=500, unstable=[433])
+    assert (rng(UPPER, 441, 500), rng(REVISION, 433, 433)) == older.downloads(
+        newest_gap_first=False
+    )
 
 
 def test_gaps_are_widened_and_ordered() -> None:
@@ -185,8 +206,11 @@ def test_gaps_are_widened_and_ordered() -> None:
     stored = [m for m in range(0, 501) if not 100 <= m <= 109 and not 300 <= m <= 300]
     state = state_of(stored, reach=0, head=500)
     assert (TimeRange(at(100), at(109)), TimeRange(at(300), at(300))) == state.gaps
-    assert rng(GAP, 95, 114) == state.next_download(newest_gap_first=False)
-    assert rng(GAP, 295, 305) == state.next_download(newest_gap_first=True)
+    young = rng(UPPER, 441, 500)
+    assert (young, rng(GAP, 95, 114), rng(GAP, 295, 305)) == state.downloads(newest_gap_first=False)
+    assert (young, rng(GAP, 295, 305), rng(GAP, 95, 114)) == state.downloads(newest_gap_first=True)
+    assert rng(GAP, 95, 114) == state.next_download(newest_gap_first=False, fetched=[young])
+    assert rng(GAP, 295, 305) == state.next_download(newest_gap_first=True, fetched=[young])
     assert state.missing_minutes == 11
 
 
@@ -194,14 +218,17 @@ def test_gap_widening_is_clamped_to_reach_and_now() -> None:
     """Widening never goes below the reach or beyond the current minute."""
     stored = [m for m in range(0, 501) if m not in (12, 13, 498, 499)]
     state = state_of(stored, reach=10, head=500)
-    assert (rng(GAP, 10, 18), rng(GAP, 493, 500)) == state.downloads(newest_gap_first=False)
+    assert (rng(UPPER, 441, 500), rng(GAP, 10, 18), rng(GAP, 493, 500)) == state.downloads(
+        newest_gap_first=False
+    )
 
 
-def test_gap_neighbours_do_not_trigger_the_upper_bound() -> None:
-    """Unstable neighbours of a gap are re-fetched with the gap, not from the upper bound."""
+def test_gap_neighbours_are_refetched_with_their_gap() -> None:
+    """Unstable neighbours of a gap are re-fetched with the gap: neither from the upper bound
+    (which only takes the young candles) nor as a REVISION."""
     stored = [m for m in range(0, 501) if not 200 <= m <= 204]
     state = state_of(stored, reach=0, head=500, unstable=[195, 196, 205])
-    assert (rng(GAP, 195, 209),) == state.downloads(newest_gap_first=False)
+    assert (rng(UPPER, 441, 500), rng(GAP, 195, 209)) == state.downloads(newest_gap_first=False)
 
 
 def test_gap_neighbours_with_new_minutes_refetch_only_young_candles() -> None:
@@ -215,7 +242,9 @@ def test_lower_bound_down_to_reach() -> None:
     """Stored history starting after the reach fetches [reach, earliest - 1m] last."""
     stored = [m for m in range(50, 501) if m != 300]
     state = state_of(stored, reach=10, head=500)
-    assert (rng(GAP, 295, 305), rng(LOWER, 10, 49)) == state.downloads(newest_gap_first=False)
+    assert (rng(UPPER, 441, 500), rng(GAP, 295, 305), rng(LOWER, 10, 49)) == state.downloads(
+        newest_gap_first=False
+    )
     assert state.missing_minutes == 41
 
 
@@ -226,8 +255,9 @@ def test_verified_empty_is_not_a_gap() -> None:
     assert state.gaps == ()
     assert state.is_complete
     assert (TimeRange(at(100), at(109)),) == state.verified_empty
+    assert (rng(UPPER, 441, 500),) == state.downloads(newest_gap_first=False)
     rechecked = state_of(stored, reach=0, head=500, verified=[(100, 109)], recheck=True)
-    assert rng(GAP, 95, 114) == rechecked.next_download(newest_gap_first=False)
+    assert (rng(UPPER, 441, 500), rng(GAP, 95, 114)) == rechecked.downloads(newest_gap_first=False)
 
 
 def test_recheck_from_limits_the_rechecked_verified_ranges() -> None:
@@ -267,7 +297,7 @@ def test_recheck_from_keeps_old_verified_range_below_earliest_covered() -> None:
 
     assert state(100).is_complete
     assert 0 == state(100).missing_minutes
-    assert rng(LOWER, 10, 49) == state(40).next_download(newest_gap_first=False)
+    assert (rng(UPPER, 441, 500), rng(LOWER, 10, 49)) == state(40).downloads(newest_gap_first=False)
     assert 40 == state(40).missing_minutes
 
 
@@ -298,16 +328,20 @@ def test_verified_empty_below_earliest_satisfies_the_lower_bound() -> None:
     state = state_of(range(50, 501), reach=10, head=500, verified=[(10, 49)])
     assert state.is_complete
     state = state_of(range(50, 501), reach=10, head=500, verified=[(30, 49)])
-    assert rng(LOWER, 10, 29) == state.next_download(newest_gap_first=False)
+    assert (rng(UPPER, 441, 500), rng(LOWER, 10, 29)) == state.downloads(newest_gap_first=False)
 
 
-def test_gap_before_reach_is_unreachable() -> None:
-    """A gap starting before the reach is fatal and named."""
-    stored = [m for m in range(0, 501) if not 5 <= m <= 14]
-    with pytest.raises(UnreachableGapError) as info:
-        state_of(stored, reach=10, head=500)
-    assert "2026-01-01T00:05:00Z .. 2026-01-01T00:14:00Z" in str(info.value)
-    assert "before the price history reach 2026-01-01T00:10:00Z" in str(info.value)
+def test_hole_before_reach_is_listed_and_one_straddling_it_repaired_from_the_reach() -> None:
+    """A hole wholly before the reach is no error and no gap: it is listed in
+    ``holes_before_reach`` and not fetched. A hole straddling the reach is a gap from the reach
+    on (its older part listed), repaired from the reach."""
+    stored = [m for m in range(0, 501) if not (2 <= m <= 3 or 5 <= m <= 14)]
+    state = state_of(stored, reach=10, head=500)
+    assert (TimeRange(at(10), at(14)),) == state.gaps
+    assert (TimeRange(at(2), at(3)), TimeRange(at(5), at(9))) == state.holes_before_reach
+    assert (rng(UPPER, 441, 500), rng(GAP, 10, 19)) == state.downloads(newest_gap_first=False)
+    assert state.missing_minutes == 5
+    assert not state.is_complete
 
 
 def test_verified_gap_before_reach_is_fine_even_when_rechecking() -> None:
@@ -317,10 +351,16 @@ def test_verified_gap_before_reach_is_fine_even_when_rechecking() -> None:
     assert (TimeRange(at(10), at(14)),) == state.gaps
 
 
-def test_old_data_below_reach_is_bridged_by_the_upper_bound() -> None:
-    """History older than the reach is extended upwards, not leaving an unreachable hole."""
+def test_old_data_below_reach_is_extended_from_the_reach() -> None:
+    """History older than the reach is extended upwards from the reach, not from its newest
+    candle: what lies between them is older than the reach, not the engine's business."""
     state = state_of(range(0, 20), reach=100, head=500)
-    assert rng(UPPER, 19, 500) == state.next_download(newest_gap_first=False)
+    assert (rng(UPPER, 100, 500),) == state.downloads(newest_gap_first=False)
+    after = state_of([*range(0, 20), *range(100, 501)], reach=100, head=500)
+    assert (TimeRange(at(20), at(99)),) == after.holes_before_reach
+    assert () == after.gaps
+    assert after.is_complete
+    assert (rng(UPPER, 441, 500),) == after.downloads(newest_gap_first=False)
 
 
 def test_fetched_ranges_are_skipped() -> None:
@@ -352,6 +392,89 @@ def test_within_lookback_clamps_the_upper_bound_to_the_window() -> None:
     assert rng(LATEST, 400, 500) == state_of([], reach=0, head=500).next_download_within(at(400))
 
 
+def test_young_unstable_candles_below_the_lookback_are_in_the_upper_bound() -> None:
+    """A 20-minute lookback doesn't shorten the young re-fetch: the upper bound starts at the
+    oldest young unstable candle, below the window, both up to date and with new minutes."""
+    state = state_of(range(0, 501), reach=0, head=500)
+    assert rng(UPPER, 441, 500) == state.next_download_within(at(480))
+    behind = state_of(range(0, 495), reach=0, head=500)
+    assert rng(UPPER, 441, 500) == behind.next_download_within(at(480))
+    assert behind.next_download_within(at(480), fetched=[rng(UPPER, 441, 500)]) is None
+
+
+def test_unstable_run_left_by_a_stop_is_revised_even_outside_the_lookback() -> None:
+    """An unstable run 5 hours old (left by a stop) is a REVISION range, even with a lookback
+    that excludes it: the lookback limits the backfill, not the revisions."""
+    state = state_of(range(0, 501), reach=0, head=500, unstable=range(200, 211))
+    upper = rng(UPPER, 441, 500)
+    assert upper == state.next_download_within(at(480))
+    assert rng(REVISION, 200, 210) == state.next_download_within(at(480), fetched=[upper])
+    skip = [upper, rng(REVISION, 200, 210)]
+    assert state.next_download_within(at(480), fetched=skip) is None
+    assert (upper, rng(REVISION, 200, 210)) == state.downloads(newest_gap_first=True)
+    assert not state.is_complete
+
+
+def test_revisions_skip_unstable_neighbours_inside_a_widened_gap() -> None:
+    """Unstable runs reaching into a gap's widened range are revised only outside it (the gap
+    fetch takes the rest); REVISION ranges come after the upper bound and before the gaps,
+    newest first for live."""
+    stored = [m for m in range(0, 501) if not 200 <= m <= 204]
+    unstable = [100, 101, *range(190, 200), *range(205, 216)]
+    state = state_of(stored, reach=0, head=500, unstable=unstable)
+    upper, gap = rng(UPPER, 441, 500), rng(GAP, 195, 209)
+    oldest_first = (rng(REVISION, 100, 101), rng(REVISION, 190, 194), rng(REVISION, 210, 215))
+    assert (upper, *oldest_first, gap) == state.downloads(newest_gap_first=False)
+    assert (upper, *reversed(oldest_first), gap) == state.downloads(newest_gap_first=True)
+    # a lookback cutting the gap: only the window's part of it is fetched, so the neighbours
+    # below the window are revised
+    plan: list[DownloadRange] = []
+    while (download := state.next_download_within(at(202), fetched=plan)) is not None:
+        plan.append(download)
+    assert [
+        upper,
+        rng(REVISION, 210, 215),
+        rng(REVISION, 190, 199),
+        rng(REVISION, 100, 101),
+        rng(GAP, 202, 209),
+    ] == plan
+
+
+def test_hole_straddling_the_reach_is_repaired_from_the_reach() -> None:
+    """A hole that starts before the reach and ends after it is a gap from the reach on,
+    widened only upwards; its part before the reach is listed, not fetched."""
+    stored = [m for m in range(0, 501) if not 50 <= m <= 120]
+    state = state_of(stored, reach=100, head=500)
+    assert (TimeRange(at(100), at(120)),) == state.gaps
+    assert (TimeRange(at(50), at(99)),) == state.holes_before_reach
+    assert (rng(UPPER, 441, 500), rng(GAP, 100, 125)) == state.downloads(newest_gap_first=True)
+    assert state.missing_minutes == 21
+    assert state.has_gaps()
+
+
+def test_shortened_reach_leaves_an_old_hole_alone() -> None:
+    """A reach moved past the stored history's old hole (and an old unstable candle): no
+    error, nothing fetched for them; the hole is only listed (and counted in the summary)."""
+    stored = [m for m in range(0, 501) if not 100 <= m <= 109]
+    full = state_of(stored, reach=0, head=500, unstable=[50])
+    assert (rng(UPPER, 441, 500), rng(REVISION, 50, 50), rng(GAP, 95, 114)) == full.downloads(
+        newest_gap_first=False
+    )
+    assert () == full.holes_before_reach
+    state = state_of(stored, reach=200, head=500, unstable=[50])
+    assert () == state.gaps
+    assert (TimeRange(at(100), at(109)),) == state.holes_before_reach
+    assert (rng(UPPER, 441, 500),) == state.downloads(newest_gap_first=False)
+    assert state.next_download_within(at(300), fetched=[rng(UPPER, 441, 500)]) is None
+    assert state.is_complete
+    assert state.missing_minutes == 0
+    summary = state.summary()
+    assert summary["holes_before_reach"] == 1
+    assert summary["gaps"] == 0
+    assert summary["unstable_minutes"] == 60  # the young ones; the old one is before the reach
+    assert summary["complete"] is True
+
+
 def test_lookback_beyond_reach_is_an_error() -> None:
     """A lookback starting before the reach is fatal."""
     state = state_of(range(0, 501), reach=100, head=500)
@@ -373,6 +496,8 @@ def test_summary() -> None:
         "verified_empty": 1,
         "verified_empty_minutes": 5,
         "earliest_unstable": "2026-01-01T07:21:00Z",
+        "unstable_minutes": 60,
+        "holes_before_reach": 0,
         "missing_minutes": 55,
         "coverage_ratio": round(1 - 55 / 501, 6),
         "complete": False,
@@ -405,6 +530,12 @@ class Fatal(Exception):
     """The simulated caller stopped on a fatal error."""
 
 
+def revision_window_start(reach: int, now: datetime) -> int:
+    """The first minute whose unstable candle the upper bound re-fetches (66 minutes back,
+    never before the reach); older unstable candles are REVISIONs."""
+    return max(idx(now - timedelta(minutes=66)), reach)
+
+
 def follow_plan(
     stored: dict[int, bool],
     verified: list[tuple[int, int]],
@@ -416,12 +547,15 @@ def follow_plan(
     recheck: bool = False,
     lookback: int | None = None,
 ) -> list[DownloadRange]:
-    """Run one pass of plan -> fetch from ``truth`` -> store, like the engine and DB writer."""
+    """Run one pass of plan -> fetch from ``truth`` -> store, like the engine and DB writer:
+    fetched candles are stored stable iff at least an hour old at ``now``; the pass ends when
+    the plan has nothing left that is not within a range already fetched in it."""
     fetched: list[DownloadRange] = []
     lower = reach if lookback is None else lookback
+    head = idx(now)
     for _ in range(1000):
         state = PriceHistoryState.evaluate(
-            facts_from(stored, verified, unstable_from=reach),
+            facts_from(stored, verified),
             reach=at(reach),
             now=now,
             recheck_verified_empty=recheck,
@@ -436,12 +570,17 @@ def follow_plan(
             return fetched
         assert not any(old.covers(planned) for old in fetched)
         first, last = idx(planned.start), idx(planned.end)
+        assert reach <= first and last <= head, f"{planned} leaves [reach, now]"
         verified_minutes = set() if recheck else {m for a, b in verified for m in range(a, b + 1)}
         assert any(
-            (m not in stored and m not in verified_minutes)
-            or (m in stored and not stored[m] and is_stable_candle_time(at(m), now))
+            (m not in stored and m not in verified_minutes) or (m in stored and not stored[m])
             for m in range(first, last + 1)
-        ), f"{planned} fetches nothing missing"
+        ), f"{planned} fetches nothing missing or unstable"
+        if planned.kind is REVISION:
+            assert all(
+                m in stored and not stored[m] and m < revision_window_start(reach, now)
+                for m in range(first, last + 1)
+            ), f"{planned} revises something not old and unstable"
         fetched.append(planned)
         received = sorted((m for m in truth if first <= m <= last), reverse=True)
         if planned.kind in (LATEST, LOWER):
@@ -462,6 +601,83 @@ def unreturned_stable_minutes(
     what the DB writer records as verified-empty in this model."""
     end = min(idx(planned.end), idx(last_stable_minute(now)))
     return runs(set(range(idx(planned.start), end + 1)) - set(received))
+
+
+def expect_complete(
+    stored: dict[int, bool], verified: Iterable[tuple[int, int]], reach: int, now: datetime
+) -> bool:
+    """The model of ``is_complete``: every minute of [reach, now] stored or verified empty,
+    and no stored candle there at least an hour old still unstable (young ones don't count)."""
+    ve = {m for a, b in verified for m in range(a, b + 1)}
+    window = range(reach, idx(now) + 1)
+    return all(m in stored or m in ve for m in window) and not any(
+        m in stored and not stored[m] and is_stable_candle_time(at(m), now) for m in window
+    )
+
+
+@st.composite
+def stored_sets(draw: st.DrawFn) -> dict[str, object]:
+    """Random stored minutes with random stable flags (some possibly before the reach),
+    verified-empty runs among the unstored minutes older than an hour, a reach and a now."""
+    head = draw(st.integers(0, 250))
+    now = at(head) + timedelta(seconds=draw(st.integers(0, 59)))
+    reach = draw(st.integers(-20, head))
+    minutes = draw(st.sets(st.integers(-30, head), max_size=head + 31))
+    stored = {m: draw(st.booleans()) for m in sorted(minutes)}
+    pool = sorted(
+        m for m in range(-30, head + 1) if m not in stored and is_stable_candle_time(at(m), now)
+    )
+    verified = runs(draw(st.sets(st.sampled_from(pool)))) if pool else []
+    return {"stored": stored, "verified": verified, "reach": reach, "now": now}
+
+
+@settings(max_examples=400, deadline=None)
+@given(stored_sets(), st.booleans(), st.data())
+def test_every_unstable_candle_of_the_reach_is_planned(
+    world: dict[str, object], newest_gap_first: bool, data: st.DataObject
+) -> None:
+    """Every unstable stored minute of [reach, now] lies in a planned range (the young ones of
+    the revision window in the UPPER_BOUND), also under any lookback; no range starts before
+    the reach; REVISION ranges hold only old unstable candles, in order; ``is_complete`` iff
+    nothing of the reach is missing and no candle an hour old is still unstable."""
+    stored: dict[int, bool] = world["stored"]  # type: ignore[assignment]
+    verified: list[tuple[int, int]] = world["verified"]  # type: ignore[assignment]
+    reach: int = world["reach"]  # type: ignore[assignment]
+    now: datetime = world["now"]  # type: ignore[assignment]
+    head = idx(now)
+    state = PriceHistoryState.evaluate(facts_from(stored, verified), reach=at(reach), now=now)
+    plan = state.downloads(newest_gap_first=newest_gap_first)
+    unstable = [m for m in range(reach, head + 1) if m in stored and not stored[m]]
+    young_from = revision_window_start(reach, now)
+    for download in plan:
+        assert at(reach) <= download.start and download.end <= at(head), download
+    for m in unstable:
+        assert any(at(m) in TimeRange(d.start, d.end) for d in plan), f"minute {m} not planned"
+        if m >= young_from:
+            assert plan[0].kind is UPPER and plan[0].start <= at(m), f"minute {m} not upper"
+    revisions = [d for d in plan if d.kind is REVISION]
+    for download in revisions:
+        assert all(
+            stored.get(m) is False and m < young_from
+            for m in range(idx(download.start), idx(download.end) + 1)
+        ), download
+    starts = [d.start for d in revisions]
+    assert starts == sorted(starts, reverse=newest_gap_first)
+    kinds = [d.kind for d in plan]
+    assert kinds == sorted(kinds, key=[LATEST, UPPER, REVISION, GAP, LOWER].index)
+    assert expect_complete(stored, verified, reach, now) is state.is_complete
+    # a live lookback limits the backfill, never the revisions: the pass plan (each range
+    # planned once) still covers every unstable candle of the reach
+    lookback = data.draw(st.integers(reach, head), label="lookback")
+    within: list[DownloadRange] = []
+    for _ in range(1000):
+        step = state.next_download_within(at(lookback), fetched=within)
+        if step is None:
+            break
+        assert at(reach) <= step.start and step.end <= at(head), step
+        within.append(step)
+    for m in unstable:
+        assert any(at(m) in TimeRange(d.start, d.end) for d in within), f"minute {m} not planned"
 
 
 @st.composite
@@ -493,12 +709,40 @@ def worlds(draw: st.DrawFn, *, any_verified: bool = False) -> dict[str, object]:
     }
 
 
-def unreachable(stored: dict[int, bool], verified: list[tuple[int, int]], reach: int) -> bool:
-    """Whether a hole minute older than the reach is not verified empty."""
-    times = sorted(stored)
-    holes = {m for a, b in itertools.pairwise(times) for m in range(a + 1, b)}
-    ve = {m for a, b in verified for m in range(a, b + 1)}
-    return any(m < reach for m in holes - ve)
+def check_pass_result(
+    stored: dict[int, bool],
+    verified: list[tuple[int, int]],
+    fetched: list[DownloadRange],
+    *,
+    truth: frozenset[int],
+    reach: int,
+    lower: int,
+    now: datetime,
+) -> None:
+    """After a pass: [lower, now] holds exactly the exchange's candles; in all of [reach, now]
+    (a lookback limits the backfill, not the revisions) every candle old enough to be final is
+    stored stable, every unstable one left was fetched in this pass, and ``is_complete`` says
+    whether the reach is covered and final."""
+    head = idx(now)
+    window = range(lower, head + 1)
+    assert {m for m in window if m in truth} == {m for m in window if m in stored}
+    reach_window = range(reach, head + 1)
+    assert [
+        m
+        for m in reach_window
+        if m in stored and not stored[m] and is_stable_candle_time(at(m), now)
+    ] == []
+    assert [
+        m
+        for m in reach_window
+        if m in stored and not stored[m] and not any(at(m) in f for f in fetched_spans(fetched))
+    ] == []
+    state = PriceHistoryState.evaluate(facts_from(stored, verified), reach=at(reach), now=now)
+    assert expect_complete(stored, verified, reach, now) is state.is_complete
+
+
+def fetched_spans(fetched: Iterable[DownloadRange]) -> list[TimeRange]:
+    return [TimeRange(f.start, f.end) for f in fetched]
 
 
 def check_converges(world: dict[str, object], newest_gap_first: bool, recheck: bool) -> None:
@@ -506,14 +750,9 @@ def check_converges(world: dict[str, object], newest_gap_first: bool, recheck: b
     verified = list(world["verified"])  # type: ignore[call-overload]
     truth: frozenset[int] = world["truth"]  # type: ignore[assignment]
     reach: int = world["reach"]  # type: ignore[assignment]
-    head: int = world["head"]  # type: ignore[assignment]
     now: datetime = world["now"]  # type: ignore[assignment]
-    if unreachable(stored, verified, reach):
-        with pytest.raises(UnreachableGapError):
-            follow_plan(stored, verified, truth, reach=reach, now=now, newest_gap_first=True)
-        return
     try:
-        follow_plan(
+        fetched = follow_plan(
             stored,
             verified,
             truth,
@@ -525,17 +764,11 @@ def check_converges(world: dict[str, object], newest_gap_first: bool, recheck: b
     except Fatal:
         assert reach not in truth
         return
-    window = range(reach, head + 1)
-    assert {m for m in window if m in truth} == {m for m in window if m in stored}
-    assert [
-        m for m in window if m in stored and not stored[m] and is_stable_candle_time(at(m), now)
-    ] == []
+    check_pass_result(stored, verified, fetched, truth=truth, reach=reach, lower=reach, now=now)
     if not recheck:
         assert not truth & {m for a, b in verified for m in range(a, b + 1)}
-    if set(window) <= truth:
-        state = PriceHistoryState.evaluate(
-            facts_from(stored, verified, unstable_from=reach), reach=at(reach), now=now
-        )
+    if set(range(reach, idx(now) + 1)) <= truth:
+        state = PriceHistoryState.evaluate(facts_from(stored, verified), reach=at(reach), now=now)
         assert state.is_complete
         assert state.missing_minutes == 0
 
@@ -543,8 +776,9 @@ def check_converges(world: dict[str, object], newest_gap_first: bool, recheck: b
 @settings(max_examples=300, deadline=None)
 @given(worlds(), st.booleans())
 def test_plan_converges_to_the_truth(world: dict[str, object], newest_gap_first: bool) -> None:
-    """Following the plan stores exactly the exchange's minutes in [reach, now], fetching
-    only ranges with something missing or settling, never the same range twice."""
+    """Following the plan stores exactly the exchange's minutes in [reach, now], all final
+    once an hour old, fetching only ranges with something missing or unstable, never the same
+    range twice in a pass; holes older than the reach are left alone."""
     check_converges(world, newest_gap_first, recheck=False)
 
 
@@ -562,16 +796,17 @@ def test_recheck_converges_even_with_stale_verified_empty(
 def test_lookback_plan_converges_in_the_window(
     world: dict[str, object], data: st.DataObject
 ) -> None:
-    """Live lookback fills exactly the exchange's minutes of [lookback, now]."""
+    """Live lookback fills exactly the exchange's minutes of [lookback, now], and still
+    revises unstable candles anywhere in the reach."""
     head: int = world["head"]  # type: ignore[assignment]
     truth: frozenset[int] = world["truth"]  # type: ignore[assignment]
     now: datetime = world["now"]  # type: ignore[assignment]
     reach: int = world["reach"]  # type: ignore[assignment]
     lookback = data.draw(st.integers(reach, head))
-    stored = {m: s for m, s in world["stored"].items() if m >= reach}  # type: ignore[attr-defined]
+    stored = dict(world["stored"])  # type: ignore[call-overload]
     verified = list(world["verified"])  # type: ignore[call-overload]
     try:
-        follow_plan(
+        fetched = follow_plan(
             stored,
             verified,
             truth,
@@ -583,5 +818,4 @@ def test_lookback_plan_converges_in_the_window(
     except Fatal:
         assert lookback not in truth
         return
-    window = range(lookback, head + 1)
-    assert {m for m in window if m in truth} == {m for m in window if m in stored}
+    check_pass_result(stored, verified, fetched, truth=truth, reach=reach, lower=lookback, now=now)
