@@ -19,8 +19,12 @@ are mapped into this tree where they enter (``raise ... from exc``).
     │   ├── ExchangeHttpError (Recov.)        non-2xx answer (status, message, body excerpt)
     │   │   ├── ExchangeServerError           408, 5xx, and 429 once the trials are spent
     │   │   └── ExchangeClientError           other 4xx (quantoxide retries these too)
-    │   ├── ExchangeDecodeError (Fatal)       well-formed JSON of the wrong shape; names the path
-    │   ├── InvalidMarketData (Fatal)         unrounded/unordered candles, off-grid settlement
+    │   ├── ExchangeDecodeError (Recov.)      well-formed JSON of the wrong shape; names the path
+    │   │                                     and the value; retried, then recoverable
+    │   ├── InvalidMarketData (Recov.)        bad types/ranges, OHLC inconsistent, unrounded or
+    │   │                                     unordered candles, off-grid or unordered
+    │   │                                     settlements; names the time, field and value;
+    │   │                                     retried, then recoverable
     │   └── StreamError (Recov.)              WebSocket feed problems
     │       ├── StreamProtocolError           unexpected JSON-RPC answer / subscription
     │       ├── StreamHeartbeatTimeout        no pong within disconnect_timeout_s
@@ -57,11 +61,13 @@ class QxError(Exception):
 
 
 class RecoverableError(QxError):
-    """An error after which the mode restarts (network, timeouts, 5xx, stale feed, DB busy)."""
+    """An error after which the mode restarts (network, timeouts, 5xx, undecodable or invalid
+    market data after its trials, stale feed, DB busy)."""
 
 
 class FatalError(QxError):
-    """An error that stops the run in ``Failed`` (invalid data, unreachable gap, bad config)."""
+    """An error that stops the run in ``Failed`` (bad config, unreachable gap, reach before the
+    exchange's history, unknown schema, another writer)."""
 
 
 class ConfigError(FatalError):
@@ -92,7 +98,7 @@ class ExchangeBodyError(ExchangeTransportError):
     """The answer's body could not be read whole or is not JSON at all (truncated, garbled).
 
     A transport failure like a reset connection: retried, then recoverable. Well-formed JSON
-    of the wrong shape is :class:`ExchangeDecodeError` instead (fatal).
+    of the wrong shape is :class:`ExchangeDecodeError` instead (retried, then recoverable too).
     """
 
 
@@ -123,19 +129,56 @@ class ExchangeClientError(ExchangeHttpError):
     """A 4xx other than 408/429 (e.g. a stray 400): retried, then recoverable."""
 
 
-class ExchangeDecodeError(ExchangeError, FatalError):
-    """The answer is not the documented JSON; ``path`` names the offending field."""
+class ExchangeDecodeError(ExchangeError, RecoverableError):
+    """The answer is not the documented JSON; ``path`` names the offending field (msgspec's
+    ``$.data[3].open``), ``value`` quotes what was there when it is known.
 
-    def __init__(self, message: str, *, path: str = "", endpoint: str = "") -> None:
+    As quantoxide treats its SDK's deserialisation errors: retried ``rest_error_max_trials``
+    times with the cooldown, then recoverable (the mode restarts); nothing of the page is
+    written.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str = "",
+        endpoint: str = "",
+        value: str | None = None,
+        item_time: str | None = None,
+    ) -> None:
+        """``value``: the offending value as JSON text; ``item_time``: the ``time`` of the
+        item (candle, settlement) it belongs to, as sent."""
         self.path = path
         self.endpoint = endpoint
+        self.detail = message
+        self.value = value
+        self.item_time = item_time
         where = f" from {endpoint}" if endpoint else ""
         at = f" at {path}" if path else ""
-        super().__init__(f"invalid JSON{where}{at}: {message}")
+        known = [f"value {value}"] if value is not None else []
+        if item_time is not None:
+            known.append(f"item time {item_time}")
+        got = f" ({', '.join(known)})" if known else ""
+        super().__init__(f"invalid JSON{where}{at}: {message}{got}")
 
 
-class InvalidMarketData(ExchangeError, FatalError):
-    """Well-formed data that breaks the exchange's rules (e.g. unrounded candle times)."""
+class InvalidMarketData(ExchangeError, RecoverableError):
+    """Well-formed data that breaks the exchange's rules: a price that is not finite and > 0,
+    an inconsistent OHLC (``low <= open/close <= high``), an unrounded or unordered candle time,
+    an off-grid or unordered funding settlement. The message names the item's time, the field
+    and its value (``/v3/futures/candles: candle 2026-01-01T00:05:00Z: low 90010.0 is above
+    open 90000.5``).
+
+    As quantoxide treats its SDK's deserialisation errors: retried ``rest_error_max_trials``
+    times with the cooldown, then recoverable (the mode restarts); nothing of the page is
+    written.
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "") -> None:
+        self.detail = message
+        self.endpoint = endpoint
+        super().__init__(f"{endpoint}: {message}" if endpoint else message)
 
 
 class StreamError(ExchangeError, RecoverableError):

@@ -1,13 +1,20 @@
 """The REST fetcher actor: owns the LN Markets REST client, on its own event loop.
 
 It takes fetch requests (in :class:`Envelope`\\ s) from the Engine, pages through the exchange,
-validates every page, and hands the pages straight to the DB writer, a few at a time (flow
-control: pages are grouped into batches of :data:`WRITE_BATCH_CANDLES`, at most
-:data:`PAGES_IN_FLIGHT` batches unacknowledged), so that fetching page *n+1* overlaps writing
-page *n*. Once every batch is acknowledged it answers the Engine itself: one request, one
-:class:`Reply` from here, whether the fetch succeeded, the exchange failed or a write failed
-(the DB writer acknowledges a page with its error). On stop every request in flight is
-cancelled and the HTTP session closed.
+and hands the pages straight to the DB writer, a few at a time (flow control: pages are grouped
+into batches of :data:`WRITE_BATCH_CANDLES`, at most :data:`PAGES_IN_FLIGHT` batches
+unacknowledged), so that fetching page *n+1* overlaps writing page *n*. Once every batch is
+acknowledged it answers the Engine itself: one request, one :class:`Reply` from here, whether
+the fetch succeeded, the exchange failed or a write failed (the DB writer acknowledges a page
+with its error). On stop every request in flight is cancelled and the HTTP session closed.
+
+Every page it gets has been checked by the client (:class:`RestClient` runs
+:mod:`qx_actors.domain.validation` on each answer, inside the request's trials): a page that
+does not decode or breaks the exchange's rules is asked for again, and after the last trial its
+error (:class:`~qx_actors.errors.ExchangeDecodeError`,
+:class:`~qx_actors.errors.InvalidMarketData`: recoverable) fails the request before anything of
+that page is handed to the DB writer. Pages of the request that came before it and are still
+being collected into a batch are dropped with it; batches already handed over were valid.
 """
 
 from __future__ import annotations
@@ -36,9 +43,7 @@ from qx_actors.actors.messages import (
 )
 from qx_actors.domain.spans import join_touching_descending
 from qx_actors.domain.timeutil import MINUTE
-from qx_actors.domain.validation import format_utc, validate_candle_page, validate_settlement_page
 from qx_actors.domain.values import Candle
-from qx_actors.errors import InvalidMarketData
 from qx_actors.lnmarkets.rest import RestClient
 from qx_actors.logs import get_logger
 
@@ -204,16 +209,12 @@ class RestFetcherActor(AsyncQxActor):
         request: FetchCandleRange,
         window: _WriteWindow,
     ) -> _PartResult:
-        """Page through ``[start, end]``, validate, hand batches over; what came back."""
+        """Page through ``[start, end]`` (pages checked by the client), hand batches over;
+        what came back."""
         result = _PartResult()
         expected = end  # the next minute we expect, walking backwards
         pending: list[Candle] = []
         async for page in self._client.candle_pages(start, end, limit=request.batch_size):
-            validate_candle_page(page)
-            if result.oldest is not None and page[0].time >= result.oldest:
-                raise InvalidMarketData(
-                    f"candles not strictly descending across pages at {format_utc(page[0].time)}"
-                )
             result.oldest = page[-1].time
             result.count += len(page)
             for candle in page:
@@ -239,17 +240,9 @@ class RestFetcherActor(AsyncQxActor):
     ) -> SettlementRangeStored:
         window = self._windows[request_id]
         count = 0
-        oldest: datetime | None = None
         async for page in self._client.settlement_pages(
             request.start, request.end, limit=request.batch_size
         ):
-            validate_settlement_page(page)
-            if oldest is not None and page[0].time >= oldest:
-                raise InvalidMarketData(
-                    "settlements not strictly descending across pages at "
-                    f"{format_utc(page[0].time)}"
-                )
-            oldest = page[-1].time
             count += len(page)
             await self._send_page(
                 window, StoreSettlementPage(tuple(page), self.actor_ref, request_id)

@@ -1,7 +1,10 @@
 """Checks of the exchange's market data against its rules, before anything is stored.
 
-Every failure is an :class:`~qx_actors.errors.InvalidMarketData` (fatal) whose message names
-the first offending time and what is wrong with it.
+Every failure is an :class:`~qx_actors.errors.InvalidMarketData` whose message names the first
+offending item's time, the field and its value. The REST client runs these checks on every page
+it receives, inside its retry loop: a page that fails them is asked for again
+(``rest_error_max_trials`` trials, ``rest_error_cooldown_s`` apart), then the error is
+recoverable (the mode restarts). A page is handed on, to be written, only once it passed.
 """
 
 from __future__ import annotations

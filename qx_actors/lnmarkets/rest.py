@@ -13,10 +13,16 @@ times in all, ``error_cooldown_s`` apart, and then raised as a recoverable error
 * a body cut off in transit or not JSON at all (:class:`ExchangeBodyError`);
 * HTTP 408, 429 and 5xx (:class:`ExchangeServerError`; a 429 waits its ``Retry-After``
   instead of the cooldown) and every other non-2xx status (:class:`ExchangeClientError`).
-  The error names the status and the exchange's message, or the start of the body.
+  The error names the status and the exchange's message, or the start of the body;
+* well-formed JSON of the wrong shape (:class:`ExchangeDecodeError` naming the field path, the
+  value found there and the time of the item it belongs to);
+* a page that breaks the exchange's rules (:class:`InvalidMarketData`: checked by
+  :mod:`qx_actors.domain.validation` as each page arrives, plus a ``nextCursor`` that does not
+  move back; the message names the endpoint, the item's time, the field and its value).
 
-Well-formed JSON of the wrong shape is :class:`ExchangeDecodeError` naming the field path:
-fatal, not retried (asking again would get the same answer).
+The last two are what quantoxide's SDK reports as deserialisation errors, and it treats them as
+every REST error: asked again, then recoverable. A page is returned (or yielded) only once it
+decoded and passed the checks, so nothing of a bad page ever reaches the database.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -35,10 +42,12 @@ import msgspec
 import yarl
 
 from qx_actors.domain.timeutil import MINUTE, format_rfc3339_ms, require_utc
+from qx_actors.domain.validation import validate_candle_page, validate_settlement_page
 from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT, Candle, FundingSettlement
 from qx_actors.errors import (
     ExchangeBodyError,
     ExchangeClientError,
+    ExchangeDecodeError,
     ExchangeError,
     ExchangeHttpError,
     ExchangeServerError,
@@ -62,6 +71,11 @@ SETTLEMENTS_PATH = "/v3/futures/funding-settlements"
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+_P = TypeVar("_P")
+
+#: Checks one page against the paging so far (items as sent, nextCursor); raises
+#: :class:`InvalidMarketData`.
+_PageCheck = Callable[[list[_R], datetime | None], None]
 
 
 @dataclasses.dataclass
@@ -207,11 +221,9 @@ class RestClient:
         limit: int = EXCHANGE_PAGE_LIMIT,
         cursor: datetime | None = None,
     ) -> CandlePage:
-        """One page of 1-minute candles (``from``/``to``/``cursor`` passed as given)."""
-        params = _page_params(start, end, limit, cursor)
-        params["range"] = "1m"
-        msg = await self._get(CANDLES_PATH, params, wire.candle_page_decoder)
-        return CandlePage(wire.to_candles(msg), msg.next_cursor)
+        """One page of 1-minute candles (``from``/``to``/``cursor`` passed as given), decoded
+        and checked (:func:`~qx_actors.domain.validation.validate_candle_page`)."""
+        return await self._candles_page(start, end, limit, cursor, None)
 
     async def settlements_page(
         self,
@@ -221,58 +233,101 @@ class RestClient:
         limit: int = EXCHANGE_PAGE_LIMIT,
         cursor: datetime | None = None,
     ) -> SettlementPage:
-        """One page of funding settlements (``from``/``to``/``cursor`` passed as given)."""
+        """One page of funding settlements (``from``/``to``/``cursor`` passed as given),
+        decoded and checked (:func:`~qx_actors.domain.validation.validate_settlement_page`)."""
+        return await self._settlements_page(start, end, limit, cursor, None)
+
+    async def _candles_page(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int,
+        cursor: datetime | None,
+        check: _PageCheck[Candle] | None,
+    ) -> CandlePage:
         params = _page_params(start, end, limit, cursor)
-        msg = await self._get(SETTLEMENTS_PATH, params, wire.settlement_page_decoder)
-        return SettlementPage(wire.to_settlements(msg), msg.next_cursor)
+        params["range"] = "1m"
+
+        def convert(msg: wire.CandlePageMsg) -> CandlePage:
+            candles = wire.to_candles(msg)
+            validate_candle_page(candles)
+            if check is not None:
+                check(candles, msg.next_cursor)
+            return CandlePage(candles, msg.next_cursor)
+
+        return await self._get(CANDLES_PATH, params, wire.candle_page_decoder, convert)
+
+    async def _settlements_page(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int,
+        cursor: datetime | None,
+        check: _PageCheck[FundingSettlement] | None,
+    ) -> SettlementPage:
+        params = _page_params(start, end, limit, cursor)
+
+        def convert(msg: wire.SettlementPageMsg) -> SettlementPage:
+            settlements = wire.to_settlements(msg)
+            validate_settlement_page(settlements)
+            if check is not None:
+                check(settlements, msg.next_cursor)
+            return SettlementPage(settlements, msg.next_cursor)
+
+        return await self._get(SETTLEMENTS_PATH, params, wire.settlement_page_decoder, convert)
 
     async def candle_pages(
         self, start: datetime, end: datetime, *, limit: int = EXCHANGE_PAGE_LIMIT
     ) -> AsyncIterator[list[Candle]]:
         """Every candle with ``start <= time <= end``, page by page, newest page first.
 
-        Each yielded list is non-empty and in the order the exchange sent it; the caller
-        validates it. See :meth:`_pages` for how the bounds are made exact.
+        Each yielded list is non-empty, in the order the exchange sent it, and checked: a page
+        that does not decode or breaks the exchange's rules is asked for again like any failed
+        request, then raised. See :meth:`_pages` for how the bounds are made exact.
         """
 
-        async def fetch(cursor: datetime | None) -> tuple[list[Candle], datetime | None]:
-            page = await self.candles_page(
-                start=start - MINUTE, end=end + MINUTE, limit=limit, cursor=cursor
-            )
+        async def fetch(
+            cursor: datetime | None, check: _PageCheck[Candle]
+        ) -> tuple[list[Candle], datetime | None]:
+            page = await self._candles_page(start - MINUTE, end + MINUTE, limit, cursor, check)
             return page.candles, page.next_cursor
 
-        async for items in _pages(fetch, start, end, limit, lambda c: c.time, CANDLES_PATH):
+        async for items in _pages(fetch, start, end, limit, lambda c: c.time):
             yield items
 
     async def settlement_pages(
         self, start: datetime, end: datetime, *, limit: int = EXCHANGE_PAGE_LIMIT
     ) -> AsyncIterator[list[FundingSettlement]]:
-        """Every settlement with ``start <= time <= end``, page by page, newest page first."""
+        """Every settlement with ``start <= time <= end``, page by page, newest page first
+        (checked as :meth:`candle_pages` checks candles)."""
 
         async def fetch(
-            cursor: datetime | None,
+            cursor: datetime | None, check: _PageCheck[FundingSettlement]
         ) -> tuple[list[FundingSettlement], datetime | None]:
-            page = await self.settlements_page(
-                start=start - MINUTE, end=end + MINUTE, limit=limit, cursor=cursor
-            )
+            page = await self._settlements_page(start - MINUTE, end + MINUTE, limit, cursor, check)
             return page.settlements, page.next_cursor
 
-        async for items in _pages(fetch, start, end, limit, lambda s: s.time, SETTLEMENTS_PATH):
+        async for items in _pages(fetch, start, end, limit, lambda s: s.time):
             yield items
 
     # --- transport ------------------------------------------------------------------------
 
     async def _get(
-        self, path: str, params: Mapping[str, str], decoder: msgspec.json.Decoder[_T]
-    ) -> _T:
-        """GET ``path`` with retries; the decoded 2xx body or the mapped error."""
+        self,
+        path: str,
+        params: Mapping[str, str],
+        decoder: msgspec.json.Decoder[_T],
+        convert: Callable[[_T], _P],
+    ) -> _P:
+        """GET ``path`` with retries; the 2xx body decoded, converted and checked by
+        ``convert`` (which raises :class:`InvalidMarketData`), or the mapped error."""
         url = self.base_url + path
         for trial in range(1, self.error_max_trials + 1):
             waited = await self.limiter.acquire()
             self.counters.limiter_wait_s += waited
             started = time.monotonic()
             try:
-                body = await self._attempt(url, path, params, decoder)
+                body = await self._attempt(url, path, params, decoder, convert)
             except _Recoverable as failure:
                 self._observe(path, started, failure.error)
                 self.counters.errors += 1
@@ -318,8 +373,10 @@ class RestClient:
         path: str,
         params: Mapping[str, str],
         decoder: msgspec.json.Decoder[_T],
-    ) -> _T:
-        """One HTTP attempt; recoverable failures come out as :class:`_Recoverable`."""
+        convert: Callable[[_T], _P],
+    ) -> _P:
+        """One HTTP attempt; recoverable failures (every one) come out as
+        :class:`_Recoverable`."""
         self.counters.requests += 1
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -347,9 +404,16 @@ class RestClient:
         if 200 <= status < 300:
             self.counters.responses_ok += 1
             try:
-                return wire.decode(decoder, response.body, path, status=status)
+                return convert(wire.decode(decoder, response.body, path, status=status))
             except ExchangeBodyError as exc:  # not JSON at all: a transport fault, retried
                 raise _Recoverable(exc) from exc.__cause__
+            except ExchangeDecodeError as exc:  # JSON of the wrong shape: retried
+                error = _with_offending_value(exc, response.body)
+                raise _Recoverable(error) from exc.__cause__
+            except InvalidMarketData as exc:  # against the exchange's rules: retried
+                if not exc.endpoint:
+                    exc = InvalidMarketData(exc.detail, endpoint=path)
+                raise _Recoverable(exc) from None
         http_error = _http_error(status, response.reason, response.body, path)
         if status == 429:
             self.counters.rate_limited += 1
@@ -368,12 +432,11 @@ class RestClient:
 
 
 async def _pages(
-    fetch: Callable[[datetime | None], Awaitable[tuple[list[_R], datetime | None]]],
+    fetch: Callable[[datetime | None, _PageCheck[_R]], Awaitable[tuple[list[_R], datetime | None]]],
     start: datetime,
     end: datetime,
     limit: int,
     time_of: Callable[[_R], datetime],
-    endpoint: str,
 ) -> AsyncIterator[list[_R]]:
     """Page backwards through ``[start, end]`` following ``nextCursor``.
 
@@ -384,7 +447,9 @@ async def _pages(
     exclusive; should the exchange repeat the cursor item anyway, items not older than what
     was already yielded are dropped, so nothing is yielded twice. Paging stops at an empty
     page, a null ``nextCursor``, a page reaching ``start``, or a page shorter than ``limit``
-    (the exchange had no more items in the range).
+    (the exchange had no more items in the range). ``fetch`` gets the check of a page that
+    continues the paging (its ``nextCursor`` must move back from the cursor), to run it inside
+    the request's trials.
     """
     start = require_utc(start, "start")
     end = require_utc(end, "end")
@@ -395,25 +460,117 @@ async def _pages(
     cursor: datetime | None = None
     upper = end  # inclusive bound for the next yielded item
     while True:
-        items, next_cursor = await fetch(cursor)
+        check = _cursor_check(cursor, start, limit, time_of)
+        items, next_cursor = await fetch(cursor, check)
         if not items:
             return
         kept = [item for item in items if start <= time_of(item) <= upper]
         if kept:
             yield kept
             upper = min(time_of(item) for item in kept) - _EPSILON
-        oldest = min(time_of(item) for item in items)
-        if next_cursor is None or oldest <= start or len(items) < limit:
+        if next_cursor is None or not _continues(items, next_cursor, start, limit, time_of):
             return
-        if cursor is not None and next_cursor >= cursor:
-            raise InvalidMarketData(
-                f"{endpoint}: nextCursor {format_rfc3339_ms(next_cursor)} does not move back "
-                f"from cursor {format_rfc3339_ms(cursor)}"
-            )
         cursor = next_cursor
 
 
+def _continues(
+    items: list[_R],
+    next_cursor: datetime | None,
+    start: datetime,
+    limit: int,
+    time_of: Callable[[_R], datetime],
+) -> bool:
+    """Whether a page asks for the next one: a ``nextCursor``, a full page, not yet at
+    ``start``."""
+    return (
+        bool(items)
+        and next_cursor is not None
+        and len(items) >= limit
+        and min(time_of(item) for item in items) > start
+    )
+
+
+def _cursor_check(
+    cursor: datetime | None, start: datetime, limit: int, time_of: Callable[[_R], datetime]
+) -> _PageCheck[_R]:
+    """The check of the page asked for with ``cursor``: if it continues the paging, its
+    ``nextCursor`` must be older than ``cursor`` (else the paging would never end)."""
+
+    def check(items: list[_R], next_cursor: datetime | None) -> None:
+        if cursor is None or not _continues(items, next_cursor, start, limit, time_of):
+            return
+        assert next_cursor is not None
+        if next_cursor >= cursor:
+            raise InvalidMarketData(
+                f"nextCursor {format_rfc3339_ms(next_cursor)} does not move back from cursor "
+                f"{format_rfc3339_ms(cursor)}"
+            )
+
+    return check
+
+
 _EPSILON = datetime.resolution
+
+
+#: One step of a msgspec error path: ``.field`` or ``[index]``.
+_PATH_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+#: How many characters of an offending value an error message quotes.
+VALUE_CHARS = 80
+
+
+def _with_offending_value(error: ExchangeDecodeError, body: bytes) -> ExchangeDecodeError:
+    """``error`` naming the value found at its path in ``body`` (as JSON text) and the
+    ``time`` of the item (candle, settlement) that holds it; ``error`` itself when the path
+    can't be followed."""
+    value, item_time = _value_at(body, error.path or "$")
+    if value is None:
+        return error
+    richer = ExchangeDecodeError(
+        error.detail,
+        path=error.path,
+        endpoint=error.endpoint,
+        value=value,
+        item_time=item_time,
+    )
+    richer.__cause__ = error.__cause__
+    return richer
+
+
+def _value_at(body: bytes, path: str) -> tuple[str | None, str | None]:
+    """The JSON text (cut to :data:`VALUE_CHARS`) at msgspec ``path`` (``$.data[3].open``) in
+    ``body``, and the ``time`` of the innermost object on the way that has one (unless the
+    path ends at that ``time``)."""
+    if not path.startswith("$"):
+        return None, None
+    try:
+        node: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None, None
+    item_time: str | None = None
+    position = 1
+    for step in _PATH_STEP.finditer(path, 1):
+        if step.start() != position:
+            return None, None
+        position = step.end()
+        key, index = step.groups()
+        if isinstance(node, dict) and isinstance(node.get("time"), str | int | float):
+            item_time = str(node["time"])
+        if key is not None and isinstance(node, dict) and key in node:
+            node = node[key]
+        elif index is not None and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return None, None
+    if position != len(path):
+        return None, None
+    if isinstance(node, dict) and isinstance(node.get("time"), str | int | float):
+        item_time = str(node["time"])
+    if path.endswith(".time"):
+        item_time = None
+    text = msgspec.json.encode(node).decode()
+    if len(text) > VALUE_CHARS:
+        text = text[: VALUE_CHARS - 1] + "…"
+    return text, item_time
 
 
 def _page_params(

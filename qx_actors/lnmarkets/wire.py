@@ -6,7 +6,8 @@ msgspec, times straight into timezone-aware ``datetime``. Converters to the doma
 Structs. A body that is not JSON at all (cut short, garbled) is
 :class:`~qx_actors.errors.ExchangeBodyError` (a transport failure: retried, recoverable);
 well-formed JSON of the wrong shape is :class:`~qx_actors.errors.ExchangeDecodeError` naming
-the field path (msgspec's ``$.data[3].open``) and the endpoint (fatal).
+the field path (msgspec's ``$.data[3].open``) and the endpoint (the REST client adds the value
+found there; retried, then recoverable, like any REST error).
 """
 
 from __future__ import annotations

@@ -82,8 +82,11 @@ REST:
 * ``truncate_next(n=1, endpoint=None)`` — bodies cut off in transit: the full
   ``Content-Length`` is declared, half of the body is sent, then the connection is closed.
 * ``wrong_types_next(n, endpoint=None, field=None, value="abc")`` — e.g. ``"open": "abc"``.
-* ``unordered_next(n)`` — two middle candles swapped.
+* ``unordered_next(n, endpoint="candles")`` — two middle candles (``"funding-settlements"``:
+  settlements) swapped.
 * ``unrounded_next(n, offset_s=30)`` — one candle time like ``12:00:30.000Z``.
+* ``bad_candle(time, field="low", value=None)`` — every answer holding that minute serves it
+  with ``field`` set to ``value`` (default: OHLC made inconsistent) until ``clear()``.
 * ``hide_candles(start, end, until=None)`` — candles in ``[start, end)`` hidden until
   ``reveal_hidden()`` or until the market clock reaches ``until``.
 * ``add_off_grid_settlement(time)`` — an extra settlement off the schedule (e.g. 03:00).
@@ -105,6 +108,7 @@ Stream:
 Observations and controls (thread-safe, for tests): ``sim.requests()`` (``RequestRecord``:
 endpoint, path, query, status) / ``sim.request_count(endpoint, status)``,
 ``sim.wait_in_flight(n)`` (requests being answered, e.g. delayed), ``faults.wait_hung(n)``,
+``faults.corrupted_pages()`` (the pages served with bad data in them),
 ``sim.sent_ticks()`` (``PriceTick`` list), ``sim.push_ticks(n)`` (broadcast n ticks now),
 ``sim.set_tick_rate(r)``, ``sim.wait_for_subscribers(n)``,
 ``sim.stream.wait_for_connections(n)``.

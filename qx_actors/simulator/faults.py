@@ -21,10 +21,12 @@ from qx_actors.domain.timeutil import from_epoch_ms, to_epoch_ms
 
 from .market import ceil_index
 
-__all__ = ["ENDPOINTS", "Faults"]
+__all__ = ["BAD_CANDLE_FIELDS", "ENDPOINTS", "CorruptedPage", "Faults"]
 
 #: REST endpoint names usable as ``endpoint=`` filters.
 ENDPOINTS = ("candles", "funding-settlements", "ticker")
+#: The candle fields :meth:`Faults.bad_candle` can spoil.
+BAD_CANDLE_FIELDS = ("open", "high", "low", "close", "volume")
 
 
 @dataclass
@@ -32,6 +34,24 @@ class _Armed:
     remaining: int
     endpoint: str | None
     value: Any
+
+
+@dataclass(frozen=True)
+class CorruptedPage:
+    """A page the simulator served with bad data in it: which fault, which endpoint, and the
+    times of its newest and oldest item (what a client must not store any of)."""
+
+    kind: str
+    endpoint: str
+    newest: datetime
+    oldest: datetime
+
+
+@dataclass(frozen=True)
+class _BadCandle:
+    time: datetime
+    field: str
+    value: float | None
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,8 @@ class Faults:
         self._hidden_candles: list[_Hidden] = []
         self._hidden_settlements: list[_Hidden] = []
         self._off_grid: list[datetime] = []
+        self._bad_candles: list[_BadCandle] = []
+        self._corrupted: list[CorruptedPage] = []
         self._hang_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         # Stream
         self._stream_silent = False
@@ -94,6 +116,7 @@ class Faults:
             self._hidden_candles.clear()
             self._hidden_settlements.clear()
             self._off_grid.clear()
+            self._bad_candles.clear()
             self._stream_silent = False
             self._ignore_pings = False
             self._refuse_count = 0
@@ -208,14 +231,52 @@ class Faults:
         """
         self._arm("wrong_types", n, endpoint, (field, value))
 
-    def unordered_next(self, n: int = 1) -> None:
-        """The next ``n`` candle responses (with >= 2 candles) have two middle candles swapped."""
-        self._arm("unordered", n, "candles")
+    def unordered_next(self, n: int = 1, endpoint: str = "candles") -> None:
+        """The next ``n`` responses of ``endpoint`` (``"candles"`` or ``"funding-settlements"``)
+        that hold >= 2 items have two middle items swapped (not strictly descending)."""
+        if endpoint not in ("candles", "funding-settlements"):
+            raise ValueError(
+                f"unordered_next: endpoint must be 'candles' or 'funding-settlements', "
+                f"got {endpoint!r}"
+            )
+        self._arm("unordered", n, endpoint)
 
     def unrounded_next(self, n: int = 1, offset_s: int = 30) -> None:
         """The next ``n`` candle responses have one (middle) candle time shifted by
         ``offset_s`` seconds (e.g. ``12:00:30.000Z``)."""
         self._arm("unrounded", n, "candles", offset_s)
+
+    def bad_candle(self, when: datetime, field: str = "low", value: float | None = None) -> None:
+        """Every candle response holding the minute ``when`` serves it with ``field`` set to
+        ``value``, until :meth:`clear`: a persistently bad page. The default value breaks the
+        OHLC consistency (``low`` above the open and close, ``high`` below them, ``open`` or
+        ``close`` above the high; ``volume`` -1)."""
+        if field not in BAD_CANDLE_FIELDS:
+            raise ValueError(f"bad_candle: field must be one of {BAD_CANDLE_FIELDS}, got {field!r}")
+        with self._lock:
+            self._bad_candles.append(_BadCandle(when.astimezone(UTC), field, value))
+
+    def bad_candles_in(
+        self, newest: datetime, oldest: datetime
+    ) -> list[tuple[datetime, str, float | None]]:
+        """(REST app) the armed bad candles ``(time, field, value)`` with
+        ``oldest <= time <= newest``."""
+        with self._lock:
+            return [
+                (b.time, b.field, b.value) for b in self._bad_candles if oldest <= b.time <= newest
+            ]
+
+    def note_corrupted(self, kind: str, endpoint: str, newest: datetime, oldest: datetime) -> None:
+        """(REST app) record a page served with bad data (see :meth:`corrupted_pages`)."""
+        with self._lock:
+            self._corrupted.append(CorruptedPage(kind, endpoint, newest, oldest))
+
+    def corrupted_pages(self) -> list[CorruptedPage]:
+        """Every page served with bad data in it so far (``unordered``, ``unrounded``,
+        ``wrong_types``, ``bad_candle``, ``off_grid``), in order: what a client must not store
+        any of."""
+        with self._lock:
+            return list(self._corrupted)
 
     # -- REST: history holes ---------------------------------------------------------------
 

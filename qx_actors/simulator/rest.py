@@ -41,6 +41,7 @@ from .market import (
     Market,
     encode_candle,
     index_time,
+    minute_index,
 )
 
 __all__ = ["RateLimiter", "RequestRecord", "RestApp"]
@@ -357,14 +358,29 @@ class RestApp:
             hi = min(hi, -(-off // MINUTE_MS) - 1)
         indexes, more = self._select(lo, hi, limit, now_ms)
         fragments = self._encode(indexes, now_ms)
+        corrupted: list[str] = []
+        if fragments:
+            position = {index: n for n, index in enumerate(indexes)}
+            for when, name, value in self.faults.bad_candles_in(
+                index_time(indexes[0]), index_time(indexes[-1])
+            ):
+                n = position.get(minute_index(when))
+                if n is None:
+                    continue
+                if value is None:
+                    value = self._spoiled(indexes[n], now_ms, name)
+                fragments[n] = self._encode_one(indexes[n], now_ms, override=(name, value))
+                corrupted.append("bad_candle")
         if len(fragments) >= 2:
             if self.faults.take("unordered", "candles") is not None:
                 mid = len(fragments) // 2
                 fragments[mid - 1], fragments[mid] = fragments[mid], fragments[mid - 1]
+                corrupted.append("unordered")
             shift = self.faults.take("unrounded", "candles")
             if shift is not None:
                 mid = len(fragments) // 2
                 fragments[mid] = self._encode_one(indexes[mid], now_ms, shift_s=int(shift))
+                corrupted.append("unrounded")
         if fragments:
             wrong = self.faults.take("wrong_types", "candles")
             if wrong is not None:
@@ -372,6 +388,11 @@ class RestApp:
                 fragments[0] = self._encode_one(
                     indexes[0], now_ms, override=(name or _DEFAULT_WRONG_FIELD["candles"], value)
                 )
+                corrupted.append("wrong_types")
+        for kind in corrupted:
+            self.faults.note_corrupted(
+                kind, "candles", index_time(indexes[0]), index_time(indexes[-1])
+            )
         cursor = b"null"
         if more and indexes:
             cursor = b'"' + format_rfc3339_ms(index_time(indexes[-1])).encode() + b'"'
@@ -418,6 +439,22 @@ class RestApp:
             i = j + 1
         return out
 
+    def _served(self, index: int, now_ms: int) -> Candle:
+        """The candle of minute ``index`` as served now."""
+        candle = self.market.served_candle(index, now_ms)
+        return candle if candle is not None else self.market.candle_at(index)
+
+    def _spoiled(self, index: int, now_ms: int, name: str) -> float:
+        """A value of field ``name`` of minute ``index`` that breaks the OHLC consistency."""
+        candle = self._served(index, now_ms)
+        if name == "low":
+            return max(candle.open, candle.close) + 1.0
+        if name == "high":
+            return min(candle.open, candle.close) - 1.0
+        if name in ("open", "close"):
+            return candle.high + 1.0
+        return -1.0  # volume
+
     def _encode_one(
         self,
         index: int,
@@ -425,9 +462,7 @@ class RestApp:
         shift_s: int = 0,
         override: tuple[str, Any] | None = None,
     ) -> bytes:
-        candle: Candle | None = self.market.served_candle(index, now_ms)
-        if candle is None:
-            candle = self.market.candle_at(index)
+        candle = self._served(index, now_ms)
         time_text = format_rfc3339_ms(candle.time + timedelta(seconds=shift_s))
         if override is None:
             return encode_candle(
@@ -472,7 +507,18 @@ class RestApp:
                 break
             selected.append(t)
         items = []
+        corrupted: list[str] = []
+        if len(selected) >= 2 and self.faults.take("unordered", "funding-settlements") is not None:
+            mid = len(selected) // 2
+            selected[mid - 1], selected[mid] = selected[mid], selected[mid - 1]
+            corrupted.append("unordered")
         wrong = self.faults.take("wrong_types", "funding-settlements") if selected else None
+        if wrong is not None:
+            corrupted.append("wrong_types")
+        if set(selected) & set(self.faults.off_grid_settlements()):
+            corrupted.append("off_grid")
+        for kind in corrupted:
+            self.faults.note_corrupted(kind, "funding-settlements", max(selected), min(selected))
         for n, t in enumerate(selected):
             s = market.settlement_at(t)
             item: dict[str, Any] = {
@@ -484,7 +530,7 @@ class RestApp:
             if n == 0 and wrong is not None:
                 item[wrong[0] or _DEFAULT_WRONG_FIELD["funding-settlements"]] = wrong[1]
             items.append(item)
-        next_cursor = format_rfc3339_ms(selected[-1]) if more and selected else None
+        next_cursor = format_rfc3339_ms(min(selected)) if more and selected else None
         return _json(msgspec.json.encode({"data": items, "nextCursor": next_cursor}))
 
     def _settlement_times_desc(

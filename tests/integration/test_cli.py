@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -263,12 +264,14 @@ def test_simulate_defaults_serve_the_demo_config(tmp_path: Path) -> None:
 
 
 def test_sync_exits_nonzero_on_failed(simulator: Simulator, tmp_path: Path) -> None:
-    """A fatal error (unrounded candles) ends the process with exit code 1."""
-    simulator.faults.unrounded_next(50)
+    """A fatal error (the 1 d reach is before the exchange's history) ends the process with
+    exit code 1."""
+    now = simulator.market.now()
+    simulator.market.add_downtime(now - timedelta(days=2), now - timedelta(hours=17))
     config = write_config(tmp_path / "qx.yaml", simulator, tmp_path / "qx.db")
     done = run_cli("sync", "--config", str(config))
     assert 1 == done.returncode
-    assert "not a whole minute" in done.stderr
+    assert "is before the exchange's history" in done.stderr
 
 
 def test_demo_runs_for_a_duration(tmp_path: Path) -> None:

@@ -90,29 +90,32 @@ def test_hidden_settlements_are_fetched_on_a_later_pass(harness: Harness) -> Non
     run.shutdown()
 
 
-def test_off_grid_settlement_fails_naming_it(harness: Harness) -> None:
-    """A settlement off the schedule (03:00) → Failed naming its time; nothing of it stored."""
+def test_off_grid_settlement_is_recoverable_naming_it(harness: Harness) -> None:
+    """A settlement off the schedule (03:00) → retried, then Recovering (never Failed) naming
+    its time; nothing of it stored. (More in ``test_bad_market_data.py``.)"""
     off_grid = floor_settlement_time(harness.now() - timedelta(days=1)).replace(hour=3)
     sim = harness.simulator()
     sim.faults.add_off_grid_settlement(off_grid)
     run = harness.start(harness.config(sim))
-    final = run.controller.until_stopped(timeout=10)
-    assert State.FAILED == final.state
-    assert isinstance(final.error, InvalidMarketData)
-    assert off_grid.strftime("%Y-%m-%dT%H:%M:%SZ") in str(final.error)
+    recovering = run.wait_for_state(State.RECOVERING)
+    assert isinstance(recovering.error, InvalidMarketData)
+    assert off_grid.strftime("%Y-%m-%dT%H:%M:%SZ") in str(recovering.error)
     assert [] == settlements(harness.database_url)
+    assert State.SHUTDOWN == run.shutdown().state
 
 
-def test_wrong_settlement_type_fails_naming_the_field(harness: Harness) -> None:
-    """A settlement with a string funding rate → Failed naming the field path; nothing stored."""
+def test_wrong_settlement_type_is_recoverable_naming_the_field(harness: Harness) -> None:
+    """A settlement with a string funding rate on every answer → retried, then Recovering
+    (never Failed) naming the field path; nothing stored."""
     sim = harness.simulator()
-    sim.faults.wrong_types_next(1, endpoint="funding-settlements")
+    sim.faults.wrong_types_next(1_000_000, endpoint="funding-settlements")
     run = harness.start(harness.config(sim))
-    final = run.controller.until_stopped(timeout=10)
-    assert State.FAILED == final.state
-    assert isinstance(final.error, ExchangeDecodeError)
-    assert re.search(r"at \$\.data\[0\]\.fundingRate", str(final.error)), str(final.error)
+    recovering = run.wait_for_state(State.RECOVERING)
+    assert isinstance(recovering.error, ExchangeDecodeError)
+    text = str(recovering.error)
+    assert re.search(r"at \$\.data\[0\]\.fundingRate", text), text
     assert [] == settlements(harness.database_url)
+    assert State.SHUTDOWN == run.shutdown().state
 
 
 def test_restart_does_not_download_stored_settlements_again(harness: Harness) -> None:

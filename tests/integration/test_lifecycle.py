@@ -26,7 +26,7 @@ from qx_actors.actors.messages import (
 )
 from qx_actors.config import QxConfig, config_from_mapping
 from qx_actors.errors import (
-    InvalidMarketData,
+    ReachBeforeHistoryError,
     RecoverableError,
     ShutdownTimeout,
     SyncAlreadyShutdown,
@@ -133,7 +133,7 @@ def test_recovery_loop_waits_restart_interval_and_reruns_the_program() -> None:
 
 def test_fatal_error_fails_the_run_and_shutdown_is_refused() -> None:
     """A fatal error ends in Failed with the error; shutdown then raises SyncAlreadyTerminated."""
-    error = InvalidMarketData("candle time 2026-01-01T00:00:30Z is not a whole minute")
+    error = ReachBeforeHistoryError("no candle within 6 h of the reach 2020-01-01T00:00:00Z")
     engine = engine_with(FlakyProgram(fatal=error))
     controller = engine.start()
     final = controller.until_stopped(timeout=5)

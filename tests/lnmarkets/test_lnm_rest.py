@@ -123,20 +123,29 @@ def test_candle_pages_empty_range_and_small_limit(arun: Arun) -> None:
 
 
 def test_candle_pages_cursor_not_moving_is_invalid(arun: Arun) -> None:
-    """An exchange that repeats the same nextCursor can't loop the client forever."""
+    """An exchange that repeats the same nextCursor can't loop the client forever: the page
+    that does not move back is asked for again (its trials), then InvalidMarketData
+    (recoverable) naming the endpoint, the cursor and the nextCursor."""
     market = Market(T0, 100)
 
     async def handler(request: web.Request) -> web.Response:
         body = market.candle_page({"limit": request.query["limit"]})
         return json_response(body)
 
-    async def main() -> None:
+    async def main() -> tuple[InvalidMarketData, int]:
         async with serve_rest(handler) as server, client(server.url) as rest:
-            async for _ in rest.candle_pages(T0, T0 + 99 * MINUTE, limit=10):
-                pass
+            with pytest.raises(InvalidMarketData) as info:
+                async for _ in rest.candle_pages(T0, T0 + 99 * MINUTE, limit=10):
+                    pass
+            return info.value, len(server.seen)
 
-    with pytest.raises(InvalidMarketData, match="does not move back"):
-        arun(main())
+    error, requests = arun(main())
+    assert is_recoverable(error)
+    assert 1 + 3 == requests  # the first page, then the second one's three trials
+    assert (
+        "/v3/futures/candles: nextCursor 2026-01-01T01:30:00.000Z does not move back from "
+        "cursor 2026-01-01T01:30:00.000Z"
+    ) == str(error)
 
 
 def test_candles_page_passes_params_as_given(arun: Arun) -> None:
@@ -190,7 +199,8 @@ def test_candles_page_decodes_values(arun: Arun) -> None:
 
 
 def test_decode_error_names_path_and_endpoint(arun: Arun) -> None:
-    """A wrong field type is ExchangeDecodeError naming $.data[3].open, not retried."""
+    """A wrong field type is ExchangeDecodeError naming $.data[3].open, the value found there
+    and the candle's time; retried like any REST error (three trials), then recoverable."""
     market = Market(T0, 10)
 
     async def handler(request: web.Request) -> web.Response:
@@ -203,16 +213,23 @@ def test_decode_error_names_path_and_endpoint(arun: Arun) -> None:
             with pytest.raises(ExchangeDecodeError) as info:
                 await rest.candles_page(start=None, end=None)
             assert info.value.path == "$.data[3].open"
-            assert "/v3/futures/candles" in str(info.value)
-            assert "$.data[3].open" in str(info.value)
+            assert is_recoverable(info.value)
+            assert (
+                "invalid JSON from /v3/futures/candles at $.data[3].open: Expected `float`, got "
+                '`str` (value "90000", item time 2026-01-01T00:06:00.000Z)'
+            ) == str(info.value)
+            assert ('"90000"', "2026-01-01T00:06:00.000Z") == (
+                info.value.value,
+                info.value.item_time,
+            )
             return len(server.seen)
 
-    assert arun(main()) == 1
+    assert arun(main()) == 3
 
 
-def test_naive_time_is_a_decode_error_not_retried(arun: Arun) -> None:
+def test_naive_time_is_a_decode_error_retried_then_recoverable(arun: Arun) -> None:
     """Well-formed JSON of the wrong shape (a time without offset) is ExchangeDecodeError
-    naming the path: fatal, asked once."""
+    naming the path and the value: asked ``error_max_trials`` times, then recoverable."""
     body = (
         b'{"data":[{"time":"2026-01-01T00:00:00","open":1,"high":1,'
         b'"low":1,"close":1,"volume":1}],"nextCursor":null}'
@@ -229,8 +246,10 @@ def test_naive_time_is_a_decode_error_not_retried(arun: Arun) -> None:
 
     error, requests = arun(main())
     assert error.path == "$.data[0].time"
-    assert not isinstance(error, RecoverableError)
-    assert requests == 1
+    assert isinstance(error, RecoverableError) and is_recoverable(error)
+    assert '(value "2026-01-01T00:00:00")' in str(error)
+    assert error.item_time is None  # the value is the time itself
+    assert requests == 3
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from qx_actors.errors import (
     ExchangeServerError,
     ExchangeTimeout,
     ExchangeTransportError,
+    InvalidMarketData,
     is_recoverable,
 )
 from qx_actors.lnmarkets import HttpRequest, HttpResponse, MockTransport, RestClient
@@ -142,7 +143,7 @@ def test_429_waits_retry_after(arun: Arun) -> None:
     transport = MockTransport(lambda request: next(answers))
 
     async def main() -> Any:
-        async with fake_client(transport, error_cooldown_s=30.0) as rest:
+        async with fake_client(transport, error_cooldown_s=30.0, error_max_trials=2) as rest:
             with capture_logs() as logs, pytest.raises(ExchangeDecodeError):
                 await rest.candles_page(start=None, end=None)
             return rest.counters, logs
@@ -152,20 +153,142 @@ def test_429_waits_retry_after(arun: Arun) -> None:
     assert [0.05] == [e["wait_s"] for e in logs if e["event"] == "rest_request_retry"]
 
 
-def test_wrong_shape_is_fatal_and_not_retried(arun: Arun) -> None:
-    """Well-formed JSON of the wrong shape is ExchangeDecodeError naming the path, at once."""
+def test_wrong_shape_is_retried_then_recoverable(arun: Arun) -> None:
+    """Well-formed JSON of the wrong shape is ExchangeDecodeError naming the path and the value,
+    retried ``error_max_trials`` times with the cooldown (as quantoxide's SDK deserialisation
+    errors), then recoverable."""
     transport = MockTransport(lambda request: answer({"data": [{"time": 5}]}))
 
-    async def main() -> ExchangeDecodeError:
-        async with fake_client(transport) as rest:
-            with pytest.raises(ExchangeDecodeError) as info:
+    async def main() -> tuple[ExchangeDecodeError, Any, list[dict[str, Any]]]:
+        async with fake_client(transport, error_max_trials=3) as rest:
+            with capture_logs() as logs, pytest.raises(ExchangeDecodeError) as info:
                 await rest.candles_page(start=None, end=None)
+            return info.value, rest.counters, logs
+
+    error, counters, logs = arun(main())
+    assert (
+        "invalid JSON from /v3/futures/candles at $.data[0].time: "
+        "Expected `datetime`, got `int` (value 5)"
+    ) == str(error)
+    assert is_recoverable(error)
+    assert 3 == len(transport.requests)
+    assert (3, 2, 3) == (counters.requests, counters.retries, counters.errors)
+    retries = [e for e in logs if e["event"] == "rest_request_retry"]
+    assert [("ExchangeDecodeError", 0.01)] * 2 == [(e["error_type"], e["wait_s"]) for e in retries]
+
+
+def test_wrong_shape_once_is_retried_and_answered(arun: Arun) -> None:
+    """One undecodable page, then the right one: the caller gets the right page, no error."""
+    market = Market(T0, 20)
+    bad = iter([answer({"data": [{"time": "2026-01-01T00:00:00.000Z", "open": "x"}]})])
+
+    def handle(request: HttpRequest) -> HttpResponse:
+        return next(bad, None) or answer(market.candle_page(dict(request.params)))
+
+    transport = MockTransport(handle)
+
+    async def main() -> list[Any]:
+        async with fake_client(transport) as rest:
+            return [c.time async for page in rest.candle_pages(T0, T0 + 19 * MINUTE) for c in page]
+
+    assert market.times() == arun(main())
+    assert 2 == len(transport.requests)
+
+
+def test_missing_field_names_the_item_it_is_missing_from(arun: Arun) -> None:
+    """A missing field: the path is the item, the value quoted is the item (cut short)."""
+    item = {"id": "x" * 100, "time": "2026-01-01T08:00:00.000Z", "fixingPrice": 1}
+    transport = MockTransport(lambda request: answer({"data": [item]}))
+
+    async def main() -> ExchangeDecodeError:
+        async with fake_client(transport, error_max_trials=1) as rest:
+            with pytest.raises(ExchangeDecodeError) as info:
+                await rest.settlements_page(start=None, end=None)
             return info.value
 
     error = arun(main())
-    assert "$.data[0]" in str(error)
-    assert not is_recoverable(error)
-    assert 1 == len(transport.requests)
+    assert "$.data[0]" == error.path
+    assert "fundingRate" in error.detail
+    assert error.value is not None and error.value.startswith('{"id":"xxx')
+    assert 80 == len(error.value) and error.value.endswith("\u2026")
+    assert "2026-01-01T08:00:00.000Z" == error.item_time
+
+
+def candle_item(minute: int, **fields: float) -> dict[str, Any]:
+    """A valid candle at ``T0 + minute`` (open 100, high 110, low 90, close 105), ``fields``
+    replaced."""
+    time = (T0 + minute * MINUTE).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return {"time": time, "open": 100.0, "high": 110.0, "low": 90.0, "close": 105.0,
+            "volume": 1.0, **fields}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"low": 106.0}, "candle 2026-01-01T00:01:00Z: low 106.0 is above open 100.0"),
+        ({"high": 101.0}, "candle 2026-01-01T00:01:00Z: high 101.0 is below close 105.0"),
+        ({"close": -1.0}, "candle 2026-01-01T00:01:00Z: close -1.0 is not a finite price > 0"),
+        ({"volume": -2.0}, "candle 2026-01-01T00:01:00Z: volume -2.0 is not a finite number >= 0"),
+    ],
+)  # fmt: skip
+def test_invalid_candle_page_is_retried_then_recoverable(
+    arun: Arun, fields: dict[str, float], message: str
+) -> None:
+    """A page against the exchange's rules is InvalidMarketData naming the endpoint, the
+    candle's time, the field and its value; asked ``error_max_trials`` times, then
+    recoverable."""
+    body = {"data": [candle_item(2), candle_item(1, **fields), candle_item(0)], "nextCursor": None}
+    transport = MockTransport(lambda request: answer(body))
+
+    async def main() -> tuple[InvalidMarketData, Any]:
+        async with fake_client(transport, error_max_trials=2) as rest:
+            with pytest.raises(InvalidMarketData) as info:
+                async for _ in rest.candle_pages(T0, T0 + 2 * MINUTE):
+                    raise AssertionError("a page of a bad answer was yielded")
+            return info.value, rest.counters
+
+    error, counters = arun(main())
+    assert f"/v3/futures/candles: {message}" == str(error)
+    assert "/v3/futures/candles" == error.endpoint
+    assert is_recoverable(error)
+    assert (2, 1, 2) == (counters.requests, counters.retries, counters.errors)
+
+
+def test_invalid_page_once_is_retried_and_answered(arun: Arun) -> None:
+    """Unordered candles once, then the right page: answered, no error."""
+    good = {"data": [candle_item(1), candle_item(0)], "nextCursor": None}
+    answers = iter([answer({"data": good["data"][::-1], "nextCursor": None}), answer(good)])
+    transport = MockTransport(lambda request: next(answers))
+
+    async def main() -> Any:
+        async with fake_client(transport) as rest:
+            return await rest.candles_page(start=None, end=None)
+
+    page = arun(main())
+    assert [T0 + MINUTE, T0] == [c.time for c in page.candles]
+    assert 2 == len(transport.requests)
+
+
+def test_unordered_settlements_are_retried_then_recoverable(arun: Arun) -> None:
+    """Settlements out of order: InvalidMarketData naming both times, retried, recoverable."""
+    market = Market(T0, 4, step=8 * HOUR)
+    body = market.settlement_page({})
+    body["data"][1], body["data"][2] = body["data"][2], body["data"][1]
+    transport = MockTransport(lambda request: answer(body))
+
+    async def main() -> InvalidMarketData:
+        async with fake_client(transport, error_max_trials=3) as rest:
+            with pytest.raises(InvalidMarketData) as info:
+                await rest.settlements_page(start=None, end=None)
+            return info.value
+
+    error = arun(main())
+    assert (
+        "/v3/futures/funding-settlements: funding settlements not strictly descending at "
+        "2026-01-01T16:00:00Z (it follows 2026-01-01T08:00:00Z)"
+    ) == str(error)
+    assert is_recoverable(error)
+    assert 3 == len(transport.requests)
 
 
 def test_no_answer_errors(arun: Arun) -> None:

@@ -27,8 +27,14 @@ from qx_actors.actors.messages import (
     StoreCandlePage,
 )
 from qx_actors.domain.history import DownloadKind, DownloadRange
-from qx_actors.domain.timeutil import MINUTE
-from qx_actors.errors import DatabaseUnavailable, ExchangeClientError
+from qx_actors.domain.timeutil import MINUTE, format_rfc3339_ms, parse_rfc3339
+from qx_actors.domain.validation import format_utc
+from qx_actors.errors import (
+    DatabaseUnavailable,
+    ExchangeClientError,
+    InvalidMarketData,
+    is_recoverable,
+)
 from qx_actors.lnmarkets import HttpRequest, HttpResponse, MockTransport, RestClient
 from tests.lnmarkets.lnm_scripted import T0, Market
 
@@ -154,3 +160,65 @@ def test_an_exchange_error_is_the_one_reply(actors: Callable[..., Any]) -> None:
     reply = only_reply(messages, fetcher)
     assert isinstance(reply.error, ExchangeClientError)
     assert 0 == writer.proxy().pages.get()
+
+
+def spoiling(
+    market: Market, bad: datetime, times: int | None = None
+) -> tuple[Callable[[HttpRequest], HttpResponse], list[tuple[datetime, datetime]]]:
+    """Answers from ``market``; a page holding the minute ``bad`` has its low above its open
+    (the first ``times`` such pages, or every one). Also the ``(oldest, newest)`` of each page
+    spoiled."""
+    spoiled: list[tuple[datetime, datetime]] = []
+
+    def handle(request: HttpRequest) -> HttpResponse:
+        body = market.candle_page(dict(request.params))
+        stamp = format_rfc3339_ms(bad)
+        for item in body["data"]:
+            if item["time"] == stamp and (times is None or len(spoiled) < times):
+                item["low"] = 90005
+                first, last = body["data"][-1]["time"], body["data"][0]["time"]
+                spoiled.append((parse_rfc3339(first), parse_rfc3339(last)))
+        return HttpResponse(200, json.dumps(body).encode())
+
+    return handle, spoiled
+
+
+def test_a_page_bad_on_every_trial_is_the_one_reply_and_none_of_it_is_stored(
+    actors: Callable[..., Any],
+) -> None:
+    """A page that breaks the OHLC rule on both trials: the one Reply is InvalidMarketData
+    (recoverable) naming the candle, the field and the value; nothing of that page reaches
+    the DB writer."""
+    minutes = 3 * WRITE_BATCH_CANDLES + 500
+    market = Market(T0, minutes)
+    bad = T0 + (minutes - 2500) * MINUTE  # inside the 3rd page of the newest part
+    handle, spoiled = spoiling(market, bad)
+    writer = actors(Writer)
+    messages, fetcher = fetch(actors, MockTransport(handle), writer, minutes)
+    reply = only_reply(messages, fetcher)
+    assert isinstance(reply.error, InvalidMarketData)
+    assert is_recoverable(reply.error)
+    assert (
+        f"/v3/futures/candles: candle {format_utc(bad)}: low 90005.0 is above open 90000.5"
+    ) == str(reply.error)
+    assert 2 == len(spoiled)  # error_max_trials
+    assert spoiled[0] == spoiled[1]
+    oldest, newest = spoiled[0]
+    stored = writer.proxy().stored.get()
+    assert [] == [t for t in stored if oldest <= t <= newest]
+    assert bad not in stored
+
+
+def test_a_page_bad_once_is_asked_again_and_everything_is_stored(
+    actors: Callable[..., Any],
+) -> None:
+    """A page bad on its first trial only: the retry gets it right, the range is stored whole."""
+    minutes = 2 * WRITE_BATCH_CANDLES
+    market = Market(T0, minutes)
+    handle, spoiled = spoiling(market, T0 + (minutes - 1500) * MINUTE, times=1)
+    writer = actors(Writer)
+    messages, fetcher = fetch(actors, MockTransport(handle), writer, minutes)
+    reply = only_reply(messages, fetcher)
+    assert reply.error is None
+    assert 1 == len(spoiled)
+    assert sorted(market.times()) == sorted(writer.proxy().stored.get())

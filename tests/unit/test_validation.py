@@ -13,7 +13,14 @@ from qx_actors.domain.validation import (
     validate_settlement_page,
 )
 from qx_actors.domain.values import Candle, FundingSettlement
-from qx_actors.errors import FatalError, InvalidMarketData
+from qx_actors.errors import (
+    ExchangeDecodeError,
+    ExchangeError,
+    FatalError,
+    InvalidMarketData,
+    RecoverableError,
+    is_recoverable,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -48,12 +55,14 @@ def test_valid_pages_pass() -> None:
 
 
 def test_unrounded_time_names_it() -> None:
-    """A candle not on a whole minute is fatal and named."""
+    """A candle not on a whole minute is InvalidMarketData (recoverable) naming it."""
     candles = [*page(3), candle(T0 - 3 * MIN + timedelta(seconds=30))]
     with pytest.raises(InvalidMarketData) as info:
         validate_candle_page(candles)
     assert str(info.value) == "candle time 2025-12-31T23:57:30Z is not a whole minute"
-    assert isinstance(info.value, FatalError)
+    assert isinstance(info.value, RecoverableError) and is_recoverable(info.value)
+    assert isinstance(info.value, ExchangeError)
+    assert not isinstance(info.value, FatalError)
 
 
 def test_sub_second_time_is_rejected() -> None:
@@ -118,7 +127,7 @@ def test_valid_settlement_page_passes() -> None:
 
 
 def test_off_grid_settlement_names_it() -> None:
-    """A settlement off the schedule (here in the B->C dead zone) is fatal and named."""
+    """A settlement off the schedule (here in the B->C dead zone) is invalid and named."""
     with pytest.raises(InvalidMarketData) as info:
         validate_settlement_page(
             [
@@ -147,6 +156,25 @@ def test_unordered_settlements_are_rejected() -> None:
     ],
 )
 def test_bad_settlement_values(item: FundingSettlement, message: str) -> None:
-    """A bad fixing price, funding rate or naive time is fatal and named."""
+    """A bad fixing price, funding rate or naive time is invalid and named."""
     with pytest.raises(InvalidMarketData, match=message):
         validate_settlement_page([item])
+
+
+@pytest.mark.parametrize("error_type", [InvalidMarketData, ExchangeDecodeError])
+def test_bad_market_data_errors_are_recoverable_exchange_errors(error_type: type) -> None:
+    """As quantoxide's SDK deserialisation errors: exchange errors that restart the mode after
+    their trials, never fatal."""
+    assert issubclass(error_type, ExchangeError)
+    assert issubclass(error_type, RecoverableError)
+    assert not issubclass(error_type, FatalError)
+    assert is_recoverable(error_type("x"))
+
+
+def test_invalid_market_data_names_the_endpoint_when_given() -> None:
+    """The endpoint, when known, prefixes the message; the detail is kept apart."""
+    detail = "candle 2026-01-01T00:00:00Z: low 2.0 is above open 1.0"
+    error = InvalidMarketData(detail, endpoint="/v3/futures/candles")
+    assert f"/v3/futures/candles: {detail}" == str(error)
+    assert ("/v3/futures/candles", detail) == (error.endpoint, error.detail)
+    assert detail == str(InvalidMarketData(detail))
