@@ -121,9 +121,11 @@ class DbWriterActor(QxActor):
             self._refuse(message, self._open_error or StorageError("the database is not open"))
             return None
         match message:
-            case StoreCandlePage(candles=candles, ack_to=ack_to, request_id=rid):
+            case StoreCandlePage(candles=candles, ack_to=ack_to, request_id=rid, asked_at=asked):
                 self._store_page(
-                    ack_to, rid, lambda: storage.upsert_candles(candles, now=self._clock())
+                    ack_to,
+                    rid,
+                    lambda: storage.upsert_candles(candles, now=self._clock(), served_at=asked),
                 )
             case StoreSettlementPage(settlements=settlements, ack_to=ack_to, request_id=rid):
                 self._store_page(ack_to, rid, lambda: storage.upsert_settlements(settlements))

@@ -42,7 +42,7 @@ from qx_actors.actors.messages import (
     StoreSettlementPage,
 )
 from qx_actors.domain.spans import join_touching_descending
-from qx_actors.domain.timeutil import MINUTE
+from qx_actors.domain.timeutil import MINUTE, utc_now
 from qx_actors.domain.values import Candle
 from qx_actors.lnmarkets.rest import RestClient
 from qx_actors.logs import get_logger
@@ -107,11 +107,15 @@ class RestFetcherActor(AsyncQxActor):
         health: RunHealth | None = None,
         supervisor: ActorRef | None = None,
         child_name: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         super().__init__(
             threads=threads, run_id=run_id, supervisor=supervisor, child_name=child_name
         )
         self._client = connect_rest()
+        # The run's clock: when a page was asked for, so that a candle that turned an hour
+        # old while its page was in flight is not stored as final with provisional values.
+        self._clock = clock
         self._db_writer = db_writer
         self._requests: dict[int, asyncio.Task[None]] = {}
         self._windows: dict[int, _WriteWindow] = {}
@@ -214,7 +218,11 @@ class RestFetcherActor(AsyncQxActor):
         result = _PartResult()
         expected = end  # the next minute we expect, walking backwards
         pending: list[Candle] = []
+        asked_at = self._clock()  # when the next page is asked for, at the earliest
+        pending_asked_at = asked_at
         async for page in self._client.candle_pages(start, end, limit=request.batch_size):
+            if not pending:
+                pending_asked_at = asked_at
             result.oldest = page[-1].time
             result.count += len(page)
             for candle in page:
@@ -224,12 +232,15 @@ class RestFetcherActor(AsyncQxActor):
             pending.extend(page)
             if len(pending) >= WRITE_BATCH_CANDLES:
                 await self._send_page(
-                    window, StoreCandlePage(tuple(pending), self.actor_ref, request_id)
+                    window,
+                    StoreCandlePage(tuple(pending), self.actor_ref, request_id, pending_asked_at),
                 )
                 pending = []
+            asked_at = self._clock()
         if pending:
             await self._send_page(
-                window, StoreCandlePage(tuple(pending), self.actor_ref, request_id)
+                window,
+                StoreCandlePage(tuple(pending), self.actor_ref, request_id, pending_asked_at),
             )
         if expected >= start:
             result.missing.append((start, expected))

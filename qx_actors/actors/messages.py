@@ -151,11 +151,16 @@ class PruneTicks(Request[int]):
 
 @dataclass(frozen=True)
 class StoreCandlePage:
-    """From the REST fetcher: validated candles to upsert; acknowledged to ``ack_to``."""
+    """From the REST fetcher: validated candles to upsert; acknowledged to ``ack_to``.
+
+    ``asked_at``: the run-clock time the first of these pages was asked for (``None``: now);
+    a candle is stored ``stable`` only if it was an hour old then.
+    """
 
     candles: tuple[Candle, ...]
     ack_to: ActorRef
     request_id: int
+    asked_at: datetime | None = None
 
 
 @dataclass(frozen=True)

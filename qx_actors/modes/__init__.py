@@ -88,6 +88,7 @@ def spawn_rest_fetcher(ctx: RunContext, engine: ActorRef, siblings: Refs) -> Act
         health=ctx.health,
         supervisor=engine,
         child_name=REST,
+        clock=ctx.clock,
     )
 
 

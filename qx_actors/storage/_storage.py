@@ -65,10 +65,14 @@ class Storage:
 
     # --- candles --------------------------------------------------------------------------
 
-    def upsert_candles(self, candles: Sequence[Candle], *, now: datetime) -> int:
+    def upsert_candles(
+        self, candles: Sequence[Candle], *, now: datetime, served_at: datetime | None = None
+    ) -> int:
         """Insert or update candles in one transaction; returns the number of candles written.
 
-        ``stable`` is ``time < now - 1 h``, ``gap`` is cleared, ``created_at`` is kept on update
+        ``stable`` is ``time < served_at - 1 h`` (``served_at``: when the exchange was asked
+        for them, ``now`` if not given: a candle is final only if it was when served), ``gap``
+        is cleared, ``created_at`` is kept on update
         and ``updated_at`` set to ``now``. Verified-empty ranges that the candles fall into
         shrink, split or disappear; the coverage runs and the rollup buckets holding these
         minutes are brought up to date. Candle times must be aware UTC datetimes.
@@ -76,7 +80,7 @@ class Storage:
         if not candles:
             return 0
         backend = self._backend
-        cutoff = now - UNSTABLE_AGE
+        cutoff = min(now, served_at or now) - UNSTABLE_AGE
         if isinstance(backend, PostgresBackend):
             # one INSERT ... ON CONFLICT can't touch a row twice: the last duplicate wins
             times = {c.time for c in candles}

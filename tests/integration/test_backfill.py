@@ -23,7 +23,6 @@ from qx_actors.errors import (
     ExchangeTimeout,
     InvalidMarketData,
     ReachBeforeHistoryError,
-    UnreachableGapError,
 )
 from qx_actors.simulator import Faults, ManualClock, Simulator
 from qx_actors.status import State
@@ -351,8 +350,10 @@ def test_reach_before_the_exchange_history_fails(harness: Harness) -> None:
     assert reach.strftime("%Y-%m-%dT%H:%M:%SZ") in str(final.error)
 
 
-def test_gap_older_than_the_reach_fails(harness: Harness) -> None:
-    """A stored hole that starts before the reach can't be repaired → Failed naming it."""
+def test_gap_older_than_the_reach_is_left_alone(harness: Harness) -> None:
+    """A stored hole wholly before the reach is not the engine's business: listed in
+    ``holes_before_reach``, never fetched, the run backfills the reach (once it failed with
+    ``UnreachableGapError``)."""
     t0 = harness.now()
     sim = harness.simulator()
     config = harness.config(sim)
@@ -366,10 +367,13 @@ def test_gap_older_than_the_reach_fails(harness: Harness) -> None:
             sim.market.final_candles(hole[1] + MINUTE, reach + timedelta(minutes=10)), now=t0
         )
     run = harness.start(config)
-    final = run.controller.until_stopped(timeout=10)
-    assert State.FAILED == final.state
-    assert isinstance(final.error, UnreachableGapError)
-    assert hole[0].strftime("%Y-%m-%dT%H:%M:%SZ") in str(final.error)
+    assert State.BACKFILLED is run.wait_for_state(State.BACKFILLED, timeout=60).state
+    first = run.price_history_states[0]
+    assert [hole] == [(h.start, h.end) for h in first.holes_before_reach]
+    assert not first.gaps or first.gaps[0].start >= reach
+    with Database(harness.database_url) as database:
+        assert [] == database.candles(hole[0], hole[1] + MINUTE)
+    assert State.SHUTDOWN == run.shutdown().state
 
 
 def test_unstable_candles_settle_to_final_values(harness: Harness) -> None:
