@@ -33,7 +33,7 @@ def _read_facts(
 ) -> tuple[PriceHistoryFacts, FundingSettlementsFacts]:
     with Database(config.database) as database:
         facts = database.price_history_facts(scan_from=window.price_history_flag_gap_from)
-        funding_facts = database.funding_facts(scan_from=window.funding_scan_from)
+        funding_facts = database.funding_facts(scan_from=window.funding_query_from)
     return facts, funding_facts
 
 

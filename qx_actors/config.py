@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 import yaml
 
 from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
+from qx_actors.domain.settlements import floor_settlement_time
 from qx_actors.domain.timeutil import (
     FIRST_CANDLE_TIME,
     FIRST_SETTLEMENT_TIME,
@@ -38,6 +40,11 @@ from qx_actors.redact import redact_url, register_url_secret
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0)]
 PositiveHours = Annotated[float, msgspec.Meta(gt=0)]
+#: The value of a flag-range key that means "the whole reach".
+WHOLE_REACH = "reach"
+#: A flag range: recent hours (> 0), ``"reach"`` (the whole reach), or ``None`` (off, as
+#: quantoxide's ``None``).
+FlagRangeHours = PositiveHours | Literal["reach"] | None
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
 _DURATION_UNITS = {
@@ -147,10 +154,15 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=T
     price_history_re_sync_interval_s: PositiveSeconds = 10.0
     price_history_re_backfill_interval_s: PositiveSeconds = 90.0
     #: The recent hours in which holes are flagged (neighbours re-fetched for revisions) and
-    #: exchange-confirmed holes asked about again after a (re)start; ``null``: the whole reach
-    #: (as quantoxide's ``None``). Holes are *found* anywhere in the reach either way.
-    price_history_flag_gap_range_h: PositiveHours | None = 672.0
-    funding_settlement_flag_missing_range_h: PositiveHours = 672.0
+    #: exchange-confirmed holes asked about again after a (re)start; ``reach``: the whole
+    #: reach; ``null``: off, as quantoxide's ``None`` (no hole is flagged, no confirmed hole
+    #: asked about again). Holes are *found* anywhere in the reach either way.
+    price_history_flag_gap_range_h: FlagRangeHours = 672.0
+    #: The recent hours in which settlements missing between the oldest and the newest stored
+    #: one are looked for and fetched; ``reach``: the whole reach; ``null``: off, as
+    #: quantoxide's ``None`` (none is looked for; newer ones and older ones down to the reach
+    #: are still fetched).
+    funding_settlement_flag_missing_range_h: FlagRangeHours = 672.0
     live_price_tick_max_interval_s: PositiveSeconds = 180.0
     #: ``keep`` every tick, or ``prune`` ticks covered by stable candles (quantoxide's way).
     tick_retention: Literal["keep", "prune"] = "keep"
@@ -188,18 +200,39 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=T
         reach = self.price_history_reach_parsed.resolve(now=now, earliest=FIRST_CANDLE_TIME)
         return max(floor_day(reach), FIRST_CANDLE_TIME)
 
-    def price_history_flag_gap_from(self, now: datetime, reach: datetime) -> datetime:
-        """Where ``price_history_flag_gap_range_h`` starts at ``now`` (the reach when null)."""
+    def price_history_flag_gap_from(self, now: datetime, reach: datetime) -> datetime | None:
+        """Where ``price_history_flag_gap_range_h`` starts at ``now``: ``now - hours``, never
+        before ``reach`` (the price-history reach at ``now``); ``reach`` for ``reach``.
+
+        ``None`` when the key is ``null`` (off, quantoxide's ``None``): the consumer flags no
+        hole and asks about no exchange-confirmed hole again (a range starting at ``None``
+        holds nothing). Holes are still *found* anywhere in the reach: that is storage's.
+        """
         hours = self.price_history_flag_gap_range_h
-        return reach if hours is None else max(now - timedelta(hours=hours), reach)
+        if hours is None:
+            return None
+        if isinstance(hours, str):  # WHOLE_REACH
+            return reach
+        return max(now - timedelta(hours=hours), reach)
 
     def funding_settlement_reach_at(self, now: datetime) -> datetime:
         """The oldest funding settlement to keep."""
         return self.funding_settlement_reach_parsed.resolve(now=now, earliest=FIRST_SETTLEMENT_TIME)
 
-    def funding_scan_from(self, now: datetime) -> datetime:
-        """Where ``funding_settlement_flag_missing_range_h`` starts at ``now``."""
-        return now - timedelta(hours=self.funding_settlement_flag_missing_range_h)
+    def funding_scan_from(self, now: datetime) -> datetime | None:
+        """Where ``funding_settlement_flag_missing_range_h`` starts at ``now``: ``now - hours``
+        (not clipped to the reach: as quantoxide's, a hole below it is an error, not ignored);
+        for ``reach`` the funding reach floored to a settlement time (the oldest one kept).
+
+        ``None`` when the key is ``null`` (off, quantoxide's ``None``): no settlement missing
+        between the stored bounds is looked for, so none is fetched as a repair.
+        """
+        hours = self.funding_settlement_flag_missing_range_h
+        if hours is None:
+            return None
+        if isinstance(hours, str):  # WHOLE_REACH
+            return floor_settlement_time(self.funding_settlement_reach_at(now))
+        return now - timedelta(hours=hours)
 
 
 @dataclass(frozen=True)
@@ -210,15 +243,23 @@ class PassWindow:
     now: datetime
     #: The oldest candle to keep (``sync.price_history_reach_at(now)``).
     price_history_reach: datetime
-    #: Where holes are flagged from (``sync.price_history_flag_gap_from(now, reach)``).
-    price_history_flag_gap_from: datetime
+    #: Where holes are flagged from (``sync.price_history_flag_gap_from(now, reach)``);
+    #: ``None``: flagging is off (flag no hole, ask about no confirmed hole again).
+    price_history_flag_gap_from: datetime | None
     #: Live only: the start of the recent candles to make sure of (the lookback, else the
     #: candles that may still change), never before the reach; ``None`` for backfill and full.
     lookback_start: datetime | None
     #: The oldest funding settlement to keep (``sync.funding_settlement_reach_at(now)``).
     funding_reach: datetime
-    #: Where missing settlements are looked for (``funding_settlement_flag_missing_range_h``).
-    funding_scan_from: datetime
+    #: Where missing settlements are looked for (``sync.funding_scan_from(now)``); ``None``:
+    #: the scan is off (no missing settlement is looked for nor fetched).
+    funding_scan_from: datetime | None
+
+    @property
+    def funding_query_from(self) -> datetime:
+        """Where to read the stored settlement times from (``QueryFunding``,
+        ``funding_facts``): the scan start, or ``now`` when the scan is off (nothing to read)."""
+        return self.now if self.funding_scan_from is None else self.funding_scan_from
 
 
 def resolve_pass(sync: SyncConfig, mode: SyncMode, now: datetime) -> PassWindow:
@@ -389,6 +430,43 @@ def _struct_for(path: str) -> type[msgspec.Struct] | None:
     return struct
 
 
+def _field_type(path: str) -> Any:
+    """The annotation of the config key at ``path`` (``None`` if there is no such key)."""
+    parent, _, field = path.rpartition(".")
+    struct = _struct_for(parent)
+    if struct is None:
+        return None
+    return {f.name: f.type for f in msgspec.structs.fields(struct)}.get(field)
+
+
+def _union_words(annotation: Any) -> str | None:
+    """What a union key takes, in words (``a number > 0, 'reach' or null``); ``None`` if
+    ``annotation`` is not a union."""
+    if get_origin(annotation) not in (Union, UnionType):
+        return None
+    words: list[str] = []
+    for arg in get_args(annotation):
+        if arg is NoneType:
+            words.append("null")
+        elif get_origin(arg) is Literal:
+            words.extend(repr(choice) for choice in get_args(arg))
+        elif get_origin(arg) is Annotated:
+            base, *metas = get_args(arg)
+            bounds = [
+                f"{op} {getattr(meta, name):g}"
+                for meta in metas
+                for name, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+                if getattr(meta, name, None) is not None
+            ]
+            words.append(" ".join([_TYPE_WORDS.get(base, str(base)), *bounds]))
+        else:
+            words.append(_TYPE_WORDS.get(arg, str(arg)))
+    return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
+
+
+_TYPE_WORDS = {float: "a number", int: "a whole number", str: "a string", bool: "true or false"}
+
+
 def _friendly(error: msgspec.ValidationError, data: Any) -> ConfigError:
     text = str(error)
     match = _MSGSPEC_AT.match(text)
@@ -399,13 +477,16 @@ def _friendly(error: msgspec.ValidationError, data: Any) -> ConfigError:
         known = ", ".join(struct.__struct_fields__) if struct else ""
         key = f"{path}.{unknown['field']}" if path else unknown["field"]
         return ConfigError(key, f"unknown key (known keys here: {known})")
+    annotation = _field_type(path)
+    union = _union_words(annotation)
+    if union is not None and (
+        detail.startswith("Invalid enum value") or detail.startswith("Expected `")
+    ):
+        # e.g. a flag range: "expected a number > 0, 'reach' or null, got \"whole\""
+        got = msgspec.json.encode(_lookup(data, path)).decode()
+        return ConfigError(path, f"expected {union}, got {got}")
     if detail.startswith("Invalid enum value"):
-        parent, _, field = path.rpartition(".")
-        struct = _struct_for(parent)
-        choices = ""
-        if struct is not None:
-            types = {f.name: f.type for f in msgspec.structs.fields(struct)}
-            choices = " | ".join(repr(c) for c in get_args(types.get(field)))
+        choices = " | ".join(repr(c) for c in get_args(annotation))
         got = msgspec.json.encode(_lookup(data, path)).decode()
         return ConfigError(path, f"expected one of {choices}, got {got}")
     if "Expected" in detail:

@@ -1,8 +1,12 @@
-"""A quantoxide 0.5.4 database for the adoption tests: its own migration SQL, rows like its.
+"""A quantoxide 0.5.4 or 0.6.0 database for the adoption tests: its own migration SQL, rows
+like its.
 
 ``QUANTOXIDE_MIGRATIONS`` is the text of quantoxide 0.5.4's ``migrations/*.up.sql``, verbatim
-(the crate's git tag ``v0.5.4``); :func:`create_quantoxide_schema` applies them as sqlx does
-(one transaction each, recorded in ``_sqlx_migrations`` with their SHA-384 checksums).
+(the crate's git tag ``v0.5.4``); ``QUANTOXIDE_0_6_0_MIGRATIONS`` adds the one 0.6.0 added
+(tag ``v0.6.0``: ``20260420143038``, ``running_trades.account_id``; 0.5.5 has it too; the
+others are unchanged). ``QUANTOXIDE_RELEASES`` maps each release to its set.
+:func:`create_quantoxide_schema` applies a release's migrations as sqlx does (one transaction
+each, recorded in ``_sqlx_migrations`` with their SHA-384 checksums).
 :func:`fill_quantoxide` stores candles, ticks and settlements from a simulator's truth the way
 quantoxide writes them (``volume`` as a BIGINT, ``stable`` = older than 1 h, ``gap`` on the
 first candle of a batch whose predecessor is not stored). :func:`snapshot` reads the catalog of
@@ -95,6 +99,32 @@ EXECUTE FUNCTION update_ohlc_candles_updated_at();
     ),
 )
 
+#: quantoxide 0.6.0's migrations: 0.5.4's and the one it added, verbatim (tag ``v0.6.0``)
+QUANTOXIDE_0_6_0_MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    *QUANTOXIDE_MIGRATIONS,
+    (
+        20260420143038,
+        "update running trades table",
+        """TRUNCATE TABLE running_trades;
+
+ALTER TABLE running_trades
+    ADD COLUMN account_id UUID NOT NULL;
+
+ALTER TABLE running_trades
+    DROP CONSTRAINT running_trades_pkey;
+
+ALTER TABLE running_trades
+    ADD PRIMARY KEY (account_id, trade_id);
+""",
+    ),
+)
+
+#: each quantoxide release's migrations (``create_quantoxide_schema(url, release=...)``)
+QUANTOXIDE_RELEASES: dict[str, tuple[tuple[int, str, str], ...]] = {
+    "0.5.4": QUANTOXIDE_MIGRATIONS,
+    "0.6.0": QUANTOXIDE_0_6_0_MIGRATIONS,
+}
+
 #: sqlx's bookkeeping table (``sqlx-postgres``, ``ensure_migrations_table``)
 SQLX_MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS _sqlx_migrations (
     version BIGINT PRIMARY KEY,
@@ -136,13 +166,16 @@ def connect(url: str) -> Iterator[Any]:
         conn.close()
 
 
-def create_quantoxide_schema(url: str, migrations: Sequence[int] | None = None) -> None:
-    """Apply quantoxide's migrations (all, or the versions in ``migrations``) as sqlx does."""
+def create_quantoxide_schema(
+    url: str, migrations: Sequence[int] | None = None, *, release: str = "0.5.4"
+) -> None:
+    """Apply quantoxide ``release``'s migrations (all, or the versions in ``migrations``) as
+    sqlx does."""
     conn = psycopg2.connect(url)
     try:
         with conn, conn.cursor() as cursor:
             cursor.execute(SQLX_MIGRATIONS_DDL)
-        for version, description, sql in QUANTOXIDE_MIGRATIONS:
+        for version, description, sql in QUANTOXIDE_RELEASES[release]:
             if migrations is not None and version not in migrations:
                 continue
             with conn, conn.cursor() as cursor:
@@ -160,7 +193,8 @@ def fill_quantoxide(
     url: str, market: Market, *, start: datetime, last: datetime, now: datetime
 ) -> None:
     """Store quantoxide-style rows: the final candles of ``[start, last]``, ticks every 30 s of
-    the last two hours before ``now``, the settlements of ``[start, now]``, one running trade.
+    the last two hours before ``now``, the settlements of ``[start, now]``, one running trade
+    (with an ``account_id`` when the table has one: 0.6.0's).
 
     Candles carry quantoxide's flags (``stable`` = at least 1 h old at ``now``, ``gap`` on the
     first one), ``volume`` as an integer, and ``created_at``/``updated_at`` of their own (older
@@ -216,9 +250,20 @@ def fill_quantoxide(
                 settlements,
             )
             cursor.execute(
-                "INSERT INTO running_trades (trade_id, trailing_stoploss) VALUES (%s, 12.5)",
-                (str(uuid.uuid4()),),
+                "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'public' "
+                "AND table_name = 'running_trades' AND column_name = 'account_id'"
             )
+            if cursor.fetchone()[0]:
+                cursor.execute(
+                    "INSERT INTO running_trades (account_id, trade_id, trailing_stoploss) "
+                    "VALUES (%s, %s, 12.5)",
+                    (str(uuid.uuid4()), str(uuid.uuid4())),
+                )
+            else:
+                cursor.execute(
+                    "INSERT INTO running_trades (trade_id, trailing_stoploss) VALUES (%s, 12.5)",
+                    (str(uuid.uuid4()),),
+                )
     finally:
         conn.close()
 

@@ -3,10 +3,11 @@
 The settlements table must hold every settlement time of the schedule in ``[reach, now]``,
 the reach floored to the settlement grid as quantoxide does. The plan, in order: ``LATEST``
 (table empty), ``UPPER_BOUND`` (newer settlements exist), ``MISSING`` (holes inside the
-scanned range, consecutive ones grouped), ``LOWER_BOUND`` (older settlements down to the
-reach): the shared planner's order (:mod:`qx_actors.domain.planner`) on the settlement
-grid. As for candles, the caller passes the ranges already fetched in the current pass, so
-that a settlement the exchange does not have is not asked for again and again.
+scanned range, consecutive ones grouped; none when the scan is off, ``scan_from=None``),
+``LOWER_BOUND`` (older settlements down to the reach): the shared planner's order
+(:mod:`qx_actors.domain.planner`) on the settlement grid. As for candles, the caller passes
+the ranges already fetched in the current pass, so that a settlement the exchange does not
+have is not asked for again and again.
 
 quantoxide's two fatal conditions live here as pure checks: a missing settlement older than
 the reach (``UnreachableMissingSettlement``, raised by :meth:`FundingSettlementsState.evaluate`)
@@ -68,12 +69,14 @@ class FundingSettlementsState(StoredBounds):
 
     ``missing``: schedule times in ``[max(scan_from, earliest), latest]`` not stored, ascending
     (never older than ``reach``: :meth:`evaluate` raises for those). Settlements older than
-    ``scan_from`` are not looked at, so a hole there is not known.
+    ``scan_from`` are not looked at, so a hole there is not known. ``scan_from`` is ``None``
+    when the scan is off (``funding_settlement_flag_missing_range_h: null``, quantoxide's
+    ``None``): no hole is known, ``missing`` is empty and nothing is planned as a repair.
     """
 
     reach: datetime
     now: datetime
-    scan_from: datetime
+    scan_from: datetime | None
     earliest: datetime | None
     latest: datetime | None
     missing: tuple[datetime, ...]
@@ -85,9 +88,13 @@ class FundingSettlementsState(StoredBounds):
         *,
         reach: datetime,
         now: datetime,
-        scan_from: datetime,
+        scan_from: datetime | None,
     ) -> FundingSettlementsState:
         """Judge ``facts`` at ``now``; ``reach`` is floored to a settlement time.
+
+        Settlements missing from ``scan_from`` on are looked for; ``scan_from=None``: none is
+        (the scan is off, as quantoxide's ``flag_missing_range: None``; the facts' stored
+        times are not read).
 
         ``UnreachableMissingSettlement`` when a settlement in the scan is missing and older
         than the reach. ``ValueError`` if ``now`` is before the first settlement.
@@ -100,10 +107,11 @@ class FundingSettlementsState(StoredBounds):
         # for any reach <= now, the clamp only guards a caller passing a later one.
         reach = require_utc(reach, "reach")
         reach = min(floor_settlement_time(max(reach, FIRST_SETTLEMENT_TIME)), head)
-        scan_from = require_utc(scan_from, "scan_from")
+        if scan_from is not None:
+            scan_from = require_utc(scan_from, "scan_from")
         planner.check_bounds(facts.earliest, facts.latest)
         missing: tuple[datetime, ...] = ()
-        if facts.earliest is not None and facts.latest is not None:
+        if scan_from is not None and facts.earliest is not None and facts.latest is not None:
             stored = set(facts.stored_times_in_scan)
             # As quantoxide, the scan is not clipped to the reach: a hole below it is reported
             # (it can never be filled, since nothing below the reach is fetched), not ignored.
@@ -133,7 +141,8 @@ class FundingSettlementsState(StoredBounds):
         False for an empty table, a range not within ``bounds``, or a missing settlement in it.
         Settlement ranges are inclusive (quantoxide asks for ``[ceil(start), floor(end)]`` of a
         backtest), so ``range_from == range_to`` is one instant and allowed; a reversed range is
-        a ``ValueError``. Holes older than ``scan_from`` are not known (see :attr:`missing`).
+        a ``ValueError``. Holes older than ``scan_from`` are not known (see :attr:`missing`),
+        nor any when the scan is off.
         """
         range_from = require_utc(range_from, "range_from")
         range_to = require_utc(range_to, "range_to")
@@ -148,8 +157,9 @@ class FundingSettlementsState(StoredBounds):
 
     def has_missing(self) -> bool:
         """Whether anything of ``[reach, latest]`` is missing: an empty table, a hole in the
-        scan, or stored settlements not reaching back to the reach (quantoxide's meaning;
-        settlements newer than ``latest`` are not counted, see :attr:`is_caught_up`)."""
+        scan (none when it is off), or stored settlements not reaching back to the reach
+        (quantoxide's meaning; settlements newer than ``latest`` are not counted, see
+        :attr:`is_caught_up`)."""
         earliest = self.earliest
         return earliest is None or bool(self.missing) or self.reach < earliest
 

@@ -4,6 +4,12 @@ Evaluate the stored settlements, publish the state, fetch the next planned range
 the plan is empty for this pass. A range is fetched at most once per pass: a settlement the
 exchange does not have (yet) is asked for again next pass, not in a loop.
 
+Settlements missing between the oldest and the newest stored one are looked for from
+``funding_settlement_flag_missing_range_h`` ago (or the reach: ``reach``) and fetched as
+``MISSING`` repairs. With the key ``null`` the scan is off, as quantoxide's ``None``: no
+missing settlement is looked for nor fetched; the newest (``LATEST``/``UPPER_BOUND``) and the
+older ones down to the reach (``LOWER_BOUND``) still are.
+
 The pass fails as quantoxide's backfill does (``sync_funding_settlements_task``) instead of
 ending quietly: ``UnreachableMissingSettlement`` (from the evaluation) for a hole older than
 the reach, ``SettlementsBeforeHistoryStart`` when the exchange has nothing below the stored
@@ -42,8 +48,9 @@ def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSett
     fetched: list[SettlementDownload] = []
     while True:
         window = resolve_pass(sync, ctx.mode, clock())
+        # None: the scan is off (the facts' stored times are then not read)
         scan_from = window.funding_scan_from
-        facts: FundingSettlementsFacts = yield Call(DB, QueryFunding(scan_from))
+        facts: FundingSettlementsFacts = yield Call(DB, QueryFunding(window.funding_query_from))
         state = FundingSettlementsState.evaluate(
             facts, reach=window.funding_reach, now=window.now, scan_from=scan_from
         )

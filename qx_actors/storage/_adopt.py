@@ -1,9 +1,14 @@
 """Adopting an existing quantoxide database (``qx-actors adopt --database URL``).
 
-A quantoxide 0.5.4 database (PostgreSQL, made by its sqlx migrations) already has tables named
-and shaped like ours: ``ohlc_candles``, ``price_ticks``, ``funding_settlements``; beside them
-``running_trades`` and ``_sqlx_migrations``, which are quantoxide's alone. Adopting it adds our
-own tables and nothing else, in one transaction:
+A quantoxide 0.5.4 or 0.6.0 database (PostgreSQL, made by its sqlx migrations) already has
+tables named and shaped like ours: ``ohlc_candles``, ``price_ticks``, ``funding_settlements``;
+beside them ``running_trades`` and ``_sqlx_migrations``, which are quantoxide's alone. The two
+releases differ in ``running_trades`` only (0.6.0's migration ``20260420143038`` adds
+``account_id``; 0.5.5 has it too), which qx_actors neither reads nor touches. The release is
+recognised by the migrations recorded in ``_sqlx_migrations`` (:data:`QUANTOXIDE_MIGRATIONS`):
+exactly one release's set, every one successful; any other set (a migration failed or missing,
+a newer quantoxide's) is refused, nothing changed. Adopting it adds our own tables and nothing
+else, in one transaction:
 
 * :func:`~._schema.create_schema` (the one place our tables are made) creates the tables that
   are missing (``qx_schema``, ``qx_writer``, ``ohlc_verified_empty``, ``ohlc_coverage``, the
@@ -33,11 +38,27 @@ from ._schema import (
     _MIGRATION_LOCK_KEY,
     QUANTOXIDE_TABLES,
     SCHEMA_VERSION,
+    SQLX_MIGRATIONS_TABLE,
     DatabaseKind,
     classify_database,
     create_schema,
     stored_version,
 )
+
+_QUANTOXIDE_0_5_4 = frozenset(
+    {
+        20251124124349,  # create ohlc candles table
+        20251204134907,  # create price ticks table
+        20251204134950,  # create running trades table
+        20260220195233,  # create funding settlements table
+    }
+)
+#: The versions in ``_sqlx_migrations`` of each quantoxide release adopted, by release (its
+#: ``migrations/*.up.sql``, git tags ``v0.5.4`` and ``v0.6.0``; 0.5.5's are 0.6.0's).
+QUANTOXIDE_MIGRATIONS: dict[str, frozenset[int]] = {
+    "0.5.4": _QUANTOXIDE_0_5_4,
+    "0.6.0": _QUANTOXIDE_0_5_4 | {20260420143038},  # update running trades table (account_id)
+}
 
 
 class AdoptRefused(SchemaError):
@@ -69,6 +90,9 @@ class AdoptResult:
     candles: int = 0
     #: runs of consecutive stored minutes recorded in ``ohlc_coverage`` (adopted only)
     coverage_runs: int = 0
+    #: the quantoxide release whose migrations the database has (adopted only): a key of
+    #: :data:`QUANTOXIDE_MIGRATIONS`
+    quantoxide_version: str | None = None
 
 
 #: the catalog of one table: sorted (what, name, definition) rows
@@ -116,8 +140,8 @@ def _sqlite_file_missing(url: str) -> str | None:
 def adopt_database(url: str) -> AdoptResult:
     """Adopt the database at ``url`` so that qx_actors can sync into it.
 
-    * a quantoxide 0.5.4 database: our tables are added (see the module docstring), one
-      transaction; quantoxide's tables and rows are left exactly as they were;
+    * a quantoxide 0.5.4 or 0.6.0 database: our tables are added (see the module docstring),
+      one transaction; quantoxide's tables and rows are left exactly as they were;
     * a qx_actors database: nothing to do (``ALREADY``);
     * an empty database, or no SQLite file: nothing to adopt, nothing is created (``EMPTY``;
       ``qx-actors sync`` creates the tables at its first start);
@@ -169,6 +193,7 @@ def _adopt(backend: Backend) -> AdoptResult:
     theirs = tuple(QUANTOXIDE_TABLES)
     # quantoxide's writers wait until we commit: the coverage built matches the candles
     backend.execute(f"LOCK TABLE {', '.join(theirs)} IN SHARE MODE")
+    release = _quantoxide_release(backend, where)
     before_tables = set(backend.db.get_tables())
     before = table_catalog(backend, theirs)
     create_schema(backend)
@@ -185,13 +210,60 @@ def _adopt(backend: Backend) -> AdoptResult:
     runs = _count(backend, "SELECT COUNT(*) FROM ohlc_coverage")
     return AdoptResult(
         AdoptOutcome.ADOPTED,
-        f"adopted the quantoxide database {where}: added {', '.join(added)} "
+        f"adopted the quantoxide {release} database {where}: added {', '.join(added)} "
         f"(schema version {SCHEMA_VERSION}); {candles} stored candles in {runs} run(s) of "
         "consecutive minutes will not be downloaded again; quantoxide's tables are unchanged",
         tables_added=added,
         candles=candles,
         coverage_runs=runs,
+        quantoxide_version=release,
     )
+
+
+def _quantoxide_release(backend: Backend, where: str) -> str:
+    """The quantoxide release whose migrations ``_sqlx_migrations`` records (a key of
+    :data:`QUANTOXIDE_MIGRATIONS`); :class:`AdoptRefused` for a failed migration or a set that
+    is no release's (missing ones, or a newer quantoxide's)."""
+    rows: Any = backend.execute(
+        f"SELECT version, success FROM {SQLX_MIGRATIONS_TABLE} ORDER BY version"
+    ).fetchall()
+    versions = frozenset(int(version) for version, _ in rows)
+    failed = [int(version) for version, success in rows if not success]
+    if failed:
+        raise AdoptRefused(
+            f"can't adopt {where}: quantoxide's migration {_listed(failed)} did not succeed "
+            f"({SQLX_MIGRATIONS_TABLE}.success is false): let quantoxide migrate it first; "
+            "nothing changed"
+        )
+    for release, migrations in QUANTOXIDE_MIGRATIONS.items():
+        if versions == migrations:
+            return release
+    releases = list(QUANTOXIDE_MIGRATIONS)
+    unknown = sorted(versions - frozenset().union(*QUANTOXIDE_MIGRATIONS.values()))
+    # the nearest release: the one with the fewest migrations holding every recorded one
+    nearest = min(
+        (r for r, m in QUANTOXIDE_MIGRATIONS.items() if versions <= m),
+        key=lambda r: len(QUANTOXIDE_MIGRATIONS[r]),
+        default=None,
+    )
+    if unknown:
+        why = f"migration {_listed(unknown)} is unknown: a quantoxide newer than {releases[-1]}?"
+    elif nearest is not None:
+        missing = sorted(QUANTOXIDE_MIGRATIONS[nearest] - versions)
+        why = (
+            f"quantoxide {nearest}'s migration {_listed(missing)} is not recorded: let "
+            f"quantoxide {nearest} migrate it first"
+        )
+    else:
+        why = f"versions {_listed(sorted(versions))}"
+    raise AdoptRefused(
+        f"can't adopt {where}: its {SQLX_MIGRATIONS_TABLE} records the migrations of no "
+        f"quantoxide release qx_actors adopts ({' or '.join(releases)}): {why}; nothing changed"
+    )
+
+
+def _listed(versions: list[int]) -> str:
+    return ", ".join(str(v) for v in versions)
 
 
 def _drop_added_indexes(backend: Backend, before: Catalog) -> None:

@@ -1,7 +1,8 @@
 """A quantoxide database adopted and synced, end to end, on a real PostgreSQL server.
 
-The database is built from quantoxide 0.5.4's own migration SQL and filled with three days of
-the simulator's candles, ticks and settlements as quantoxide stores them. ``qx-actors sync``
+The database is built from quantoxide's own migration SQL, once per release adopted (0.5.4 and
+0.6.0, whose ``running_trades`` has an ``account_id``), and filled with three days of the
+simulator's candles, ticks and settlements as quantoxide stores them. ``qx-actors sync``
 refuses it naming ``qx-actors adopt --database URL``; ``qx-actors adopt`` adds our tables only;
 the engine then continues from the stored history: no request asks again for a stored stable
 minute or a stored settlement, and every row it had no reason to touch (candles stable and
@@ -28,6 +29,7 @@ from qx_actors.status import State
 from qx_actors.storage import Database
 from tests.integration.conftest import Harness
 from tests.quantoxide_db import (
+    QUANTOXIDE_RELEASES,
     QUANTOXIDE_TABLE_NAMES,
     connect,
     create_quantoxide_schema,
@@ -83,8 +85,9 @@ def overlapping(spans: list[Span], first: datetime, last: datetime) -> list[Span
     return [s for s in spans if s[0] <= last and first <= s[1]]
 
 
+@pytest.mark.parametrize("release", list(QUANTOXIDE_RELEASES))
 def test_quantoxide_database_is_adopted_and_synced_without_downloading_it_again(
-    harness: Harness, tmp_path: Path
+    harness: Harness, tmp_path: Path, release: str
 ) -> None:
     url = harness.database_url
     t0 = harness.now()
@@ -93,7 +96,7 @@ def test_quantoxide_database_is_adopted_and_synced_without_downloading_it_again(
     # (3 days, floored to midnight) starts an hour before it: that hour is all there is to fetch
     start = floor_day(t0 - timedelta(days=3)) + timedelta(hours=1)
     last = floor_minute(t0) - 20 * MINUTE
-    create_quantoxide_schema(url)
+    create_quantoxide_schema(url, release=release)
     fill_quantoxide(url, sim.market, start=start, last=last, now=t0)
     before = snapshot(url)
     settled = [row[1] for row in before["rows"]["funding_settlements"]]
@@ -122,7 +125,7 @@ def test_quantoxide_database_is_adopted_and_synced_without_downloading_it_again(
     # adopt: our tables only, quantoxide's catalog and rows untouched; a second time a no-op
     done = run_cli("adopt", "--database", url)
     assert 0 == done.returncode, done.stderr
-    assert "adopted the quantoxide database" in done.stdout
+    assert f"adopted the quantoxide {release} database" in done.stdout
     assert before == snapshot(url)
     assert set(QUANTOXIDE_TABLE_NAMES) < tables(url)
     done = run_cli("adopt", "--database", url)

@@ -134,3 +134,57 @@ def test_restart_does_not_download_stored_settlements_again(harness: Harness) ->
     assert all(r.query["from"] > stored[-1][1].strftime("%Y-%m-%dT%H:%M") for r in new)
     assert stored == settlements(harness.database_url)[: len(stored)]
     again.shutdown()
+
+
+def test_missing_scan_off_fetches_no_hole_and_reach_scans_the_whole_reach(
+    harness: Harness,
+) -> None:
+    """``funding_settlement_flag_missing_range_h: null`` (quantoxide's ``None``): settlements
+    missing between the stored ones are neither looked for nor fetched, pass after pass, even
+    once the exchange serves them. The default 672 h does not look 35 days back; ``reach``
+    looks through the whole reach, and a restart with it fetches them."""
+    now = harness.now()
+    first = floor_settlement_time(now - timedelta(days=35))
+    last = floor_settlement_time(now - timedelta(days=34))
+    sim = harness.simulator()
+    sim.faults.hide_settlements(first, last)
+    url = harness.database_url
+
+    off = harness.start(
+        harness.config(
+            sim, funding_settlement_reach="40d", funding_settlement_flag_missing_range_h=None
+        )
+    )
+    off.wait_for_state(State.BACKFILLED)
+    start = floor_settlement_time(now - timedelta(days=40))
+    hidden = [row for row in schedule(sim, start) if first <= row[1] <= last]
+    assert len(hidden) >= 3
+    assert [row for row in schedule(sim, start) if row not in hidden] == settlements(url)
+    state = off.funding_settlement_states[-1]
+    assert (None, ()) == (state.scan_from, state.missing)
+    assert not state.has_missing() and state.is_complete
+    sim.faults.reveal_hidden()
+    asked = sim.request_count("funding-settlements")
+    off.wait_for_count(State.BACKFILLED, off.state_count(State.BACKFILLED) + 2)
+    # at most a settlement time that passed meanwhile; the hole is never asked for
+    assert sim.request_count("funding-settlements") - asked <= 1
+    assert not set(hidden) & set(settlements(url))
+    off.shutdown()
+
+    default = harness.start(harness.config(sim, funding_settlement_reach="40d"))
+    default.wait_for_state(State.BACKFILLED)
+    assert () == default.funding_settlement_states[-1].missing  # older than 672 h
+    assert not set(hidden) & set(settlements(url))
+    default.shutdown()
+
+    whole = harness.start(
+        harness.config(
+            sim, funding_settlement_reach="40d", funding_settlement_flag_missing_range_h="reach"
+        )
+    )
+    whole.wait_for_state(State.BACKFILLED)
+    assert set(hidden) <= set(settlements(url))
+    assert schedule(sim, start) == settlements(url)[: len(schedule(sim, start))]
+    assert () == whole.funding_settlement_states[-1].missing
+    assert whole.funding_settlement_states[0].missing == tuple(row[1] for row in hidden)
+    whole.shutdown()

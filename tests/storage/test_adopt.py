@@ -1,9 +1,10 @@
 """Adopting a quantoxide database: what is detected, what is added, what is never touched.
 
 Every database here is a real PostgreSQL database; the quantoxide ones are built from
-quantoxide 0.5.4's own migration SQL (``tests/quantoxide_db.py``) and filled with rows the way
-quantoxide writes them. "Unchanged" is checked on the catalog (columns, types, defaults,
-constraints, indexes, triggers, the trigger function) and on every row of every quantoxide table.
+quantoxide 0.5.4's or 0.6.0's own migration SQL (``tests/quantoxide_db.py``; the tests of a
+quantoxide database run once per release) and filled with rows the way quantoxide writes
+them. "Unchanged" is checked on the catalog (columns, types, defaults, constraints, indexes,
+triggers, the trigger function) and on every row of every quantoxide table.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from qx_actors.storage._backend import Backend, open_backend
 from qx_actors.storage._models import MODELS
 from tests.quantoxide_db import (
     QUANTOXIDE_MIGRATIONS,
+    QUANTOXIDE_RELEASES,
     QUANTOXIDE_TABLE_NAMES,
     connect,
     create_quantoxide_schema,
@@ -65,10 +67,17 @@ def market() -> Market:
     return Market(seed=7, clock=ManualClock(NOW))
 
 
+@pytest.fixture(params=list(QUANTOXIDE_RELEASES))
+def release(request: pytest.FixtureRequest) -> str:
+    """A quantoxide release whose databases are adopted: 0.5.4, 0.6.0."""
+    return str(request.param)
+
+
 @pytest.fixture
-def quantoxide_url(postgres_db_url: str, market: Market) -> str:
-    """A quantoxide 0.5.4 database with three days of candles (one hole), ticks, settlements."""
-    create_quantoxide_schema(postgres_db_url)
+def quantoxide_url(postgres_db_url: str, market: Market, release: str) -> str:
+    """A quantoxide database of ``release`` with three days of candles (one hole), ticks,
+    settlements and a running trade."""
+    create_quantoxide_schema(postgres_db_url, release=release)
     fill_quantoxide(postgres_db_url, market, start=START, last=LAST, now=NOW)
     with connect(postgres_db_url) as cursor:
         cursor.execute(
@@ -124,13 +133,19 @@ def test_a_quantoxide_database_is_recognised_and_refused_naming_adopt(
 
 
 def test_adopt_adds_only_our_tables_and_changes_nothing_of_quantoxides(
-    quantoxide_url: str, market: Market
+    quantoxide_url: str, market: Market, release: str
 ) -> None:
     """Only our tables are added; quantoxide's catalog and every row stay as they were; the
-    coverage holds the runs of the stored candles, the rollups their buckets."""
+    coverage holds the runs of the stored candles, the rollups their buckets. The release is
+    recognised by its migrations and named."""
     before = snapshot(quantoxide_url)
     result = adopt_database(quantoxide_url)
     assert AdoptOutcome.ADOPTED is result.outcome
+    assert release == result.quantoxide_version
+    assert f"adopted the quantoxide {release} database" in result.message
+    running = {c[0] for c in before["catalog"]["running_trades"]["columns"]}
+    assert ("account_id" in running) is (release == "0.6.0")
+    assert 1 == len(before["rows"]["running_trades"])
     assert ADDED == set(result.tables_added)
     assert set(QUANTOXIDE_TABLE_NAMES) | ADDED == tables(quantoxide_url)
     assert before == snapshot(quantoxide_url)
@@ -327,6 +342,49 @@ def test_adopt_refuses_any_other_database_and_changes_nothing(
             open_storage(postgres_db_url)
         assert not isinstance(raised.value, QuantoxideDatabaseError)
         assert why in str(raised.value)
+
+
+def _failed_migration(url: str) -> None:
+    create_quantoxide_schema(url, release="0.6.0")
+    with connect(url) as cursor:
+        cursor.execute("UPDATE _sqlx_migrations SET success = FALSE WHERE version = 20260420143038")
+
+
+def _newer_quantoxide(url: str) -> None:
+    create_quantoxide_schema(url, release="0.6.0")
+    with connect(url) as cursor:
+        cursor.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, "
+            "execution_time) VALUES (20270101000000, 'something new', TRUE, '\\x00', 1)"
+        )
+
+
+def _migration_not_recorded(url: str) -> None:
+    create_quantoxide_schema(url)
+    with connect(url) as cursor:
+        cursor.execute("DELETE FROM _sqlx_migrations WHERE version = 20251204134907")
+
+
+@pytest.mark.parametrize(
+    ("build", "why"),
+    [
+        (_failed_migration, "migration 20260420143038 did not succeed"),
+        (_newer_quantoxide, "migration 20270101000000 is unknown: a quantoxide newer than 0.6.0"),
+        (_migration_not_recorded, "quantoxide 0.5.4's migration 20251204134907 is not recorded"),
+    ],
+)
+def test_adopt_refuses_the_migrations_of_no_release_and_changes_nothing(
+    postgres_db_url: str, build: Any, why: str
+) -> None:
+    """Tables shaped as quantoxide's, but ``_sqlx_migrations`` records no release's set (0.5.4's
+    or 0.6.0's, every one successful): refused naming the migration, nothing changed."""
+    build(postgres_db_url)
+    before = snapshot(postgres_db_url)
+    with pytest.raises(AdoptRefused, match="can't adopt") as e:
+        adopt_database(postgres_db_url)
+    assert why in str(e.value) and "nothing changed" in str(e.value), str(e.value)
+    assert before == snapshot(postgres_db_url)
+    assert set(QUANTOXIDE_TABLE_NAMES) == tables(postgres_db_url)
 
 
 def test_adopt_refuses_another_sqlite_database(tmp_path: Path) -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from qx_actors.config import QxConfig, config_from_mapping, dump_config, load_config, parse_reach
+from qx_actors.config import (
+    QxConfig,
+    config_from_mapping,
+    dump_config,
+    load_config,
+    parse_reach,
+    resolve_pass,
+)
 from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
 from qx_actors.errors import ConfigError
 
@@ -115,6 +122,13 @@ BAD_INPUTS = [
     ({"database": "${QX_TEST_DEFINITELY_UNSET}"}, "database", "QX_TEST_DEFINITELY_UNSET"),
     ({"metrics": {"listen": "9108"}}, "metrics.listen", "expected 'host:port'"),
 ]
+FLAG_RANGES = ("price_history_flag_gap_range_h", "funding_settlement_flag_missing_range_h")
+#: a flag range takes hours > 0, "reach" or null, and says so
+BAD_INPUTS += [
+    ({"sync": {key: value}}, f"sync.{key}", f"expected a number > 0, 'reach' or null, got {got}")
+    for key in FLAG_RANGES
+    for value, got in (("all", '"all"'), ("Reach", '"Reach"'), (0, "0"), (-3, "-3"), (True, "true"))
+]
 
 
 @pytest.mark.parametrize(("data", "path", "fragment"), BAD_INPUTS, ids=[b[1] for b in BAD_INPUTS])
@@ -126,6 +140,72 @@ def test_bad_input_names_the_key_path(data: dict[str, object], path: str, fragme
     message = str(info.value)
     assert message.startswith(f"{path}: ")
     assert fragment in message
+
+
+def test_flag_ranges_hours_reach_or_null(tmp_path: Path) -> None:
+    """The two flag ranges as quantoxide's: hours (from now, the gap range never before the
+    reach), or null: off (None, no range); and ``reach``: the whole reach (the funding one
+    floored to a settlement time). Both written in YAML as a user would, and printed back."""
+    file = tmp_path / "flags.yaml"
+    file.write_text(
+        "sync:\n  price_history_reach: 10d\n  funding_settlement_reach: 10d\n"
+        "  price_history_flag_gap_range_h: reach\n  funding_settlement_flag_missing_range_h: null\n"
+    )
+    config = load_config(file)
+    sync = config.sync
+    assert ("reach", None) == (
+        sync.price_history_flag_gap_range_h,
+        sync.funding_settlement_flag_missing_range_h,
+    )
+    assert config == load_config(_dumped(tmp_path, config))
+    now = datetime(2026, 6, 15, 13, 45, tzinfo=UTC)
+    reach = sync.price_history_reach_at(now)
+    assert datetime(2026, 6, 5, tzinfo=UTC) == reach
+    assert reach == sync.price_history_flag_gap_from(now, reach)
+    assert sync.funding_scan_from(now) is None
+    window = resolve_pass(sync, SyncMode.backfill(), now)
+    assert (reach, None) == (window.price_history_flag_gap_from, window.funding_scan_from)
+    assert now == window.funding_query_from  # nothing to read when the scan is off
+
+    flipped = config_from_mapping(
+        {
+            "sync": {
+                "funding_settlement_reach": "10d",
+                "price_history_flag_gap_range_h": None,
+                "funding_settlement_flag_missing_range_h": "reach",
+            }
+        }
+    ).sync
+    assert flipped.price_history_flag_gap_from(now, reach) is None
+    # 2026-06-05 13:45 floored to the settlement grid (00/08/16 UTC)
+    assert datetime(2026, 6, 5, 8, tzinfo=UTC) == flipped.funding_scan_from(now)
+    window = resolve_pass(flipped, SyncMode.backfill(), now)
+    assert window.price_history_flag_gap_from is None
+    assert datetime(2026, 6, 5, 8, tzinfo=UTC) == window.funding_query_from
+
+    hours = config_from_mapping(
+        {
+            "sync": {
+                "price_history_flag_gap_range_h": 2,
+                "funding_settlement_flag_missing_range_h": 1000,
+            }
+        }
+    ).sync
+    assert now - timedelta(hours=2) == hours.price_history_flag_gap_from(now, reach)
+    assert reach == hours.price_history_flag_gap_from(reach + timedelta(hours=1), reach)
+    # the funding scan is not clipped to the reach (a hole below it is fatal, as quantoxide's)
+    assert now - timedelta(hours=1000) == hours.funding_scan_from(now)
+    # the default: 4 weeks each, as quantoxide's
+    assert (672.0, 672.0) == (
+        QxConfig().sync.price_history_flag_gap_range_h,
+        QxConfig().sync.funding_settlement_flag_missing_range_h,
+    )
+
+
+def _dumped(tmp_path: Path, config: QxConfig) -> Path:
+    file = tmp_path / "dumped.yaml"
+    file.write_text(dump_config(config))
+    return file
 
 
 def test_invalid_yaml_names_line_and_column(tmp_path: Path) -> None:

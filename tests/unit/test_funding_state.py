@@ -176,6 +176,37 @@ def test_hole_older_than_the_scan_is_not_looked_at() -> None:
     assert state.is_complete
 
 
+def test_scan_off_looks_for_no_missing_settlement() -> None:
+    """scan_from=None (funding_settlement_flag_missing_range_h: null, quantoxide's None): holes
+    between the stored bounds are not missing, not fetched, and not fatal below the reach;
+    the newest settlements and the ones down to the reach are still planned."""
+    gone = {utc(2026, 1, 2, 8), utc(2026, 1, 7, 16), utc(2026, 1, 8, 0)}
+    stored = [t for t in settlement_times(utc(2026, 1, 1), utc(2026, 1, 9)) if t not in gone]
+    facts = facts_from(stored, utc(2026, 1, 1))  # stored times given: they are not read
+    state = FundingSettlementsState.evaluate(facts, reach=utc(2026, 1, 5), now=NOW, scan_from=None)
+    assert (None, ()) == (state.scan_from, state.missing)
+    assert not state.has_missing()
+    assert (dl(UPPER, utc(2026, 1, 9, 8), HEAD),) == state.downloads()
+    # quantoxide's is_range_available: the bounds alone when nothing is known missing
+    assert state.is_range_available(utc(2026, 1, 7), utc(2026, 1, 8, 8))
+    assert state.summary()["scan_from"] is None and 0 == state.summary()["missing"]
+    # the same database scanned: the holes are missing, the one below the reach is fatal
+    with pytest.raises(UnreachableMissingSettlement, match="2026-01-02T08:00:00Z"):
+        evaluate(stored, reach=utc(2026, 1, 5), now=NOW, scan_from=utc(2026, 1, 1))
+    scanned = evaluate(stored, reach=utc(2026, 1, 5), now=NOW, scan_from=utc(2026, 1, 5))
+    assert (utc(2026, 1, 7, 16), utc(2026, 1, 8, 0)) == scanned.missing
+    assert dl(MISSING, utc(2026, 1, 7, 16), utc(2026, 1, 8)) in scanned.downloads()
+    # scan off, stored settlements not down to the reach: the lower bound is still fetched
+    later = [t for t in stored if t >= utc(2026, 1, 6)]
+    lower = FundingSettlementsState.evaluate(
+        facts_from(later, NOW), reach=utc(2026, 1, 5), now=NOW, scan_from=None
+    )
+    assert (
+        dl(UPPER, utc(2026, 1, 9, 8), HEAD),
+        dl(LOWER, utc(2026, 1, 5), utc(2026, 1, 5, 16)),
+    ) == lower.downloads()
+
+
 def test_unanswered_lower_bound() -> None:
     """A lower bound still planned after a fetch that covered it is reported back."""
     stored = list(settlement_times(utc(2026, 1, 5), HEAD))

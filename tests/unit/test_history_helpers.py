@@ -107,14 +107,15 @@ def test_downtime_is_available_and_reported_apart() -> None:
     assert not state.has_gaps()
 
 
-def test_flag_gap_range_null_means_the_whole_reach() -> None:
-    """price_history_flag_gap_range_h: null (quantoxide's None) starts the range at the reach."""
+def test_flag_gap_range_reach_means_the_whole_reach() -> None:
+    """price_history_flag_gap_range_h: reach starts the range at the reach (null turns it off:
+    tests/unit/test_config.py)."""
     from qx_actors.config import config_from_mapping
 
     now = at(10_000)
     reach = at(100)
     whole = config_from_mapping(
-        {"database": "sqlite:///:memory:", "sync": {"price_history_flag_gap_range_h": None}}
+        {"database": "sqlite:///:memory:", "sync": {"price_history_flag_gap_range_h": "reach"}}
     ).sync
     recent = config_from_mapping(
         {"database": "sqlite:///:memory:", "sync": {"price_history_flag_gap_range_h": 2}}
