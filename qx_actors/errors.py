@@ -30,7 +30,7 @@ are mapped into this tree where they enter (``raise ... from exc``).
     │       ├── StreamHeartbeatTimeout        no pong within disconnect_timeout_s
     │       └── StaleFeedError                no tick for live_price_tick_max_interval_s
     ├── HistoryError (Fatal)                  history that can't be completed
-    │   ├── UnreachableGapError               a gap older than the reach
+    │   ├── UnreachableGapError               no longer raised (kept for callers)
     │   ├── ReachBeforeHistoryError           reach before the exchange's first data
     │   ├── LookbackBeyondReachError          live lookback older than the reach
     │   ├── UnreachableMissingSettlement      a missing settlement older than the reach
@@ -205,7 +205,9 @@ class HistoryError(FatalError):
 
 
 class UnreachableGapError(HistoryError):
-    """A gap older than the configured reach: it can't be repaired."""
+    """Once: a gap older than the configured reach. No longer raised: a hole older than the
+    reach is not the engine's business (``PriceHistoryState.holes_before_reach`` lists it).
+    Kept so that code catching it still imports."""
 
 
 class ReachBeforeHistoryError(HistoryError):
