@@ -7,9 +7,10 @@ Run from the repository root (after ``pip install -e '.[dev]'``)::
     python benchmarks/bench.py --sections backfill,ticks --json figures.json
 
 Sections (``--sections``, comma separated; default all): ``backfill``, ``ratelimit``,
-``ticks``, ``shutdown``, ``postgres``, ``history``, ``read``, ``threads``; each is a module of
-``benchmarks/sections/`` with a ``run(report, opts, workdir)``, sharing ``_common.py`` (rows,
-configs, PostgreSQL), ``_data.py`` (synthetic candles) and ``_processes.py`` (the children).
+``ticks``, ``shutdown``, ``postgres``, ``history``, ``read``, ``threads``, ``finality``; each
+is a module of ``benchmarks/sections/`` with a ``run(report, opts, workdir)``, sharing
+``_common.py`` (rows, configs, PostgreSQL), ``_data.py`` (synthetic candles) and
+``_processes.py`` (the children).
 Everything talks to 127.0.0.1 only; scratch files go to a temporary directory that is
 removed at the end (``--keep`` keeps it, with the child logs).
 Each figure is printed as a row ``metric | value | target | ratio | result``; ``--json FILE``
@@ -45,6 +46,7 @@ from _processes import child_backfill, child_sim, send_line
 
 SECTIONS = (
     "backfill", "ratelimit", "ticks", "shutdown", "postgres", "history", "read", "threads",
+    "finality",
 )  # fmt: skip
 
 
