@@ -1,9 +1,19 @@
 """YAML configuration: typed, frozen, validated once at the edge.
 
 ``load_config(path)`` reads a YAML file, interpolates ``${ENV_VAR}`` (and ``${ENV_VAR:-default}``)
-in string values, and decodes it into :class:`QxConfig` with msgspec. Unknown keys, wrong types
-and out-of-range values raise :class:`~qx_actors.errors.ConfigError` naming the key path, e.g.
-``sync.rest_timeout_s: expected a number > 0, got "abc"``.
+in string values, and decodes it into :class:`QxConfig` with msgspec. Unknown keys, wrong types,
+out-of-range values and values a key's rule refuses raise :class:`~qx_actors.errors.ConfigError`
+naming the key path, e.g. ``sync.rest_timeout_s: expected a number > 0, got -1`` (every problem
+at once: :class:`ConfigErrors`).
+
+The messages are ours, built from structured information only: the input is checked against
+the Structs' declared fields (their types, ``Annotated`` bounds, ``Literal`` choices and unions)
+and against each struct's rules (:data:`_RULES`) before msgspec decodes it; no text of msgspec's
+is read. Constructors have no side effects: building a config neither registers its database
+password for scrubbing (:func:`register_secrets`, done by :func:`config_from_mapping` and by
+``SyncEngine``) nor reads the clock (what only the clock can tell, an absolute reach in the
+future or a lookback before the reach, is :func:`check_against_clock`, a load step and a run
+start step).
 
 Every field below has a documented default; the README's config reference mirrors this module.
 """
@@ -11,11 +21,14 @@ Every field below has a documented default; the README's config reference mirror
 from __future__ import annotations
 
 import functools
+import math
+import operator
 import os
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -130,10 +143,7 @@ class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     disconnect_timeout_s: PositiveSeconds = 6.0
 
     def __post_init__(self) -> None:
-        if not self.rest_url.startswith(("http://", "https://")):
-            raise ValueError(f"rest_url: expected an http(s):// URL, got {self.rest_url!r}")
-        if not self.stream_url.startswith(("ws://", "wss://")):
-            raise ValueError(f"stream_url: expected a ws(s):// URL, got {self.stream_url!r}")
+        _enforce_rules(self)
 
 
 # ``dict=True``: room for the parsed reaches (cached properties), which are not config keys.
@@ -173,17 +183,8 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=T
     update_queue_capacity: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
     def __post_init__(self) -> None:
-        # Parsed here, once: a bad reach fails the load, and the passes reuse the parse.
-        now = utc_now()
-        for key, earliest in (
-            ("price_history_reach", FIRST_CANDLE_TIME),
-            ("funding_settlement_reach", FIRST_SETTLEMENT_TIME),
-        ):
-            try:
-                reach: Reach = getattr(self, f"{key}_parsed")
-                reach.resolve(now=now, earliest=earliest)
-            except ValueError as exc:
-                raise ValueError(f"{key}: {exc}") from None
+        # The reach syntax only (no clock): one in the future is check_against_clock's.
+        _enforce_rules(self)
 
     @functools.cached_property
     def price_history_reach_parsed(self) -> Reach:
@@ -297,11 +298,7 @@ class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     listen: str | None = None
 
     def __post_init__(self) -> None:
-        if self.listen is not None:
-            try:
-                parse_listen(self.listen)
-            except ValueError as exc:
-                raise ValueError(f"listen: {exc}") from None
+        _enforce_rules(self)
 
 
 class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -319,21 +316,9 @@ class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
-        # From here on the database password is scrubbed from every log line and message.
-        register_url_secret(self.database)
-        if not self.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError(
-                "database: expected 'sqlite:///path.db' or "
-                f"'postgresql://user:pass@host:port/db', got {redact_url(self.database)!r}"
-            )
-        if self.lookback is not None:
-            if self.mode != "live":
-                raise ValueError(f"lookback: only valid with mode 'live' (mode is {self.mode!r})")
-            try:
-                lookback = Lookback.parse(self.lookback)
-            except ValueError as exc:
-                raise ValueError(f"lookback: {exc}") from None
-            check_lookback_within_reach(lookback, self.sync, now=utc_now())
+        # No side effect here: registering the password is register_secrets', and the
+        # lookback against the reach needs the clock (check_against_clock).
+        _enforce_rules(self)
 
     @property
     def sync_mode(self) -> SyncMode:
@@ -403,108 +388,299 @@ def _interpolate(node: Any, path: str) -> Any:
     return node
 
 
-_MSGSPEC_AT = re.compile(r"^(?P<detail>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
-
-
-def _lookup(data: Any, dotted: str) -> Any:
-    node = data
-    for part in [p for p in re.split(r"\.|\[(\d+)\]", dotted) if p]:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
-
-
-def _struct_for(path: str) -> type[msgspec.Struct] | None:
-    struct: type[msgspec.Struct] = QxConfig
-    for part in [p for p in path.split(".") if p]:
-        annotations = {f.name: f.type for f in msgspec.structs.fields(struct)}
-        child = annotations.get(part)
-        if not (isinstance(child, type) and issubclass(child, msgspec.Struct)):
-            return None
-        struct = child
-    return struct
-
-
-def _field_type(path: str) -> Any:
-    """The annotation of the config key at ``path`` (``None`` if there is no such key)."""
-    parent, _, field = path.rpartition(".")
-    struct = _struct_for(parent)
-    if struct is None:
-        return None
-    return {f.name: f.type for f in msgspec.structs.fields(struct)}.get(field)
-
-
-def _union_words(annotation: Any) -> str | None:
-    """What a union key takes, in words (``a number > 0, 'reach' or null``); ``None`` if
-    ``annotation`` is not a union."""
-    if get_origin(annotation) not in (Union, UnionType):
-        return None
-    words: list[str] = []
-    for arg in get_args(annotation):
-        if arg is NoneType:
-            words.append("null")
-        elif get_origin(arg) is Literal:
-            words.extend(repr(choice) for choice in get_args(arg))
-        elif get_origin(arg) is Annotated:
-            base, *metas = get_args(arg)
-            bounds = [
-                f"{op} {getattr(meta, name):g}"
-                for meta in metas
-                for name, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
-                if getattr(meta, name, None) is not None
-            ]
-            words.append(" ".join([_TYPE_WORDS.get(base, str(base)), *bounds]))
-        else:
-            words.append(_TYPE_WORDS.get(arg, str(arg)))
-    return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
-
+# --- validation: our messages, from the declared types ---------------------------------------
 
 _TYPE_WORDS = {float: "a number", int: "a whole number", str: "a string", bool: "true or false"}
+#: ``msgspec.Meta`` bound -> its sign, and whether a value keeps it.
+_BOUNDS: tuple[tuple[str, str, Callable[[Any, Any], bool]], ...] = (
+    ("gt", ">", operator.gt),
+    ("ge", ">=", operator.ge),
+    ("lt", "<", operator.lt),
+    ("le", "<=", operator.le),
+)
 
 
-def _friendly(error: msgspec.ValidationError, data: Any) -> ConfigError:
-    text = str(error)
-    match = _MSGSPEC_AT.match(text)
-    path, detail = ("", text) if match is None else (match["path"].lstrip("."), match["detail"])
-    unknown = _UNKNOWN.match(detail)
-    if unknown:
-        struct = _struct_for(path)
-        known = ", ".join(struct.__struct_fields__) if struct else ""
-        key = f"{path}.{unknown['field']}" if path else unknown["field"]
-        return ConfigError(key, f"unknown key (known keys here: {known})")
-    annotation = _field_type(path)
-    union = _union_words(annotation)
-    if union is not None and (
-        detail.startswith("Invalid enum value") or detail.startswith("Expected `")
+def _number_text(number: float) -> str:
+    """``0`` for 0 and 0.0, ``2.5`` for 2.5."""
+    return str(int(number)) if float(number).is_integer() else repr(number)
+
+
+def _base_and_bounds(
+    annotation: Any,
+) -> tuple[Any, list[tuple[str, Any, Callable[[Any, Any], bool]]]]:
+    """``Annotated[float, Meta(gt=0)]`` -> ``(float, [(">", 0, operator.gt)])``; others as
+    they are, without bounds."""
+    if get_origin(annotation) is not Annotated:
+        return annotation, []
+    base, *metas = get_args(annotation)
+    bounds = [
+        (sign, getattr(meta, name), keeps)
+        for meta in metas
+        if isinstance(meta, msgspec.Meta)
+        for name, sign, keeps in _BOUNDS
+        if getattr(meta, name, None) is not None
+    ]
+    return base, bounds
+
+
+def _is_struct(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
+
+
+def _words(annotation: Any) -> str:
+    """What a key of type ``annotation`` takes, in words (bounds included)."""
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        words = [_words(arg) for arg in get_args(annotation)]
+        return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
+    if origin is Literal:
+        choices = get_args(annotation)
+        return " | ".join(repr(c) for c in choices) if len(choices) > 1 else repr(choices[0])
+    if annotation is NoneType:
+        return "null"
+    base, bounds = _base_and_bounds(annotation)
+    if _is_struct(base):
+        return "a mapping"
+    return " ".join(
+        [_TYPE_WORDS[base], *(f"{sign} {_number_text(limit)}" for sign, limit, _ in bounds)]
+    )
+
+
+def _fits_type(base: Any, value: Any) -> bool:
+    """Whether msgspec takes ``value`` for a ``base`` (strictly: no bool for a number, no
+    float for a whole number, an int for a float only within a float's range)."""
+    if base is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if base is float:
+        if isinstance(value, int):
+            return abs(value) <= _FLOAT_MAX_INT
+        return isinstance(value, float)
+    if base is int or base is str:
+        return isinstance(value, base)
+    raise TypeError(f"no config check for the type {base!r}")  # a new kind of key: add it
+
+
+#: The largest int msgspec takes for a float.
+_FLOAT_MAX_INT = int(sys.float_info.max)
+
+
+def _mismatch(annotation: Any, value: Any) -> str | None:
+    """``expected ...`` when ``value`` does not fit ``annotation``; ``None`` when it does (for a
+    struct: when it is a mapping, whose keys are checked on their own)."""
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        if any(_mismatch(arg, value) is None for arg in get_args(annotation)):
+            return None
+        return f"expected {_words(annotation)}"
+    if origin is Literal:
+        choices = get_args(annotation)
+        if any(type(value) is type(choice) and value == choice for choice in choices):
+            return None
+        return f"expected {'one of ' if len(choices) > 1 else ''}{_words(annotation)}"
+    if annotation is NoneType:
+        return None if value is None else "expected null"
+    base, bounds = _base_and_bounds(annotation)
+    if _is_struct(base):
+        return None if isinstance(value, dict | base) else "expected a mapping"
+    if not _fits_type(base, value):
+        return f"expected {_TYPE_WORDS[base]}"
+    for sign, limit, keeps in bounds:
+        if not keeps(value, limit):  # NaN keeps no bound
+            return f"expected {_TYPE_WORDS[base]} {sign} {_number_text(limit)}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it, near enough: JSON (``"abc"``, ``null``, ``true``, ``[1]``),
+    YAML's ``.nan``/``.inf``, and a YAML date said to be one (an unquoted ``2025-01-02``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    if isinstance(value, date):
+        return f"{value.isoformat()} (a YAML date)"
+    try:
+        return msgspec.json.encode(value).decode()
+    except (TypeError, ValueError, OverflowError):
+        return repr(value)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What a struct's types can't say: ``check`` gets the values of the ``reads`` keys (the
+    first is the one a problem is reported on) and returns the problem, or ``None``."""
+
+    reads: tuple[str, ...]
+    check: Callable[..., str | None]
+
+    @property
+    def key(self) -> str:
+        return self.reads[0]
+
+
+def _url_rule(key: str, schemes: tuple[str, ...], words: str) -> _Rule:
+    def check(url: str) -> str | None:
+        return None if url.startswith(schemes) else f"expected {words} URL, got {url!r}"
+
+    return _Rule((key,), check)
+
+
+def _parses(parse: Callable[[str], object]) -> Callable[[str | None], str | None]:
+    """A check that ``parse`` accepts the text (``None`` is fine): its ``ValueError`` is the
+    problem."""
+
+    def check(text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            parse(text)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return check
+
+
+def _database_problem(url: str) -> str | None:
+    if url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        return None
+    return (
+        "expected 'sqlite:///path.db' or "
+        f"'postgresql://user:pass@host:port/db', got {redact_url(url)!r}"
+    )
+
+
+def _lookback_problem(lookback: str | None, mode: str) -> str | None:
+    if lookback is None:
+        return None
+    if mode != "live":
+        return f"only valid with mode 'live' (mode is {mode!r})"
+    return _parses(Lookback.parse)(lookback)
+
+
+#: Each struct's rules, in the order they are checked: pure functions of the values, run by
+#: the constructor (the first problem is its ``ValueError``) and by :func:`config_from_mapping`
+#: (every problem, each on its key path). The clock is not theirs: :func:`check_against_clock`.
+_RULES: dict[type[msgspec.Struct], tuple[_Rule, ...]] = {
+    ExchangeConfig: (
+        _url_rule("rest_url", ("http://", "https://"), "an http(s)://"),
+        _url_rule("stream_url", ("ws://", "wss://"), "a ws(s)://"),
+    ),
+    SyncConfig: (
+        _Rule(("price_history_reach",), _parses(Reach.parse)),
+        _Rule(("funding_settlement_reach",), _parses(Reach.parse)),
+    ),
+    MetricsConfig: (_Rule(("listen",), _parses(parse_listen)),),
+    QxConfig: (
+        _Rule(("database",), _database_problem),
+        _Rule(("lookback", "mode"), _lookback_problem),
+    ),
+}
+
+
+def _rules_of(cls: type) -> tuple[_Rule, ...]:
+    return next((_RULES[c] for c in cls.__mro__ if c in _RULES), ())
+
+
+def _enforce_rules(struct: msgspec.Struct) -> None:
+    """The constructor's check: the first broken rule as ``ValueError("key: problem")``."""
+    for rule in _rules_of(type(struct)):
+        problem = rule.check(*(getattr(struct, name) for name in rule.reads))
+        if problem is not None:
+            raise ValueError(f"{rule.key}: {problem}")
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _default(field: msgspec.structs.FieldInfo) -> Any:
+    if field.default_factory is not msgspec.NODEFAULT:
+        return field.default_factory()
+    return field.default
+
+
+def _check_struct(
+    cls: type[msgspec.Struct], data: dict[Any, Any], path: str, errors: list[ConfigError]
+) -> dict[str, Any]:
+    """Append every problem of ``data`` as a ``cls`` to ``errors`` (in the order of the input's
+    keys, then the rules'); return ``data`` without the keys that have one (their defaults
+    apply), which msgspec then decodes."""
+    fields = {field.encode_name: field for field in msgspec.structs.fields(cls)}
+    clean: dict[str, Any] = {}
+    bad: set[str] = set()
+    for key, value in data.items():
+        where = _join(path, key)
+        field = fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            known = ", ".join(fields)
+            errors.append(ConfigError(where, f"unknown key (known keys here: {known})"))
+            continue
+        expected = _mismatch(field.type, value)
+        if expected is not None:
+            shown = _shown(value)
+            if isinstance(value, date) and _mismatch(field.type, value.isoformat()) is None:
+                shown = shown.replace("(a YAML date)", "(a YAML date: quote it)")
+            errors.append(ConfigError(where, f"{expected}, got {shown}"))
+            bad.add(field.name)
+            continue
+        if isinstance(value, dict):  # a nested struct: its own keys
+            base, _ = _base_and_bounds(field.type)
+            value = _check_struct(base, value, where, errors)
+        clean[key] = value
+    by_name = {field.name: field for field in fields.values()}
+    for rule in _rules_of(cls):
+        if bad.intersection(rule.reads):
+            # judged on a value that is already wrong: nothing to add, and its default applies
+            clean.pop(by_name[rule.key].encode_name, None)
+            continue
+        values = [
+            clean[by_name[name].encode_name]
+            if by_name[name].encode_name in clean
+            else _default(by_name[name])
+            for name in rule.reads
+        ]
+        problem = rule.check(*values)
+        if problem is not None:
+            errors.append(ConfigError(_join(path, rule.key), problem))
+            bad.add(rule.key)
+            clean.pop(by_name[rule.key].encode_name, None)
+    return clean
+
+
+def _fails(errors: list[ConfigError], path: str) -> bool:
+    """Whether ``path`` or a key above it has a problem in ``errors``."""
+    return any(path == e.path or path.startswith(f"{e.path}.") for e in errors)
+
+
+def _clock_problems(
+    config: QxConfig, now: datetime, lookback: Lookback | None, known: list[ConfigError]
+) -> list[ConfigError]:
+    """What only the clock tells, for the keys without a problem in ``known``."""
+    problems: list[ConfigError] = []
+    sync = config.sync
+    for key, reach, earliest in (
+        ("sync.price_history_reach", sync.price_history_reach_parsed, FIRST_CANDLE_TIME),
+        (
+            "sync.funding_settlement_reach",
+            sync.funding_settlement_reach_parsed,
+            FIRST_SETTLEMENT_TIME,
+        ),
     ):
-        # e.g. a flag range: "expected a number > 0, 'reach' or null, got \"whole\""
-        got = msgspec.json.encode(_lookup(data, path)).decode()
-        return ConfigError(path, f"expected {union}, got {got}")
-    if detail.startswith("Invalid enum value"):
-        choices = " | ".join(repr(c) for c in get_args(annotation))
-        got = msgspec.json.encode(_lookup(data, path)).decode()
-        return ConfigError(path, f"expected one of {choices}, got {got}")
-    if "Expected" in detail:
-        detail = detail.replace("Expected `float`", "expected a number")
-        detail = detail.replace("Expected `int`", "expected a whole number")
-        detail = detail.replace("Expected `str`", "expected a string")
-        detail = detail.replace("Expected `bool`", "expected true or false")
-        detail = detail.replace("Expected `object`", "expected a mapping")
-        detail = detail.replace("Expected ", "expected ")
-        value = _lookup(data, path)
-        detail = re.sub(r", got `[^`]+`$", "", detail)
-        detail = f"{detail}, got {msgspec.json.encode(value).decode()}"
-        return ConfigError(path, detail)
-    # A __post_init__ message already starts with the key name inside its struct.
-    head, sep, rest = detail.partition(": ")
-    if sep and re.fullmatch(r"[a-z_]+", head):
-        return ConfigError(f"{path}.{head}" if path else head, rest)
-    return ConfigError(path, detail)
+        if _fails(known, key):
+            continue
+        try:
+            reach.resolve(now=now, earliest=earliest)
+        except ValueError as exc:
+            problems.append(ConfigError(key, str(exc)))
+    if lookback is not None and not any(
+        _fails([*known, *problems], key) for key in ("mode", "lookback", "sync.price_history_reach")
+    ):
+        try:
+            check_lookback_within_reach(lookback, sync, now=now)
+        except ValueError as exc:
+            problems.append(ConfigError("lookback", str(exc).removeprefix("lookback: ")))
+    return problems
 
 
 class ConfigErrors(ConfigError):
@@ -516,62 +692,67 @@ class ConfigErrors(ConfigError):
         super().__init__("", "; ".join(str(error) for error in errors))
 
 
-#: How many problems are collected before giving up (a config that is wrong everywhere).
+#: How many problems are reported at most (a config that is wrong everywhere).
 _MAX_ERRORS = 50
 
 
-def _drop(data: Any, dotted: str) -> bool:
-    """Remove the key at ``dotted`` from ``data`` (so that its default applies); whether it
-    was there."""
-    parts = [p for p in re.split(r"\.|\[(\d+)\]", dotted) if p]
-    node = data
-    for part in parts[:-1]:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return False
-    if parts and isinstance(node, dict) and parts[-1] in node:
-        del node[parts[-1]]
-        return True
-    return False
+def _raise_any(errors: list[ConfigError]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors[:_MAX_ERRORS])
 
 
-def _copy_tree(node: Any) -> Any:
-    if isinstance(node, Mapping):
-        return {key: _copy_tree(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_copy_tree(value) for value in node]
-    return node
+def check_against_clock(config: QxConfig, now: datetime, *, mode: SyncMode | None = None) -> None:
+    """What only the clock can tell, at ``now``: an absolute reach after ``now``, or a lookback
+    (``mode``'s, else the config's) that starts before the price-history reach.
+
+    A load step (:func:`config_from_mapping`, at the wall clock) and a run start step
+    (``SyncEngine``, at the run's clock), never a constructor's. Raises :class:`ConfigError`
+    naming the key (:class:`ConfigErrors` for both reaches).
+    """
+    lookback = (mode or config.sync_mode).lookback
+    _raise_any(_clock_problems(config, now, lookback, []))
 
 
-def config_from_mapping(data: Any, *, source: str = "<config>") -> QxConfig:
+def register_secrets(config: QxConfig) -> None:
+    """From now on scrub ``config``'s secrets (its database password, in every form) from
+    every log line and message. :func:`config_from_mapping` (so :func:`load_config`) and
+    ``SyncEngine`` do it; a config built in code is registered when an engine is built from
+    it, or by calling this."""
+    register_url_secret(config.database)
+
+
+def config_from_mapping(
+    data: Any, *, source: str = "<config>", now: datetime | None = None
+) -> QxConfig:
     """Validate already-parsed YAML/JSON data into a :class:`QxConfig`; every problem is
-    reported at once (:class:`ConfigErrors` when there are several)."""
+    reported at once (:class:`ConfigErrors` when there are several), each naming its key path.
+
+    Loading also registers the database password for scrubbing (as :func:`register_secrets`)
+    and checks the reaches and the lookback against the clock (``now``, default the wall clock:
+    as :func:`check_against_clock`).
+    """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError("", f"{source}: expected a mapping at the top level, got {data!r}")
     data = _interpolate(data, "")
+    database = data.get("database")
+    if isinstance(database, str):
+        # before any check: a refused config's URL may still be quoted somewhere
+        register_url_secret(database)
+    errors: list[ConfigError] = []
+    clean = _check_struct(QxConfig, data, "", errors)
     try:
-        return msgspec.convert(data, QxConfig, str_keys=True)
-    except msgspec.ValidationError as exc:
-        first = _friendly(exc, data)
-    # msgspec stops at the first problem: drop the offending key (its default applies) and
-    # validate again, until the rest is valid or a problem can't be set aside.
-    errors = [first]
-    remaining = _copy_tree(data)
-    while len(errors) < _MAX_ERRORS and _drop(remaining, errors[-1].path):
-        try:
-            msgspec.convert(remaining, QxConfig, str_keys=True)
-            break
-        except msgspec.ValidationError as exc:
-            error = _friendly(exc, remaining)
-            if any(str(error) == str(seen) for seen in errors):
-                break
-            errors.append(error)
-    if len(errors) == 1:
-        raise first
-    raise ConfigErrors(errors)
+        config = msgspec.convert(clean, QxConfig, str_keys=True)
+    except msgspec.ValidationError as exc:  # a check above missed it: a bug
+        raise ConfigError("", f"{source}: {exc}") from None
+    # (a key with a problem was left out above: its default is what is judged, or skipped)
+    now = utc_now() if now is None else now
+    errors += _clock_problems(config, now, config.sync_mode.lookback, errors)
+    _raise_any(errors)
+    return config
 
 
 def load_config(path: str | os.PathLike[str]) -> QxConfig:

@@ -1,10 +1,13 @@
 """The lifecycle status machine: states, the transitions table, the machine, and its diagram.
 
-The status graph is data: :data:`TRANSITIONS` lists ``(trigger, sources, destination)``, and
-:func:`is_edge` is the one place that says whether a step is an edge of it.
-:class:`StatusMachine` wraps a ``transitions`` ``HierarchicalMachine`` built from it (``Running``
-has nested children, named with a dot: ``Running.InProgress``). Only the Controller actor owns a
-``StatusMachine``. The Mermaid diagram is generated from the same machine.
+The status graph is data: :data:`TRANSITIONS` lists ``(trigger, sources, destination)``. The
+table only *describes* the graph; one thing enforces it: :class:`StatusMachine` wraps a
+``transitions`` ``HierarchicalMachine`` built from the table (``Running`` has nested children,
+named with a dot: ``Running.InProgress``), and a step the graph lacks is rejected by that machine
+(its ``MachineError``), never by a second check of the table. Only the Controller actor owns a
+``StatusMachine``. :func:`is_edge` answers from the same table for code that *reads* recorded
+steps (the ``logs`` timeline, the test probe) without a machine. The Mermaid diagram is
+generated from the same machine.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ TRANSITIONS: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (
     (Trigger.SHUTDOWN_COMPLETE, (State.SHUTDOWN_INITIATED,), State.SHUTDOWN),
 )
 
+#: Where each trigger leads: only to see that a trigger repeats the Running state it is in (a
+#: no-op), not to judge it.
 _DESTINATION = {trigger: dest for trigger, _, dest in TRANSITIONS}
 
 
@@ -97,7 +102,8 @@ EDGES: frozenset[tuple[Trigger, State, State]] = frozenset(
 
 
 def is_edge(trigger: Trigger, src: State, dst: State) -> bool:
-    """Whether ``src --trigger--> dst`` is an edge of the graph (the one place that says so)."""
+    """Whether ``src --trigger--> dst`` is an edge of the graph: a query for recorded steps
+    (timelines, probes); a running machine does not ask it, ``transitions`` enforces."""
     return (trigger, src, dst) in EDGES
 
 
@@ -232,18 +238,17 @@ class StatusMachine:
     def fire(self, trigger: Trigger) -> AppliedTransition | None:
         """Apply ``trigger``; ``None`` when it would repeat the current Running state (a no-op).
 
-        Raises :class:`TransitionRejected` when the graph has no such edge.
+        Raises :class:`TransitionRejected` when the graph has no such edge: the ``transitions``
+        machine is what refuses it (the ``MachineError`` is the rejection's ``__cause__``); the
+        table is not consulted here.
         """
         src = self.state
-        dst = _DESTINATION[trigger]
-        if dst is src and src.is_running:
+        if _DESTINATION[trigger] is src and src.is_running:
             return None
-        if not is_edge(trigger, src, dst):
-            raise TransitionRejected(trigger, src, f"no '{trigger}' transition from {src}")
         try:
             self._model.trigger(trigger.value)
-        except MachineError as exc:  # the table and the machine disagree: a bug
-            raise TransitionRejected(trigger, src, str(exc)) from exc
+        except MachineError as exc:
+            raise TransitionRejected(trigger, src, f"no '{trigger}' transition from {src}") from exc
         return AppliedTransition(trigger, src, self.state)
 
 

@@ -21,11 +21,10 @@ from qx_actors.actors._base import RunThreads
 from qx_actors.actors._controller import ControllerActor
 from qx_actors.actors._engine import ChildSpawner, EngineActor, ModeProgram, RunContext
 from qx_actors.actors.messages import BeginRun, ForceStop, RequestShutdown
-from qx_actors.config import QxConfig, check_lookback_within_reach
+from qx_actors.config import QxConfig, check_against_clock, register_secrets
 from qx_actors.domain.lookback import SyncMode
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.errors import (
-    ConfigError,
     ShutdownTimeout,
     SyncAlreadyStarted,
     SyncNotStarted,
@@ -168,9 +167,15 @@ class SyncEngine:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
+        # A config built in code was registered by no loader: its password is scrubbed from
+        # every log line and message from here on.
+        register_secrets(config)
         self._clock = clock or utc_now
         self.mode = mode or config.sync_mode
-        _check_lookback(self.mode, config, self._clock())
+        # What only the run's clock can tell: an absolute reach in the future, a lookback (the
+        # mode's, wherever it came from) before the reach; the same ConfigError as from YAML
+        # (quantoxide's ``LookbackExceedsPriceHistoryReach`` for the lookback).
+        check_against_clock(config, self._clock(), mode=self.mode)
         self.run_id = uuid.uuid4().hex[:12]
         self.health = RunHealth(lambda: self._hub.status())
         self._hub = UpdateHub(config.sync.update_queue_capacity, observer=self.health.observe)
@@ -263,14 +268,3 @@ class SyncEngine:
             self.health,
         )
         return self._controller
-
-
-def _check_lookback(mode: SyncMode, config: QxConfig, now: datetime) -> None:
-    """A lookback older than the reach is refused as from YAML (quantoxide's
-    ``LookbackExceedsPriceHistoryReach``): the same ``ConfigError`` wherever the mode came from."""
-    if mode.lookback is None:
-        return
-    try:
-        check_lookback_within_reach(mode.lookback, config.sync, now=now)
-    except ValueError as exc:
-        raise ConfigError("lookback", str(exc).removeprefix("lookback: ")) from None

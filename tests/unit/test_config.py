@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
+from qx_actors import SyncEngine
+from qx_actors import config as config_module
 from qx_actors.config import (
+    ConfigErrors,
+    ExchangeConfig,
+    LoggingConfig,
+    MetricsConfig,
     QxConfig,
+    SyncConfig,
+    check_against_clock,
     config_from_mapping,
     dump_config,
     load_config,
     parse_reach,
+    register_secrets,
     resolve_pass,
 )
 from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
 from qx_actors.errors import ConfigError
+from qx_actors.redact import clear_secrets, is_registered
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -89,7 +102,7 @@ def test_mode_and_lookback() -> None:
 
 BAD_INPUTS = [
     ({"sync": {"rest_timeout_s": "abc"}}, "sync.rest_timeout_s", 'expected a number, got "abc"'),
-    ({"sync": {"rest_timeout_s": -1}}, "sync.rest_timeout_s", "> 0"),
+    ({"sync": {"rest_timeout_s": -1}}, "sync.rest_timeout_s", "expected a number > 0, got -1"),
     ({"sync": {"restart_interval_s": -0.5}}, "sync.restart_interval_s", ">= 0"),
     ({"sync": {"bogus": 1}}, "sync.bogus", "unknown key"),
     ({"bogus": 1}, "bogus", "unknown key"),
@@ -121,6 +134,32 @@ BAD_INPUTS = [
     ({"sync": {"shutdown_timeout_s": None}}, "sync.shutdown_timeout_s", "got null"),
     ({"database": "${QX_TEST_DEFINITELY_UNSET}"}, "database", "QX_TEST_DEFINITELY_UNSET"),
     ({"metrics": {"listen": "9108"}}, "metrics.listen", "expected 'host:port'"),
+    # built from the declared types, not from msgspec's text (issue 21): a Literal key says
+    # its choices whatever the wrong type, bounds read 0 not 0.0, NaN and dates as written
+    (
+        {"sync": {"tick_retention": 5}},
+        "sync.tick_retention",
+        "expected one of 'keep' | 'prune', got 5",
+    ),
+    ({"mode": None}, "mode", "expected one of 'backfill' | 'live' | 'full', got null"),
+    (
+        {"sync": {"restart_interval_s": -0.5}},
+        "sync.restart_interval_s",
+        "expected a number >= 0, got -0.5",
+    ),
+    (
+        {"sync": {"rest_timeout_s": float("nan")}},
+        "sync.rest_timeout_s",
+        "expected a number > 0, got .nan",
+    ),
+    ({"sync": {3: 1}}, "sync.3", "unknown key (known keys here: rest_timeout_s,"),
+    ({1: "x"}, "1", "unknown key (known keys here: mode, lookback, database,"),
+    (
+        {"sync": {"price_history_reach": date(2025, 1, 2)}},
+        "sync.price_history_reach",
+        "expected a string, got 2025-01-02 (a YAML date: quote it)",
+    ),
+    ({"lookback": 5}, "lookback", "expected a string or null, got 5"),
 ]
 FLAG_RANGES = ("price_history_flag_gap_range_h", "funding_settlement_flag_missing_range_h")
 #: a flag range takes hours > 0, "reach" or null, and says so
@@ -253,3 +292,193 @@ def test_dump_config_round_trips(tmp_path: Path) -> None:
     file = tmp_path / "effective.yaml"
     file.write_text(dump_config(config))
     assert config == load_config(file)
+
+
+# --- issue 21: messages from structured information, constructors without side effects -------
+
+SECRET_URL = "postgresql://qx:Sup3r-s3cret@db:5432/qx"
+LATER = datetime(3000, 1, 1, tzinfo=UTC)  # no absolute reach below is in the future then
+
+
+@pytest.fixture
+def fresh_secrets() -> Iterator[None]:
+    clear_secrets()
+    yield
+    clear_secrets()
+
+
+def test_every_problem_at_once_in_the_order_found() -> None:
+    """Type errors in the input's order, then each struct's rules, then what the clock tells;
+    a key judged on a value that is already wrong adds nothing (no lookback complaint about
+    the default mode when the mode itself is wrong)."""
+    data = {
+        "mode": "sideways",
+        "lookback": "20 x 5m",
+        "sync": {"rest_timeout_s": "abc", "nope": 1, "funding_settlement_reach": "2999-01-01"},
+        "logging": {"level": "loud"},
+        "exchange": {"rest_url": "ftp://x", "heartbeat_interval_s": 0},
+        "database": "mysql://root:hunter22@db/qx",
+    }
+    with pytest.raises(ConfigErrors) as info:
+        config_from_mapping(data, now=datetime(2026, 6, 15, tzinfo=UTC))
+    assert [
+        "mode",
+        "sync.rest_timeout_s",
+        "sync.nope",
+        "logging.level",
+        "exchange.heartbeat_interval_s",
+        "exchange.rest_url",
+        "database",
+        "sync.funding_settlement_reach",
+    ] == [error.path for error in info.value.errors]
+    assert [
+        "mode: expected one of 'backfill' | 'live' | 'full', got \"sideways\"",
+        'sync.rest_timeout_s: expected a number, got "abc"',
+        "exchange.heartbeat_interval_s: expected a number > 0, got 0",
+        "exchange.rest_url: expected an http(s):// URL, got 'ftp://x'",
+        "sync.funding_settlement_reach: reach '2999-01-01' is in the future",
+    ] == [
+        str(error)
+        for error in info.value.errors
+        if error.path
+        in (
+            "mode",
+            "sync.rest_timeout_s",
+            "exchange.heartbeat_interval_s",
+            "exchange.rest_url",
+            "sync.funding_settlement_reach",
+        )
+    ]
+    assert "hunter22" not in str(info.value)
+
+
+def test_messages_do_not_come_from_msgspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """msgspec only decodes what our checks let through: it never refuses anything, so no
+    message can be built from its text (whatever a msgspec release words it as)."""
+    decoded: list[Any] = []
+    real_convert = msgspec.convert
+
+    def convert(data: Any, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(data)
+        try:
+            return real_convert(data, *args, **kwargs)
+        except msgspec.ValidationError as exc:  # pragma: no cover - the failure to catch
+            pytest.fail(f"msgspec refused what the checks let through: {exc}")
+
+    monkeypatch.setattr(msgspec, "convert", convert)  # the module config.py uses
+    with pytest.raises(ConfigErrors) as info:
+        config_from_mapping(
+            {"sync": {"rest_timeout_s": -1, "bogus": 2}, "metrics": {"listen": "9108"}}
+        )
+    assert ["sync.rest_timeout_s", "sync.bogus", "metrics.listen"] == [
+        error.path for error in info.value.errors
+    ]
+    # what was decoded is the input without the keys that have a problem
+    assert [{"sync": {}, "metrics": {}}] == decoded
+
+
+CHECKED_VALUES: list[Any] = [
+    "abc", "", "reach", "keep", "json", "live", "90d", "max", "2025-01-02", "http://x",
+    "ws://x", "sqlite:///x.db", "127.0.0.1:9108", -1, 0, 1, 1.5, 2.0, -0.5, 5000, 10**30,
+    10**400, True, False, None, [1], {"a": 1}, float("nan"), float("inf"), date(2025, 1, 2),
+]  # fmt: skip
+STRUCTS: list[type[msgspec.Struct]] = [
+    QxConfig, ExchangeConfig, SyncConfig, LoggingConfig, MetricsConfig
+]  # fmt: skip
+SECTIONS = {QxConfig: None, ExchangeConfig: "exchange", SyncConfig: "sync"}
+SECTIONS |= {LoggingConfig: "logging", MetricsConfig: "metrics"}
+
+
+@pytest.mark.parametrize("struct", STRUCTS, ids=lambda s: s.__name__)
+def test_our_checks_take_exactly_what_msgspec_takes(struct: type[msgspec.Struct]) -> None:
+    """For every key and a panel of values, our checks accept a value exactly when msgspec
+    (with the struct's own rules) decodes it: a msgspec release that changes what it takes
+    shows here, not as a message built from a text it no longer writes."""
+    section = SECTIONS[struct]
+    disagree = []
+    for field in msgspec.structs.fields(struct):
+        if section is None and field.name in SECTIONS.values():
+            continue  # the nested structs: their own case
+        for value in CHECKED_VALUES:
+            try:
+                msgspec.convert({field.encode_name: value}, struct, str_keys=True)
+                theirs = True
+            except msgspec.ValidationError:
+                theirs = False
+            data = {field.encode_name: value}
+            try:
+                config_from_mapping(data if section is None else {section: data}, now=LATER)
+                ours = True
+            except ConfigError:
+                ours = False
+            if ours != theirs:
+                disagree.append((field.name, value, ours, theirs))
+    assert [] == disagree
+
+
+def test_constructors_neither_register_secrets_nor_read_the_clock(
+    monkeypatch: pytest.MonkeyPatch, fresh_secrets: None
+) -> None:
+    """Building a config is pure: no password registered, no clock read (a reach in the
+    future and a lookback are the clock's, at load and at run start); syntax is still checked."""
+
+    def no_clock() -> datetime:
+        raise AssertionError("a constructor read the clock")
+
+    monkeypatch.setattr(config_module, "utc_now", no_clock)
+    config = QxConfig(
+        mode="live",
+        lookback="400 x 1d",
+        database=SECRET_URL,
+        sync=SyncConfig(price_history_reach="2999-01-01"),
+    )
+    assert not is_registered("Sup3r-s3cret")
+    assert "2999-01-01" == config.sync.price_history_reach
+    with pytest.raises(ValueError, match=r"^price_history_reach: expected a duration"):
+        SyncConfig(price_history_reach="yesterday")
+    with pytest.raises(ValueError, match=r"^lookback: only valid with mode 'live'"):
+        QxConfig(lookback="20 x 5m")
+    with pytest.raises(ValueError, match=r"^stream_url: expected a ws"):
+        ExchangeConfig(stream_url="http://x")
+
+
+def test_loading_and_building_an_engine_register_the_password(fresh_secrets: None) -> None:
+    """config_from_mapping (so load_config) registers the password; a config built in code is
+    registered when an engine is built from it (or by register_secrets)."""
+    config_from_mapping({"database": SECRET_URL})
+    assert is_registered("Sup3r-s3cret")
+    clear_secrets()
+    in_code = QxConfig(database=SECRET_URL)
+    assert not is_registered("Sup3r-s3cret")
+    SyncEngine(in_code)
+    assert is_registered("Sup3r-s3cret")
+    clear_secrets()
+    register_secrets(in_code)
+    assert is_registered("Sup3r-s3cret")
+
+
+def test_a_future_reach_is_refused_at_load_and_at_run_start() -> None:
+    """An absolute reach after now: a ConfigError naming the key at load (the wall clock, or
+    the ``now`` given) and when an engine is built (the run's clock)."""
+    now = datetime(2026, 6, 15, tzinfo=UTC)
+    data = {"sync": {"funding_settlement_reach": "2026-07-01"}}
+    expected = "sync.funding_settlement_reach: reach '2026-07-01' is in the future"
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(data, now=now)
+    assert expected == str(info.value)
+    config = config_from_mapping(data, now=datetime(2026, 8, 1, tzinfo=UTC))
+    with pytest.raises(ConfigError) as info:
+        SyncEngine(config, clock=lambda: now)
+    assert expected == str(info.value)
+    with pytest.raises(ConfigErrors) as both:
+        check_against_clock(
+            config_from_mapping(
+                {"sync": {"price_history_reach": "2026-07-01T08:00:00Z", **data["sync"]}},
+                now=datetime(2026, 8, 1, tzinfo=UTC),
+            ),
+            now,
+        )
+    assert ["sync.price_history_reach", "sync.funding_settlement_reach"] == [
+        error.path for error in both.value.errors
+    ]
+    check_against_clock(config, datetime(2026, 7, 1, tzinfo=UTC))  # from then on it is fine

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from transitions import MachineError
 
+from qx_actors import status as status_module
 from qx_actors.errors import SyncAlreadyShutdown, SyncAlreadyTerminated, SyncNotStarted
 from qx_actors.status import (
     TRANSITIONS,
@@ -79,6 +81,48 @@ def test_every_trigger_from_every_state(trigger: Trigger, state: State) -> None:
             machine.fire(trigger)
         assert state == info.value.state
         assert state == machine.state
+
+
+@pytest.mark.parametrize(
+    ("state", "trigger"),
+    [
+        (State.SYNCED, Trigger.START),
+        (State.NOT_INITIATED, Trigger.SHUTDOWN),
+        (State.SHUTDOWN, Trigger.SHUTDOWN),
+    ],
+    ids=lambda v: str(v),
+)
+def test_an_illegal_trigger_is_rejected_once_by_the_machine(
+    state: State, trigger: Trigger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One owner of the graph: the ``transitions`` machine. An illegal trigger reaches it once
+    and its MachineError is the rejection (the cause); the table's is_edge is never asked,
+    for a rejected step nor for an applied one."""
+    asked: list[tuple[object, ...]] = []
+
+    def is_edge_spy(*args: object) -> bool:
+        asked.append(args)
+        return True
+
+    monkeypatch.setattr(status_module, "is_edge", is_edge_spy)
+    machine = machine_in(state)
+    fired: list[str] = []
+    real_trigger = machine._model.trigger
+
+    def spy(name: str) -> bool:
+        fired.append(name)
+        return bool(real_trigger(name))
+
+    monkeypatch.setattr(machine._model, "trigger", spy)
+    with pytest.raises(TransitionRejected) as info:
+        machine.fire(trigger)
+    assert [trigger.value] == fired
+    assert isinstance(info.value.__cause__, MachineError)
+    assert f"no '{trigger}' transition from {state}" == info.value.reason
+    assert (trigger, state, state) == (info.value.trigger, info.value.state, machine.state)
+    if state is State.SYNCED:
+        assert machine.fire(Trigger.PROGRESS) is not None  # a legal step: the machine alone
+    assert [] == asked
 
 
 def test_transitions_table_matches_the_graph() -> None:
