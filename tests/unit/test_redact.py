@@ -16,7 +16,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from qx_actors._run_health import RunHealth
-from qx_actors.config import LoggingConfig, QxConfig, config_from_mapping, dump_config
+from qx_actors.config import (
+    LoggingConfig,
+    QxConfig,
+    config_from_mapping,
+    dump_config,
+    register_secrets,
+)
 from qx_actors.errors import ConfigError, DatabaseUnavailable
 from qx_actors.logs import configure_logging, get_logger
 from qx_actors.redact import (
@@ -269,6 +275,7 @@ def test_log_events_are_scrubbed(fmt: Literal["json", "console"]) -> None:
     """Every string of every event (exception text included), and the records of other
     libraries' loggers, reach the output without the password, in both formats."""
     config = QxConfig(database=f"postgresql://postgres:{quote(SECRET, safe='')}@db:5432/qx")
+    register_secrets(config)  # built in code: registered where it is used, not by QxConfig()
     out = io.StringIO()
     configure_logging(LoggingConfig(format=fmt, level="debug"), stream=out)
     log = get_logger(run_id="r1", database=config.database)
