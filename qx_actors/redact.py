@@ -6,10 +6,10 @@ Two tools:
   without a user, percent-encoded or not, ``?password=`` query parameters) or a libpq
   key/value DSN (``host=... password=...``) with its password replaced by ``***``;
 * a process-wide registry of known secrets: :func:`register_url_secret` (called with the
-  database URL whenever a config is built or a database opened) records the password in every
-  form it may take in a text (as written, percent-decoded, percent-encoded, ``repr``/JSON
-  escaped), and :func:`redact_text` replaces every registered secret, and the password of any
-  URL or ``password=`` pair it finds, by ``***``.
+  database URL whenever a config is loaded, an engine built or a database opened) records the
+  password in every form it may take in a text (as written, percent-decoded, percent-encoded,
+  ``repr``/JSON escaped), and :func:`redact_text` replaces every registered secret, and the
+  password of any URL or ``password=`` pair it finds, by ``***``.
 
 :func:`redact_text` is idempotent and safe to apply to any text that leaves the process.
 Secrets shorter than :data:`MIN_SECRET_LENGTH` are not scrubbed from free text (replacing every
