@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import pykka
 
 from qx_actors._run_health import RunHealth
+from qx_actors.actors import _program
 from qx_actors.actors._base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
     ActorRef,
@@ -77,8 +78,8 @@ from qx_actors.logs import get_logger
 from qx_actors.status import Trigger
 from qx_actors.updates import UpdateHub
 
-#: What a mode program yields and is sent back.
-Program = Generator[Any, Any, None]
+#: What a mode program yields and is sent back (typed in :mod:`qx_actors.actors._program`).
+Program = _program.Program
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class RunContext:
     health: RunHealth | None = None
     #: Where the run reads the time (the wall clock; tests and replays pass a manual one).
     clock: Callable[[], datetime] = utc_now
+    #: Where a program reads the time its timers run on (seconds; tests pass a manual one).
+    monotonic: Callable[[], float] = time.monotonic
     #: Where committed ticks go (the DB writer publishes them; None: nobody listens).
     hub: UpdateHub | None = None
 

@@ -390,3 +390,10 @@ class Call(Generic[T]):
 
     target: str
     payload: Request[T]
+
+
+#: Everything a mode program may yield. A :class:`Sleep` resumes it with a :class:`FeedState`,
+#: a :class:`Call` with the answer of its request, the others with ``None``; the typed way to
+#: wait for an answer is ``yield from call(...)`` / ``yield from sleep(...)``
+#: (:mod:`qx_actors.actors._program`).
+Effect = Sleep | Report | SetDegraded | Publish | Tell | Call[Any]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from qx_actors.actors._engine import Program, RunContext
-from qx_actors.actors.messages import Report, Sleep
+from qx_actors.actors._program import sleep
+from qx_actors.actors.messages import Report
 from qx_actors.modes._candles import prune_covered_ticks, sync_price_history
 from qx_actors.modes._funding import sync_funding_settlements
 from qx_actors.status import Trigger
@@ -23,4 +24,4 @@ def backfill_program(ctx: RunContext) -> Program:
         yield from sync_funding_settlements(ctx)
         yield Report(Trigger.BACKFILLED)
         first_pass = False
-        yield Sleep(ctx.config.sync.price_history_re_backfill_interval_s)
+        yield from sleep(ctx.config.sync.price_history_re_backfill_interval_s)

@@ -10,13 +10,11 @@ the exchange has not filled yet) is retried next pass.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from datetime import datetime, timedelta
-from typing import Any
 
 from qx_actors.actors._engine import RunContext
+from qx_actors.actors._program import Steps, call
 from qx_actors.actors.messages import (
-    Call,
     CandleRangeStored,
     FetchCandleRange,
     FlagHoles,
@@ -29,7 +27,6 @@ from qx_actors.config import resolve_pass
 from qx_actors.domain.history import (
     DownloadKind,
     DownloadRange,
-    PriceHistoryFacts,
     PriceHistoryState,
     check_reach_covered,
     last_stable_minute,
@@ -86,7 +83,7 @@ def sync_price_history(
     *,
     newest_gap_first: bool,
     recheck_verified_empty: bool,
-) -> Generator[Any, Any, PriceHistoryState]:
+) -> Steps[PriceHistoryState]:
     """Fetch what is missing of ``[reach, now]`` in one pass (live mode: of the lookback)."""
     clock = ctx.clock
     sync = ctx.config.sync
@@ -100,7 +97,7 @@ def sync_price_history(
         # holes are asked about again; None (null) turns both off, as quantoxide's None.
         # Holes are *found* everywhere in the reach: storage reports them all.
         scan_from = window.price_history_flag_gap_from
-        facts: PriceHistoryFacts = yield Call(DB, QueryPriceHistory())
+        facts = yield from call(DB, QueryPriceHistory())
         state = PriceHistoryState.evaluate(
             facts,
             reach=reach,
@@ -120,7 +117,7 @@ def sync_price_history(
             and (gap.start, gap.end) not in flagged
         )
         if new_gaps:
-            yield Call(DB, FlagHoles(new_gaps))
+            yield from call(DB, FlagHoles(new_gaps))
             flagged.update(new_gaps)
             continue  # the flags changed which candles are unstable: evaluate again
         download = _next_download(
@@ -136,9 +133,7 @@ def sync_price_history(
                 state = PriceHistoryState.evaluate(facts, reach=reach, now=now)
                 yield Publish(PriceHistoryStateUpdate(state))
             return state
-        result: CandleRangeStored = yield Call(
-            REST, FetchCandleRange(download, sync.price_history_batch_size)
-        )
+        result = yield from call(REST, FetchCandleRange(download, sync.price_history_batch_size))
         fetched.append(download)
         oldest = result.received_oldest
         if oldest is None and download.kind is DownloadKind.LOWER_BOUND:
@@ -148,7 +143,7 @@ def sync_price_history(
         check_reach_covered(download, oldest, reach, tolerance=REACH_TOLERANCE)
         confirmed = confirmed_missing(result, now=clock(), scan_from=scan_from)
         if confirmed:
-            yield Call(DB, RecordVerifiedEmpty(confirmed))
+            yield from call(DB, RecordVerifiedEmpty(confirmed))
 
 
 def _next_download(
@@ -179,9 +174,9 @@ def _next_download(
         skip.append(download)
 
 
-def prune_covered_ticks(ctx: RunContext, state: PriceHistoryState) -> Generator[Any, Any, None]:
+def prune_covered_ticks(ctx: RunContext, state: PriceHistoryState) -> Steps[None]:
     """With ``tick_retention: prune``, drop ticks covered by stable candles after a clean pass."""
     if ctx.config.sync.tick_retention != "prune" or state.gaps or state.latest is None:
         return
     newest_stable = min(state.latest, last_stable_minute(state.now))
-    yield Call(DB, PruneTicks(newest_stable))
+    yield from call(DB, PruneTicks(newest_stable))

@@ -18,20 +18,11 @@ settlements down to the reach, nor in the page just below the reach.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any
-
 from qx_actors.actors._engine import RunContext
-from qx_actors.actors.messages import (
-    Call,
-    FetchSettlementRange,
-    Publish,
-    QueryFunding,
-    SettlementRangeStored,
-)
+from qx_actors.actors._program import Steps, call
+from qx_actors.actors.messages import FetchSettlementRange, Publish, QueryFunding
 from qx_actors.config import resolve_pass
 from qx_actors.domain.funding import (
-    FundingSettlementsFacts,
     FundingSettlementsState,
     SettlementDownload,
     settlements_before_history_start,
@@ -41,7 +32,7 @@ from qx_actors.modes._candles import DB, REST
 from qx_actors.updates import FundingSettlementsStateUpdate
 
 
-def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSettlementsState]:
+def sync_funding_settlements(ctx: RunContext) -> Steps[FundingSettlementsState]:
     """Fetch the settlements missing from ``[reach, now]``; ranges fetched once per pass."""
     clock = ctx.clock
     sync = ctx.config.sync
@@ -50,7 +41,7 @@ def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSett
         window = resolve_pass(sync, ctx.mode, clock())
         # None: the scan is off (the facts' stored times are then not read)
         scan_from = window.funding_scan_from
-        facts: FundingSettlementsFacts = yield Call(DB, QueryFunding(window.funding_query_from))
+        facts = yield from call(DB, QueryFunding(window.funding_query_from))
         state = FundingSettlementsState.evaluate(
             facts, reach=window.funding_reach, now=window.now, scan_from=scan_from
         )
@@ -63,7 +54,7 @@ def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSett
             probe = state.probe_below_reach(EXCHANGE_PAGE_LIMIT)
             if probe is None or any(old.covers(probe) for old in fetched):
                 raise settlements_before_history_start(state, lower, probe)
-            probed: SettlementRangeStored = yield Call(
+            probed = yield from call(
                 REST, FetchSettlementRange(probe.start, probe.end, EXCHANGE_PAGE_LIMIT)
             )
             fetched.append(probe)
@@ -73,7 +64,7 @@ def sync_funding_settlements(ctx: RunContext) -> Generator[Any, Any, FundingSett
         download = state.next_download(fetched=fetched)
         if download is None:
             return state
-        _: SettlementRangeStored = yield Call(
+        yield from call(
             REST, FetchSettlementRange(download.start, download.end, EXCHANGE_PAGE_LIMIT)
         )
         fetched.append(download)

@@ -24,95 +24,121 @@ degraded and polls too.
 
 The program keeps no state shared with anyone: the WS feed watches its own stream and the
 Engine resumes the program's ``Sleep`` with the :class:`FeedState` it last heard of (early, as
-soon as that state changes); the Engine reports ``Synced`` at the first committed tick.
+soon as that state changes); the Engine reports ``Synced`` at the first committed tick. Its
+timers (re-sync, whole-history pass, funding) are a :class:`Schedule` on the run's monotonic
+clock (``RunContext.monotonic``).
 """
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 from qx_actors.actors._engine import Program, RunContext
-from qx_actors.actors.messages import (
-    FeedState,
-    Report,
-    Sleep,
-    StartStream,
-    Tell,
-)
+from qx_actors.actors._program import Steps, sleep
+from qx_actors.actors.messages import FeedState, Report, StartStream, Tell
 from qx_actors.domain.lookback import ModeKind
 from qx_actors.domain.settlements import next_settlement_time
 from qx_actors.modes._candles import prune_covered_ticks, sync_price_history
 from qx_actors.modes._funding import sync_funding_settlements
+from qx_actors.modes._schedule import Schedule
 from qx_actors.status import Trigger
 
 WS = "ws"
 
+#: The timers of a live program: the head re-sync (every mode), the whole-history pass and
+#: the funding refresh (full mode only).
+RESYNC = "re_sync"
+BACKFILL = "re_backfill"
+FUNDING = "funding"
+
 
 def live_program(ctx: RunContext) -> Program:
     """Catch up, go live, and keep everything current until stopped."""
-    sync = ctx.config.sync
-    full = ctx.mode.kind is ModeKind.FULL
     stream = ctx.config.exchange.stream_enabled
     yield Report(Trigger.PROGRESS)
-
-    next_funding = time.monotonic()
-    if full:
-        state = yield from sync_price_history(
-            ctx, newest_gap_first=False, recheck_verified_empty=True
-        )
-        yield from prune_covered_ticks(ctx, state)
-        funding = yield from sync_funding_settlements(ctx)
-        next_funding = _next_funding_at(ctx, funding.is_caught_up)
-    else:
-        yield from sync_price_history(ctx, newest_gap_first=True, recheck_verified_empty=False)
-
+    schedule = Schedule()
+    yield from _catch_up(ctx, schedule)
     if stream:
         yield Tell(WS, StartStream())
     else:
         yield Report(Trigger.SYNCED)  # current over REST alone (quantoxide's REST mode)
-
-    feed = FeedState()
+    _start_timers(ctx, schedule)
     was_quiet = False
-    now = time.monotonic()
-    next_resync = now + sync.price_history_re_sync_interval_s
-    next_backfill = now + sync.price_history_re_backfill_interval_s
     while True:
-        deadlines = [next_resync]
-        if full:
-            deadlines += [next_backfill, next_funding]
-        feed = yield Sleep(max(min(deadlines) - time.monotonic(), 0.0), until_feed_changes=stream)
-        now = time.monotonic()
+        feed = yield from sleep(schedule.next_wake(ctx.monotonic()), until_feed_changes=stream)
+        now = ctx.monotonic()
         if feed.quiet and not was_quiet:
             # Half-way to stale (the feed said so, the Engine flagged the run degraded): keep
             # the head current over REST while the stream gets the rest of the interval.
-            next_resync = now
+            schedule.set(RESYNC, now)
         was_quiet = feed.quiet
-        if now >= next_resync:
-            # The pass fetches the young candles again (the forming one included): that is
-            # also the REST poll of the head when the stream is off, down or quiet.
-            yield from sync_price_history(ctx, newest_gap_first=True, recheck_verified_empty=False)
-            if feed.down:
-                # Current over REST with the stream down: Synced, degraded (reported once per
-                # attempt by the Engine, whichever comes first: this or a committed tick).
-                yield Report(Trigger.SYNCED)
-            next_resync = time.monotonic() + sync.price_history_re_sync_interval_s
-        if full and now >= next_backfill:
-            state = yield from sync_price_history(
-                ctx, newest_gap_first=False, recheck_verified_empty=False
-            )
-            yield from prune_covered_ticks(ctx, state)
-            next_backfill = time.monotonic() + sync.price_history_re_backfill_interval_s
-        if full and now >= next_funding:
-            funding = yield from sync_funding_settlements(ctx)
-            next_funding = _next_funding_at(ctx, funding.is_caught_up)
+        due = schedule.due(now)
+        if RESYNC in due:
+            yield from _resync(ctx, feed, schedule)
+        if BACKFILL in due:
+            yield from _rebackfill(ctx, schedule)
+        if FUNDING in due:
+            yield from _refresh_funding(ctx, schedule)
+
+
+def _is_full(ctx: RunContext) -> bool:
+    return ctx.mode.kind is ModeKind.FULL
+
+
+def _catch_up(ctx: RunContext, schedule: Schedule) -> Steps[None]:
+    """Live: the lookback, newest gap first. Full: the whole history (verified-empty holes
+    asked about once more), then the funding settlements (which sets the funding timer)."""
+    if not _is_full(ctx):
+        yield from sync_price_history(ctx, newest_gap_first=True, recheck_verified_empty=False)
+        return
+    state = yield from sync_price_history(ctx, newest_gap_first=False, recheck_verified_empty=True)
+    yield from prune_covered_ticks(ctx, state)
+    yield from _refresh_funding(ctx, schedule)
+
+
+def _start_timers(ctx: RunContext, schedule: Schedule) -> None:
+    """Once live: the first re-sync (and, full mode, whole-history pass) an interval from now."""
+    sync = ctx.config.sync
+    now = ctx.monotonic()
+    schedule.set(RESYNC, now + sync.price_history_re_sync_interval_s)
+    if _is_full(ctx):
+        schedule.set(BACKFILL, now + sync.price_history_re_backfill_interval_s)
+
+
+def _resync(ctx: RunContext, feed: FeedState, schedule: Schedule) -> Steps[None]:
+    """A pass over the head (the lookback first, newest gap first), then the next re-sync.
+
+    The pass fetches the young candles again (the forming one included): that is also the REST
+    poll of the head when the stream is off, down or quiet.
+    """
+    yield from sync_price_history(ctx, newest_gap_first=True, recheck_verified_empty=False)
+    if feed.down:
+        # Current over REST with the stream down: Synced, degraded (reported once per
+        # attempt by the Engine, whichever comes first: this or a committed tick).
+        yield Report(Trigger.SYNCED)
+    schedule.set(RESYNC, ctx.monotonic() + ctx.config.sync.price_history_re_sync_interval_s)
+
+
+def _rebackfill(ctx: RunContext, schedule: Schedule) -> Steps[None]:
+    """Full mode: a whole-history pass (oldest gap first), then the next one."""
+    state = yield from sync_price_history(ctx, newest_gap_first=False, recheck_verified_empty=False)
+    yield from prune_covered_ticks(ctx, state)
+    interval = ctx.config.sync.price_history_re_backfill_interval_s
+    schedule.set(BACKFILL, ctx.monotonic() + interval)
+
+
+def _refresh_funding(ctx: RunContext, schedule: Schedule) -> Steps[None]:
+    """Full mode: a funding-settlement pass, then the next one (at the next settlement time,
+    or after ``funding_settlement_retry_interval_s`` while not caught up)."""
+    funding = yield from sync_funding_settlements(ctx)
+    schedule.set(FUNDING, _next_funding_at(ctx, funding.is_caught_up))
 
 
 def _next_funding_at(ctx: RunContext, caught_up: bool) -> float:
     """Monotonic time of the next settlement refresh."""
     retry = ctx.config.sync.funding_settlement_retry_interval_s
     if not caught_up:
-        return time.monotonic() + retry
+        return ctx.monotonic() + retry
     now = ctx.clock()
     until_next = (next_settlement_time(now) - now) + timedelta(seconds=1)
-    return time.monotonic() + until_next.total_seconds()
+    return ctx.monotonic() + until_next.total_seconds()
