@@ -2,9 +2,10 @@
 
 * :class:`QxActor`: a pykka actor on a daemon thread that registers with its run's threads and
   tells its supervisor when it dies or stops.
-* :class:`AsyncQxActor`: the same, but its thread runs an asyncio event loop and its messages
-  are handled *on that loop*: network I/O (the REST and stream clients) and timers run beside
-  message handling in one thread, with no hand-off from an actor thread to a loop thread.
+* :class:`AsyncQxActor`: the same, but its thread runs an asyncio event loop for its network
+  I/O, tasks and timers, and handles its messages between turns of that loop: one thread, no
+  hand-off from an actor thread to a loop thread. Its inbox is read by running the loop until a
+  message arrives, so pykka's own actor loop handles its messages, stop and failures.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import sys
+import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -23,6 +24,7 @@ from typing import Any
 import pykka
 import pykka.messages
 import structlog
+from pykka.messages import ProxyCall
 
 from qx_actors.actors.messages import ChildExited, ChildFailed
 from qx_actors.errors import ChildDied
@@ -32,15 +34,14 @@ from qx_actors.logs import get_logger
 TASK_CANCEL_TIMEOUT_S = 5.0
 
 #: What :class:`AsyncQxActor` takes from pykka beyond its public API, all of pykka 4.x: the two
-#: hooks pykka leaves to "implementors of new actor types" (the inbox, the loop's thread) and
-#: the steps of its own actor loop, which ``_serve_inbox`` runs in the same order.
+#: hooks pykka leaves to "implementors of new actor types" (the inbox, the start of the actor's
+#: thread) and the actor loop that thread runs (pykka's own, called, not copied). Besides these,
+#: ``pykka.messages._ActorStop``: the stop message, recognised in the inbox so that
+#: :meth:`AsyncQxActor.release` runs before ``on_stop``.
 PYKKA_INTERNALS = (
     "_create_actor_inbox",
     "_start_actor_loop",
-    "_actor_loop_setup",
-    "_handle_receive",
-    "_handle_failure",
-    "_actor_loop_teardown",
+    "_actor_loop",
 )
 
 
@@ -49,8 +50,8 @@ def check_pykka_internals(
 ) -> None:
     """Fail at import, naming what is missing, if this pykka lacks what the async base uses.
 
-    pykka is not pinned: a release that reshapes its actor loop must fail here, by name, not as
-    actors that never answer.
+    pykka is not pinned: a release that reshapes these internals must fail here, by name, not
+    as actors that never answer.
     """
     missing = [name for name in PYKKA_INTERNALS if not callable(getattr(actor_class, name, None))]
     if not isinstance(getattr(messages, "_ActorStop", None), type):
@@ -171,49 +172,151 @@ def tell(ref: pykka.ActorRef[Any], message: Any) -> None:
         ref.tell(message)
 
 
+class _Failure:
+    """What the inbox hands pykka's actor loop when a task or timer raised a ``BaseException``
+    (``SystemExit``, ``KeyboardInterrupt``, ...): an envelope (no reply expected) whose message,
+    a public pykka ``ProxyCall``, raises it again inside that loop, which then ends the actor
+    (and, as pykka does, every other actor) exactly as after a handler raising it."""
+
+    __slots__ = ("message", "reply_to")
+
+    def __init__(self, error: BaseException) -> None:
+        self.message = ProxyCall(
+            attr_path=("actor_inbox", "raise_failure"), args=(error,), kwargs={}
+        )
+        self.reply_to = None
+
+
 class _LoopInbox:
-    """A pykka inbox whose reader is an asyncio loop: ``put`` from any thread wakes the loop."""
+    """A pykka inbox whose reader runs the actor's asyncio loop until an envelope arrives.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    pykka's actor loop calls :meth:`get` on the actor's thread: the loop runs (tasks, timers,
+    I/O) while the inbox is empty, and stops as soon as :meth:`put`, from any thread, wakes it.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._actor: AsyncQxActor | None = None  # set when the actor starts (serve)
         self._items: collections.deque[Any] = collections.deque()
-        self._wakeup: asyncio.Event | None = None  # created on the loop (it binds to it)
+        self._waiting = False  # the loop runs in get() until an envelope (or a failure) comes
+        self._failure: BaseException | None = None  # raised by a task or timer, not yet handed
+        self._released = False
 
-    def put(self, envelope: Any) -> None:
+    # -- the inbox protocol (ActorRef.tell/ask put; pykka's actor loop gets) ----------------
+
+    def put(self, envelope: Any, /) -> None:
         self._items.append(envelope)  # deque.append is atomic
         with contextlib.suppress(RuntimeError):  # the loop is closed: the actor is gone
             self.loop.call_soon_threadsafe(self._wake)
 
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    async def next(self) -> Any:
-        """The oldest envelope, waiting on the loop for one."""
-        if self._wakeup is None:
-            self._wakeup = asyncio.Event()
-        while not self._items:
-            self._wakeup.clear()
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """The next envelope, running the loop until there is one. A stop envelope waits for
+        the actor's :meth:`~AsyncQxActor.release`; a failure of a task or timer comes first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._failure is not None and self._alive():
+                error, self._failure = self._failure, None
+                return _Failure(error)
             if self._items:
-                break
-            await self._wakeup.wait()
-        return self._items.popleft()
-
-    def get(self) -> Any:  # pykka's teardown drains the inbox after the loop ended
-        return self._items.popleft()
+                if self._releases_first(self._items[0]):
+                    continue  # released: look again (a task may have failed meanwhile)
+                return self._items.popleft()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not block or (remaining is not None and remaining <= 0):
+                raise queue.Empty
+            self._run_until_woken(remaining)
 
     def empty(self) -> bool:
         return not self._items
 
+    def serve(self, actor: AsyncQxActor) -> None:
+        """Read for ``actor`` (before its thread starts): its stop awaits its release."""
+        self._actor = actor
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def fail(self, error: BaseException) -> None:
+        """Hand ``error`` (raised on the loop by a task or timer) to pykka's actor loop: the
+        next :meth:`get` returns it, ahead of the envelopes waiting. (On the actor's thread.)"""
+        if self._failure is None and self._alive():
+            self._failure = error
+            self._stop_waiting()
+
+    def raise_failure(self, error: BaseException) -> None:
+        """Called by pykka's actor loop for a :class:`_Failure` envelope."""
+        raise error
+
+    def _alive(self) -> bool:
+        return self._actor is not None and not self._actor.actor_stopped.is_set()
+
+    def _releases_first(self, envelope: Any) -> bool:
+        """Before pykka handles the stop (``on_stop``), await the actor's release, once."""
+        actor = self._actor
+        if actor is None or self._released or not isinstance(envelope.message, _ACTOR_STOP):
+            return False
+        if not self._alive():
+            return False
+        self._released = True
+        try:
+            self.loop.run_until_complete(actor._release_safely())
+        except BaseException as exc:  # e.g. SystemExit from a task being cancelled
+            self.fail(exc)
+        return True
+
+    def _run_until_woken(self, timeout: float | None) -> None:
+        timer = None if timeout is None else self.loop.call_later(timeout, self._stop_waiting)
+        self._waiting = True
+        try:
+            self.loop.run_forever()
+        except BaseException as exc:  # SystemExit/KeyboardInterrupt out of a task or callback
+            self._waiting = False  # the loop has stopped already
+            self.fail(exc)
+        finally:
+            self._waiting = False
+            if timer is not None:
+                timer.cancel()
+
+    def _wake(self) -> None:
+        if self._items:
+            self._stop_waiting()
+
+    def _stop_waiting(self) -> None:
+        if self._waiting and self.loop.is_running():
+            self._waiting = False
+            self.loop.stop()  # a flag: the loop ends after this turn
+
+    def close(self) -> None:
+        """End of the actor's thread: the tasks still running (after a failure) are cancelled
+        and awaited, then the loop is closed."""
+        actor, self._actor = self._actor, None
+        loop = self.loop
+        try:
+            if actor is not None:
+                loop.run_until_complete(actor._cancel_tasks())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except BaseException as exc:  # the actor is gone already: nobody left to tell
+            log = get_logger(run_id=getattr(actor, "run_id", None))
+            log.warning("loop_close_failed", error=repr(exc))
+        finally:
+            loop.close()
+
 
 class AsyncQxActor(QxActor):
-    """An actor whose thread runs an asyncio loop, and whose messages are handled on it.
+    """An actor whose thread runs an asyncio loop, and handles its messages between its turns.
 
-    ``on_receive`` and the hooks run on the loop, so a handler may start tasks
-    (:meth:`start_task`) and timers (:meth:`call_later`) directly; it must never block. When
-    the actor stops, :meth:`release` runs first (cancel tasks, close clients: awaited before
-    the stopper's ``stop()`` returns), then ``on_stop``; after a failure the tasks are
-    cancelled once the loop is left.
+    ``on_receive`` and the hooks run on the actor's thread, whose event loop
+    (``asyncio.get_event_loop()``, :attr:`loop`) is the actor's, so a handler may start tasks
+    (:meth:`start_task`) and timers (:meth:`call_later`) directly; it must never block. They run
+    while the actor waits for its next message. When the actor stops, :meth:`release` runs
+    first (cancel tasks, close clients: awaited before the stopper's ``stop()`` returns), then
+    ``on_stop``; after a failure the tasks are cancelled once pykka's loop is left.
+
+    Messages, stop and failures are pykka's own actor loop's business (the inbox runs the
+    asyncio loop while it waits, see :class:`_LoopInbox`): an exception in a handler fails the
+    actor (``on_failure``), a ``BaseException`` (``SystemExit``, ``KeyboardInterrupt``, ...)
+    stops it and every other actor, as for a ``pykka.ThreadingActor``; the same
+    ``BaseException`` raised by a task or a timer of the actor is raised in that loop. (An
+    ``Exception`` escaping a task or timer is asyncio's to log, as ever.)
     """
 
     #: The tasks started with :meth:`start_task` and still running (cancelled at the stop).
@@ -221,60 +324,35 @@ class AsyncQxActor(QxActor):
 
     @staticmethod
     def _create_actor_inbox() -> Any:  # pykka calls it from Actor.__init__
-        return _LoopInbox(asyncio.new_event_loop())
+        return _LoopInbox()
+
+    @property
+    def _inbox(self) -> _LoopInbox:
+        inbox: _LoopInbox = self.actor_inbox  # type: ignore[assignment]
+        return inbox
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """This actor's event loop (use it from the actor's own thread only)."""
-        inbox: _LoopInbox = self.actor_inbox  # type: ignore[assignment]
-        return inbox.loop
+        return self._inbox.loop
 
     def _start_actor_loop(self) -> None:
+        self._tasks = set()
+        self._inbox.serve(self)
         thread = threading.Thread(
-            target=self._run_loop,
+            target=self._run_thread,
             name=f"{type(self).__name__}-{next(_async_actor_numbers)}",
             daemon=self.use_daemon_thread,
         )
         thread.start()
 
-    def _run_loop(self) -> None:
-        loop = self.loop
-        asyncio.set_event_loop(loop)
+    def _run_thread(self) -> None:
+        asyncio.set_event_loop(self.loop)
         try:
-            loop.run_until_complete(self._serve_inbox())
+            self._actor_loop()  # pykka's: on_start, messages, stop or failure, the inbox drained
         finally:
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _serve_inbox(self) -> None:
-        """pykka's actor loop, reading the inbox on the event loop."""
-        self._tasks = set()
-        self._actor_loop_setup()  # on_start
-        inbox: _LoopInbox = self.actor_inbox  # type: ignore[assignment]
-        while not self.actor_stopped.is_set():
-            envelope = await inbox.next()
-            if isinstance(envelope.message, _ACTOR_STOP):
-                await self._release_safely()
-            self._handle_envelope(envelope)
-        await self._cancel_tasks()  # after a failure: release what is still running
-        self._actor_loop_teardown()
-
-    def _handle_envelope(self, envelope: Any) -> None:
-        # As pykka's ThreadingActor loop does for one envelope.
-        try:
-            response = self._handle_receive(envelope.message)
-            if envelope.reply_to is not None:
-                envelope.reply_to.set(response)
-        except Exception:
-            if envelope.reply_to is not None:
-                envelope.reply_to.set_exception()
-            else:
-                self._handle_failure(*sys.exc_info())
-                try:
-                    self.on_failure(*sys.exc_info())
-                except Exception:
-                    self._handle_failure(*sys.exc_info())
+            self._inbox.close()
+            asyncio.set_event_loop(None)
 
     async def _release_safely(self) -> None:
         try:
@@ -292,14 +370,33 @@ class AsyncQxActor(QxActor):
         self, coro: Coroutine[Any, Any, Any], *, name: str | None = None
     ) -> asyncio.Task[Any]:
         """Run ``coro`` on this actor's loop; it is cancelled when the actor stops."""
-        task = self.loop.create_task(coro, name=name)
+        task = self.loop.create_task(self._guarded_task(coro), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Cancelled before it began, ``coro`` was never awaited: closed, it says nothing.
+        task.add_done_callback(lambda _: coro.close())
         return task
 
     def call_later(self, seconds: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Call ``callback`` on this actor's loop after ``seconds``."""
-        return self.loop.call_later(max(seconds, 0.0), callback)
+        return self.loop.call_later(max(seconds, 0.0), self._guarded_call, callback)
+
+    async def _guarded_task(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return await coro
+        except (Exception, asyncio.CancelledError):
+            raise
+        except BaseException as exc:  # ends the actor as in a handler (see the class)
+            self._inbox.fail(exc)
+            return None
+
+    def _guarded_call(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            raise
+        except BaseException as exc:  # ends the actor as in a handler (see the class)
+            self._inbox.fail(exc)
 
     async def _cancel_tasks(self) -> None:
         tasks = [task for task in self._tasks if not task.done()]
