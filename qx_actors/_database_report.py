@@ -32,7 +32,7 @@ def _read_facts(
     config: QxConfig, window: PassWindow
 ) -> tuple[PriceHistoryFacts, FundingSettlementsFacts]:
     with Database(config.database) as database:
-        facts = database.price_history_facts(scan_from=window.price_history_flag_gap_from)
+        facts = database.price_history_facts()
         funding_facts = database.funding_facts(scan_from=window.funding_query_from)
     return facts, funding_facts
 

@@ -21,7 +21,7 @@ FORMATS = ("csv", "jsonl", "parquet")
 def parse_time(text: str) -> datetime:
     """An ISO date or datetime; without an offset it is UTC."""
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"expected an ISO date or datetime, got {text!r}") from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -242,7 +242,7 @@ class EngineActor(AsyncQxActor):
         feed = self._feed
         match event:
             case StreamUp():
-                self._feed = replace(feed, up=True, down=False)
+                self._feed = replace(feed, down=False)
                 self._set_degraded(False, "stream subscribed")
             case StreamDown(error=error):
                 self._feed = replace(feed, down=True)
@@ -252,7 +252,7 @@ class EngineActor(AsyncQxActor):
                 if not feed.down:
                     self._set_degraded(True, f"no tick for {silent_s:g} s")
             case TicksFlowing():
-                self._feed = replace(feed, quiet=False, ticks_seen=True)
+                self._feed = replace(feed, quiet=False)
                 if feed.quiet and not feed.down:
                     self._set_degraded(False, "ticks flow again")
                 self._report(Trigger.SYNCED)

@@ -257,14 +257,10 @@ class TicksFlowing:
 class FeedState:
     """The stream as the Engine last heard of it; what a live program's ``Sleep`` resumes with."""
 
-    #: connected and subscribed at least once, and not down since
-    up: bool = False
     #: the connection failed: data flows by REST polling (degraded) until it is back
     down: bool = False
     #: connected but silent for half the stale limit: polled too, degraded
     quiet: bool = False
-    #: a committed tick was heard of since the stream started
-    ticks_seen: bool = False
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,8 @@ def format_rfc3339_ms(value: datetime) -> str:
 
 def parse_rfc3339(text: str) -> datetime:
     """Parse an RFC 3339 / ISO 8601 time; a missing offset is a ``ValueError``."""
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    # 3.11 parses "Z", not RFC 3339's lowercase "z"
+    parsed = datetime.fromisoformat(text.replace("z", "Z"))
     return require_utc(parsed, f"time {text!r}")
 
 

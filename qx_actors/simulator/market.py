@@ -50,7 +50,6 @@ Clock = Callable[[], datetime]
 
 MINUTES_PER_DAY = 1440
 MINUTE_MS = 60_000
-DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 FIRST_MS = to_epoch_ms(FIRST_CANDLE_TIME)
 
@@ -349,10 +348,6 @@ class Market:
         for candle in self.final_candles(start, min(end, from_epoch_ms(now_ms))):
             result.append(self.served_candle(minute_index(candle.time), now_ms) or candle)
         return result
-
-    def is_stable(self, index: int, now_ms: int) -> bool:
-        """Whether minute ``index`` is at least an hour old at ``now_ms``."""
-        return FIRST_MS + index * MINUTE_MS + HOUR_MS <= now_ms
 
     def served_candle(self, index: int, now_ms: int) -> Candle | None:
         """What the exchange serves now for an unstable minute; ``None`` when it is stable."""

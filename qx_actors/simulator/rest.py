@@ -233,20 +233,10 @@ class RestApp:
         with self._log_lock:
             return list(self._log)
 
-    def in_flight(self) -> int:
-        """Requests received and not answered yet."""
-        with self._log_lock:
-            return self._in_flight
-
     def wait_in_flight(self, n: int = 1, timeout: float = 5.0) -> bool:
         """Block until at least ``n`` requests are in flight; ``False`` on timeout."""
         with self._log_lock:
             return self._in_flight_changed.wait_for(lambda: self._in_flight >= n, timeout)
-
-    def clear_requests(self) -> None:
-        """Forget the request log."""
-        with self._log_lock:
-            self._log.clear()
 
     # -- app -------------------------------------------------------------------------------
 

@@ -254,6 +254,16 @@ class StreamServer:
 
     # -- ticks -----------------------------------------------------------------------------
 
+    async def _wait_for_wake(self, timeout: float) -> None:
+        """Until poked or ``timeout``. (``asyncio.timeout``, not ``wait_for``: on 3.11 a
+        ``wait_for`` whose wait ends as the task is cancelled swallows the cancellation, and
+        :meth:`stop` then waited for the producer until its caller gave up.)"""
+        assert self._wake is not None
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+
     async def _produce(self) -> None:
         assert self._wake is not None
         base = time.monotonic()
@@ -261,9 +271,7 @@ class StreamServer:
         while True:
             rate = self._rate
             if rate <= 0 or self.subscriber_count() == 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.25)
+                await self._wait_for_wake(0.25)
                 base, count = time.monotonic(), 0
                 continue
             due = int((time.monotonic() - base) * rate) - count
@@ -276,9 +284,7 @@ class StreamServer:
                 await asyncio.sleep(0)
                 continue
             wait = (count + 1) / rate - (time.monotonic() - base)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(max(wait, 0.001), 0.25))
+            await self._wait_for_wake(min(max(wait, 0.001), 0.25))
             if self._rate != rate:
                 base, count = time.monotonic(), 0
 

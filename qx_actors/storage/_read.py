@@ -406,13 +406,12 @@ class Database:
             for i, t, f, r in rows
         ]
 
-    def price_history_facts(self, *, scan_from: datetime | None = None) -> PriceHistoryFacts:
+    def price_history_facts(self) -> PriceHistoryFacts:
         """Bounds, every hole between them, verified-empty ranges, earliest unstable candle.
 
-        ``scan_from`` is accepted for compatibility and ignored: holes are reported wherever
-        they are (from ``ohlc_coverage``; from a scan of the candles on a schema-1 database).
+        Holes are reported wherever they are (from ``ohlc_coverage``; from a scan of the
+        candles on a schema-1 database).
         """
-        del scan_from
         return _queries.price_history_facts(self._backend, coverage=self._coverage)
 
     def funding_facts(self, *, scan_from: datetime) -> FundingSettlementsFacts:

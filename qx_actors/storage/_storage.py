@@ -310,12 +310,10 @@ class Storage:
 
     # --- facts ----------------------------------------------------------------------------
 
-    def price_history_facts(self, *, scan_from: datetime | None = None) -> PriceHistoryFacts:
+    def price_history_facts(self) -> PriceHistoryFacts:
         """What the stored candles look like (one consistent snapshot): bounds, every hole
-        between them (from ``ohlc_coverage``, no scan), verified-empty ranges, the earliest
-        unstable candle. ``scan_from`` is accepted for compatibility and ignored: holes are
-        reported wherever they are."""
-        del scan_from
+        between them (from ``ohlc_coverage``, no scan, wherever they are), verified-empty
+        ranges, the earliest unstable candle."""
         return _queries.price_history_facts(self._backend)
 
     def coverage(self) -> list[Span]:

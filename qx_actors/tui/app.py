@@ -175,7 +175,6 @@ class SyncTui(App[int]):
         self._reader_stop = threading.Event()
         self._reader: threading.Thread | None = None
         self._shutdown_thread: threading.Thread | None = None
-        self._shutdown_error: QxError | None = None
         self._quit_presses = 0
         self.forced = False
         self._started_at: float | None = None
@@ -404,10 +403,9 @@ class SyncTui(App[int]):
         self._shutdown_thread.start()
 
     def _shut_down_run(self, controller: SyncController) -> None:
-        try:
+        # already stopped, failed, or timed out: the status tells
+        with contextlib.suppress(QxError):
             controller.shutdown()
-        except QxError as exc:  # already stopped, failed, or timed out: the status tells
-            self._shutdown_error = exc
 
     def _on_stopped(self, status: SyncStatus, *, asked: bool = False) -> None:
         """The run ended: exit on ``Shutdown``; after ``Failed`` stay until asked (or stopped),

@@ -105,7 +105,7 @@ def test_sigkill_during_a_60_day_backfill_then_a_clean_run_is_exact(
     assert 0 == code, clean.output()[-2000:]
     assert "Shutdown" == clean.log.destinations()[-1]
 
-    backfilled_at = datetime.fromisoformat(str(backfilled["timestamp"]).replace("Z", "+00:00"))
+    backfilled_at = datetime.fromisoformat(str(backfilled["timestamp"]))
     reach = config_from_mapping(sim_config(url, simulator, price_history_reach=f"{REACH_DAYS}d"))
     start = reach.sync.price_history_reach_at(clean.started_at)
     problems = history_problems(

@@ -1,12 +1,15 @@
 """Chaos: the SQLite file locked by another process, and the disk under it full.
 
-* another process holds ``BEGIN EXCLUSIVE`` past the 5 s busy timeout during a backfill and
+* another process holds ``BEGIN EXCLUSIVE`` past the busy timeout during a backfill and
   during a live run: ``Running.Recovering`` (``DatabaseBusyError``), then ``Backfilled`` /
   ``Synced`` again once released, nothing received lost;
 * a tick write that fails once (a lock just past the busy timeout): ticks keep flowing;
 * the database on a small filesystem that a filler file fills up during a backfill: a clear
   ``DatabaseUnavailable: ... database or disk is full``, then ``Backfilled`` with an exact
   database once the space is back.
+
+The engines of the lock tests wait :data:`BUSY_TIMEOUT_S` for a lock, not the product's 5 s
+(``SQLITE_BUSY_TIMEOUT_S``): the same fault, shown sooner.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import pytest
+
 from qx_actors.config import config_from_mapping
 from qx_actors.status import State
+from qx_actors.storage import _backend
 from qx_actors.testing import RunProbe
 from tests.chaos.chaos_helpers import (
     EngineFactory,
@@ -34,12 +40,23 @@ from tests.chaos.chaos_helpers import (
     writing_or_backfilled,
 )
 
+#: How long the engines of the lock tests wait for another connection's lock.
+BUSY_TIMEOUT_S = 1.0
 
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite connections opened during the test wait :data:`BUSY_TIMEOUT_S` for a lock."""
+    monkeypatch.setattr(_backend, "SQLITE_BUSY_TIMEOUT_S", BUSY_TIMEOUT_S)
+
+
+@pytest.mark.usefixtures("short_busy_timeout")
 def test_sqlite_locked_past_the_busy_timeout_during_a_backfill(
     sim: SimFactory, engines: EngineFactory, tmp_path: Path
 ) -> None:
     """BEGIN EXCLUSIVE by another process at a random moment of a backfill, held until the run
-    reports Recovering (DatabaseBusyError, >= 5 s): once released, Backfilled, exact."""
+    reports Recovering (DatabaseBusyError, past the busy timeout): once released, Backfilled,
+    exact."""
     rng = chaos_rng("sqlite-lock-backfill")
     simulator = sim(tick_rate_per_s=0)
     path = tmp_path / "qx.db"
@@ -68,6 +85,7 @@ def test_sqlite_locked_past_the_busy_timeout_during_a_backfill(
     )
 
 
+@pytest.mark.usefixtures("short_busy_timeout")
 def test_sqlite_locked_past_the_busy_timeout_during_a_live_run(
     sim: SimFactory, engines: EngineFactory, tmp_path: Path, logs: Logs
 ) -> None:
@@ -108,6 +126,7 @@ def _write_failed(watch: RunProbe, logs: Logs) -> bool:
     )
 
 
+@pytest.mark.usefixtures("short_busy_timeout")
 def test_a_tick_write_that_fails_once_loses_nothing(
     sim: SimFactory, engines: EngineFactory, tmp_path: Path, logs: Logs
 ) -> None:

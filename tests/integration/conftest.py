@@ -35,7 +35,7 @@ BACKFILL_SYNC: dict[str, Any] = {
     # generous: a loaded machine must not turn a slow simulator page into a retry
     "rest_timeout_s": 10.0,
     "rest_error_max_trials": 2,
-    "price_history_re_backfill_interval_s": 0.2,
+    "price_history_re_backfill_interval_s": 0.1,
     "shutdown_timeout_s": 3.0,
 }
 

@@ -211,12 +211,12 @@ RECOVERABLE_FAULTS: dict[str, tuple[Callable[[Faults], None], type[Exception], s
     "slow": (
         lambda f: f.delay_next(2, 30.0, endpoint="candles"),
         ExchangeTimeout,
-        r"no complete answer within 1 s",
+        r"no complete answer within 0.5 s",
     ),
     "hang": (
         lambda f: f.hang_next(2, endpoint="candles"),
         ExchangeTimeout,
-        r"no complete answer within 1 s",
+        r"no complete answer within 0.5 s",
     ),
     "malformed JSON": (
         lambda f: f.malformed_next(2, endpoint="candles"),
@@ -239,8 +239,9 @@ def test_recoverable_rest_fault_restarts_and_completes(harness: Harness, fault: 
     t0 = harness.now()
     sim = harness.simulator()
     arm(sim.faults)
-    # a timeout short enough to make the slow/hanging answers fail, long enough for the others
-    config = harness.config(sim, rest_timeout_s=1.0)
+    # a timeout short enough to make the slow/hanging answers fail (each trial waits it out),
+    # long enough for the others
+    config = harness.config(sim, rest_timeout_s=0.5 if error_type is ExchangeTimeout else 1.0)
     run = harness.start(config)
     run.wait_for_state(State.BACKFILLED)
     assert [

@@ -35,7 +35,7 @@ STEP = timedelta(minutes=5)
 PASS_DEADLINE_S = 60.0
 
 LIVE_SYNC = {
-    "price_history_re_sync_interval_s": 0.05,
+    "price_history_re_sync_interval_s": 0.02,
     "price_history_reach": "1d",
     "live_price_tick_max_interval_s": 600,
 }
@@ -58,7 +58,7 @@ def start_live(
 ) -> RunProbe:
     sync = dict(LIVE_SYNC)
     if mode != "live":
-        sync["price_history_re_backfill_interval_s"] = 0.05
+        sync["price_history_re_backfill_interval_s"] = 0.02
     config = harness.config(sim, mode=mode, lookback=lookback, stream=stream, **sync)
     run = harness.start(config, clock=clock)
     run.wait_for_state(State.BACKFILLED if mode == "backfill" else State.SYNCED, PASS_DEADLINE_S)

@@ -1,8 +1,14 @@
-"""The qx-actors command line, run as a real process."""
+"""The qx-actors command line.
+
+The commands run in this process (the ``cli`` fixture: ``cli.main(argv)``, output captured);
+a real ``qx-actors`` process runs where the process is the subject: ``sync`` and ``simulate``
+ended by SIGINT (exit 0 after a graceful shutdown), and the dashboard on a terminal.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -12,21 +18,16 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import structlog
 import yaml
 
 from qx_actors.config import load_config
 from qx_actors.simulator import Simulator
 from qx_actors.status import mermaid_diagram
+from tests.cli_helpers import InProcessCli, ProcessState
 
 CLI = [sys.executable, "-m", "qx_actors.cli"]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run qx-actors with ``args`` to completion."""
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
-    )
 
 
 def write_config(path: Path, sim: Simulator, db: Path, **top: object) -> Path:
@@ -48,15 +49,15 @@ def write_config(path: Path, sim: Simulator, db: Path, **top: object) -> Path:
     return path
 
 
-def test_graph_prints_the_machine_diagram() -> None:
+def test_graph_prints_the_machine_diagram(cli: InProcessCli) -> None:
     """qx-actors graph prints the Mermaid text generated from the machine."""
-    done = run_cli("graph")
+    done = cli("graph")
     assert (0, mermaid_diagram()) == (done.returncode, done.stdout)
 
 
-def test_config_prints_the_effective_config(tmp_path: Path) -> None:
+def test_config_prints_the_effective_config(cli: InProcessCli, tmp_path: Path) -> None:
     """qx-actors config prints every key with defaults, and it loads back the same."""
-    done = run_cli("config", "--config", str(ROOT / "config" / "demo.yaml"))
+    done = cli("config", "--config", str(ROOT / "config" / "demo.yaml"))
     assert 0 == done.returncode, done.stderr
     effective = tmp_path / "effective.yaml"
     effective.write_text(done.stdout)
@@ -64,16 +65,18 @@ def test_config_prints_the_effective_config(tmp_path: Path) -> None:
     assert "shutdown_timeout_s: 6.0" in done.stdout
 
 
-def test_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+def test_invalid_config_exits_2_naming_the_key(cli: InProcessCli, tmp_path: Path) -> None:
     """A bad key is reported with its path and exit code 2."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("sync:\n  rest_timeout_s: abc\n")
-    done = run_cli("config", "--config", str(bad))
+    done = cli("config", "--config", str(bad))
     assert 2 == done.returncode
     assert 'sync.rest_timeout_s: expected a number, got "abc"' in done.stderr
 
 
-def test_logs_prints_a_timeline_and_flags_off_graph_edges(tmp_path: Path) -> None:
+def test_logs_prints_a_timeline_and_flags_off_graph_edges(
+    cli: InProcessCli, tmp_path: Path
+) -> None:
     """qx-actors logs lists transitions in order and flags one that is not in the graph."""
     lines = [
         {"event": "status_transition", "run_id": "r1", "mode": "backfill", "trigger": "start",
@@ -89,7 +92,7 @@ def test_logs_prints_a_timeline_and_flags_off_graph_edges(tmp_path: Path) -> Non
     ]  # fmt: skip
     log = tmp_path / "run.log"
     log.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
-    done = run_cli("logs", str(log))
+    done = cli("logs", str(log))
     out = done.stdout.splitlines()
     assert 1 == done.returncode
     assert 3 == len(out)
@@ -99,9 +102,10 @@ def test_logs_prints_a_timeline_and_flags_off_graph_edges(tmp_path: Path) -> Non
 
 
 def test_sync_runs_until_sigint_then_status_and_export(
-    simulator: Simulator, tmp_path: Path
+    cli: InProcessCli, simulator: Simulator, tmp_path: Path
 ) -> None:
-    """sync backfills, exits 0 on SIGINT; status and export then read the database."""
+    """The real ``qx-actors sync`` backfills and exits 0 on SIGINT; status, plan and export then
+    read the database."""
     db = tmp_path / "qx.db"
     config = write_config(tmp_path / "qx.yaml", simulator, db)
     process = subprocess.Popen(
@@ -141,16 +145,16 @@ def test_sync_runs_until_sigint_then_status_and_export(
         ).fetchone()
     assert candles >= 24 * 60
 
-    status = run_cli("status", "--config", str(config))
+    status = cli("status", "--config", str(config))
     assert 0 == status.returncode, status.stderr
     assert "price history" in status.stdout and "funding settlements" in status.stdout
 
-    plan = run_cli("plan", "--config", str(config))
+    plan = cli("plan", "--config", str(config))
     assert 0 == plan.returncode, plan.stderr
     assert "nothing is written" in plan.stdout and "requests; ETA" in plan.stdout
 
     csv_file = tmp_path / "hours.csv"
-    done = run_cli(
+    done = cli(
         "export", "--config", str(config), "--from", "2020-01-01", "--to", "2100-01-01",
         "--resolution", "1h", "--output", str(csv_file),
     )  # fmt: skip
@@ -162,13 +166,13 @@ def test_sync_runs_until_sigint_then_status_and_export(
     assert {stable, gap} <= {"true", "false"}, rows[1]  # never Python's True/False
 
 
-def test_plan_on_an_empty_database_lists_the_whole_reach(tmp_path: Path) -> None:
+def test_plan_on_an_empty_database_lists_the_whole_reach(cli: InProcessCli, tmp_path: Path) -> None:
     """plan with no database yet: one LATEST candle range and the request count at 1/s."""
     config = tmp_path / "qx.yaml"
     config.write_text(
         f"database: sqlite:///{tmp_path / 'none.db'}\nsync:\n  price_history_reach: 2d\n"
     )
-    done = run_cli("plan", "--config", str(config))
+    done = cli("plan", "--config", str(config))
     assert 0 == done.returncode, done.stderr
     assert "latest" in done.stdout
     assert not (tmp_path / "none.db").exists()
@@ -178,44 +182,37 @@ def test_plan_on_an_empty_database_lists_the_whole_reach(tmp_path: Path) -> None
     assert "…" not in done.stdout and len(row) > 80, row
 
 
-def test_sync_with_a_log_file_still_shows_progress(simulator: Simulator, tmp_path: Path) -> None:
+def test_sync_with_a_log_file_still_shows_progress(
+    cli: InProcessCli, simulator: Simulator, tmp_path: Path
+) -> None:
     """logging.file set and no terminal: the JSON lines go to the file while short progress
-    lines appear on stderr as the run goes (not only at the end)."""
+    lines appear on stderr as the run goes (not only at the end: Ctrl-C is pressed once the
+    Backfilled line is out)."""
     log = tmp_path / "qx.log"
     config = write_config(
         tmp_path / "qx.yaml", simulator, tmp_path / "qx.db",
         logging={"format": "json", "level": "info", "file": str(log)},
     )  # fmt: skip
-    process = subprocess.Popen(
-        [*CLI, "sync", "--config", str(config)],
-        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stderr is not None
-        lines = []
-        for line in process.stderr:  # ends if the process dies
-            lines.append(line.rstrip("\n"))
-            if "status Running.Backfilled" in line or "status Failed" in line:
-                break
-        assert "qx-actors: status Running.Backfilled" in lines[-1], lines
-        assert any(re.match(r"qx-actors: candles 100\.00% of the reach stored", x) for x in lines)
-        assert not any(line.startswith("{") for line in lines)  # the JSON lines are in the file
-        process.send_signal(signal.SIGINT)
-        rest = process.communicate(timeout=30)[1]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert 0 == process.returncode, rest
-    assert "qx-actors: run ended: Shutdown" in rest
-    timeline = run_cli("logs", str(log))
+    done = cli.until(
+        "sync", "--config", str(config), stop_when=lambda line: "status Running.Backfilled" in line
+    )
+    lines = done.stderr.splitlines()
+    backfilled = next(i for i, x in enumerate(lines) if "status Running.Backfilled" in x)
+    assert "qx-actors: status Running.Backfilled" in lines[backfilled], lines
+    before = lines[:backfilled]
+    assert any(re.match(r"qx-actors: candles 100\.00% of the reach stored", x) for x in before)
+    assert not any(line.startswith("{") for line in lines)  # the JSON lines are in the file
+    assert 0 == done.returncode, done.stderr
+    assert "qx-actors: run ended: Shutdown" in "\n".join(lines[backfilled:])
+    timeline = cli("logs", str(log))
     assert 0 == timeline.returncode, timeline.stderr
     assert "Running.Backfilled -> ShutdownInitiated" in timeline.stdout
 
 
-def test_simulate_defaults_serve_the_demo_config(tmp_path: Path) -> None:
-    """`qx-actors simulate` with its defaults (ports aside) and a sync with config/demo.yaml's
-    rate (20/s): the backfill is never answered 429."""
+def test_simulate_defaults_serve_the_demo_config(cli: InProcessCli, tmp_path: Path) -> None:
+    """The real `qx-actors simulate` with its defaults (ports aside) and a sync with
+    config/demo.yaml's rate (20/s): the backfill is never answered 429; SIGINT stops the
+    simulator, exit 0."""
     from qx_actors.cli import build_parser
 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
@@ -237,24 +234,11 @@ def test_simulate_defaults_serve_the_demo_config(tmp_path: Path) -> None:
         demo["logging"] = {"format": "json", "level": "info"}
         config = tmp_path / "demo.yaml"
         config.write_text(yaml.safe_dump(demo))
-        sync = subprocess.Popen(
-            [*CLI, "sync", "--config", str(config)],
-            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        sync = cli.until(
+            "sync", "--config", str(config),
+            stop_when=lambda line: '"dst": "Running.Backfilled"' in line,
         )  # fmt: skip
-        try:
-            assert sync.stderr is not None
-            lines = []
-            for line in sync.stderr:
-                lines.append(line)
-                if '"dst": "Running.Backfilled"' in line or '"dst": "Failed"' in line:
-                    break
-            sync.send_signal(signal.SIGINT)
-            lines.append(sync.communicate(timeout=30)[1])
-        finally:
-            if sync.poll() is None:
-                sync.kill()
-                sync.wait()
-        text = "".join(lines)
+        text = sync.stderr
         assert '"dst": "Running.Backfilled"' in text, text[-2000:]
         assert "rest_rate_limited" not in text and '"status": 429' not in text
     finally:
@@ -263,25 +247,24 @@ def test_simulate_defaults_serve_the_demo_config(tmp_path: Path) -> None:
     assert 0 == server.returncode
 
 
-def test_sync_exits_nonzero_on_failed(simulator: Simulator, tmp_path: Path) -> None:
-    """A fatal error (the 1 d reach is before the exchange's history) ends the process with
+def test_sync_exits_nonzero_on_failed(
+    cli: InProcessCli, simulator: Simulator, tmp_path: Path
+) -> None:
+    """A fatal error (the 1 d reach is before the exchange's history) ends the command with
     exit code 1."""
     now = simulator.market.now()
     simulator.market.add_downtime(now - timedelta(days=2), now - timedelta(hours=17))
     config = write_config(tmp_path / "qx.yaml", simulator, tmp_path / "qx.db")
-    done = run_cli("sync", "--config", str(config))
+    done = cli("sync", "--config", str(config))
     assert 1 == done.returncode
     assert "is before the exchange's history" in done.stderr
 
 
-def test_demo_runs_for_a_duration(tmp_path: Path) -> None:
-    """qx-actors demo syncs against the simulator into SQLite and stops after --duration."""
+def test_demo_runs_for_a_duration(cli: InProcessCli, tmp_path: Path) -> None:
+    """qx-actors demo syncs against the simulator into SQLite and stops after --duration (2 s:
+    the demo is Synced in about half a second)."""
     db = tmp_path / "demo.db"
-    env = {**os.environ}
-    done = subprocess.run(
-        [*CLI, "demo", "--duration", "4", "--database", f"sqlite:///{db}"],
-        capture_output=True, text=True, timeout=90, cwd=tmp_path, env=env, check=False,
-    )  # fmt: skip
+    done = cli("demo", "--duration", "2", "--database", f"sqlite:///{db}", cwd=tmp_path)
     assert 0 == done.returncode, done.stderr[-2000:]
     with sqlite3.connect(db) as connection:
         (candles,) = connection.execute("SELECT count(*) FROM ohlc_candles").fetchone()
@@ -291,7 +274,9 @@ def test_demo_runs_for_a_duration(tmp_path: Path) -> None:
     assert "run ended: Shutdown" in done.stderr
 
 
-def test_a_lookback_beyond_the_reach_on_the_command_line_exits_2(tmp_path: Path) -> None:
+def test_a_lookback_beyond_the_reach_on_the_command_line_exits_2(
+    cli: InProcessCli, tmp_path: Path
+) -> None:
     """--lookback older than the reach is refused (not clamped): exit 2 naming both values."""
     config = tmp_path / "c.yaml"
     config.write_text(
@@ -303,7 +288,7 @@ def test_a_lookback_beyond_the_reach_on_the_command_line_exits_2(tmp_path: Path)
             }
         )
     )
-    done = run_cli("sync", "--config", str(config), "--mode", "live", "--lookback", "100 x 1d")
+    done = cli("sync", "--config", str(config), "--mode", "live", "--lookback", "100 x 1d")
     assert 2 == done.returncode, done.stderr
     assert "100 x 1d" in done.stderr and "price_history_reach" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
@@ -313,8 +298,8 @@ def test_a_lookback_beyond_the_reach_on_the_command_line_exits_2(tmp_path: Path)
 def test_the_dashboards_last_frame_shows_the_final_status(
     simulator: Simulator, tmp_path: Path
 ) -> None:
-    """sync on a terminal (a pseudo-terminal here): after Ctrl-C the dashboard's last frame
-    says Shutdown, not the Running.* it showed before."""
+    """The real sync process on a terminal (a pseudo-terminal here): after Ctrl-C the
+    dashboard's last frame says Shutdown, not the Running.* it showed before."""
     import pty
     import select
     import time
@@ -354,3 +339,26 @@ def test_the_dashboards_last_frame_shows_the_final_status(
     last_frame = text[text.rindex("qx-actors Full") :]
     assert re.search(r"status\s+│ Shutdown", last_frame), last_frame
     assert "Running." not in last_frame
+
+
+def test_an_in_process_sync_leaves_no_process_state_behind(
+    cli: InProcessCli, simulator: Simulator, tmp_path: Path
+) -> None:
+    """What ``sync`` installs for its run (SIGINT/SIGTERM handlers, the excepthooks, structlog's
+    configuration, the root logger's handler, the log file) is gone after the in-process call:
+    the tests calling ``cli.main`` leave nothing for the next one."""
+    log = tmp_path / "qx.log"
+    config = write_config(
+        tmp_path / "qx.yaml", simulator, tmp_path / "qx.db",
+        logging={"format": "json", "level": "info", "file": str(log)},
+    )  # fmt: skip
+    before = ProcessState.now()
+    done = cli.until(
+        "sync", "--config", str(config), stop_when=lambda line: "status Running.Backfilled" in line
+    )
+    assert 0 == done.returncode, done.stderr
+    assert before.comparable() == ProcessState.now().comparable()
+    size = log.stat().st_size
+    structlog.get_logger().warning("after_the_command")
+    logging.getLogger("pykka").error("after the command")
+    assert size == log.stat().st_size  # nothing is written to the command's log any more

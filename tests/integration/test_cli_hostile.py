@@ -1,9 +1,13 @@
-"""Every subcommand with hostile arguments, run as a real process: one clear line, never a
-traceback, and a non-zero exit when it failed.
+"""Every subcommand with hostile arguments: one clear line, never a traceback, and a non-zero
+exit when it failed.
 
 Hostile: missing files, paths under a regular file, a directory that does not exist, a config
 that is not UTF-8 or wrong everywhere, a file that is not a database, ports in use, closed
 pipes, URLs where nothing listens.
+
+The commands run in this process (the ``cli`` fixture: ``cli.main(argv)``, output captured),
+except into a closed pipe: there a real ``qx-actors`` process writes into a pipe whose reader
+is gone and must end quietly with exit 141 (or 0), as Unix tools do.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import yaml
 
 from qx_actors.domain.values import PriceTick
 from qx_actors.storage import open_storage
+from tests.cli_helpers import CliResult, InProcessCli
 
 CLI = [sys.executable, "-m", "qx_actors.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,20 +36,18 @@ COMMANDS = (
 )  # fmt: skip
 
 
-def run_cli(
-    *args: str, stdout: int | None = subprocess.PIPE, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run qx-actors with ``args`` to completion (stdin closed)."""
+def run_process(*args: str, stdout: int, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real qx-actors process with ``args`` to completion (stdin closed)."""
     return subprocess.run(
         [*CLI, *args], stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
         text=True, timeout=timeout, cwd=ROOT, check=False,
     )  # fmt: skip
 
 
-def assert_one_line_error(done: subprocess.CompletedProcess[str], *expected: str) -> str:
+def assert_one_line_error(done: CliResult, *expected: str) -> str:
     """A failure: non-zero exit, no traceback, one line on stderr that says ``expected``."""
     err = done.stderr
-    assert "Traceback" not in err and "Traceback" not in (done.stdout or ""), err
+    assert "Traceback" not in err and "Traceback" not in done.stdout, err
     assert 0 != done.returncode, (done.returncode, err)
     lines = err.strip().splitlines()
     assert 1 == len(lines), err
@@ -81,7 +84,8 @@ def config_file(tmp_path: Path, database: str, **top: object) -> Path:
         "database": database,
         "exchange": {"rest_url": "http://127.0.0.1:9", "stream_url": "ws://127.0.0.1:9/v1"},
         "sync": {"price_history_reach": "1d", "rest_timeout_s": 1, "restart_interval_s": 0.2,
-                 "rest_error_cooldown_s": 0.05, "shutdown_timeout_s": 3},
+                 "rest_error_cooldown_s": 0.05, "shutdown_timeout_s": 3,
+                 "rest_rate_limit_per_s": 1000},
         "logging": {"format": "json"},
         **top,
     }  # fmt: skip
@@ -112,36 +116,36 @@ def tick_database(tmp_path: Path) -> str:
     return url
 
 
-def test_every_command_on_a_missing_config_file(tmp_path: Path) -> None:
+def test_every_command_on_a_missing_config_file(cli: InProcessCli, tmp_path: Path) -> None:
     """--config pointing nowhere: exit 2, the file named."""
     missing = str(tmp_path / "missing.yaml")
     for command in ("sync", "status", "plan", "config"):
-        done = run_cli(command, "--config", missing)
+        done = cli(command, "--config", missing)
         assert 2 == done.returncode, (command, done.stderr)
         assert_one_line_error(done, "cannot read config file", "missing.yaml")
-    done = run_cli("export", "--config", missing, "--from", "2026-01-01", "--to", "2026-01-02")
+    done = cli("export", "--config", missing, "--from", "2026-01-01", "--to", "2026-01-02")
     assert_one_line_error(done, "missing.yaml")
-    done = run_cli("demo", "--config", missing, "--duration", "1")
+    done = cli("demo", "--config", missing, "--duration", "1")
     assert_one_line_error(done, "missing.yaml")
 
 
-def test_a_config_that_is_not_utf8(tmp_path: Path) -> None:
+def test_a_config_that_is_not_utf8(cli: InProcessCli, tmp_path: Path) -> None:
     """Latin-1 bytes in the config: the line of the bad byte, no UnicodeDecodeError."""
     latin = tmp_path / "latin.yaml"
     latin.write_bytes(b"mode: full\ndatabase: sqlite:///caf\xe9.db\n")
     for command in ("config", "sync", "plan", "status"):
-        done = run_cli(command, "--config", str(latin))
+        done = cli(command, "--config", str(latin))
         assert 2 == done.returncode
         assert_one_line_error(done, "not UTF-8", "line 2")
 
 
-def test_every_config_error_is_reported_at_once(tmp_path: Path) -> None:
+def test_every_config_error_is_reported_at_once(cli: InProcessCli, tmp_path: Path) -> None:
     """Four wrong keys: four lines, one per key, exit 2."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "mode: sideways\nsync:\n  rest_timeout_s: abc\n  nope: 1\nlogging:\n  level: loud\n"
     )
-    done = run_cli("config", "--config", str(bad))
+    done = cli("config", "--config", str(bad))
     assert 2 == done.returncode
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
@@ -151,10 +155,12 @@ def test_every_config_error_is_reported_at_once(tmp_path: Path) -> None:
         assert any(key in line for line in lines), (key, lines)
 
 
-def test_export_to_a_directory_that_does_not_exist(tick_database: str, tmp_path: Path) -> None:
+def test_export_to_a_directory_that_does_not_exist(
+    cli: InProcessCli, tick_database: str, tmp_path: Path
+) -> None:
     """--output /nonexistent/dir/x.csv: the path and the reason, exit 1."""
     config = config_file(tmp_path, tick_database)
-    done = run_cli(
+    done = cli(
         "export", "--config", str(config), "--kind", "ticks", "--from", "2026-01-01",
         "--to", "2026-01-02", "--output", "/nonexistent/dir/x.csv",
     )  # fmt: skip
@@ -192,16 +198,19 @@ def test_export_into_a_pipe_closed_early(tick_database: str, tmp_path: Path) -> 
     ],
 )
 def test_output_into_a_closed_pipe_is_quiet(args: tuple[str, ...], closed_pipe: int) -> None:
-    """Whatever the command prints, a closed pipe is no error message: exit 141, silent."""
-    done = run_cli(*args, stdout=closed_pipe)
+    """Whatever the command prints, a closed pipe is no error message: exit 141, silent (a
+    real process: the command points its fd 1 at /dev/null then)."""
+    done = run_process(*args, stdout=closed_pipe)
     assert (141, "") == (done.returncode, done.stderr)
 
 
-def test_export_with_a_resolution_for_settlements(tick_database: str, tmp_path: Path) -> None:
+def test_export_with_a_resolution_for_settlements(
+    cli: InProcessCli, tick_database: str, tmp_path: Path
+) -> None:
     """--resolution is for candles: refused for settlements and ticks, exit 2."""
     config = config_file(tmp_path, tick_database)
     for kind in ("settlements", "ticks"):
-        done = run_cli(
+        done = cli(
             "export", "--config", str(config), "--kind", kind, "--resolution", "1h",
             "--from", "2026-01-01", "--to", "2026-01-02",
         )  # fmt: skip
@@ -209,18 +218,20 @@ def test_export_with_a_resolution_for_settlements(tick_database: str, tmp_path: 
         assert_one_line_error(done, "--resolution", "candles only")
 
 
-def test_export_with_bad_times(tick_database: str, tmp_path: Path) -> None:
+def test_export_with_bad_times(cli: InProcessCli, tick_database: str, tmp_path: Path) -> None:
     """--from that is no time, --to before --from: exit 2."""
     config = config_file(tmp_path, tick_database)
-    done = run_cli("export", "--config", str(config), "--from", "soon", "--to", "2026-01-02")
+    done = cli("export", "--config", str(config), "--from", "soon", "--to", "2026-01-02")
     assert 2 == done.returncode
     assert_one_line_error(done, "soon")
-    done = run_cli("export", "--config", str(config), "--from", "2026-01-02", "--to", "2026-01-01")
+    done = cli("export", "--config", str(config), "--from", "2026-01-02", "--to", "2026-01-01")
     assert 2 == done.returncode
     assert_one_line_error(done, "--to must be after --from")
 
 
-def test_commands_on_a_file_that_is_not_a_database(not_a_database: str, tmp_path: Path) -> None:
+def test_commands_on_a_file_that_is_not_a_database(
+    cli: InProcessCli, not_a_database: str, tmp_path: Path
+) -> None:
     """status, plan and export on garbage: an error naming the problem, exit 1 (plan does not
     plan a full fetch)."""
     config = config_file(tmp_path, not_a_database)
@@ -229,13 +240,13 @@ def test_commands_on_a_file_that_is_not_a_database(not_a_database: str, tmp_path
         ("plan", "--config", str(config)),
         ("export", "--config", str(config), "--from", "2026-01-01", "--to", "2026-01-02"),
     ):
-        done = run_cli(*args)
+        done = cli(*args)
         assert 1 == done.returncode, (args, done.stderr)
         assert_one_line_error(done, f"qx-actors {args[0]}")
         assert "requests; ETA" not in done.stdout
 
 
-def test_sync_with_a_log_file_in_a_missing_directory(tmp_path: Path) -> None:
+def test_sync_with_a_log_file_in_a_missing_directory(cli: InProcessCli, tmp_path: Path) -> None:
     """logging.file under a regular file: the path and the reason, exit 1."""
     blocker = tmp_path / "blocker"
     blocker.write_text("")
@@ -244,71 +255,66 @@ def test_sync_with_a_log_file_in_a_missing_directory(tmp_path: Path) -> None:
         f"sqlite:///{tmp_path / 'qx.db'}",
         logging={"format": "json", "file": str(blocker / "qx.log")},
     )
-    done = run_cli("sync", "--config", str(config))
+    done = cli("sync", "--config", str(config))
     assert 1 == done.returncode
     assert_one_line_error(done, "qx-actors sync", "blocker")
 
 
-def test_sync_with_the_metrics_port_in_use(busy_port: int, tmp_path: Path) -> None:
+def test_sync_with_the_metrics_port_in_use(
+    cli: InProcessCli, busy_port: int, tmp_path: Path
+) -> None:
     """metrics.listen on a port in use: said before anything runs, exit 1."""
     config = config_file(
         tmp_path, f"sqlite:///{tmp_path / 'qx.db'}", metrics={"listen": f"127.0.0.1:{busy_port}"}
     )
-    done = run_cli("sync", "--config", str(config))
+    done = cli("sync", "--config", str(config))
     assert 1 == done.returncode
     assert_one_line_error(done, f"127.0.0.1:{busy_port}", "address already in use")
 
 
-def test_simulate_on_a_port_in_use(busy_port: int) -> None:
+def test_simulate_on_a_port_in_use(cli: InProcessCli, busy_port: int) -> None:
     """simulate where something already listens: one line, exit 1."""
-    done = run_cli("simulate", "--port", str(busy_port), "--stream-port", "0")
+    done = cli("simulate", "--port", str(busy_port), "--stream-port", "0")
     assert 1 == done.returncode
     assert_one_line_error(done, "qx-actors simulate", str(busy_port), "address already in use")
-    done = run_cli("simulate", "--port", "0", "--stream-port", str(busy_port))
+    done = cli("simulate", "--port", "0", "--stream-port", str(busy_port))
     assert_one_line_error(done, str(busy_port), "address already in use")
 
 
-def test_demo_with_a_database_under_a_regular_file(tmp_path: Path) -> None:
+def test_demo_with_a_database_under_a_regular_file(cli: InProcessCli, tmp_path: Path) -> None:
     """demo --database where no directory can be made: the path, exit 1."""
     blocker = tmp_path / "blocker"
     blocker.write_text("")
-    done = run_cli("demo", "--duration", "1", "--database", f"sqlite:///{blocker}/sub/demo.db")
+    done = cli("demo", "--duration", "1", "--database", f"sqlite:///{blocker}/sub/demo.db")
     assert 1 == done.returncode
     assert_one_line_error(done, "qx-actors demo", "blocker")
 
 
-def test_sync_against_urls_where_nothing_listens(tmp_path: Path) -> None:
+def test_sync_against_urls_where_nothing_listens(cli: InProcessCli, tmp_path: Path) -> None:
     """Wrong exchange URLs are recoverable: the run recovers and retries (no traceback), and
     SIGINT still ends it with Shutdown, exit 0."""
     config = config_file(tmp_path, f"sqlite:///{tmp_path / 'qx.db'}")
-    process = subprocess.Popen(
-        [*CLI, "sync", "--config", str(config)],
-        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stderr is not None
-        seen = []
-        for line in process.stderr:  # ends if the process dies
-            seen.append(line)
-            record = json.loads(line) if line.startswith("{") else {}
-            if record.get("dst") in ("Running.Recovering", "Failed"):
-                break
-        assert '"dst": "Running.Recovering"' in seen[-1], seen
-        process.send_signal(signal.SIGINT)
-        out, rest = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert "Traceback" not in "".join(seen) + rest + out
-    assert 0 == process.returncode, rest
-    assert "run ended: Shutdown" in rest
+
+    def recovering(line: str) -> bool:
+        record = json.loads(line) if line.startswith("{") else {}
+        return bool(record.get("dst") == "Running.Recovering")
+
+    done = cli.until("sync", "--config", str(config), stop_when=recovering)
+    assert "Traceback" not in done.stderr + done.stdout
+    transitions = [
+        json.loads(line)["dst"]
+        for line in done.stderr.splitlines()
+        if '"status_transition"' in line
+    ]
+    assert "Running.Recovering" in transitions and "Failed" not in transitions, transitions
+    assert 0 == done.returncode, done.stderr
+    assert "run ended: Shutdown" in done.stderr
 
 
-def test_logs_on_files_without_json_transitions(tmp_path: Path) -> None:
+def test_logs_on_files_without_json_transitions(cli: InProcessCli, tmp_path: Path) -> None:
     """logs: a missing file (exit 2), a console-format log or an unknown --run (exit 1) are
     said in one line instead of a blank one."""
-    done = run_cli("logs", str(tmp_path / "missing.log"))
+    done = cli("logs", str(tmp_path / "missing.log"))
     assert 2 == done.returncode
     assert_one_line_error(done, "cannot read", "missing.log")
 
@@ -316,13 +322,13 @@ def test_logs_on_files_without_json_transitions(tmp_path: Path) -> None:
     console.write_text(
         "2026-12-01 04:47:57 [info     ] status_transition  dst=Running.Starting run_id=r1\n"
     )
-    done = run_cli("logs", str(console))
+    done = cli("logs", str(console))
     assert "" == done.stdout
     assert_one_line_error(done, "no status_transition events", "logging.format: json")
 
     binary = tmp_path / "binary.log"
     binary.write_bytes(b"\xff\xfe\x00garbage\n")
-    assert_one_line_error(run_cli("logs", str(binary)), "no status_transition events")
+    assert_one_line_error(cli("logs", str(binary)), "no status_transition events")
 
     log = tmp_path / "run.log"
     log.write_text(
@@ -332,29 +338,29 @@ def test_logs_on_files_without_json_transitions(tmp_path: Path) -> None:
              "timestamp": "2026-01-01T00:00:00Z"}
         ) + "\n"
     )  # fmt: skip
-    done = run_cli("logs", str(log), "--run", "nope")
+    done = cli("logs", str(log), "--run", "nope")
     assert "" == done.stdout
     assert_one_line_error(done, "no run 'nope'", "r1")
-    assert 0 == run_cli("logs", str(log), "--run", "r1").returncode
+    assert 0 == cli("logs", str(log), "--run", "r1").returncode
 
 
-def test_usage_errors_are_argparse_lines(tmp_path: Path) -> None:
+def test_usage_errors_are_argparse_lines(cli: InProcessCli, tmp_path: Path) -> None:
     """Unknown commands and options: argparse's usage and one error line, exit 2."""
     for args in (("frobnicate",), ("export", "--kind", "trades"), ("simulate", "--port", "x")):
-        done = run_cli(*args)
+        done = cli(*args)
         assert 2 == done.returncode
         assert "Traceback" not in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("qx-actors"), done.stderr
 
 
-def test_adopt_hostile_databases(not_a_database: str, tmp_path: Path) -> None:
+def test_adopt_hostile_databases(cli: InProcessCli, not_a_database: str, tmp_path: Path) -> None:
     """adopt: a file that is not a database, a URL where nothing listens, a bad scheme."""
     for url in (
         not_a_database,
         "postgresql://qx:S3cret@127.0.0.1:9/qx",
         "mysql://somewhere/db",
     ):
-        done = run_cli("adopt", "--database", url)
+        done = cli("adopt", "--database", url)
         line = assert_one_line_error(done, "qx-actors")
         assert "S3cret" not in line
 

@@ -1,10 +1,12 @@
 """Columnar export and the read-only commands, run as the user runs them.
 
 * ``export --format parquet`` round-trips exactly through ``pyarrow.parquet.read_table``
-  (both backends), and without pyarrow it says which extra to install (a real interpreter in
-  which ``import pyarrow`` fails);
+  (both backends), and without pyarrow it says which extra to install (``import pyarrow``
+  fails, as when the extra is not installed);
 * ``status``, ``export`` and ``plan`` read a database they may only read (a real read-only
   filesystem) and report one that can't be read in one line, with no traceback.
+
+The commands run in this process (the ``cli`` fixture: ``cli.main(argv)``, output captured).
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qx_actors.cli import main
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.export import export
-from qx_actors.storage import Database, open_storage
+from qx_actors.storage import ArrowUnavailable, Database, open_storage
+from tests.cli_helpers import CliResult, InProcessCli
 from tests.small_fs import mount_small_fs, unmount_small_fs
 
-ROOT = Path(__file__).resolve().parents[2]
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 #: the written data's clock: the last hour of candles is young (unstable)
 NOW = BASE + timedelta(minutes=3000)
@@ -64,23 +65,9 @@ def write_config(path: Path, url: str) -> Path:
     return path
 
 
-def run_cli(
-    *args: str, python: tuple[str, ...] = ("-m", "qx_actors.cli")
-) -> subprocess.CompletedProcess[str]:
-    """Run the command line in a fresh interpreter."""
-    return subprocess.run(
-        [sys.executable, *python, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("resolution", ["1m", "1h", "45m"])
 def test_export_parquet_round_trips_exactly(
-    storage_url: str, tmp_path: Path, resolution: str
+    cli: InProcessCli, storage_url: str, tmp_path: Path, resolution: str
 ) -> None:
     """The Parquet file read back with ``pyarrow.parquet.read_table`` equals
     ``Database.candles_arrow`` (schema, UTC timestamps, every value) and the rows of
@@ -91,13 +78,11 @@ def test_export_parquet_round_trips_exactly(
     fill(storage_url)
     config = write_config(tmp_path / "qx.yaml", storage_url)
     out = tmp_path / "candles.parquet"
-    code = main(
-        [
-            "export", "--config", str(config), "--from", "2026-01-01", "--to", "2026-01-03",
-            "--resolution", resolution, "--format", "parquet", "--output", str(out),
-        ]
+    done = cli(
+        "export", "--config", str(config), "--from", "2026-01-01", "--to", "2026-01-03",
+        "--resolution", resolution, "--format", "parquet", "--output", str(out),
     )  # fmt: skip
-    assert 0 == code
+    assert 0 == done.returncode, done.stderr
     read = pq.read_table(out)
     with Database(storage_url) as db:
         # now=NOW is not what the CLI used (the clock): compare what doesn't depend on it
@@ -114,7 +99,9 @@ def test_export_parquet_round_trips_exactly(
     assert any(r["gap"] for r in as_rows)
 
 
-def test_export_parquet_of_ticks_and_settlements(storage_url: str, tmp_path: Path) -> None:
+def test_export_parquet_of_ticks_and_settlements(
+    cli: InProcessCli, storage_url: str, tmp_path: Path
+) -> None:
     """Ticks keep their microseconds, settlements their ids; times are UTC timestamps."""
     import pyarrow.parquet as pq
 
@@ -122,13 +109,11 @@ def test_export_parquet_of_ticks_and_settlements(storage_url: str, tmp_path: Pat
     config = write_config(tmp_path / "qx.yaml", storage_url)
     for kind in ("ticks", "settlements"):
         out = tmp_path / f"{kind}.parquet"
-        code = main(
-            [
-                "export", "--config", str(config), "--from", "2026-01-01", "--to", "2026-01-04",
-                "--kind", kind, "--format", "parquet", "--output", str(out),
-            ]
+        done = cli(
+            "export", "--config", str(config), "--from", "2026-01-01", "--to", "2026-01-04",
+            "--kind", kind, "--format", "parquet", "--output", str(out),
         )  # fmt: skip
-        assert 0 == code
+        assert 0 == done.returncode, done.stderr
         read = pq.read_table(out).to_pylist()
         with Database(storage_url) as db:
             if kind == "ticks":
@@ -145,46 +130,32 @@ def test_export_parquet_of_ticks_and_settlements(storage_url: str, tmp_path: Pat
                 assert 6 == len(read)
 
 
-#: an interpreter in which ``import pyarrow`` fails, as when the extra is not installed
-WITHOUT_PYARROW = (
-    "-c",
-    "import sys; sys.modules['pyarrow'] = None; sys.argv[0] = 'qx-actors'; "
-    "from qx_actors.cli import main; sys.exit(main(sys.argv[1:]))",
-)
-
-
-def test_export_parquet_without_pyarrow_names_the_extra(tmp_path: Path) -> None:
-    """Without pyarrow: exit 1, one line naming ``pip install 'qx_actors[arrow]'``, nothing
-    written; CSV export still works."""
+def test_export_parquet_without_pyarrow_names_the_extra(
+    cli: InProcessCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without pyarrow (``import pyarrow`` fails, as when the extra is not installed): exit 1,
+    one line naming ``pip install 'qx_actors[arrow]'``, nothing written; CSV export still
+    works, and ``Database.candles_arrow`` names the extra too."""
     url = f"sqlite:///{tmp_path / 'qx.db'}"
     fill(url)
     config = str(write_config(tmp_path / "qx.yaml", url))
     out = tmp_path / "x.parquet"
     args = ("export", "--config", config, "--from", "2026-01-01", "--to", "2026-01-02")
-    done = run_cli(*args, "--format", "parquet", "--output", str(out), python=WITHOUT_PYARROW)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ImportError):
+        import pyarrow  # noqa: F401
+    done = cli(*args, "--format", "parquet", "--output", str(out))
     assert 1 == done.returncode
     lines = done.stderr.strip().splitlines()
     assert 1 == len(lines), done.stderr
     assert "pip install 'qx_actors[arrow]'" in lines[0]
     assert "Traceback" not in done.stderr and not out.exists()
-    csv = run_cli(*args, "--format", "csv", python=WITHOUT_PYARROW)
+    csv = cli(*args, "--format", "csv")
     assert 0 == csv.returncode, csv.stderr
     assert csv.stdout.startswith("time,open,high")
 
-    probe = run_cli(
-        python=(
-            "-c",
-            "import sys; sys.modules['pyarrow'] = None\n"
-            "from datetime import datetime, UTC\n"
-            "from qx_actors.storage import ArrowUnavailable, Database\n"
-            f"db = Database({url!r})\n"
-            "try:\n"
-            "    db.candles_arrow(datetime(2026, 1, 1, tzinfo=UTC), datetime.now(UTC))\n"
-            "except ArrowUnavailable as exc:\n"
-            "    print(exc)\n",
-        )
-    )
-    assert "pip install 'qx_actors[arrow]'" in probe.stdout, probe.stderr
+    with Database(url) as db, pytest.raises(ArrowUnavailable, match=r"qx_actors\[arrow\]"):
+        db.candles_arrow(datetime(2026, 1, 1, tzinfo=UTC), datetime.now(UTC))
 
 
 # --- read-only --------------------------------------------------------------------------------
@@ -208,19 +179,19 @@ def remount(where: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
 
 
-def read_commands(config: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+def read_commands(cli: InProcessCli, config: Path) -> dict[str, CliResult]:
     """status, export (CSV) and plan against ``config``."""
     export = ("export", "--config", str(config), "--from", "2026-01-01", "--to", "2026-01-02")
     return {
-        "status": run_cli("status", "--config", str(config)),
-        "export": run_cli(*export, "--resolution", "1h"),
-        "plan": run_cli("plan", "--config", str(config)),
+        "status": cli("status", "--config", str(config)),
+        "export": cli(*export, "--resolution", "1h"),
+        "plan": cli("plan", "--config", str(config)),
     }
 
 
 @pytest.mark.parametrize("leftovers", [False, True], ids=["closed-cleanly", "with-wal-and-shm"])
 def test_status_export_plan_read_a_database_on_a_read_only_filesystem(
-    read_only_dir: Path, tmp_path: Path, leftovers: bool
+    cli: InProcessCli, read_only_dir: Path, tmp_path: Path, leftovers: bool
 ) -> None:
     """A database the user may only read (a read-only filesystem: even root can't write) is
     read by status, export and plan: exit 0, the data shown, nothing written."""
@@ -234,7 +205,7 @@ def test_status_export_plan_read_a_database_on_a_read_only_filesystem(
     before = {p.name: p.read_bytes() for p in read_only_dir.iterdir()}
     remount(read_only_dir, "ro")
     try:
-        done = read_commands(config)
+        done = read_commands(cli, config)
     finally:
         remount(read_only_dir, "rw")
     for name, result in done.items():
@@ -247,26 +218,30 @@ def test_status_export_plan_read_a_database_on_a_read_only_filesystem(
     assert before == {p.name: p.read_bytes() for p in read_only_dir.iterdir()}
 
 
-def test_a_read_only_file_in_a_writable_directory_is_read(tmp_path: Path) -> None:
+def test_a_read_only_file_in_a_writable_directory_is_read(
+    cli: InProcessCli, tmp_path: Path
+) -> None:
     """A database file with mode 0444 is read (SQLite ``mode=ro``): the readers never try to
     write it, e.g. to switch it to WAL."""
     db = tmp_path / "qx.db"
     fill(f"sqlite:///{db}")
     db.chmod(0o444)
     try:
-        done = read_commands(write_config(tmp_path / "qx.yaml", f"sqlite:///{db}"))
+        done = read_commands(cli, write_config(tmp_path / "qx.yaml", f"sqlite:///{db}"))
     finally:
         db.chmod(0o644)
     for name, result in done.items():
         assert 0 == result.returncode, (name, result.stderr)
 
 
-def test_an_unreadable_database_is_one_line_and_a_failure(tmp_path: Path) -> None:
+def test_an_unreadable_database_is_one_line_and_a_failure(
+    cli: InProcessCli, tmp_path: Path
+) -> None:
     """A file that is not a database: status, export and plan exit 1 with one line naming
     it, no traceback; plan does not plan a full fetch as if there were no database."""
     db = tmp_path / "qx.db"
     db.write_bytes(b"this is not an SQLite database, just some text " * 200)
-    done = read_commands(write_config(tmp_path / "qx.yaml", f"sqlite:///{db}"))
+    done = read_commands(cli, write_config(tmp_path / "qx.yaml", f"sqlite:///{db}"))
     for name, result in done.items():
         assert 1 == result.returncode, (name, result.stdout, result.stderr)
         lines = result.stderr.strip().splitlines()
@@ -276,10 +251,12 @@ def test_an_unreadable_database_is_one_line_and_a_failure(tmp_path: Path) -> Non
     assert not (tmp_path / "qx.db-wal").exists()
 
 
-def test_plan_without_a_database_still_plans_the_whole_reach(tmp_path: Path) -> None:
+def test_plan_without_a_database_still_plans_the_whole_reach(
+    cli: InProcessCli, tmp_path: Path
+) -> None:
     """No database yet is not an error for plan (it is for status)."""
     config = write_config(tmp_path / "qx.yaml", f"sqlite:///{tmp_path / 'none.db'}")
-    done = read_commands(config)
+    done = read_commands(cli, config)
     assert 0 == done["plan"].returncode and "nothing is written" in done["plan"].stdout
     assert 1 == done["status"].returncode and "no database at" in done["status"].stderr
     assert not (tmp_path / "none.db").exists()

@@ -2,8 +2,9 @@
 (a missing settlement older than the reach; no settlements below the stored ones down to the
 reach) instead of a pass that ends quietly.
 
-Every run reads a fixed market clock (2026-01-10 09:30 UTC, between two settlements), so the
-reach and the schedule are the same at any hour the tests run.
+Every run reads a fixed market clock (2026-01-10 09:30 UTC, between two settlements; a reach
+of "max" is read at :data:`EARLY_NOW`, a few weeks into the schedule, not five years of it),
+so the reach and the schedule are the same at any hour the tests run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from tests.integration.conftest import Harness
 NOW = datetime(2026, 1, 10, 9, 30, tzinfo=UTC)
 #: "20d" before NOW is 2025-12-21 09:30: floored to 08:00 (rounding up would give 16:00).
 REACH_20D = datetime(2025, 12, 21, 8, tzinfo=UTC)
+#: The clock of the tests with reach "max": the whole schedule is ~100 settlements then.
+EARLY_NOW = datetime(2021, 2, 15, 9, 30, tzinfo=UTC)
 
 
 def stored_times(url: str) -> list[datetime]:
@@ -72,7 +75,7 @@ def test_no_settlements_down_to_the_reach_fails(harness: Harness) -> None:
 def test_no_first_settlement_with_reach_max_fails(harness: Harness) -> None:
     """With reach "max" there is nothing below the first settlement to look at: the exchange
     lacking it is SettlementsBeforeHistoryStart at once."""
-    clock = ManualClock(NOW)
+    clock = ManualClock(EARLY_NOW)
     sim = harness.simulator(clock=clock)
     hidden_end = FIRST_SETTLEMENT_TIME + timedelta(days=2)
     sim.faults.hide_settlements(FIRST_SETTLEMENT_TIME, hidden_end)

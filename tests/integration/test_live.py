@@ -185,7 +185,7 @@ def test_refused_stream_is_synced_degraded_by_rest_polling_and_never_restarts(
     polling has the head, candles current to the minute, no restart; then ticks, healthy."""
     with capture_logs() as logs:
         simulator = sim(tick_rate_per_s=50)
-        simulator.faults.refuse_connections(seconds=3.0)  # 6 x the stale interval below
+        simulator.faults.refuse_connections(seconds=3600)  # until cleared below
         cfg = live_config(
             live_database_url,
             rest_url=simulator.rest_url,
@@ -197,10 +197,12 @@ def test_refused_stream_is_synced_degraded_by_rest_polling_and_never_restarts(
         synced = run.until_state(State.SYNCED)
         assert synced.degraded
         polls_at_synced = simulator.request_count("candles")
-        run.until_passes(3)  # three more re-syncs while the stream stays refused
+        # eight more re-syncs (0.2 s apart: over three stale intervals) while refused
+        run.until_passes(8)
         assert run.controller.status_snapshot().degraded
         newest = stored_candle_times(live_database_url)[-1]
         assert newest >= floor_minute(utc_now()) - timedelta(minutes=1)
+        simulator.faults.refuse_connections(seconds=0)
         healthy = run.until(lambda s: not s.degraded, timeout=30)
         polls_at_healthy = simulator.request_count("candles")
         run.until_ticks(5)
@@ -334,7 +336,7 @@ def test_polling_only_is_synced_after_catch_up_and_keeps_the_head_current(
             live_database_url,
             {"tick_rate_per_s": 50},
             exchange={"stream_enabled": False},
-            price_history_re_sync_interval_s=0.3,
+            price_history_re_sync_interval_s=0.1,
         )
         synced = run.until_state(State.SYNCED)
         assert not synced.degraded
@@ -407,11 +409,14 @@ def test_lookback_leaves_an_old_gap_alone(
     assert len(head) == (head[-1] - head[0]) // timedelta(minutes=1) + 1  # gap-free to now
     assert now - head[-1] < timedelta(minutes=2)
     starts = [
-        datetime.fromisoformat(r.query["from"].replace("Z", "+00:00"))
+        datetime.fromisoformat(r.query["from"])
         for r in simulator.requests()
         if r.endpoint == "candles"
     ]
-    assert starts and min(starts) >= now - timedelta(minutes=31)
+    # the lookback, and the young candles (stored unstable above) fetched again until final:
+    # from the oldest unstable candle of the last 66 minutes, never in or before the gap
+    assert starts and min(starts) >= now - timedelta(minutes=66)
+    assert min(starts) > gap[1]
     assert_follows_graph(logs)
 
 
@@ -481,7 +486,7 @@ def test_prune_deletes_only_ticks_covered_by_stable_candles(
             price_history_reach="1d",
             funding_settlement_reach="1d",
             tick_retention="prune",
-            price_history_re_backfill_interval_s=0.3,
+            price_history_re_backfill_interval_s=0.1,
         )
         run = run_engine(cfg)
         run.until_state(State.SYNCED, timeout=20)

@@ -27,7 +27,9 @@ import psycopg2
 import pytest
 import yaml
 
+from qx_actors.redact import is_registered
 from qx_actors.simulator import Simulator
+from tests.cli_helpers import CliResult, InProcessCli
 
 pytestmark = pytest.mark.postgres
 
@@ -229,29 +231,28 @@ def test_a_failing_postgresql_run_never_shows_its_password(
 
 
 def test_cli_commands_do_not_print_the_password(
-    simulator: Simulator, wrong_password_url: str, tmp_path: Path
+    cli: InProcessCli, simulator: Simulator, wrong_password_url: str, tmp_path: Path
 ) -> None:
     """``config`` shows the URL with ``***``; ``status`` and ``plan`` on the refusing server
-    say why without the password."""
+    say why without the password (each command run in this process, starting with no secret
+    known but those of earlier tests)."""
     config = write_config(tmp_path / "qx.yaml", simulator, wrong_password_url)
     shown_url = re.sub(r":[^:@/]+@", ":***@", wrong_password_url)
     assert "***" in shown_url
+    assert not is_registered(WRONG_PASSWORD)  # each command must find it out by itself
 
-    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [*CLI, *args, "--config", str(config)],
-            capture_output=True, timeout=DEADLINE_S, cwd=tmp_path, check=False,
-        )  # fmt: skip
+    def run(*args: str) -> CliResult:
+        return cli(*args, "--config", str(config), cwd=tmp_path)
 
     done = run("config")
     assert 0 == done.returncode, done.stderr
     assert yaml.safe_load(done.stdout)["database"] == shown_url
     status = run("status")
     assert 1 == status.returncode
-    assert AUTH_FAILED.encode() in status.stderr
+    assert AUTH_FAILED in status.stderr
     plan = run("plan")  # a database it can't open: no plan, the reason (exit 1)
     assert 1 == plan.returncode
-    assert AUTH_FAILED.encode() in plan.stderr
+    assert AUTH_FAILED in plan.stderr
     for command in (done, status, plan):
-        assert_no_secret(f"{command.args[1]} stdout", command.stdout)
-        assert_no_secret(f"{command.args[1]} stderr", command.stderr)
+        assert_no_secret(f"{command.args[0]} stdout", command.stdout.encode())
+        assert_no_secret(f"{command.args[0]} stderr", command.stderr.encode())

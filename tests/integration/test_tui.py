@@ -28,6 +28,7 @@ from qx_actors.status import State
 from qx_actors.sync_engine import SyncEngine
 from qx_actors.tui import EXIT_FORCED, SyncTui, render, run_tui
 from qx_actors.tui.logtap import LogTap
+from tests.cli_helpers import InProcessCli
 from tests.helpers import FlakyProgram, stuck_child_spawner, until_state
 
 #: Generous: the machine is shared; a wait ends as soon as its condition holds.
@@ -371,22 +372,13 @@ def test_the_history_pane_shows_gaps_verified_empty_ranges_and_the_eta() -> None
     assert "verified    1 (30 min)\n  2026-01-01 02:00 .. 2026-01-01 02:29  30 min" in text
 
 
-def test_sync_tui_without_a_terminal_is_a_usage_error(tmp_path: Path) -> None:
+def test_sync_tui_without_a_terminal_is_a_usage_error(cli: InProcessCli, tmp_path: Path) -> None:
     """`qx-actors sync --tui` piped: one clear line, exit 2, nothing started."""
-    import subprocess
-    import sys
-
     import yaml
 
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"database": f"sqlite:///{tmp_path / 'x.db'}"}))
-    done = subprocess.run(
-        [sys.executable, "-m", "qx_actors.cli", "sync", "--config", str(config), "--tui"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = cli("sync", "--config", str(config), "--tui")
     assert 2 == done.returncode
     assert "qx-actors sync: --tui needs a terminal" == done.stderr.strip()
     assert not (tmp_path / "x.db").exists()

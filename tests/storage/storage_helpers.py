@@ -27,19 +27,31 @@ def candle(n: int, price: float = 100.0, volume: float = 1.0) -> Candle:
 
 def run_sql(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     """Run one statement through a separate plain driver connection (``?`` placeholders)."""
+    return run_statements(url, [(sql, params)])[-1]
+
+
+def run_statements(
+    url: str, statements: Sequence[tuple[str, Sequence[Any]]]
+) -> list[list[tuple[Any, ...]]]:
+    """Run statements (``?`` placeholders) one after the other, each committed, through one
+    separate plain driver connection; the rows of each."""
+    results: list[list[tuple[Any, ...]]] = []
     if url.startswith("sqlite:///"):
         conn = sqlite3.connect(url[len("sqlite:///") :], isolation_level=None)
         try:
-            cur = conn.execute(sql, tuple(params))
-            return cur.fetchall()
+            for sql, params in statements:
+                results.append(conn.execute(sql, tuple(params)).fetchall())
+            return results
         finally:
             conn.close()
     pg = psycopg2.connect(url, options="-c TimeZone=UTC")
     try:
         pg.autocommit = True
         with pg.cursor() as cur:
-            cur.execute(sql.replace("?", "%s"), tuple(params))
-            return cur.fetchall() if cur.description else []
+            for sql, params in statements:
+                cur.execute(sql.replace("?", "%s"), tuple(params))
+                results.append(cur.fetchall() if cur.description else [])
+            return results
     finally:
         pg.close()
 
@@ -48,5 +60,7 @@ def wipe(url: str) -> None:
     """Delete every stored row (between Hypothesis examples)."""
     rollups = tuple(rollup_table(name) for name, _, _ in ROLLUP_LEVELS)
     tables = ("ohlc_candles", "ohlc_coverage", "ohlc_verified_empty", *rollups)
-    for table in (*tables, "price_ticks", "funding_settlements"):
-        run_sql(url, f"DELETE FROM {table}")
+    run_statements(
+        url,
+        [(f"DELETE FROM {table}", ()) for table in (*tables, "price_ticks", "funding_settlements")],
+    )

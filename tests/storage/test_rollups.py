@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storage_helpers import BASE, minute, run_sql, wipe
+from storage_helpers import BASE, minute, run_sql, run_statements, wipe
 
 from qx_actors.domain.timeutil import MINUTE
 from qx_actors.domain.values import Candle
@@ -65,15 +65,19 @@ def as_time(value: Any) -> datetime:
     return from_utc_text(value) if isinstance(value, str) else as_utc(value)
 
 
-def stored_minutes(
-    url: str,
-) -> list[tuple[datetime, float, float, float, float, float, bool, bool]]:
-    """Every row of ``ohlc_candles``: (time, o, h, l, c, v, stable, gap), oldest first."""
-    rows = run_sql(
-        url,
-        "SELECT time, open, high, low, close, volume, stable, gap FROM ohlc_candles ORDER BY time",
-    )
+MINUTES_SQL = (
+    "SELECT time, open, high, low, close, volume, stable, gap FROM ohlc_candles ORDER BY time"
+)
+
+
+def as_minutes(rows: list[tuple[Any, ...]]) -> list[Minute]:
+    """Rows of :data:`MINUTES_SQL`: (time, o, h, l, c, v, stable, gap)."""
     return [(as_time(t), o, h, lo, c, v, bool(s), bool(g)) for t, o, h, lo, c, v, s, g in rows]
+
+
+def stored_minutes(url: str) -> list[Minute]:
+    """Every row of ``ohlc_candles``: (time, o, h, l, c, v, stable, gap), oldest first."""
+    return as_minutes(run_sql(url, MINUTES_SQL))
 
 
 def brute_buckets(
@@ -101,24 +105,36 @@ def brute_buckets(
     ]
 
 
-def rollup_rows(url: str, name: str) -> list[Bucket]:
+def rollup_sql(name: str) -> str:
     """Every row of a rollup table, oldest first."""
-    rows = run_sql(
-        url,
+    return (
         "SELECT time, open, high, low, close, volume, minutes, stable, gap "
-        f"FROM {rollup_table(name)} ORDER BY time",
+        f"FROM {rollup_table(name)} ORDER BY time"
     )
+
+
+def as_buckets(rows: list[tuple[Any, ...]]) -> list[Bucket]:
+    """Rows of :func:`rollup_sql`."""
     return [
         (as_time(t), o, h, lo, c, v, int(m), bool(s), bool(g))
         for t, o, h, lo, c, v, m, s, g in rows
     ]
 
 
+def rollup_rows(url: str, name: str) -> list[Bucket]:
+    """Every row of a rollup table, oldest first."""
+    return as_buckets(run_sql(url, rollup_sql(name)))
+
+
 def assert_rollups_match(url: str) -> None:
-    """Every rollup table equals the brute-force consolidation of the stored minutes."""
-    minutes = stored_minutes(url)
-    for name, seconds, _ in ROLLUP_LEVELS:
-        assert brute_buckets(minutes, seconds) == rollup_rows(url, name), name
+    """Every rollup table equals the brute-force consolidation of the stored minutes (all
+    read through one connection)."""
+    rows, *levels = run_statements(
+        url, [(MINUTES_SQL, ()), *((rollup_sql(name), ()) for name, _, _ in ROLLUP_LEVELS)]
+    )
+    minutes = as_minutes(rows)
+    for (name, seconds, _), level_rows in zip(ROLLUP_LEVELS, levels, strict=True):
+        assert brute_buckets(minutes, seconds) == as_buckets(level_rows), name
 
 
 def as_candle_rows(buckets: list[Bucket], seconds: int, now: datetime) -> list[CandleRow]:

@@ -38,20 +38,19 @@ def wipe_all(url: str) -> None:
 @SETTINGS
 @given(
     minutes=st.sets(st.integers(0, 240), max_size=80),
-    scan=st.integers(-5, 245),
     now_minute=st.integers(0, 320),
 )
 def test_price_history_facts_match_recomputation(
-    opened: tuple[Storage, Database, str], minutes: set[int], scan: int, now_minute: int
+    opened: tuple[Storage, Database, str], minutes: set[int], now_minute: int
 ) -> None:
-    """Bounds, every hole (wherever it is: ``scan_from`` does not limit them) and the earliest
-    unstable candle match a Python pass."""
+    """Bounds, every hole (wherever it is) and the earliest unstable candle match a Python
+    pass."""
     storage, reader, url = opened
     wipe_all(url)
     stored = sorted(minutes)
     now = minute(now_minute)
     storage.upsert_candles([Candle(minute(n), 1.0, 2.0, 0.5, 1.5, 1.0) for n in stored], now=now)
-    facts = reader.price_history_facts(scan_from=minute(scan))
+    facts = reader.price_history_facts()
 
     holes = tuple(
         (minute(a + 1), minute(b - 1)) for a, b in itertools.pairwise(stored) if b > a + 1
@@ -61,7 +60,6 @@ def test_price_history_facts_match_recomputation(
     assert (minute(stored[-1]) if stored else None) == facts.latest
     assert holes == facts.holes
     assert (minute(unstable[0]) if unstable else None) == facts.earliest_unstable
-    assert facts == storage.price_history_facts(scan_from=minute(scan))
     assert facts == storage.price_history_facts()
 
 

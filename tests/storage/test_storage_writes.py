@@ -132,7 +132,7 @@ def test_flag_holes_marks_gap_and_neighbours(storage: Storage, storage_url: str)
     assert {minute(13)} == {t for t, (gap, _) in flags.items() if gap}
     expected_unstable = {minute(n) for n in [5, 6, 7, 8, 9, 13, 14, 15, 16, 17]}
     assert expected_unstable == {t for t, (_, stable) in flags.items() if not stable}
-    facts = storage.price_history_facts(scan_from=minute(0))
+    facts = storage.price_history_facts()
     assert minute(5) == facts.earliest_unstable
     storage.upsert_candles([candle(13)], now=NOW)
     assert _candle_rows(storage_url)[minute(13)] == (False, True)
@@ -141,15 +141,15 @@ def test_flag_holes_marks_gap_and_neighbours(storage: Storage, storage_url: str)
 def test_verified_empty_shrinks_splits_and_disappears(storage: Storage) -> None:
     """Candles written inside a verified-empty range carve it up; a full cover deletes it."""
     storage.record_verified_empty([(minute(10), minute(20))], now=NOW)
-    assert ((minute(10), minute(20)),) == storage.price_history_facts(scan_from=BASE).verified_empty
+    assert ((minute(10), minute(20)),) == storage.price_history_facts().verified_empty
     storage.upsert_candles([candle(15), candle(12)], now=NOW)
     assert (
         (minute(10), minute(11)),
         (minute(13), minute(14)),
         (minute(16), minute(20)),
-    ) == storage.price_history_facts(scan_from=BASE).verified_empty
+    ) == storage.price_history_facts().verified_empty
     storage.upsert_candles([candle(n) for n in (10, 11, 13, 14, 16, 17, 18, 19, 20)], now=NOW)
-    assert storage.price_history_facts(scan_from=BASE).verified_empty == ()
+    assert storage.price_history_facts().verified_empty == ()
 
 
 def test_record_verified_empty_merges_and_skips_stored_candles(storage: Storage) -> None:
@@ -160,7 +160,7 @@ def test_record_verified_empty_merges_and_skips_stored_candles(storage: Storage)
     assert (
         (minute(0), minute(6)),
         (minute(8), minute(9)),
-    ) == storage.price_history_facts(scan_from=BASE).verified_empty
+    ) == storage.price_history_facts().verified_empty
 
 
 def test_ticks_dedup_and_prune(storage: Storage, reader: Database) -> None:
@@ -200,7 +200,7 @@ def test_settlements_idempotent(storage: Storage, reader: Database) -> None:
 
 def test_empty_database_facts(storage: Storage) -> None:
     """An empty database has no bounds, holes or unstable candles."""
-    facts = storage.price_history_facts(scan_from=BASE)
+    facts = storage.price_history_facts()
     assert (
         facts.earliest,
         facts.latest,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qx_actors.config import Reach, SyncConfig, config_from_mapping, parse_reach, resolve_pass
+from qx_actors.config import Reach, SyncConfig, config_from_mapping, resolve_pass
 from qx_actors.domain.lookback import ModeKind, SyncMode
 from qx_actors.domain.timeutil import (
     FIRST_CANDLE_TIME,
@@ -120,6 +120,6 @@ def test_absolute_reach_after_now_is_refused() -> None:
     with pytest.raises(ValueError, match="is in the future"):
         resolve_pass(sync, SyncMode.full(), datetime(2024, 1, 1, tzinfo=UTC))
     with pytest.raises(ValueError, match="is in the future"):
-        parse_reach(
-            "2025-01-02", now=datetime(2024, 1, 1, tzinfo=UTC), earliest=FIRST_SETTLEMENT_TIME
+        Reach.parse("2025-01-02").resolve(
+            now=datetime(2024, 1, 1, tzinfo=UTC), earliest=FIRST_SETTLEMENT_TIME
         )
