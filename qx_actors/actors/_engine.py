@@ -13,14 +13,25 @@ after ``restart_interval_s`` → ``Restarting``: fresh children are started and 
 again from the top, as quantoxide starts fresh tasks on every restart. Anything else → the
 children are stopped and the run ends in ``Failed``.
 
+Supervision goes by events, never blocking the Engine's loop: the Engine's :class:`Phase` says
+where the run is (``RUNNING`` → ``RECOVERING`` → ``WAITING_RESTART`` → ``RUNNING`` ...,
+``SHUTTING_DOWN`` → ``STORING_CARRIED_TICKS`` → ``ENDED``). Children are asked to stop
+(``stop(block=False)``) in stop order, each once the one before it said :class:`ChildExited`,
+under one ``shutdown_timeout_s`` deadline (a ``call_later`` timer): past it the rest are asked
+at once; at the end of the run a child still running fails it with ``ShutdownTimeout``, while
+recovering the restart waits for it. The restart comes when ``restart_interval_s`` has passed
+*and* every child of the failed attempt has exited; the Engine stops itself only once its
+children are gone (``on_stop`` blocks only after a failure of the Engine or a forced stop).
+
 A child that dies unexpectedly (an uncaught exception, or stopped by someone else) is a
 recoverable :class:`~qx_actors.errors.ChildDied`. Ticks that a stopping DB writer could not
 store come back as :class:`UnwrittenTicks` and are handed to the next writer first: a child
 restart drops nothing that was received.
 
 Data does not pass through here: committed ticks go from the DB writer to the update hub. The
-WS feed tells the Engine what its stream does (up, down, quiet, ticks flowing); the Engine
-turns that into the degraded flag and ``Synced``, and hands the :class:`FeedState` to a
+WS feed tells the Engine what its stream does (up, down, quiet, ticks flowing); its
+:class:`~qx_actors.actors._feed_watch.FeedWatch` turns that into the degraded flag and
+``Synced``, and the Engine hands the :class:`~qx_actors.actors.messages.FeedState` to a
 sleeping live program.
 """
 
@@ -28,7 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,6 +53,7 @@ import pykka
 from qx_actors._run_health import RunHealth
 from qx_actors.actors import _program
 from qx_actors.actors._base import AsyncQxActor, RunThreads, tell
+from qx_actors.actors._feed_watch import FeedWatch
 from qx_actors.actors.messages import (
     ActorRef,
     Call,
@@ -53,7 +67,6 @@ from qx_actors.actors.messages import (
     EngineStopped,
     Envelope,
     FeedQuiet,
-    FeedState,
     Publish,
     PublishUpdates,
     Reply,
@@ -113,6 +126,89 @@ class ModeProgram(Protocol):
 ChildSpawner = Callable[[RunContext, ActorRef, Mapping[str, ActorRef]], ActorRef]
 
 
+class Phase(enum.Enum):
+    """Where the Engine is in its run."""
+
+    #: The program runs with its children.
+    RUNNING = "running"
+    #: A recoverable error: the children are being stopped, one after another.
+    RECOVERING = "recovering"
+    #: Every child of the failed attempt exited; the restart timer runs.
+    WAITING_RESTART = "waiting_restart"
+    #: The run ends: the children are being stopped.
+    SHUTTING_DOWN = "shutting_down"
+    #: Then one last DB writer stores the ticks handed back while recovering, and stops.
+    STORING_CARRIED_TICKS = "storing_carried_ticks"
+    #: ``on_stop`` was reached.
+    ENDED = "ended"
+
+
+#: The phases of the end of the run.
+_ENDING = frozenset({Phase.SHUTTING_DOWN, Phase.STORING_CARRIED_TICKS, Phase.ENDED})
+
+
+class _ChildStops:
+    """Children asked to stop one after another: each once the one before it exited (so the
+    DB writer still stores what the feed queued), all at once past the deadline.
+
+    A child has exited when its :class:`ChildExited` arrives, or when its stop completes (its
+    ``on_stop`` returned: a child without a supervisor says nothing); a daemon thread waits for
+    the latter and tells the Engine a ``ChildExited`` on the child's behalf."""
+
+    def __init__(
+        self,
+        children: list[tuple[str, ActorRef]],
+        engine: ActorRef,
+        deadline: asyncio.TimerHandle,
+    ) -> None:
+        self.pending = children
+        self.deadline = deadline
+        self._engine = engine
+        self._asked: set[str] = set()
+        self._overdue = False
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
+
+    def ask_next(self) -> None:
+        for name, ref in self.pending:
+            if ref.actor_urn not in self._asked:
+                self._asked.add(ref.actor_urn)
+                self._ask(name, ref)
+            if not self._overdue:
+                return
+
+    def _ask(self, name: str, ref: ActorRef) -> None:
+        stopped = ref.stop(block=False)
+        engine = self._engine
+
+        def wait() -> None:
+            with contextlib.suppress(Exception):
+                stopped.get()
+            tell(engine, ChildExited(name, ref))
+
+        threading.Thread(target=wait, name=f"engine-awaits-{name}", daemon=True).start()
+
+    def exited(self, ref: ActorRef) -> bool:
+        """``ref`` has exited: whether it was one of these."""
+        before = len(self.pending)
+        self.pending = [(n, r) for n, r in self.pending if r is not ref]
+        if len(self.pending) == before:
+            return False
+        if self.done:
+            self.deadline.cancel()
+        else:
+            self.ask_next()
+        return True
+
+    def overdue(self) -> list[str]:
+        """The deadline passed: ask the rest to stop now; the names of those still running."""
+        self._overdue = True
+        self.ask_next()
+        return [name for name, _ in self.pending]
+
+
 class EngineActor(AsyncQxActor):
     """Runs one mode program with its children and recovers from recoverable errors."""
 
@@ -136,43 +232,43 @@ class EngineActor(AsyncQxActor):
         self._stop_order = stop_order
         # The child that stores ticks: it gets the ticks a stopped writer handed back.
         self._tick_sink = tick_sink
+        self._ids = itertools.count(1)
+        self._feed = FeedWatch(self._set_degraded, lambda: self._report(Trigger.SYNCED))
+        self._log = get_logger(run_id=context.run_id, mode=context.mode.name, actor="engine")
+        # What changes:
+        self._phase = Phase.RUNNING
+        self._attempt = 0
         self._carried_ticks: list[PriceTick] = []
         self._children: dict[str, ActorRef] = {}
-        # Children that did not stop in time: no new generation starts while one still runs
-        # (a second DB writer beside the old one would find its own writer lock taken).
-        self._lingering: list[tuple[str, ActorRef]] = []
+        # The children being stopped (recovery or shutdown); no new generation starts while
+        # one still runs (a second DB writer beside the old one would find its lock taken).
+        self._stops: _ChildStops | None = None
         self._program: Program | None = None
-        self._attempt = 0
-        self._ids = itertools.count(1)
-        self._pending_request: int | None = None
-        self._pending_target: str | None = None
-        self._sleep: asyncio.TimerHandle | None = None
-        self._sleep_until_feed_changes = False
+        # The program waits for the reply to (request id, child) or for a timer to wake it.
+        self._pending: tuple[int, str] | None = None
+        self._sleep: tuple[asyncio.TimerHandle, bool] | None = None
+        # Recovering: the restart timer (None once due); shutting down: nothing.
         self._restart: asyncio.TimerHandle | None = None
-        self._feed = FeedState()
-        self._synced_reported = False
-        self._stopping = False
         self._final_error: BaseException | None = None
-        self._log = get_logger(run_id=context.run_id, mode=context.mode.name, actor="engine")
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_stop(self) -> None:
-        # Runs for a graceful stop, a fatal error and a forced stop alike: the Controller hears
-        # of the end only once every child is gone.
-        self._stopping = True
+        # The normal end (EngineStop, a fatal error) stopped the children by events before
+        # stopping the Engine; a failure of the Engine or a forced stop did not: they go here.
+        self._phase = Phase.ENDED
         self._close_program()
         self._cancel_restart()
         deadline = time.monotonic() + self._ctx.config.sync.shutdown_timeout_s
-        stuck = self._stop_children(deadline)
-        if self._carried_ticks:
-            stuck += self._flush_carried_ticks(deadline)
+        stuck = self._stop_children_now(deadline)
+        if self._carried_ticks and not stuck:
+            stuck += self._flush_carried_ticks_now(deadline)
         if stuck and self._final_error is None:
-            # A graceful stop that left a child running did not complete: the run fails.
-            timeout = self._ctx.config.sync.shutdown_timeout_s
-            self._final_error = ShutdownTimeout(
-                f"{', '.join(stuck)} did not stop within {timeout:g} s"
-            )
+            self._final_error = self._shutdown_timeout(stuck)
         self._tell_controller(EngineStopped(self._final_error))
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
@@ -196,27 +292,27 @@ class EngineActor(AsyncQxActor):
         return None
 
     def _dispatch(self, message: Any) -> None:
+        running = self._phase is Phase.RUNNING
         match message:
             case Reply(request_id=request_id, value=value, error=error):
-                if request_id == self._pending_request and not self._stopping:
-                    self._pending_request = None
+                if running and self._pending is not None and request_id == self._pending[0]:
+                    self._pending = None
                     self._advance(value, error)
             case StreamUp() | StreamDown() | FeedQuiet() | TicksFlowing():
-                self._on_feed_event(message)
+                # Recovering: the feed that said it is gone, a fresh one starts over.
+                if running and self._program is not None and self._feed.on_event(message):
+                    self._wake_on_feed_change()
             case EngineBegin():
                 self._spawn_children()
                 self._start_program()
             case EngineStop():
                 self._end(None)
             case ChildFailed(source=source, error=error):
-                if not self._stopping:
+                if self._phase not in _ENDING:
                     self._log.warning("child_failed", child=source, error=str(error))
                     self._handle_error(error)
             case ChildExited(source=source, ref=ref):
-                # Children the Engine stops are no longer in _children: only a surprise counts.
-                if not self._stopping and self._children.get(source) is ref:
-                    self._log.warning("child_exited", child=source)
-                    self._handle_error(ChildDied(source, "stopped unexpectedly"))
+                self._on_child_exited(source, ref)
             case UnwrittenTicks(ticks=ticks):
                 self._carried_ticks.extend(ticks)
                 self._log.warning("ticks_carried_over", count=len(ticks))
@@ -236,30 +332,11 @@ class EngineActor(AsyncQxActor):
 
     # -- the stream, as the WS feed tells it ---------------------------------------------------
 
-    def _on_feed_event(self, event: StreamUp | StreamDown | FeedQuiet | TicksFlowing) -> None:
-        if self._program is None or self._stopping:
-            return  # recovering: the feed that said it is gone, a fresh one starts over
-        feed = self._feed
-        match event:
-            case StreamUp():
-                self._feed = replace(feed, down=False)
-                self._set_degraded(False, "stream subscribed")
-            case StreamDown(error=error):
-                self._feed = replace(feed, down=True)
-                self._set_degraded(True, str(error))
-            case FeedQuiet(silent_s=silent_s):
-                self._feed = replace(feed, quiet=True)
-                if not feed.down:
-                    self._set_degraded(True, f"no tick for {silent_s:g} s")
-            case TicksFlowing():
-                self._feed = replace(feed, quiet=False)
-                if feed.quiet and not feed.down:
-                    self._set_degraded(False, "ticks flow again")
-                self._report(Trigger.SYNCED)
-        if self._feed != feed and self._sleep is not None and self._sleep_until_feed_changes:
-            self._sleep.cancel()
+    def _wake_on_feed_change(self) -> None:
+        if self._sleep is not None and self._sleep[1]:
+            self._sleep[0].cancel()
             self._sleep = None
-            self._advance(self._feed, None)
+            self._advance(self._feed.state, None)
 
     def _set_degraded(self, degraded: bool, reason: str) -> None:
         self._tell_controller(DegradedChanged(degraded, reason))
@@ -267,19 +344,19 @@ class EngineActor(AsyncQxActor):
     # -- the program -------------------------------------------------------------------------
 
     def _start_program(self) -> None:
-        self._feed = FeedState()
-        self._synced_reported = False
+        self._phase = Phase.RUNNING
+        self._feed.reset()
         self._program = self._program_factory(replace(self._ctx, attempt=self._attempt))
         self._advance(None, None)
 
     def _close_program(self) -> None:
         program, self._program = self._program, None
-        if self._pending_request is not None and self._pending_target in self._children:
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[1] in self._children:
             # e.g. a range fetch of the old attempt must not go on paging and writing
-            tell(self._children[self._pending_target], CancelRequest(self._pending_request))
-        self._pending_request = None
+            tell(self._children[pending[1]], CancelRequest(pending[0]))
         if self._sleep is not None:
-            self._sleep.cancel()
+            self._sleep[0].cancel()
             self._sleep = None
         if program is not None:
             program.close()
@@ -301,14 +378,12 @@ class EngineActor(AsyncQxActor):
                     case SetDegraded(degraded=degraded, reason=reason):
                         self._set_degraded(degraded, reason)
                     case Sleep(seconds=seconds, until_feed_changes=interruptible):
-                        self._sleep_until_feed_changes = interruptible
-                        self._sleep = self.call_later(seconds, self._wake_program)
+                        self._sleep = (self.call_later(seconds, self._wake_program), interruptible)
                         return
                     case Tell(target=target, message=message):
                         self._children[target].tell(message)
                     case Call(target=target, payload=payload):
-                        self._pending_request = self._send_request(target, payload)
-                        self._pending_target = target
+                        self._pending = (self._send_request(target, payload), target)
                         return
                     case _:
                         raise TypeError(f"a mode program yielded an unknown effect: {effect!r}")
@@ -320,16 +395,14 @@ class EngineActor(AsyncQxActor):
             self._handle_error(exc)
 
     def _wake_program(self) -> None:
-        if self._sleep is None or self._stopping:
+        if self._sleep is None or self._phase is not Phase.RUNNING:
             return
         self._sleep = None
-        self._advance(self._feed, None)
+        self._advance(self._feed.state, None)
 
     def _report(self, trigger: Trigger, *, degraded: bool | None = None) -> None:
-        if trigger is Trigger.SYNCED:
-            if self._synced_reported:
-                return  # once per attempt: by the first committed tick or the program
-            self._synced_reported = True
+        if trigger is Trigger.SYNCED and not self._feed.take_synced():
+            return  # once per attempt: by the first committed tick or the program
         self._tell_controller(StatusEvent(trigger, None, degraded))
 
     def _send_request(self, target: str, payload: Request[Any]) -> int:
@@ -342,38 +415,106 @@ class EngineActor(AsyncQxActor):
 
     def _handle_error(self, error: BaseException) -> None:
         """Recover from a recoverable error, fail on anything else."""
-        if self._stopping:
+        if self._phase in _ENDING:
             return
-        if is_recoverable(error) and self._restart is not None:
+        if not is_recoverable(error):
+            self._fail(error)
+        elif self._phase is not Phase.RUNNING:
             # Already recovering (e.g. the old children's last words): one restart is enough.
             self._log.info("recoverable_error_while_recovering", error=_describe(error))
-            return
-        if is_recoverable(error):
-            self._recover(error)
         else:
-            self._fail(error)
+            self._recover(error)
 
     def _recover(self, error: BaseException) -> None:
         self._log.warning("recoverable_error", error=_describe(error))
+        self._phase = Phase.RECOVERING
         self._close_program()
         self._tell_controller(StatusEvent(Trigger.RECOVERABLE_ERROR, error))
         # Fresh state for the next attempt: the children go now (a DB writer releases its
         # connection and writer lock, the feed its socket), new ones start at the restart.
-        sync = self._ctx.config.sync
-        self._stop_children(time.monotonic() + sync.shutdown_timeout_s)
-        self._restart = self.call_later(sync.restart_interval_s, self._on_restart_due)
+        self._restart = self.call_later(
+            self._ctx.config.sync.restart_interval_s, self._on_restart_due
+        )
+        self._stop_children()
+
+    def _on_child_exited(self, source: str, ref: ActorRef) -> None:
+        if self._stops is not None and self._stops.exited(ref):
+            if self._stops.done:
+                self._stops = None
+                self._on_children_exited()
+            return
+        if self._children.get(source) is ref:
+            # Not asked to stop: a surprise (it is gone, it will not say so again).
+            del self._children[source]
+            if self._phase is Phase.RUNNING:
+                self._log.warning("child_exited", child=source)
+                self._handle_error(ChildDied(source, "stopped unexpectedly"))
+
+    def _stop_children(self) -> None:
+        """Ask the children (in stop order) to stop, each once the one before it exited."""
+        ordered = [n for n in self._stop_order if n in self._children]
+        ordered += [n for n in self._children if n not in ordered]
+        children = [(name, self._children.pop(name)) for name in ordered]
+        if self._stops is not None:  # e.g. a flush writer started while the others still stop
+            self._stops.pending += children
+            self._stops.ask_next()
+            return
+        if not children:
+            self._on_children_exited()
+            return
+        timeout = self._ctx.config.sync.shutdown_timeout_s
+        deadline = self.call_later(timeout, self._on_stop_deadline)
+        self._stops = _ChildStops(children, self.actor_ref, deadline)
+        self._stops.ask_next()
+
+    def _on_stop_deadline(self) -> None:
+        stops = self._stops
+        if stops is None:
+            return
+        stuck = stops.overdue()
+        for name in stuck:
+            self._log.warning("child_stop_timeout", child=name)
+        if stops.done:
+            self._stops = None
+            self._on_children_exited()
+        elif self._phase in _ENDING:
+            # A graceful stop that left a child running did not complete: the run fails.
+            if self._final_error is None:
+                self._final_error = self._shutdown_timeout(stuck)
+            if self._carried_ticks:
+                self._log.error("ticks_not_stored", count=len(self._carried_ticks))
+                self._carried_ticks = []
+            self._stops = None
+            self._stop_self()
+        # Recovering: the restart waits for the lingering ones to exit.
+
+    def _on_children_exited(self) -> None:
+        """Every child asked to stop has exited."""
+        if self._phase is Phase.SHUTTING_DOWN and self._carried_ticks:
+            self._phase = Phase.STORING_CARRIED_TICKS
+            if self._spawn_flush_writer() is not None:
+                self._stop_children()
+                return
+        if self._phase in _ENDING:
+            if self._carried_ticks:  # handed back by the last writer too: the database fails
+                self._log.error("ticks_not_stored", count=len(self._carried_ticks))
+                self._carried_ticks = []
+            self._stop_self()
+        elif self._phase is Phase.RECOVERING:
+            if self._restart is None:  # the restart was due already
+                self._restart_now()
+            else:
+                self._phase = Phase.WAITING_RESTART
 
     def _on_restart_due(self) -> None:
-        if self._stopping:
-            return
-        running = self._ctx.threads.actor_running
-        self._lingering = [(n, ref) for n, ref in self._lingering if running(ref.actor_urn)]
-        if self._lingering:
-            self._log.warning("restart_postponed", lingering=len(self._lingering))
-            interval = self._ctx.config.sync.restart_interval_s
-            self._restart = self.call_later(interval, self._on_restart_due)
-            return
         self._restart = None
+        if self._phase is Phase.WAITING_RESTART:
+            self._restart_now()
+        elif self._phase is Phase.RECOVERING:
+            pending = len(self._stops.pending) if self._stops is not None else 0
+            self._log.warning("restart_postponed", lingering=pending)
+
+    def _restart_now(self) -> None:
         self._tell_controller(StatusEvent(Trigger.RESTART))
         self._attempt += 1
         self._spawn_children()
@@ -384,49 +525,68 @@ class EngineActor(AsyncQxActor):
             self._restart.cancel()
             self._restart = None
 
-    def _stop_children(self, deadline: float) -> list[str]:
-        """Stop every child (in stop order) by ``deadline``; the names of those that did not."""
-        ordered = [n for n in self._stop_order if n in self._children]
-        ordered += [n for n in self._children if n not in ordered]
-        timed_out: list[str] = []
-        for name in ordered:
-            ref = self._children.pop(name)
-            try:
-                ref.stop(block=True, timeout=max(deadline - time.monotonic(), 0.01))
-            except pykka.Timeout:
-                self._log.warning("child_stop_timeout", child=name)
-                self._lingering.append((name, ref))
-                timed_out.append(name)
-            except pykka.ActorDeadError:
-                pass
-        return timed_out
-
-    def _flush_carried_ticks(self, deadline: float) -> list[str]:
-        """Stopped while recovering: one last DB writer stores the ticks handed back."""
+    def _spawn_flush_writer(self) -> ActorRef | None:
         name = self._tick_sink
         spawn = self._spawners.get(name) if name else None
         ticks, self._carried_ticks = tuple(self._carried_ticks), []
         if name is None or spawn is None:
             self._log.error("ticks_not_stored", count=len(ticks))
-            return []
+            return None
         self._children[name] = sink = spawn(self._ctx, self.actor_ref, {})
         sink.tell(StoreTicks(ticks, None))
         # If the database still fails, the writer logs what it could not store as it stops.
-        return self._stop_children(deadline)
+        return sink
+
+    def _stop_self(self) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.stop(block=False)
+
+    def _shutdown_timeout(self, stuck: list[str]) -> ShutdownTimeout:
+        timeout = self._ctx.config.sync.shutdown_timeout_s
+        return ShutdownTimeout(f"{', '.join(stuck)} did not stop within {timeout:g} s")
+
+    # -- the forced path (on_stop after a failure or a forced stop): blocking, as pykka is ---
+
+    def _stop_children_now(self, deadline: float) -> list[str]:
+        """Stop every child left (in stop order) by ``deadline``; the names of those that did
+        not. Only ``on_stop`` blocks so: its thread is ending anyway."""
+        stops, self._stops = self._stops, None
+        if stops is not None:
+            stops.deadline.cancel()
+        ordered = [n for n in self._stop_order if n in self._children]
+        ordered += [n for n in self._children if n not in ordered]
+        left = (stops.pending if stops is not None else []) + [
+            (name, self._children.pop(name)) for name in ordered
+        ]
+        timed_out: list[str] = []
+        for name, ref in left:
+            try:
+                ref.stop(block=True, timeout=max(deadline - time.monotonic(), 0.01))
+            except pykka.Timeout:
+                self._log.warning("child_stop_timeout", child=name)
+                timed_out.append(name)
+            except pykka.ActorDeadError:
+                pass
+        return timed_out
+
+    def _flush_carried_ticks_now(self, deadline: float) -> list[str]:
+        if self._spawn_flush_writer() is None:
+            return []
+        return self._stop_children_now(deadline)
 
     def _fail(self, error: BaseException) -> None:
         self._log.error("fatal_error", error=_describe(error))
         self._end(error)
 
     def _end(self, error: BaseException | None) -> None:
-        """Stop the program now; children and the report follow in ``on_stop``."""
-        if self._stopping:
+        """Stop the program now, then the children by their events, then the Engine."""
+        if self._phase in _ENDING:
             return
-        self._stopping = True
+        self._phase = Phase.SHUTTING_DOWN
         self._final_error = error
         self._close_program()
-        with contextlib.suppress(pykka.ActorDeadError):
-            self.actor_ref.stop(block=False)
+        self._cancel_restart()
+        self._stop_children()
 
 
 def _describe(error: BaseException) -> str:

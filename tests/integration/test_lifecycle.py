@@ -325,7 +325,7 @@ def test_recovery_cancels_the_request_the_program_waited_for() -> None:
     assert done.wait(5)
     assert [1] == cancelled
     # the children of the failed attempt are gone; fresh ones come with the restart
-    assert not workers[0].is_alive()
+    assert workers[0].actor_stopped.wait(5)
     controller.shutdown()
 
 

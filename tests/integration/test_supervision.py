@@ -23,6 +23,7 @@ from qx_actors.sync_engine import SyncEngine
 
 pytest.register_assert_rewrite("tests.integration.live_fixtures")
 
+from tests.helpers import FlakyProgram, until_state  # noqa: E402
 from tests.integration.live_fixtures import (  # noqa: E402
     LiveRun,
     assert_follows_graph,
@@ -205,3 +206,63 @@ def test_ticks_handed_back_while_recovering_are_stored_at_shutdown(
     # the path under test was taken: the failed batch came back and a last writer stored it
     assert _events(logs, "ticks_carried_over")
     assert [] == _events(logs, "ticks_not_stored")
+
+
+class _SlowToStop(QxActor):
+    """A supervised child whose stop blocks until ``release`` is set (it says ``stopping``)."""
+
+    def __init__(self, *, stopping: threading.Event, release: threading.Event, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.stopping = stopping
+        self.release = release
+
+    def on_stop(self) -> None:
+        self.stopping.set()
+        self.release.wait(30)
+        super().on_stop()
+
+
+def test_the_engine_keeps_serving_while_a_child_is_slow_to_stop() -> None:
+    """Recovering, the Engine asks its children to stop and goes on serving its inbox: it
+    answers while a child's stop blocks; the restart comes once that child has exited."""
+    stopping, release, second = threading.Event(), threading.Event(), threading.Event()
+    spawned: list[pykka.ActorRef[Any]] = []
+    engines: list[pykka.ActorRef[Any]] = []
+
+    def spawn(ctx: Any, engine: pykka.ActorRef[Any], _: Any) -> pykka.ActorRef[Any]:
+        engines.append(engine)
+        ref = _SlowToStop.start(
+            threads=ctx.threads,
+            supervisor=engine,
+            child_name="slow",
+            stopping=stopping if not spawned else threading.Event(),
+            release=release,
+        )
+        spawned.append(ref)
+        if len(spawned) == 2:
+            second.set()
+        return ref
+
+    config = config_from_mapping(
+        {
+            "database": "sqlite:///:memory:",
+            "sync": {"restart_interval_s": 0.01, "shutdown_timeout_s": 20},
+        }
+    )
+    engine = SyncEngine(config, program=FlakyProgram(failures=1), children={"slow": spawn})
+    receiver = engine.update_receiver()
+    controller = engine.start()
+    try:
+        until_state(receiver, State.RECOVERING)
+        assert stopping.wait(10)
+        # the child's on_stop blocks: the Engine still answers, and does not restart yet
+        assert engines[0].ask("are you there?", timeout=2) is None
+        assert not second.is_set()
+        release.set()
+        assert second.wait(10)
+        until_state(receiver, State.BACKFILLED)
+        assert spawned[0].actor_stopped.is_set()
+    finally:
+        release.set()
+        controller.shutdown()
+    assert State.SHUTDOWN == controller.status_snapshot().state
