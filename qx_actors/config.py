@@ -89,7 +89,7 @@ class Reach:
         if match:
             return cls(text, ago=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
         try:
-            parsed = datetime.fromisoformat(stripped.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(stripped)  # 3.11 parses a "Z" suffix
         except ValueError:
             raise ValueError(
                 "expected a duration such as '90d', '12h', '2w', an ISO date or 'max', "
@@ -109,15 +109,6 @@ class Reach:
                 raise ValueError(f"reach {self.text.strip()!r} is in the future")
             return max(self.at, earliest)
         return earliest
-
-
-def parse_reach(text: str, *, now: datetime, earliest: datetime) -> datetime:
-    """Resolve a reach (``90d``/``12h``/``2w`` before ``now``, an ISO date/datetime, ``max``).
-
-    The result is never before ``earliest`` (the exchange's first data); bad input is a
-    ``ValueError``.
-    """
-    return Reach.parse(text).resolve(now=now, earliest=earliest)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

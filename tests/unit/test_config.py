@@ -18,12 +18,12 @@ from qx_actors.config import (
     LoggingConfig,
     MetricsConfig,
     QxConfig,
+    Reach,
     SyncConfig,
     check_against_clock,
     config_from_mapping,
     dump_config,
     load_config,
-    parse_reach,
     register_secrets,
     resolve_pass,
 )
@@ -273,6 +273,10 @@ def test_reach_forms() -> None:
     """Reach accepts durations, ISO dates and datetimes, and max; price reach floors to midnight."""
     now = datetime(2026, 6, 15, 13, 45, tzinfo=UTC)
     first = datetime(2020, 3, 1, tzinfo=UTC)
+
+    def parse_reach(text: str, *, now: datetime, earliest: datetime) -> datetime:
+        return Reach.parse(text).resolve(now=now, earliest=earliest)
+
     assert now - timedelta(days=90) == parse_reach("90d", now=now, earliest=first)
     assert now - timedelta(hours=12) == parse_reach("12h", now=now, earliest=first)
     assert now - timedelta(weeks=2) == parse_reach("2w", now=now, earliest=first)
