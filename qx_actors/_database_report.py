@@ -14,9 +14,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from qx_actors.config import PassWindow, QxConfig, resolve_pass
+from qx_actors.config import QxConfig
 from qx_actors.domain.funding import FundingSettlementsFacts, FundingSettlementsState
 from qx_actors.domain.history import PriceHistoryFacts, PriceHistoryState
+from qx_actors.domain.passes import PassWindow, resolve_pass
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.domain.validation import format_utc
 from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT

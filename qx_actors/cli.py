@@ -41,6 +41,25 @@ from qx_actors.storage import (
     probe_database,
 )
 
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_INTERRUPTED",
+    "TRACEBACK_ENV",
+    "build_parser",
+    "cmd_adopt",
+    "cmd_config",
+    "cmd_demo",
+    "cmd_export",
+    "cmd_graph",
+    "cmd_logs",
+    "cmd_plan",
+    "cmd_simulate",
+    "cmd_status",
+    "cmd_sync",
+    "install_redacting_excepthooks",
+    "main",
+]
+
 
 def _print_exception(
     exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None

@@ -37,18 +37,43 @@ import msgspec
 import yaml
 
 from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
+from qx_actors.domain.passes import PassWindow as PassWindow
+from qx_actors.domain.passes import resolve_pass as resolve_pass
 from qx_actors.domain.settlements import floor_settlement_time
 from qx_actors.domain.timeutil import (
     FIRST_CANDLE_TIME,
     FIRST_SETTLEMENT_TIME,
-    UNSTABLE_AGE,
     floor_day,
-    floor_minute,
     utc_now,
 )
 from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
 from qx_actors.errors import ConfigError
 from qx_actors.redact import redact_url, register_url_secret
+
+__all__ = [
+    "WHOLE_REACH",
+    "ConfigErrors",
+    "ExchangeConfig",
+    "FlagRangeHours",
+    "LoggingConfig",
+    "MetricsConfig",
+    "NonNegativeSeconds",
+    "PassWindow",
+    "PositiveHours",
+    "PositiveSeconds",
+    "QxConfig",
+    "Reach",
+    "SyncConfig",
+    "build_sync_mode",
+    "check_against_clock",
+    "check_lookback_within_reach",
+    "config_from_mapping",
+    "dump_config",
+    "load_config",
+    "parse_listen",
+    "register_secrets",
+    "resolve_pass",
+]
 
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0)]
@@ -225,50 +250,6 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=T
         if isinstance(hours, str):  # WHOLE_REACH
             return floor_settlement_time(self.funding_settlement_reach_at(now))
         return now - timedelta(hours=hours)
-
-
-@dataclass(frozen=True)
-class PassWindow:
-    """Everything one sync pass needs from the config, resolved against the run's clock once
-    (:func:`resolve_pass`)."""
-
-    now: datetime
-    #: The oldest candle to keep (``sync.price_history_reach_at(now)``).
-    price_history_reach: datetime
-    #: Where holes are flagged from (``sync.price_history_flag_gap_from(now, reach)``);
-    #: ``None``: flagging is off (flag no hole, ask about no confirmed hole again).
-    price_history_flag_gap_from: datetime | None
-    #: Live only: the start of the recent candles to make sure of (the lookback, else the
-    #: candles that may still change), never before the reach; ``None`` for backfill and full.
-    lookback_start: datetime | None
-    #: The oldest funding settlement to keep (``sync.funding_settlement_reach_at(now)``).
-    funding_reach: datetime
-    #: Where missing settlements are looked for (``sync.funding_scan_from(now)``); ``None``:
-    #: the scan is off (no missing settlement is looked for nor fetched).
-    funding_scan_from: datetime | None
-
-    @property
-    def funding_query_from(self) -> datetime:
-        """Where to read the stored settlement times from (``QueryFunding``,
-        ``funding_facts``): the scan start, or ``now`` when the scan is off (nothing to read)."""
-        return self.now if self.funding_scan_from is None else self.funding_scan_from
-
-
-def resolve_pass(sync: SyncConfig, mode: SyncMode, now: datetime) -> PassWindow:
-    """The reach, lookback and scan windows of one pass at ``now``."""
-    reach = sync.price_history_reach_at(now)
-    lookback_start = None
-    if mode.kind is ModeKind.LIVE:
-        span = mode.lookback.duration if mode.lookback is not None else UNSTABLE_AGE
-        lookback_start = max(floor_minute(now - span), reach)
-    return PassWindow(
-        now=now,
-        price_history_reach=reach,
-        price_history_flag_gap_from=sync.price_history_flag_gap_from(now, reach),
-        lookback_start=lookback_start,
-        funding_reach=sync.funding_settlement_reach_at(now),
-        funding_scan_from=sync.funding_scan_from(now),
-    )
 
 
 class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

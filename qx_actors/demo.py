@@ -17,6 +17,13 @@ from qx_actors.logs import configure_logging
 from qx_actors.redact import redact_url
 from qx_actors.simulator import Simulator, SimulatorConfig
 
+__all__ = [
+    "DEMO_CONFIG",
+    "DEMO_SIMULATOR_RATE_LIMIT",
+    "demo_config",
+    "run_demo",
+]
+
 #: The demo's defaults; ``config/demo.yaml`` in the repository mirrors them.
 DEMO_CONFIG: dict[str, Any] = {
     "mode": "full",

@@ -55,6 +55,46 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "ChildDied",
+    "ConfigError",
+    "DatabaseBusyError",
+    "DatabaseInUseError",
+    "DatabaseUnavailable",
+    "ExchangeBodyError",
+    "ExchangeClientError",
+    "ExchangeDecodeError",
+    "ExchangeError",
+    "ExchangeHttpError",
+    "ExchangeServerError",
+    "ExchangeTimeout",
+    "ExchangeTransportError",
+    "FatalError",
+    "HistoryError",
+    "InvalidMarketData",
+    "LookbackBeyondReachError",
+    "QxError",
+    "ReachBeforeHistoryError",
+    "RecoverableError",
+    "SchemaError",
+    "SettlementsBeforeHistoryStart",
+    "ShutdownTimeout",
+    "StaleFeedError",
+    "StorageError",
+    "StreamError",
+    "StreamHeartbeatTimeout",
+    "StreamProtocolError",
+    "SyncAlreadyShutdown",
+    "SyncAlreadyStarted",
+    "SyncAlreadyTerminated",
+    "SyncError",
+    "SyncNotStarted",
+    "SyncShutdownFailed",
+    "UnreachableGapError",
+    "UnreachableMissingSettlement",
+    "is_recoverable",
+]
+
 
 class QxError(Exception):
     """Base of every error raised by qx_actors."""

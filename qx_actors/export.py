@@ -13,6 +13,16 @@ from typing import Any, TextIO
 from qx_actors.domain.validation import format_utc
 from qx_actors.storage import Database, import_pyarrow
 
+__all__ = [
+    "FORMATS",
+    "KINDS",
+    "arrow_table",
+    "export",
+    "parse_time",
+    "write_parquet",
+    "write_rows",
+]
+
 #: what ``export`` writes (``--kind``) and how (``--format``)
 KINDS = ("candles", "ticks", "settlements")
 FORMATS = ("csv", "jsonl", "parquet")

@@ -28,6 +28,19 @@ import structlog
 from qx_actors.config import LoggingConfig
 from qx_actors.redact import redact_text, redact_value
 
+__all__ = [
+    "DEGRADED_MODE_CHANGED",
+    "LOGGER_NAME",
+    "STATUS_EVENT_IGNORED",
+    "STATUS_TRANSITION",
+    "STATUS_TRANSITION_REJECTED",
+    "QxLogger",
+    "configure_logging",
+    "get_logger",
+    "redact_event",
+    "redact_rendered",
+]
+
 #: An applied status transition (``run_id, mode, trigger, src, dst, error, timestamp``).
 STATUS_TRANSITION = "status_transition"
 #: A trigger the graph rejected (``trigger, state, reason``).

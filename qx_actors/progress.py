@@ -42,6 +42,10 @@ from qx_actors.updates import (
     SyncUpdate,
 )
 
+__all__ = [
+    "ProgressView",
+]
+
 #: Without a terminal, how often a ``live_ticks`` line is logged.
 _TICK_REPORT_EVERY_S = 5.0
 

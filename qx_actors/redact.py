@@ -26,6 +26,19 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote
 
+__all__ = [
+    "MASK",
+    "MIN_SECRET_LENGTH",
+    "clear_secrets",
+    "is_registered",
+    "redact_text",
+    "redact_url",
+    "redact_value",
+    "register_secret",
+    "register_url_secret",
+    "url_passwords",
+]
+
 #: What a password is replaced by.
 MASK = "***"
 #: Registered secrets shorter than this are not scrubbed from free text.

@@ -25,6 +25,21 @@ from transitions.extensions.nesting import HierarchicalMachine, NestedState
 from qx_actors.errors import SyncAlreadyShutdown, SyncAlreadyTerminated, SyncNotStarted
 from qx_actors.redact import redact_text
 
+__all__ = [
+    "EDGES",
+    "RUNNING",
+    "TRANSITIONS",
+    "AppliedTransition",
+    "State",
+    "StatusMachine",
+    "SyncStatus",
+    "TransitionRejected",
+    "Trigger",
+    "is_edge",
+    "mermaid_diagram",
+    "shutdown_refusal",
+]
+
 
 class State(StrEnum):
     """The public status names (exactly these strings appear in the API and in logs)."""

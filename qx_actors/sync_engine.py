@@ -34,6 +34,12 @@ from qx_actors.modes import default_parts
 from qx_actors.status import State, SyncStatus, shutdown_refusal
 from qx_actors.updates import AsyncUpdateReceiver, UpdateHub, UpdateReceiver
 
+__all__ = [
+    "SyncController",
+    "SyncEngine",
+    "SyncReader",
+]
+
 
 class SyncReader:
     """A read-only view of a run (mode, status, updates) to hand to other parts of an app."""

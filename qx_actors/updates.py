@@ -32,6 +32,19 @@ from qx_actors.domain.values import PriceTick
 from qx_actors.errors import QxError
 from qx_actors.status import State, SyncStatus
 
+__all__ = [
+    "AsyncUpdateReceiver",
+    "FundingSettlementsStateUpdate",
+    "Lagged",
+    "PriceHistoryStateUpdate",
+    "PriceTickUpdate",
+    "ReceiverClosed",
+    "StatusUpdate",
+    "SyncUpdate",
+    "UpdateHub",
+    "UpdateReceiver",
+]
+
 
 class SyncUpdate:
     """Base of every update; the variants are attributes of this class."""

@@ -37,6 +37,13 @@ from qx_actors.domain.timeutil import FIRST_SETTLEMENT_TIME, require_utc
 from qx_actors.domain.validation import format_optional_utc, format_utc
 from qx_actors.errors import SettlementsBeforeHistoryStart, UnreachableMissingSettlement
 
+__all__ = [
+    "FundingSettlementsFacts",
+    "FundingSettlementsState",
+    "SettlementDownload",
+    "settlements_before_history_start",
+]
+
 #: The shortest spacing of the schedule (phases B and C); phase A is daily.
 _SHORTEST_PERIOD = timedelta(hours=8)
 

@@ -55,6 +55,19 @@ from qx_actors.domain.validation import format_optional_utc, format_utc
 from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
 from qx_actors.errors import LookbackBeyondReachError, ReachBeforeHistoryError
 
+__all__ = [
+    "GAP_NEIGHBOURS",
+    "REVISION_WINDOW",
+    "DownloadKind",
+    "DownloadRange",
+    "PriceHistoryFacts",
+    "PriceHistoryState",
+    "TimeRange",
+    "check_reach_covered",
+    "is_stable_candle_time",
+    "last_stable_minute",
+]
+
 #: How many candles either side of a gap are re-fetched with it.
 GAP_NEIGHBOURS = 5
 _WIDEN = GAP_NEIGHBOURS * MINUTE

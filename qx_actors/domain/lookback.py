@@ -9,6 +9,13 @@ from enum import StrEnum
 
 from qx_actors.domain.values import RESOLUTIONS
 
+__all__ = [
+    "MAX_LOOKBACK",
+    "Lookback",
+    "ModeKind",
+    "SyncMode",
+]
+
 #: The longest lookback accepted (as in quantoxide).
 MAX_LOOKBACK = timedelta(days=500)
 

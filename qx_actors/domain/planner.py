@@ -32,6 +32,19 @@ from qx_actors.domain.spans import Grid, Span
 from qx_actors.domain.timeutil import require_utc
 from qx_actors.domain.validation import format_utc
 
+__all__ = [
+    "DownloadKind",
+    "GridRange",
+    "R",
+    "StoredBounds",
+    "check_bounds",
+    "check_span",
+    "first_of",
+    "not_fetched",
+    "plan",
+    "require_point",
+]
+
 R = TypeVar("R", bound="GridRange")
 
 

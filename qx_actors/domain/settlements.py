@@ -19,6 +19,16 @@ from datetime import UTC, datetime, timedelta
 from qx_actors.domain.spans import Grid
 from qx_actors.domain.timeutil import DAY, FIRST_SETTLEMENT_TIME, require_utc
 
+__all__ = [
+    "SETTLEMENT_GRID",
+    "ceil_settlement_time",
+    "floor_settlement_time",
+    "is_valid_settlement_time",
+    "next_settlement_time",
+    "previous_settlement_time",
+    "settlement_times",
+]
+
 _TICK = timedelta(microseconds=1)
 
 

@@ -20,6 +20,18 @@ from datetime import datetime
 
 from qx_actors.domain.timeutil import MINUTE, is_whole_minute
 
+__all__ = [
+    "MINUTES",
+    "Grid",
+    "Span",
+    "clip",
+    "join_touching_descending",
+    "merge",
+    "runs",
+    "subtract",
+    "subtract_points",
+]
+
 #: An inclusive range of grid points ``(first, last)``.
 Span = tuple[datetime, datetime]
 

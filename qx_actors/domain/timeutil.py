@@ -4,6 +4,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+__all__ = [
+    "DAY",
+    "FIRST_CANDLE_TIME",
+    "FIRST_SETTLEMENT_TIME",
+    "HOUR",
+    "MINUTE",
+    "UNSTABLE_AGE",
+    "ceil_minute",
+    "floor_day",
+    "floor_minute",
+    "format_rfc3339_ms",
+    "from_epoch_ms",
+    "is_whole_minute",
+    "parse_rfc3339",
+    "require_utc",
+    "to_epoch_ms",
+    "utc_now",
+]
+
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)

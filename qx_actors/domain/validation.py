@@ -17,6 +17,13 @@ from qx_actors.domain.settlements import is_valid_settlement_time
 from qx_actors.domain.values import Candle, FundingSettlement
 from qx_actors.errors import InvalidMarketData
 
+__all__ = [
+    "format_optional_utc",
+    "format_utc",
+    "validate_candle_page",
+    "validate_settlement_page",
+]
+
 _INF = math.inf
 #: Later than any real time: the "previous" of the first item of a newest-first page.
 _AFTER_ALL = datetime.max.replace(tzinfo=UTC)

@@ -9,6 +9,14 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+__all__ = [
+    "EXCHANGE_PAGE_LIMIT",
+    "RESOLUTIONS",
+    "Candle",
+    "FundingSettlement",
+    "PriceTick",
+]
+
 #: The most items the exchange returns per REST page (candles and settlements alike): the
 #: default and the ceiling of ``sync.price_history_batch_size``.
 EXCHANGE_PAGE_LIMIT = 1000

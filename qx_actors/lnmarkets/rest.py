@@ -64,6 +64,17 @@ from qx_actors.lnmarkets.transport import (
 )
 from qx_actors.logs import get_logger
 
+__all__ = [
+    "CANDLES_PATH",
+    "SETTLEMENTS_PATH",
+    "VALUE_CHARS",
+    "CandlePage",
+    "RateLimiter",
+    "RestClient",
+    "RestCounters",
+    "SettlementPage",
+]
+
 _log = get_logger()
 
 CANDLES_PATH = "/v3/futures/candles"

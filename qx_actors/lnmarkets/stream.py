@@ -24,6 +24,13 @@ from qx_actors.errors import StreamError, StreamHeartbeatTimeout, StreamProtocol
 from qx_actors.lnmarkets import wire
 from qx_actors.logs import get_logger
 
+__all__ = [
+    "LAST_PRICE_TOPIC",
+    "StreamClient",
+    "StreamConnection",
+    "StreamConnector",
+]
+
 _log = get_logger()
 
 LAST_PRICE_TOPIC = wire.LAST_PRICE_TOPIC

@@ -21,6 +21,16 @@ from typing import Protocol
 import aiohttp
 import yarl
 
+__all__ = [
+    "AiohttpTransport",
+    "Handler",
+    "HttpRequest",
+    "HttpResponse",
+    "IncompleteBody",
+    "MockTransport",
+    "Transport",
+]
+
 
 @dataclass(frozen=True)
 class HttpRequest:

@@ -22,6 +22,39 @@ from qx_actors.domain.timeutil import from_epoch_ms
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import ExchangeBodyError, ExchangeDecodeError
 
+__all__ = [
+    "EXCERPT_CHARS",
+    "LAST_PRICE_TOPIC",
+    "CandlePageMsg",
+    "ErrorBody",
+    "LastPriceData",
+    "NotificationParams",
+    "RpcErrorObj",
+    "RpcFrame",
+    "RpcRequest",
+    "SettlementPageMsg",
+    "SubscribeParams",
+    "SubscribeResult",
+    "UtcTime",
+    "WireCandle",
+    "WireSettlement",
+    "candle_page_decoder",
+    "decode",
+    "decode_error",
+    "encode_request",
+    "error_body_decoder",
+    "excerpt",
+    "last_price_decoder",
+    "notification_params_decoder",
+    "rpc_frame_decoder",
+    "settlement_page_decoder",
+    "subscribe_result_decoder",
+    "tick_time",
+    "to_candles",
+    "to_settlements",
+    "to_tick",
+]
+
 #: A time that must carry an offset (``Z`` on the wire); naive times are decode errors.
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 

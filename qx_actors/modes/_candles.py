@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from qx_actors.actors._engine import RunContext
 from qx_actors.actors._program import Steps, call
+from qx_actors.actors._wiring import DB, REST
 from qx_actors.actors.messages import (
     CandleRangeStored,
     FetchCandleRange,
@@ -23,7 +24,6 @@ from qx_actors.actors.messages import (
     QueryPriceHistory,
     RecordVerifiedEmpty,
 )
-from qx_actors.config import resolve_pass
 from qx_actors.domain.history import (
     DownloadKind,
     DownloadRange,
@@ -31,12 +31,10 @@ from qx_actors.domain.history import (
     check_reach_covered,
     last_stable_minute,
 )
+from qx_actors.domain.passes import resolve_pass
 from qx_actors.domain.spans import Span
 from qx_actors.domain.timeutil import floor_minute
 from qx_actors.updates import PriceHistoryStateUpdate
-
-REST = "rest"
-DB = "db"
 
 #: Exchange downtime right at the reach is not "reach before the exchange's history".
 REACH_TOLERANCE = timedelta(hours=6)

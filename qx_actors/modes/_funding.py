@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from qx_actors.actors._engine import RunContext
 from qx_actors.actors._program import Steps, call
+from qx_actors.actors._wiring import DB, REST
 from qx_actors.actors.messages import FetchSettlementRange, Publish, QueryFunding
-from qx_actors.config import resolve_pass
 from qx_actors.domain.funding import (
     FundingSettlementsState,
     SettlementDownload,
     settlements_before_history_start,
 )
+from qx_actors.domain.passes import resolve_pass
 from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
-from qx_actors.modes._candles import DB, REST
 from qx_actors.updates import FundingSettlementsStateUpdate
 
 

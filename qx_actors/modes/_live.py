@@ -35,6 +35,7 @@ from datetime import timedelta
 
 from qx_actors.actors._engine import Program, RunContext
 from qx_actors.actors._program import Steps, sleep
+from qx_actors.actors._wiring import WS
 from qx_actors.actors.messages import FeedState, Report, StartStream, Tell
 from qx_actors.domain.lookback import ModeKind
 from qx_actors.domain.settlements import next_settlement_time
@@ -42,8 +43,6 @@ from qx_actors.modes._candles import prune_covered_ticks, sync_price_history
 from qx_actors.modes._funding import sync_funding_settlements
 from qx_actors.modes._schedule import Schedule
 from qx_actors.status import Trigger
-
-WS = "ws"
 
 #: The timers of a live program: the head re-sync (every mode), the whole-history pass and
 #: the funding refresh (full mode only).

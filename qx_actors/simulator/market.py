@@ -44,7 +44,20 @@ from qx_actors.domain.timeutil import (
 )
 from qx_actors.domain.values import Candle, FundingSettlement
 
-__all__ = ["Clock", "ManualClock", "Market", "OffsetClock"]
+__all__ = [
+    "FIRST_MS",
+    "HOUR_MS",
+    "MINUTES_PER_DAY",
+    "MINUTE_MS",
+    "Clock",
+    "ManualClock",
+    "Market",
+    "OffsetClock",
+    "ceil_index",
+    "encode_candle",
+    "index_time",
+    "minute_index",
+]
 
 Clock = Callable[[], datetime]
 

@@ -44,7 +44,12 @@ from .market import (
     minute_index,
 )
 
-__all__ = ["RateLimiter", "RequestRecord", "RestApp"]
+__all__ = [
+    "MAX_LIMIT",
+    "RateLimiter",
+    "RequestRecord",
+    "RestApp",
+]
 
 MAX_LIMIT = 1000
 _KNOWN_RANGES = {"1m", "3m", "5m", "10m", "15m", "30m", "45m", "1h", "2h", "3h", "4h", "1d", "1w"}

@@ -23,7 +23,7 @@ from .stream import STREAM_PATH, StreamServer
 
 __all__ = ["Simulator", "SimulatorConfig", "run_simulator_blocking"]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class Simulator:
         finally:
             await self._stop_async()
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    def _run(self, coro: Coroutine[Any, Any, _T], timeout: float) -> _T:
         loop = self._loop
         if loop is None or self._runner is None:
             coro.close()

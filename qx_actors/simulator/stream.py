@@ -32,7 +32,13 @@ from qx_actors.domain.values import PriceTick
 from .faults import Faults
 from .market import Market
 
-__all__ = ["LAST_PRICE_TOPIC", "StreamServer"]
+__all__ = [
+    "LAST_PRICE_TOPIC",
+    "MALFORMED_FRAME",
+    "STREAM_PATH",
+    "TOPICS",
+    "StreamServer",
+]
 
 LAST_PRICE_TOPIC = "futures/inverse/btc_usd/lastPrice"
 TOPICS = frozenset({LAST_PRICE_TOPIC})

@@ -33,6 +33,23 @@ from urllib.parse import urlsplit
 
 import psycopg2
 
+__all__ = [
+    "DEFAULT_DB",
+    "RUN_AS",
+    "SUPERUSER",
+    "PgServer",
+    "PgServerUnavailable",
+    "create_database",
+    "database_url",
+    "drop_database",
+    "execute",
+    "find_bin_dir",
+    "main",
+    "scratch_database",
+    "start_server",
+    "throwaway_server",
+]
+
 SUPERUSER = "qx"
 DEFAULT_DB = "qx"
 RUN_AS = "postgres"

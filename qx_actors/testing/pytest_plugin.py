@@ -24,6 +24,15 @@ from qx_actors.simulator import Simulator
 from qx_actors.testing._harness import Harness, running_simulator
 from qx_actors.testing.postgres import PgServer, PgServerUnavailable, start_server
 
+__all__ = [
+    "qx_database_url",
+    "qx_harness",
+    "qx_postgres",
+    "qx_simulator",
+    "skip_unless_ci",
+    "start_server_or_skip",
+]
+
 
 def skip_unless_ci(reason: str) -> None:
     """Skip the test with ``reason``; under CI (env ``CI`` set) fail it instead, so that a

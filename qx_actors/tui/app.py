@@ -51,6 +51,19 @@ from qx_actors.updates import (
     UpdateReceiver,
 )
 
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_FORCED",
+    "EXIT_OK",
+    "RATE_WINDOW_S",
+    "REFRESH_HZ",
+    "SPARK_SECONDS",
+    "RunModel",
+    "SyncTui",
+    "TextPane",
+    "run_tui",
+]
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 #: A forced exit (second ``q``), as a second Ctrl-C in the CLI.

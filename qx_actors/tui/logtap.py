@@ -26,6 +26,15 @@ import structlog
 
 from qx_actors.redact import redact_text
 
+__all__ = [
+    "LEVELS",
+    "LogEntry",
+    "LogTap",
+    "install",
+    "level_rank",
+    "restore",
+]
+
 #: Level names in order; the filter shows entries at or above the chosen one.
 LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 

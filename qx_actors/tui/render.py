@@ -22,6 +22,24 @@ from qx_actors.domain.timeutil import MINUTE
 from qx_actors.redact import redact_text
 from qx_actors.status import State, SyncStatus
 
+__all__ = [
+    "GAP",
+    "LISTED",
+    "MISSING",
+    "STORED",
+    "VERIFIED",
+    "coverage_bar",
+    "coverage_cells",
+    "coverage_percent",
+    "eta_seconds",
+    "format_duration",
+    "funding_text",
+    "header_text",
+    "history_text",
+    "live_text",
+    "status_style",
+]
+
 #: How many gaps / verified-empty ranges / missing settlements are listed by name.
 LISTED = 5
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from qx_actors.actors import WS
 from qx_actors.actors._engine import Program, RunContext
 from qx_actors.actors._program import ProgramDriver, call, run_program, sleep
 from qx_actors.actors.messages import (
@@ -54,7 +55,7 @@ from qx_actors.domain.settlements import (
 from qx_actors.domain.timeutil import MINUTE, floor_minute
 from qx_actors.modes import _backfill, _live
 from qx_actors.modes._backfill import backfill_program
-from qx_actors.modes._live import WS, live_program
+from qx_actors.modes._live import live_program
 from qx_actors.modes._schedule import Schedule
 from qx_actors.status import Trigger
 
