@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 
 from qx_actors.storage import SQLITE_UPSERT_CANDLES_SQL, open_storage, to_utc_text
-from qx_actors.storage._backend import open_backend
+from qx_actors.storage._open import open_backend
 from qx_actors.storage._queries import rebuild_coverage
 from qx_actors.storage._rollups import rebuild_rollups
 

@@ -25,7 +25,7 @@ from _data import Candle5, engine_order, synthetic_rows
 from _processes import SimProcess, run_backfill_child
 
 from qx_actors.storage import POSTGRES_CREATE_STAGE_SQL, POSTGRES_UPSERT_CANDLES_SQL, open_storage
-from qx_actors.storage._backend import POSTGRES_STAGE_TABLE
+from qx_actors.storage._postgres import POSTGRES_STAGE_TABLE
 
 
 def copy_text(rows: list[Candle5], cutoff: datetime) -> str:

@@ -7,13 +7,9 @@
 """
 
 from ._adopt import AdoptOutcome, AdoptRefused, AdoptResult, adopt_database
-from ._backend import (
-    POSTGRES_CREATE_STAGE_SQL,
-    POSTGRES_UPSERT_CANDLES_SQL,
-    SQLITE_UPSERT_CANDLES_SQL,
-)
 from ._lock import writer_holder
 from ._models import ROLLUP_LEVELS, from_utc_text, rollup_table, to_utc_text
+from ._postgres import POSTGRES_CREATE_STAGE_SQL, POSTGRES_UPSERT_CANDLES_SQL
 from ._read import (
     ARROW_INSTALL,
     BUCKET_SECONDS,
@@ -33,6 +29,7 @@ from ._schema import (
     classify_database,
     create_schema,
 )
+from ._sqlite import SQLITE_UPSERT_CANDLES_SQL
 from ._storage import Storage, open_storage
 
 __all__ = [

@@ -33,7 +33,9 @@ from typing import Any
 
 from qx_actors.errors import SchemaError
 
-from ._backend import Backend, PostgresBackend, describe_url, guard, open_backend
+from ._backend import Backend, guard
+from ._open import open_backend
+from ._postgres import PostgresBackend
 from ._schema import (
     _MIGRATION_LOCK_KEY,
     QUANTOXIDE_TABLES,
@@ -44,6 +46,7 @@ from ._schema import (
     create_schema,
     stored_version,
 )
+from ._url import describe_url
 
 _QUANTOXIDE_0_5_4 = frozenset(
     {

@@ -22,7 +22,9 @@ import psycopg2
 
 from qx_actors.errors import DatabaseInUseError, DatabaseUnavailable, StorageError
 
-from ._backend import PostgresBackend, describe_url, guard
+from ._backend import guard
+from ._postgres import PostgresBackend
+from ._url import describe_url
 
 #: advisory lock key of the writer lock (any fixed 64-bit number; "qx_write")
 WRITER_LOCK_KEY = 0x71785F7772697465

@@ -10,7 +10,8 @@ from qx_actors.domain.history import PriceHistoryFacts
 from qx_actors.domain.spans import runs as runs_of
 from qx_actors.domain.timeutil import MINUTE
 
-from ._backend import Backend, PostgresBackend, guard
+from ._backend import Backend, guard
+from ._postgres import PostgresBackend
 
 #: The gaps-and-islands runs of consecutive stored minutes, computed from ``ohlc_candles``: a
 #: minute's number minus its rank is the same for every minute of a run. Rows: (first, last).

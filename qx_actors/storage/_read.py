@@ -18,7 +18,7 @@ from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import DatabaseUnavailable, QxError
 
 from . import _queries
-from ._backend import Backend, PostgresBackend, guard, open_backend
+from ._backend import Backend, guard
 from ._models import (
     ROLLUP_LEVELS,
     as_utc,
@@ -27,6 +27,8 @@ from ._models import (
     rollup_table,
     to_utc_text,
 )
+from ._open import open_backend
+from ._postgres import PostgresBackend
 from ._rollups import CANDLES
 from ._schema import NoDatabaseError, check_schema, stored_version
 

@@ -19,8 +19,10 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._backend import SQLITE_ROWS_PER_STATEMENT, Backend, PostgresBackend
+from ._backend import Backend
 from ._models import ROLLUP_LEVELS, rollup_table
+from ._postgres import PostgresBackend
+from ._sqlite import SQLITE_ROWS_PER_STATEMENT
 
 CANDLES = "ohlc_candles"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

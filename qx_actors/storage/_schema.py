@@ -9,10 +9,12 @@ from typing import Any
 
 from qx_actors.errors import SchemaError
 
-from ._backend import Backend, PostgresBackend, describe_url, guard
+from ._backend import Backend, guard
 from ._models import MODELS, ROLLUP_MODELS, OhlcCandle, OhlcCoverage, QxSchema, bind_models
+from ._postgres import PostgresBackend
 from ._queries import rebuild_coverage
 from ._rollups import rebuild_rollups
+from ._url import describe_url
 
 #: the schema version this package writes and understands
 #:

@@ -20,10 +20,14 @@ from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import StorageError
 
 from . import _queries
-from ._backend import Backend, PostgresBackend, SqliteBackend, describe_url, guard, open_backend
+from ._backend import Backend, guard
 from ._lock import AdvisoryWriterLock, FileWriterLock, NullWriterLock, WriterLock
+from ._open import open_backend
+from ._postgres import PostgresBackend
 from ._rollups import refresh_after_upsert, refresh_rollups
 from ._schema import ensure_schema, stored_version
+from ._sqlite import SqliteBackend
+from ._url import describe_url
 
 
 def _strictly_ascending(times: list[datetime]) -> bool:

@@ -21,7 +21,7 @@ import pytest
 
 from qx_actors.config import config_from_mapping
 from qx_actors.status import State
-from qx_actors.storage import _backend
+from qx_actors.storage import _open
 from qx_actors.testing import RunProbe
 from tests.chaos.chaos_helpers import (
     EngineFactory,
@@ -47,7 +47,7 @@ BUSY_TIMEOUT_S = 1.0
 @pytest.fixture
 def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite connections opened during the test wait :data:`BUSY_TIMEOUT_S` for a lock."""
-    monkeypatch.setattr(_backend, "SQLITE_BUSY_TIMEOUT_S", BUSY_TIMEOUT_S)
+    monkeypatch.setattr(_open, "SQLITE_BUSY_TIMEOUT_S", BUSY_TIMEOUT_S)
 
 
 @pytest.mark.usefixtures("short_busy_timeout")

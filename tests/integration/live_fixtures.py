@@ -23,7 +23,7 @@ from qx_actors.config import QxConfig
 from qx_actors.domain.values import PriceTick
 from qx_actors.simulator import Simulator
 from qx_actors.status import State, SyncStatus
-from qx_actors.storage._backend import open_backend
+from qx_actors.storage._open import open_backend
 
 #: On top of :data:`qx_actors.testing.FAST_SYNC`: live intervals a test can wait out, and a
 #: receiver large enough that a test reading slowly never sees ``Lagged``.

@@ -35,8 +35,9 @@ from qx_actors.storage import (
     open_storage,
     rollup_table,
 )
-from qx_actors.storage._backend import Backend, open_backend
+from qx_actors.storage._backend import Backend
 from qx_actors.storage._models import MODELS
+from qx_actors.storage._open import open_backend
 from tests.quantoxide_db import (
     QUANTOXIDE_MIGRATIONS,
     QUANTOXIDE_RELEASES,

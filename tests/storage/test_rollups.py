@@ -32,7 +32,7 @@ from qx_actors.storage import (
     open_storage,
     rollup_table,
 )
-from qx_actors.storage._backend import guard, open_backend
+from qx_actors.storage._backend import guard
 from qx_actors.storage._models import (
     MODELS,
     ROLLUP_MODELS,
@@ -42,6 +42,7 @@ from qx_actors.storage._models import (
     bind_models,
     from_utc_text,
 )
+from qx_actors.storage._open import open_backend
 from qx_actors.storage._queries import rebuild_coverage
 from qx_actors.storage._schema import _EXTRA_DDL
 

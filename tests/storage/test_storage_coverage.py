@@ -20,8 +20,8 @@ from storage_helpers import BASE, candle, minute, run_sql, wipe
 from qx_actors.domain.history import PriceHistoryFacts
 from qx_actors.domain.timeutil import MINUTE
 from qx_actors.storage import SCHEMA_VERSION, Database, Storage, open_storage
-from qx_actors.storage._backend import open_backend
 from qx_actors.storage._models import MODELS, ROLLUP_MODELS, OhlcCoverage, QxSchema, bind_models
+from qx_actors.storage._open import open_backend
 from qx_actors.storage._schema import _EXTRA_DDL
 
 SETTINGS = settings(

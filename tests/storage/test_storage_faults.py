@@ -34,7 +34,7 @@ from qx_actors.errors import (
     is_recoverable,
 )
 from qx_actors.storage import Database, open_storage
-from qx_actors.storage._backend import map_error
+from qx_actors.storage._errors import map_error
 from tests import pg_server
 from tests.small_fs import mount_small_fs, unmount_small_fs
 

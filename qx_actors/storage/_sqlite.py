@@ -1,0 +1,161 @@
+"""SQLite: WAL mode, times as fixed-width UTC text, multi-row statements on the hot paths."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+import peewee as pw
+
+from qx_actors.errors import StorageError
+
+from ._backend import CANDLE_COLUMNS, CANDLE_ON_CONFLICT, INSERT_TICK_SQL, Backend, Transaction
+from ._models import SQLITE_FIELD_TYPES, from_utc_text, to_utc_text
+from ._url import read_only_uri, sqlite_path
+
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_S",
+    "SQLITE_ROWS_PER_STATEMENT",
+    "SQLITE_UPSERT_CANDLES_SQL",
+    "SqliteBackend",
+    "sqlite_upsert_candles_sql",
+]
+
+#: seconds SQLite waits for a lock before reporting the database busy (the default of
+#: ``open_backend``/``open_storage``; tests pass a shorter one)
+SQLITE_BUSY_TIMEOUT_S = 5.0
+
+#: SQLite candle upsert, run with ``executemany``; a row is ``(epoch_seconds, open, high, low,
+#: close, volume, created_at_text, updated_at_text, stable)``. SQLite formats the (whole-second)
+#: epoch time itself: ~30 % faster than formatting the text in Python.
+_SQLITE_CANDLE_ROW = (
+    "(strftime('%Y-%m-%dT%H:%M:%S', ?, 'unixepoch') || '.000000Z', ?, ?, ?, ?, ?, ?, ?, FALSE, ?)"
+)
+SQLITE_UPSERT_CANDLES_SQL = (
+    f"INSERT INTO ohlc_candles ({CANDLE_COLUMNS}) VALUES {_SQLITE_CANDLE_ROW} {CANDLE_ON_CONFLICT}"
+)
+#: Rows per multi-row statement: 9 parameters a candle row, 3 a tick row, under SQLite's
+#: 32,766 variables (SQLite >= 3.32; older builds allow 999).
+SQLITE_ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 100
+
+
+@functools.cache
+def sqlite_upsert_candles_sql(rows: int) -> str:
+    """The candle upsert for ``rows`` rows in one statement (cached: one prepared statement).
+
+    One statement per batch instead of ``executemany``: sqlite3 releases the GIL around every
+    row it steps, and a busy thread elsewhere in the process then makes each row wait a whole
+    switch interval; measured here with one CPU-bound thread beside it, ``executemany`` fell to
+    ~200 rows/s while one multi-row statement kept ~60k rows/s (and ~520k rows/s against ~430k
+    without contention).
+    """
+    values = ", ".join([_SQLITE_CANDLE_ROW] * rows)
+    return f"INSERT INTO ohlc_candles ({CANDLE_COLUMNS}) VALUES {values} {CANDLE_ON_CONFLICT}"
+
+
+@functools.cache
+def _sqlite_insert_ticks_sql(rows: int) -> str:
+    return INSERT_TICK_SQL.format(values=", ".join(["(?, ?, ?)"] * rows))
+
+
+class SqliteBackend(Backend):
+    """SQLite in WAL mode; times as fixed-width UTC text."""
+
+    name = "sqlite"
+    param = "?"
+
+    def __init__(self, url: str, *, read_only: bool, busy_timeout_s: float) -> None:
+        self.url = url
+        self.read_only = read_only
+        self.path = sqlite_path(url)
+        self.memory = self.path == ":memory:"
+        if not self.memory and not read_only:
+            parent = os.path.dirname(os.path.abspath(self.path))
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"can't create directory for {self.path}: {exc}") from exc
+        pragmas: list[tuple[str, Any]] = [
+            ("busy_timeout", int(busy_timeout_s * 1000)),
+            ("synchronous", "NORMAL"),
+            # 16 MiB of page cache: the writer appends in time order, so a larger cache buys
+            # little and costs resident memory (the engine targets <= 150 MB).
+            ("cache_size", -16_384),
+            ("temp_store", "MEMORY"),
+            ("foreign_keys", 0),
+        ]
+        database = self.path
+        connect: dict[str, Any] = {}
+        if read_only and not self.memory:
+            # SQLite's read-only mode: never writes the file (a reader of a file it may only
+            # read must not try to switch it to WAL; the WAL mode is the file's own). Without
+            # a -wal file and no way to create one (a read-only directory or filesystem), no
+            # writer can be at work on the file either: it is read as immutable.
+            immutable = not os.path.exists(self.path + "-wal") and not os.access(
+                os.path.dirname(os.path.abspath(self.path)), os.W_OK
+            )
+            database = read_only_uri(self.path, immutable=immutable)
+            connect = {"uri": True}
+        elif not self.memory:
+            pragmas.insert(0, ("journal_mode", "wal"))
+        if read_only:
+            pragmas.append(("query_only", 1))
+        self.db = pw.SqliteDatabase(
+            database,
+            pragmas=pragmas,
+            timeout=busy_timeout_s,
+            field_types=SQLITE_FIELD_TYPES,
+            # the writer takes the write lock at BEGIN: no deadlock upgrading a read lock
+            lock_type="IMMEDIATE",
+            # one shared connection for :memory: (each connection would be a new database)
+            thread_safe=not self.memory,
+            check_same_thread=False,
+            **connect,
+        )
+
+    def time_param(self, value: datetime) -> Any:
+        """A UTC time as fixed-width text."""
+        return to_utc_text(value)
+
+    def time_value(self, value: Any) -> datetime:
+        """Parse the fixed-width text."""
+        return from_utc_text(value)
+
+    def write_txn(self) -> AbstractContextManager[Any]:
+        """``BEGIN IMMEDIATE``."""
+        return Transaction(self.db, lock_type="IMMEDIATE")
+
+    def read_txn(self) -> AbstractContextManager[Any]:
+        """``BEGIN DEFERRED``: the WAL snapshot is taken at the first read."""
+        return Transaction(self.db, lock_type="DEFERRED")
+
+    def upsert_candle_rows(self, rows: Sequence[tuple[Any, ...]], created_at: datetime) -> None:
+        """Multi-row statements of :func:`sqlite_upsert_candles_sql` (whole-minute times)."""
+        now = to_utc_text(created_at)
+        cursor = self.cursor()
+        step = SQLITE_ROWS_PER_STATEMENT
+        for first in range(0, len(rows), step):
+            chunk = rows[first : first + step]
+            params = [
+                value
+                for t, o, h, lo, c, v, s in chunk
+                for value in (t.timestamp(), o, h, lo, c, v, now, now, s)
+            ]
+            cursor.execute(sqlite_upsert_candles_sql(len(chunk)), params)
+
+    def insert_tick_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Multi-row ``INSERT ... ON CONFLICT DO NOTHING``; counts the rows inserted."""
+        cursor = self.cursor()
+        inserted = 0
+        step = SQLITE_ROWS_PER_STATEMENT
+        for first in range(0, len(rows), step):
+            chunk = rows[first : first + step]
+            params = [value for t, p, c in chunk for value in (to_utc_text(t), p, to_utc_text(c))]
+            cursor.execute(_sqlite_insert_ticks_sql(len(chunk)), params)
+            inserted += max(int(cursor.rowcount), 0)
+        return inserted
