@@ -16,7 +16,6 @@ from typing import Any
 
 import pykka
 
-from qx_actors._run_health import RunHealth
 from qx_actors.actors._base import RunThreads
 from qx_actors.actors._controller import ControllerActor
 from qx_actors.actors._engine import ChildSpawner, EngineActor, ModeProgram, RunContext
@@ -31,6 +30,7 @@ from qx_actors.errors import (
     SyncShutdownFailed,
 )
 from qx_actors.modes import default_parts
+from qx_actors.observability._run_health import RunHealth
 from qx_actors.status import State, SyncStatus, shutdown_refusal
 from qx_actors.updates import AsyncUpdateReceiver, UpdateHub, UpdateReceiver
 

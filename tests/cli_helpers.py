@@ -1,7 +1,7 @@
 """Running ``qx-actors`` in the test process: ``cli.main(argv)`` with its output captured.
 
 A subprocess per command costs an interpreter start and every import (seconds each on a
-loaded machine); the command-line tests call :func:`qx_actors.cli.main` instead, through the
+loaded machine); the command-line tests call :func:`qx_actors.app.cli.main` instead, through the
 ``cli`` fixture of ``tests/conftest.py`` (an :class:`InProcessCli`). Only a few tests still run
 the real ``qx-actors`` process: the entry point itself, signals, a closed pipe (exit 141; the
 command silences the process's fd 1 then, which a test process can't allow), a terminal.
@@ -30,7 +30,8 @@ from typing import Any, TextIO
 import pytest
 import structlog
 
-from qx_actors import cli, logs, redact
+from qx_actors import logs, redact
+from qx_actors.app import cli
 
 #: The signals whose handlers ``main`` may install.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)

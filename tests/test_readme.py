@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qx_actors.app.demo import DEMO_SIMULATOR_RATE_LIMIT
 from qx_actors.config import load_config
-from qx_actors.demo import DEMO_SIMULATOR_RATE_LIMIT
 from qx_actors.simulator import Simulator, SimulatorConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -50,7 +50,6 @@ from typing import Any, Protocol
 
 import pykka
 
-from qx_actors._run_health import RunHealth
 from qx_actors.actors import _program
 from qx_actors.actors._base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors._feed_watch import FeedWatch
@@ -88,6 +87,7 @@ from qx_actors.domain.timeutil import utc_now
 from qx_actors.domain.values import PriceTick
 from qx_actors.errors import ChildDied, ShutdownTimeout, is_recoverable
 from qx_actors.logs import get_logger
+from qx_actors.observability._run_health import RunHealth
 from qx_actors.status import Trigger
 from qx_actors.updates import UpdateHub
 

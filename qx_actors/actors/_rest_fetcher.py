@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from qx_actors._run_health import RunHealth
 from qx_actors.actors._base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
     ActorRef,
@@ -46,6 +45,7 @@ from qx_actors.domain.timeutil import MINUTE, utc_now
 from qx_actors.domain.values import Candle
 from qx_actors.lnmarkets.rest import RestClient
 from qx_actors.logs import get_logger
+from qx_actors.observability._run_health import RunHealth
 
 #: Batches handed to the DB writer and not yet acknowledged, per request.
 PAGES_IN_FLIGHT = 3

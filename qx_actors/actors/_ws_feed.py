@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from qx_actors._run_health import RunHealth
 from qx_actors.actors._base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors.messages import (
     ActorRef,
@@ -45,6 +44,7 @@ from qx_actors.domain.values import PriceTick
 from qx_actors.errors import ChildDied, StaleFeedError, StreamError
 from qx_actors.lnmarkets.stream import StreamClient
 from qx_actors.logs import get_logger
+from qx_actors.observability._run_health import RunHealth
 
 #: Ticks queued while a batch is written; beyond this the oldest are dropped (and counted).
 MAX_QUEUED_TICKS = 200_000

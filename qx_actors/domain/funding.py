@@ -33,8 +33,12 @@ from qx_actors.domain.settlements import (
     settlement_times,
 )
 from qx_actors.domain.spans import runs
-from qx_actors.domain.timeutil import FIRST_SETTLEMENT_TIME, require_utc
-from qx_actors.domain.validation import format_optional_utc, format_utc
+from qx_actors.domain.timeutil import (
+    FIRST_SETTLEMENT_TIME,
+    format_optional_utc,
+    format_utc,
+    require_utc,
+)
 from qx_actors.errors import SettlementsBeforeHistoryStart, UnreachableMissingSettlement
 
 __all__ = [

@@ -50,8 +50,15 @@ from qx_actors.domain.planner import (
     require_point,
 )
 from qx_actors.domain.spans import MINUTES, Span, clip, merge, subtract
-from qx_actors.domain.timeutil import MINUTE, UNSTABLE_AGE, ceil_minute, floor_minute, require_utc
-from qx_actors.domain.validation import format_optional_utc, format_utc
+from qx_actors.domain.timeutil import (
+    MINUTE,
+    UNSTABLE_AGE,
+    ceil_minute,
+    floor_minute,
+    format_optional_utc,
+    format_utc,
+    require_utc,
+)
 from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
 from qx_actors.errors import LookbackBeyondReachError, ReachBeforeHistoryError
 

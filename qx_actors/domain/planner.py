@@ -29,8 +29,7 @@ from datetime import datetime
 from typing import ClassVar, Protocol, TypeVar
 
 from qx_actors.domain.spans import Grid, Span
-from qx_actors.domain.timeutil import require_utc
-from qx_actors.domain.validation import format_utc
+from qx_actors.domain.timeutil import format_utc, require_utc
 
 __all__ = [
     "DownloadKind",

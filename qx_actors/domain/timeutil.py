@@ -14,7 +14,9 @@ __all__ = [
     "ceil_minute",
     "floor_day",
     "floor_minute",
+    "format_optional_utc",
     "format_rfc3339_ms",
+    "format_utc",
     "from_epoch_ms",
     "is_whole_minute",
     "parse_rfc3339",
@@ -92,3 +94,15 @@ def to_epoch_ms(value: datetime) -> int:
 def from_epoch_ms(ms: float) -> datetime:
     """UTC datetime from milliseconds since the Unix epoch."""
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+def format_utc(value: datetime) -> str:
+    """A time as ISO 8601 UTC with a ``Z`` suffix, for messages: ``2026-01-01T00:00:30Z``."""
+    if value.tzinfo is None:
+        return value.isoformat() + " (naive)"
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def format_optional_utc(value: datetime | None) -> str | None:
+    """:func:`format_utc`, ``None`` kept (for JSON-ready summaries)."""
+    return None if value is None else format_utc(value)

@@ -14,12 +14,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from qx_actors.domain.settlements import is_valid_settlement_time
+from qx_actors.domain.timeutil import format_utc
 from qx_actors.domain.values import Candle, FundingSettlement
 from qx_actors.errors import InvalidMarketData
 
 __all__ = [
-    "format_optional_utc",
-    "format_utc",
     "validate_candle_page",
     "validate_settlement_page",
 ]
@@ -27,18 +26,6 @@ __all__ = [
 _INF = math.inf
 #: Later than any real time: the "previous" of the first item of a newest-first page.
 _AFTER_ALL = datetime.max.replace(tzinfo=UTC)
-
-
-def format_utc(value: datetime) -> str:
-    """A time as ISO 8601 UTC with a ``Z`` suffix, for messages: ``2026-01-01T00:00:30Z``."""
-    if value.tzinfo is None:
-        return value.isoformat() + " (naive)"
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def format_optional_utc(value: datetime | None) -> str | None:
-    """:func:`format_utc`, ``None`` kept (for JSON-ready summaries)."""
-    return None if value is None else format_utc(value)
 
 
 def validate_candle_page(candles: Sequence[Candle]) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qx_actors import cli
+from qx_actors.app import cli
 from qx_actors.domain.history import last_stable_minute
 from qx_actors.domain.timeutil import MINUTE, floor_day, floor_minute, parse_rfc3339
 from qx_actors.simulator.rest import RequestRecord

@@ -23,8 +23,7 @@ import pytest
 
 from qx_actors.domain.history import last_stable_minute
 from qx_actors.domain.settlements import floor_settlement_time
-from qx_actors.domain.timeutil import FIRST_SETTLEMENT_TIME, MINUTE, floor_minute
-from qx_actors.domain.validation import format_utc
+from qx_actors.domain.timeutil import FIRST_SETTLEMENT_TIME, MINUTE, floor_minute, format_utc
 from qx_actors.errors import ExchangeDecodeError, InvalidMarketData, is_recoverable
 from qx_actors.simulator import Faults, Simulator
 from qx_actors.status import State, SyncStatus

@@ -213,7 +213,7 @@ def test_simulate_defaults_serve_the_demo_config(cli: InProcessCli, tmp_path: Pa
     """The real `qx-actors simulate` with its defaults (ports aside) and a sync with
     config/demo.yaml's rate (20/s): the backfill is never answered 429; SIGINT stops the
     simulator, exit 0."""
-    from qx_actors.cli import build_parser
+    from qx_actors.app.cli import build_parser
 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     defaults = build_parser().parse_args(["simulate"])

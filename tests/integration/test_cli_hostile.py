@@ -367,7 +367,7 @@ def test_adopt_hostile_databases(cli: InProcessCli, not_a_database: str, tmp_pat
 
 def test_every_subcommand_was_tried() -> None:
     """This file covers each subcommand of the parser (a new one needs its hostile case)."""
-    from qx_actors.cli import build_parser
+    from qx_actors.app.cli import build_parser
 
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")

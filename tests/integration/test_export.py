@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qx_actors.app.export import export
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
-from qx_actors.export import export
 from qx_actors.storage import ArrowUnavailable, Database, open_storage
 from tests.cli_helpers import CliResult, InProcessCli
 from tests.small_fs import mount_small_fs, unmount_small_fs

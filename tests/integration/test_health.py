@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 from qx_actors.config import config_from_mapping
-from qx_actors.health import HealthServer
+from qx_actors.observability.health import HealthServer
 from qx_actors.simulator import Simulator
 from qx_actors.status import State
 from qx_actors.sync_engine import SyncEngine

@@ -1,8 +1,8 @@
 """``/metrics`` by Prometheus conventions, scraped from a running engine over real HTTP.
 
-The families served are exactly :data:`qx_actors._metrics.METRICS`, which the README lists;
-counters are counters (``_total``, never decreasing), the status is a labelled gauge with one
-series per status, and each family is declared even before it has a sample.
+The families served are exactly :data:`qx_actors.observability._metrics.METRICS`, which the
+README lists; counters are counters (``_total``, never decreasing), the status is a labelled
+gauge with one series per status, and each family is declared even before it has a sample.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from qx_actors._metrics import COUNTER_KEYS, GAUGE_KEYS, METRICS
 from qx_actors.config import config_from_mapping
-from qx_actors.health import HealthServer
+from qx_actors.observability._metrics import COUNTER_KEYS, GAUGE_KEYS, METRICS
+from qx_actors.observability.health import HealthServer
 from qx_actors.simulator import Simulator
 from qx_actors.status import State
 from qx_actors.sync_engine import SyncController, SyncEngine

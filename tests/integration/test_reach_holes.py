@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qx_actors import cli
+from qx_actors.app import cli
 from qx_actors.domain.history import PriceHistoryState
 from qx_actors.domain.timeutil import MINUTE, floor_day
 from qx_actors.simulator import ManualClock, Simulator

@@ -20,14 +20,14 @@ import structlog
 from textual.pilot import Pilot
 from textual.widgets import Log
 
+from qx_actors.app.tui import EXIT_FORCED, SyncTui, render, run_tui
+from qx_actors.app.tui.logtap import LogTap
 from qx_actors.config import QxConfig, config_from_mapping
 from qx_actors.domain.history import PriceHistoryFacts, PriceHistoryState
 from qx_actors.logs import get_logger
 from qx_actors.simulator import Simulator, SimulatorConfig
 from qx_actors.status import State
 from qx_actors.sync_engine import SyncEngine
-from qx_actors.tui import EXIT_FORCED, SyncTui, render, run_tui
-from qx_actors.tui.logtap import LogTap
 from tests.cli_helpers import InProcessCli
 from tests.helpers import FlakyProgram, stuck_child_spawner, until_state
 

@@ -27,8 +27,7 @@ from qx_actors.actors.messages import (
     StoreCandlePage,
 )
 from qx_actors.domain.history import DownloadKind, DownloadRange
-from qx_actors.domain.timeutil import MINUTE, format_rfc3339_ms, parse_rfc3339
-from qx_actors.domain.validation import format_utc
+from qx_actors.domain.timeutil import MINUTE, format_rfc3339_ms, format_utc, parse_rfc3339
 from qx_actors.errors import (
     DatabaseUnavailable,
     ExchangeClientError,

@@ -14,7 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from qx_actors.domain.funding import FundingSettlementsFacts, FundingSettlementsState
-from qx_actors.domain.validation import format_utc
+from qx_actors.domain.timeutil import format_utc
 from qx_actors.errors import UnreachableMissingSettlement
 
 HOUR = timedelta(hours=1)

@@ -79,5 +79,10 @@ def test_all_is_exactly_the_public_names(path: Path) -> None:
 
 def test_the_check_sees_every_public_module() -> None:
     found = {_dotted(path) for path in public_modules()}
-    assert {"qx_actors", "qx_actors.config", "qx_actors.domain.history", "qx_actors.cli"} <= found
+    assert {
+        "qx_actors",
+        "qx_actors.config",
+        "qx_actors.domain.history",
+        "qx_actors.app.cli",
+    } <= found
     assert not any("._" in name for name in found)

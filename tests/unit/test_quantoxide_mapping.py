@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qx_actors import cli
+from qx_actors.app import cli
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"

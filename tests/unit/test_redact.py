@@ -15,7 +15,6 @@ import structlog
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from qx_actors._run_health import RunHealth
 from qx_actors.config import (
     LoggingConfig,
     QxConfig,
@@ -25,6 +24,7 @@ from qx_actors.config import (
 )
 from qx_actors.errors import ConfigError, DatabaseUnavailable
 from qx_actors.logs import configure_logging, get_logger
+from qx_actors.observability._run_health import RunHealth
 from qx_actors.redact import (
     MASK,
     MIN_SECRET_LENGTH,

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from qx_actors.domain.timeutil import format_utc
 from qx_actors.domain.validation import (
-    format_utc,
     validate_candle_page,
     validate_settlement_page,
 )

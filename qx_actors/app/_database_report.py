@@ -18,8 +18,7 @@ from qx_actors.config import QxConfig
 from qx_actors.domain.funding import FundingSettlementsFacts, FundingSettlementsState
 from qx_actors.domain.history import PriceHistoryFacts, PriceHistoryState
 from qx_actors.domain.passes import PassWindow, resolve_pass
-from qx_actors.domain.timeutil import utc_now
-from qx_actors.domain.validation import format_utc
+from qx_actors.domain.timeutil import format_utc, utc_now
 from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
 from qx_actors.errors import StorageError
 from qx_actors.redact import redact_url

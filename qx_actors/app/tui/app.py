@@ -32,6 +32,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Log, Sparkline, Static
 
+from qx_actors.app.tui import logtap, render
 from qx_actors.config import QxConfig
 from qx_actors.domain.funding import FundingSettlementsState
 from qx_actors.domain.history import PriceHistoryState
@@ -40,7 +41,6 @@ from qx_actors.errors import QxError
 from qx_actors.redact import redact_text
 from qx_actors.status import State, SyncStatus
 from qx_actors.sync_engine import SyncController, SyncEngine
-from qx_actors.tui import logtap, render
 from qx_actors.updates import (
     FundingSettlementsStateUpdate,
     Lagged,

@@ -8,6 +8,6 @@ itself (for ``App.run_test()``). Textual is imported only when this package is.
 
 from __future__ import annotations
 
-from qx_actors.tui.app import EXIT_FORCED, SyncTui, run_tui
+from qx_actors.app.tui.app import EXIT_FORCED, SyncTui, run_tui
 
 __all__ = ["EXIT_FORCED", "SyncTui", "run_tui"]

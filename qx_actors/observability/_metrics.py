@@ -1,5 +1,5 @@
 """The Prometheus view of a run: the metric families ``/metrics`` serves and the collector
-that reads them from one :class:`~qx_actors._run_health.RunHealth` snapshot per scrape.
+that reads them from one :class:`~qx_actors.observability.RunHealth` snapshot per scrape.
 
 Exactly the families of :data:`METRICS` are exported (every family is declared, with its
 ``# HELP`` and ``# TYPE``, even before it has a sample). Every sample has the label ``run_id``:
@@ -35,7 +35,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from qx_actors._run_health import RunHealth
+from qx_actors.observability._run_health import RunHealth
 from qx_actors.status import State
 
 

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from qx_actors._service import run_until_signal
+from qx_actors.app._service import run_until_signal
 from qx_actors.config import QxConfig, config_from_mapping, load_config
 from qx_actors.logs import configure_logging
 from qx_actors.redact import redact_url

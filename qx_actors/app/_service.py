@@ -9,14 +9,14 @@ import sys
 import threading
 from types import FrameType
 
+from qx_actors.app.progress import ProgressView
+from qx_actors.app.tui import run_tui
 from qx_actors.config import QxConfig, parse_listen
 from qx_actors.domain.lookback import SyncMode
 from qx_actors.errors import QxError
-from qx_actors.health import HealthServer
-from qx_actors.progress import ProgressView
+from qx_actors.observability.health import HealthServer
 from qx_actors.redact import redact_text
 from qx_actors.sync_engine import SyncController, SyncEngine
-from qx_actors.tui import run_tui
 
 EXIT_OK = 0
 EXIT_FAILED = 1

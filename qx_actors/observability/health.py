@@ -3,10 +3,10 @@
 * ``GET /health``: :meth:`RunHealth.snapshot` as JSON; 200 while the run is healthy (running,
   not failed, feed not stale), 503 otherwise;
 * ``GET /metrics``: the same figures in the Prometheus text format, the families of
-  :data:`~qx_actors._metrics.METRICS`.
+  :data:`~qx_actors.observability._metrics.METRICS`.
 
-:class:`RunHealth` (the figures) lives in :mod:`qx_actors._run_health`, the metric families in
-:mod:`qx_actors._metrics`; both are re-exported here.
+:class:`RunHealth` (the figures) lives in :mod:`qx_actors.observability._run_health`, the
+metric families in :mod:`qx_actors.observability._metrics`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from qx_actors._loop_thread import LoopThread
-from qx_actors._metrics import MetricsCollector
-from qx_actors._run_health import RunHealth
+from qx_actors.observability._metrics import MetricsCollector
+from qx_actors.observability._run_health import RunHealth
 
 __all__ = ["HealthServer"]
 

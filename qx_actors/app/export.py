@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from qx_actors.domain.validation import format_utc
+from qx_actors.domain.timeutil import format_utc
 from qx_actors.storage import Database, import_pyarrow
 
 __all__ = [
