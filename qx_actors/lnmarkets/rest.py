@@ -35,7 +35,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import aiohttp
 import msgspec
@@ -87,6 +87,16 @@ _P = TypeVar("_P")
 #: Checks one page against the paging so far (items as sent, nextCursor); raises
 #: :class:`InvalidMarketData`.
 _PageCheck = Callable[[list[_R], datetime | None], None]
+
+
+class _PageMsg(Protocol):
+    """A decoded page of the exchange: its items and ``nextCursor``."""
+
+    @property
+    def next_cursor(self) -> datetime | None: ...
+
+
+_M = TypeVar("_M", bound=_PageMsg)
 
 
 @dataclasses.dataclass
@@ -256,17 +266,16 @@ class RestClient:
         cursor: datetime | None,
         check: _PageCheck[Candle] | None,
     ) -> CandlePage:
-        params = _page_params(start, end, limit, cursor)
-        params["range"] = "1m"
-
-        def convert(msg: wire.CandlePageMsg) -> CandlePage:
-            candles = wire.to_candles(msg)
-            validate_candle_page(candles)
-            if check is not None:
-                check(candles, msg.next_cursor)
-            return CandlePage(candles, msg.next_cursor)
-
-        return await self._get(CANDLES_PATH, params, wire.candle_page_decoder, convert)
+        params = {**_page_params(start, end, limit, cursor), "range": "1m"}
+        return await self._page(
+            CANDLES_PATH,
+            params,
+            wire.candle_page_decoder,
+            wire.to_candles,
+            validate_candle_page,
+            CandlePage,
+            check,
+        )
 
     async def _settlements_page(
         self,
@@ -276,16 +285,37 @@ class RestClient:
         cursor: datetime | None,
         check: _PageCheck[FundingSettlement] | None,
     ) -> SettlementPage:
-        params = _page_params(start, end, limit, cursor)
+        return await self._page(
+            SETTLEMENTS_PATH,
+            _page_params(start, end, limit, cursor),
+            wire.settlement_page_decoder,
+            wire.to_settlements,
+            validate_settlement_page,
+            SettlementPage,
+            check,
+        )
 
-        def convert(msg: wire.SettlementPageMsg) -> SettlementPage:
-            settlements = wire.to_settlements(msg)
-            validate_settlement_page(settlements)
+    async def _page(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        decoder: msgspec.json.Decoder[_M],
+        to_items: Callable[[_M], list[_R]],
+        validate: Callable[[list[_R]], None],
+        make_page: Callable[[list[_R], datetime | None], _P],
+        check: _PageCheck[_R] | None,
+    ) -> _P:
+        """One page of ``path``: decoded, converted to domain items, checked on its own
+        (``validate``) and against the paging so far (``check``), all inside the retries."""
+
+        def convert(msg: _M) -> _P:
+            items = to_items(msg)
+            validate(items)
             if check is not None:
-                check(settlements, msg.next_cursor)
-            return SettlementPage(settlements, msg.next_cursor)
+                check(items, msg.next_cursor)
+            return make_page(items, msg.next_cursor)
 
-        return await self._get(SETTLEMENTS_PATH, params, wire.settlement_page_decoder, convert)
+        return await self._get(path, params, decoder, convert)
 
     async def candle_pages(
         self, start: datetime, end: datetime, *, limit: int = EXCHANGE_PAGE_LIMIT
