@@ -166,6 +166,9 @@ class _ChildStops:
         self._engine = engine
         self._asked: set[str] = set()
         self._overdue = False
+        #: the threads waiting for a child's stop (joined before the run is reported ended, so
+        #: that a run leaves no thread behind)
+        self.waiters: list[threading.Thread] = []
 
     @property
     def done(self) -> bool:
@@ -188,7 +191,15 @@ class _ChildStops:
                 stopped.get()
             tell(engine, ChildExited(name, ref))
 
-        threading.Thread(target=wait, name=f"engine-awaits-{name}", daemon=True).start()
+        waiter = threading.Thread(target=wait, name=f"engine-awaits-{name}", daemon=True)
+        waiter.start()
+        self.waiters.append(waiter)
+
+    def join_waiters(self, deadline: float) -> None:
+        """Wait (until ``deadline``, monotonic) for the waiters to end; each ends right after
+        its child's stop completed and it told the Engine."""
+        for waiter in self.waiters:
+            waiter.join(max(deadline - time.monotonic(), 0.0))
 
     def exited(self, ref: ActorRef) -> bool:
         """``ref`` has exited: whether it was one of these."""
@@ -269,6 +280,8 @@ class EngineActor(AsyncQxActor):
             stuck += self._flush_carried_ticks_now(deadline)
         if stuck and self._final_error is None:
             self._final_error = self._shutdown_timeout(stuck)
+        if self._stops is not None:
+            self._stops.join_waiters(deadline)
         self._tell_controller(EngineStopped(self._final_error))
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
