@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg2
 
 from qx_actors.storage import SQLITE_UPSERT_CANDLES_SQL, open_storage, to_utc_text
+from qx_actors.storage._day_tokens import rebuild_tokens
 from qx_actors.storage._open import open_backend
 from qx_actors.storage._queries import rebuild_coverage
 from qx_actors.storage._rollups import rebuild_rollups
@@ -134,13 +135,14 @@ def build_history_postgres(url: str, n: int, end: datetime) -> None:
 
 
 def build_derived(url: str, *, rollups: bool) -> float:
-    """Build ``ohlc_coverage`` (and the rollups) from the candles as the schema migration
-    does; seconds."""
+    """Build ``ohlc_coverage``, the day tokens (and the rollups) from the candles as the schema
+    migration does; seconds."""
     backend = open_backend(url)
     try:
         started = time.perf_counter()
         with backend.write_txn():
             rebuild_coverage(backend)
+            rebuild_tokens(backend)
             if rollups:
                 rebuild_rollups(backend)
         return time.perf_counter() - started

@@ -3,10 +3,14 @@
 * :func:`open_storage` opens a database for the DB-writer actor (:class:`Storage`).
 * :class:`Database` opens one read-only (users, CLI status/export/plan), safe while an engine
   writes: 1m candles from ``ohlc_candles``, 3m ... 1d from the rollups the writer keeps,
-  :meth:`Database.candles_arrow` as a ``pyarrow.Table`` (the ``arrow`` extra).
+  :meth:`Database.candles_arrow` as a ``pyarrow.Table`` (the ``arrow`` extra), at 1m from the
+  catalog (Arrow files of the closed days, memory-mapped) where it is current;
+  :func:`rebuild_catalog` / :func:`verify_catalog` rebuild and check it.
 """
 
 from ._adopt import AdoptOutcome, AdoptRefused, AdoptResult, adopt_database
+from ._catalog import CATALOG_SUFFIX, default_catalog_dir
+from ._catalog_tools import CatalogReport, rebuild_catalog, verify_catalog
 from ._lock import writer_holder
 from ._models import ROLLUP_LEVELS, from_utc_text, rollup_table, to_utc_text
 from ._postgres import POSTGRES_CREATE_STAGE_SQL, POSTGRES_UPSERT_CANDLES_SQL
@@ -35,6 +39,7 @@ from ._storage import Storage, open_storage
 __all__ = [
     "ARROW_INSTALL",
     "BUCKET_SECONDS",
+    "CATALOG_SUFFIX",
     "POSTGRES_CREATE_STAGE_SQL",
     "POSTGRES_UPSERT_CANDLES_SQL",
     "ROLLUP_LEVELS",
@@ -45,6 +50,7 @@ __all__ = [
     "AdoptResult",
     "ArrowUnavailable",
     "CandleRow",
+    "CatalogReport",
     "Database",
     "DatabaseKind",
     "NoDatabaseError",
@@ -55,11 +61,14 @@ __all__ = [
     "candle_schema",
     "classify_database",
     "create_schema",
+    "default_catalog_dir",
     "from_utc_text",
     "import_pyarrow",
     "open_storage",
     "probe_database",
+    "rebuild_catalog",
     "rollup_table",
     "to_utc_text",
+    "verify_catalog",
     "writer_holder",
 ]

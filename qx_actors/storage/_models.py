@@ -209,6 +209,22 @@ ROLLUP_MODELS: tuple[type[OhlcRollup], ...] = tuple(
 )
 
 
+class OhlcDayToken(_Base):
+    """``ohlc_day_tokens`` (schema version 4): a random token per UTC day of stored candles.
+
+    The writer gives every day whose 1-minute candles a transaction changes (written,
+    rewritten, flagged) a new token in that same transaction; a day without a row was never
+    written since the table exists. The columnar copy (``_catalog.py``) records the tokens of
+    the days it holds, so a reader knows, in its snapshot, which days of a file are current.
+    """
+
+    day = UtcDateTimeField(primary_key=True)
+    token = pw.BigIntegerField()
+
+    class Meta:
+        table_name = "ohlc_day_tokens"
+
+
 class QxSchema(_Base):
     """``qx_schema``: one row per applied schema version."""
 
@@ -236,6 +252,7 @@ MODELS: tuple[type[_Base], ...] = (
     FundingSettlementRow,
     OhlcVerifiedEmpty,
     OhlcCoverage,
+    OhlcDayToken,
     QxSchema,
     QxWriter,
     *ROLLUP_MODELS,

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import msgspec
@@ -13,12 +14,21 @@ import msgspec
 from qx_actors.domain import values
 from qx_actors.domain.funding import FundingSettlementsFacts
 from qx_actors.domain.history import PriceHistoryFacts
-from qx_actors.domain.timeutil import require_utc, utc_now
+from qx_actors.domain.timeutil import MINUTE, require_utc, utc_now
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import DatabaseUnavailable, QxError
 
 from . import _queries
 from ._backend import Backend, guard
+from ._catalog import (
+    Catalog,
+    MonthFile,
+    closed_until,
+    default_catalog_dir,
+    month_days,
+    months_between,
+)
+from ._day_tokens import DAY, day_number, read_tokens
 from ._models import (
     ROLLUP_LEVELS,
     as_utc,
@@ -111,23 +121,50 @@ class _Selection(NamedTuple):
     now: datetime
 
 
-def _arrow_candles(pa: Any, schema: Any, columns: Any, selected: _Selection) -> Any:
-    """The candle table from the struct array of the selected rows."""
+def _arrow_candles(pa: Any, schema: Any, columns: Any, rollup: bool, ended_by: Any) -> Any:
+    """The candle table from the struct array of the selected rows; ``stable`` as stored when
+    ``ended_by`` is None, else also requiring the bucket to start at or before it."""
     import pyarrow.compute as pc  # type: ignore[import-untyped]
 
     stamp = schema.field("time").type
     time = columns.field("time")
     if time.type != stamp:
         time = pc.cast(time, stamp)  # SQLite text -> timestamp (C++: no Python per row)
-    ended = pc.less_equal(time, pa.scalar(selected.ended_by, type=stamp))
-    stable = pc.and_(pc.cast(columns.field("stable"), pa.bool_()), ended)
-    if selected.rollup:
+    stable = pc.cast(columns.field("stable"), pa.bool_())
+    if ended_by is not None:
+        stable = pc.and_(stable, pc.less_equal(time, pa.scalar(ended_by, type=stamp)))
+    if rollup:
         minutes = pc.cast(columns.field("minutes"), pa.int32())
     else:
         minutes = pa.repeat(pa.scalar(1, pa.int32()), len(columns))
     arrays = [time, *(columns.field(name) for name in _FLOATS)]
     arrays += [stable, pc.cast(columns.field("gap"), pa.bool_()), minutes]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _end_buckets(pa: Any, table: Any, ended_by: datetime) -> Any:
+    """``table`` (stored ``stable``) with ``stable`` false where a 1m bucket starts after
+    ``ended_by`` (untouched when none does: the usual read of closed history)."""
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        return table
+    time = table.column("time")
+    if time[-1].as_py() <= ended_by:
+        return table
+    cut = pa.scalar(ended_by, type=time.type)
+    stable = pc.and_(table.column("stable"), pc.less_equal(time, cut))
+    return table.set_column(table.schema.get_field_index("stable"), "stable", stable)
+
+
+def _complete(held: MonthFile | None, first: int, after: int, tokens: dict[int, int]) -> bool:
+    """Whether ``held`` holds every day of ``[first, after)`` as these ``tokens`` say."""
+    return (
+        held is not None
+        and held.first_day <= first
+        and held.after_day >= after
+        and all(held.current(day, tokens) for day in range(first, after))
+    )
 
 
 class ArrowUnavailable(QxError, ImportError):
@@ -189,9 +226,21 @@ class Database:
     user may only read can be read, and nothing is ever written. Reads never block the
     writer (SQLite WAL readers, PostgreSQL MVCC). Time ranges are half-open ``[start, end)``.
     Each thread gets its own connection.
+
+    ``catalog_dir``: the directory of the columnar copy of the closed days of 1-minute candles
+    (``_catalog.py``) that :meth:`candles_arrow` reads at memory speed; by default beside a
+    SQLite file (``qx.db-catalog/``), none for PostgreSQL. The reader writes the files of the
+    months it reads when they are not current (if it can write there); ``catalog=False``
+    reads the database only.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        catalog_dir: str | os.PathLike[str] | None = None,
+        catalog: bool = True,
+    ) -> None:
         if url.startswith("sqlite:///"):
             path = url[len("sqlite:///") :]
             if path != ":memory:":
@@ -211,6 +260,12 @@ class Database:
         self._coverage = version is not None and version >= 2
         #: schema 3 keeps the rollups; an older database is consolidated from its minutes
         self._rollups = version is not None and version >= 3
+        #: schema 4 keeps the day tokens, without which the columnar copy can't be checked
+        directory = default_catalog_dir(url) if catalog_dir is None else Path(catalog_dir)
+        self._catalog_dir = directory if catalog and version is not None and version >= 4 else None
+        self._catalog: Catalog | None = None
+        #: readers (re)write the files of the months they read; off once that failed
+        self._catalog_writes = True
 
     @property
     def backend(self) -> str:
@@ -343,6 +398,8 @@ class Database:
         """
         pa = import_pyarrow()
         schema = candle_schema(pa)
+        if resolution == "1m" and self._catalog_dir is not None:
+            return self._candles_arrow_catalog(pa, schema, start, end, now)
         if resolution in BUCKET_SECONDS and _source(resolution, self._rollups)[2]:
             # consolidated here (10m, 45m, 2h, 3h): from the rows
             rows = self.candles(start, end, resolution, now=now)
@@ -372,7 +429,144 @@ class Database:
             while chunk := selected.cursor.fetchmany(_CHUNK):
                 chunks.append(pa.array(chunk, type=struct))
         columns = pa.chunked_array(chunks, type=struct).combine_chunks()
-        return _arrow_candles(pa, schema, columns, selected)
+        return _arrow_candles(pa, schema, columns, selected.rollup, selected.ended_by)
+
+    def _minutes_arrow(self, pa: Any, schema: Any, lo: datetime, hi: datetime) -> Any:
+        """The stored 1-minute candles of ``[lo, hi)`` as a table, ``stable`` as stored (call
+        inside a read transaction)."""
+        backend = self._backend
+        postgres = isinstance(backend, PostgresBackend)
+        flag = pa.bool_() if postgres else pa.int64()
+        struct = pa.struct(
+            [
+                ("time", schema.field("time").type if postgres else pa.string()),
+                *((name, pa.float64()) for name in _FLOATS),
+                ("stable", flag),
+                ("gap", flag),
+            ]
+        )
+        tp = backend.time_param
+        cursor = backend.execute(
+            f"SELECT {READ_COLUMNS} FROM {CANDLES} WHERE time >= ? AND time < ? ORDER BY time",
+            (tp(lo), tp(hi)),
+        )
+        chunks = []
+        while chunk := cursor.fetchmany(_CHUNK):
+            chunks.append(pa.array(chunk, type=struct))
+        if not chunks:
+            return schema.empty_table()
+        columns = pa.chunked_array(chunks, type=struct).combine_chunks()
+        return _arrow_candles(pa, schema, columns, False, None)
+
+    def _open_catalog(self, pa: Any, schema: Any) -> Catalog:
+        if self._catalog is None:
+            assert self._catalog_dir is not None
+            self._catalog = Catalog(self._catalog_dir, pa, schema)
+        return self._catalog
+
+    def _candles_arrow_catalog(
+        self, pa: Any, schema: Any, start: datetime, end: datetime, now: datetime | None
+    ) -> Any:
+        """:meth:`candles_arrow` at 1m: the current days of the catalog files, memory-mapped,
+        and the database for the other days, all checked against one snapshot's tokens."""
+        start, end = require_utc(start, "start"), require_utc(end, "end")
+        now = utc_now() if now is None else require_utc(now, "now")
+        if end <= start:
+            return schema.empty_table()
+        lo = bucket_start(start, 60)
+        hi = bucket_start(end - timedelta(microseconds=1), 60) + MINUTE
+        first_day, after_day = day_number(lo), day_number(hi - MINUTE) + 1
+        months = list(months_between(first_day, after_day))
+        closed = closed_until(utc_now())
+        catalog = self._open_catalog(pa, schema)
+        backend = self._backend
+        with guard(backend, "read candles"), backend.read_txn():
+            tokens = read_tokens(backend, months[0][1], months[-1][2])
+            segments: list[tuple[MonthFile | None, int, int]] = []
+            for month, m0, m1 in months:
+                held = catalog.open(month)
+                closed_after = min(m1, closed)
+                if (
+                    self._catalog_writes
+                    and closed_after > m0
+                    and not _complete(held, m0, closed_after, tokens)
+                ):
+                    held = self._write_month(pa, schema, catalog, month, held, tokens, closed_after)
+                for day in range(max(m0, first_day), min(m1, after_day)):
+                    source = held if held is not None and held.current(day, tokens) else None
+                    if segments and segments[-1][0] is source and segments[-1][2] == day:
+                        segments[-1] = (source, segments[-1][1], day + 1)
+                    else:
+                        segments.append((source, day, day + 1))
+            pieces = [
+                self._segment(pa, schema, source, first, after, lo, hi)
+                for source, first, after in segments
+            ]
+        table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+        return _end_buckets(pa, table, now - MINUTE)
+
+    def _segment(
+        self,
+        pa: Any,
+        schema: Any,
+        source: MonthFile | None,
+        first: int,
+        after: int,
+        lo: datetime,
+        hi: datetime,
+    ) -> Any:
+        """The rows of the days ``[first, after)`` within ``[lo, hi)``: from the file
+        ``source``, or the database when None (inside the read transaction)."""
+        day_lo, day_hi = _EPOCH + first * DAY, _EPOCH + after * DAY
+        if source is None:
+            return self._minutes_arrow(pa, schema, max(lo, day_lo), min(hi, day_hi))
+        rows = source.days(first, after)
+        if lo <= day_lo and day_hi <= hi:
+            return rows
+        import pyarrow.compute as pc
+
+        stamp = schema.field("time").type
+        time = rows.column("time")
+        keep = pc.and_(
+            pc.greater_equal(time, pa.scalar(lo, type=stamp)),
+            pc.less(time, pa.scalar(hi, type=stamp)),
+        )
+        return rows.filter(keep)
+
+    def _write_month(
+        self,
+        pa: Any,
+        schema: Any,
+        catalog: Catalog,
+        month: datetime,
+        held: MonthFile | None,
+        tokens: dict[int, int],
+        closed_after: int,
+    ) -> MonthFile | None:
+        """Write the file of ``month``'s days before ``closed_after`` from this snapshot (the
+        current days of ``held``, the database for the rest); the new file, or ``held`` when
+        it can't be written (then this reader stops trying)."""
+        m0 = month_days(month)[0]
+        pieces = []
+        day = m0
+        while day < closed_after:
+            current = held is not None and held.current(day, tokens)
+            run = day + 1
+            while (
+                run < closed_after and (held is not None and held.current(run, tokens)) == current
+            ):
+                run += 1
+            everything = (_EPOCH, _EPOCH + (closed_after + 1) * DAY)
+            pieces.append(
+                self._segment(pa, schema, held if current else None, day, run, *everything)
+            )
+            day = run
+        table = pa.concat_tables(pieces)
+        try:
+            return catalog.write(month, table, m0, [tokens.get(d) for d in range(m0, closed_after)])
+        except (OSError, pa.ArrowException):
+            self._catalog_writes = False
+            return held
 
     def _rows_between(self, what: str, sql: str, start: datetime, end: datetime) -> list[Any]:
         """The rows of ``sql`` (its two parameters: ``start`` and ``end``) in one read."""

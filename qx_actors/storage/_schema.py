@@ -10,7 +10,16 @@ from typing import Any
 from qx_actors.errors import SchemaError
 
 from ._backend import Backend, guard
-from ._models import MODELS, ROLLUP_MODELS, OhlcCandle, OhlcCoverage, QxSchema, bind_models
+from ._day_tokens import rebuild_tokens
+from ._models import (
+    MODELS,
+    ROLLUP_MODELS,
+    OhlcCandle,
+    OhlcCoverage,
+    OhlcDayToken,
+    QxSchema,
+    bind_models,
+)
 from ._postgres import PostgresBackend
 from ._queries import rebuild_coverage
 from ._rollups import rebuild_rollups
@@ -23,8 +32,11 @@ from ._url import describe_url
 #: 2. + ``ohlc_coverage``: the runs of consecutive stored minutes, kept by the writer with the
 #:    candles (migration from 1: built once from the stored candles);
 #: 3. + ``ohlc_rollup_3m``, ``_5m``, ``_15m``, ``_30m``, ``_1h``, ``_4h``, ``_1d``: consolidated
-#:    candles kept by the writer with the minutes (migration from 2: built once from them).
-SCHEMA_VERSION = 3
+#:    candles kept by the writer with the minutes (migration from 2: built once from them);
+#: 4. + ``ohlc_day_tokens``: a random token per day of candles, renewed by the writer whenever
+#:    a day's candles change (what the columnar copy is checked against; migration from 3: a
+#:    token for every day holding a candle).
+SCHEMA_VERSION = 4
 
 
 class NoDatabaseError(SchemaError):
@@ -194,8 +206,9 @@ def _check(version: int | None, backend: Backend) -> None:
 
 def create_schema(backend: Backend, *, candle_index: bool = True) -> dict[type[Any], type[Any]]:
     """Create every qx_actors table of ``SCHEMA_VERSION`` that is missing, build the derived
-    tables (``ohlc_coverage``, the rollups ``ohlc_rollup_*``) from whatever ``ohlc_candles``
-    holds, and record the version (``qx_schema``). Returns the models bound to this database.
+    tables (``ohlc_coverage``, the rollups ``ohlc_rollup_*``, the day tokens) from whatever
+    ``ohlc_candles`` holds, and record the version (``qx_schema``). Returns the models bound
+    to this database.
 
     The one place our tables are created: a fresh database and the adoption of an existing
     one (its candles already there; tables that exist are left as they are) both call it.
@@ -209,6 +222,7 @@ def create_schema(backend: Backend, *, candle_index: bool = True) -> dict[type[A
         backend.execute(ddl)
     rebuild_coverage(backend)
     rebuild_rollups(backend)
+    rebuild_tokens(backend)
     models[QxSchema].insert(version=SCHEMA_VERSION, applied_at=datetime.now(UTC)).execute()
     return models
 
@@ -236,6 +250,8 @@ def ensure_schema(backend: Backend) -> dict[type[Any], type[Any]]:
             _migrate_to_coverage(backend, models)
         if version < 3:
             _migrate_to_rollups(backend, models)
+        if version < 4:
+            _migrate_to_day_tokens(backend, models)
     return models
 
 
@@ -251,6 +267,13 @@ def _migrate_to_rollups(backend: Backend, models: dict[type[Any], type[Any]]) ->
     backend.db.create_tables([models[m] for m in ROLLUP_MODELS], safe=True)
     rebuild_rollups(backend)
     models[QxSchema].insert(version=3, applied_at=datetime.now(UTC)).execute()
+
+
+def _migrate_to_day_tokens(backend: Backend, models: dict[type[Any], type[Any]]) -> None:
+    """Version 3 -> 4: create ``ohlc_day_tokens`` with a token for every day of candles."""
+    backend.db.create_tables([models[OhlcDayToken]], safe=True)
+    rebuild_tokens(backend)
+    models[QxSchema].insert(version=4, applied_at=datetime.now(UTC)).execute()
 
 
 def check_schema(backend: Backend) -> dict[type[Any], type[Any]]:

@@ -21,6 +21,7 @@ from qx_actors.errors import StorageError
 
 from . import _queries
 from ._backend import Backend, guard
+from ._day_tokens import day_number, days_of_spans, touch_days
 from ._lock import AdvisoryWriterLock, FileWriterLock, NullWriterLock, WriterLock
 from ._open import open_backend
 from ._postgres import PostgresBackend
@@ -79,7 +80,9 @@ class Storage:
         is cleared, ``created_at`` is kept on update
         and ``updated_at`` set to ``now``. Verified-empty ranges that the candles fall into
         shrink, split or disappear; the coverage runs and the rollup buckets holding these
-        minutes are brought up to date. Candle times must be aware UTC datetimes.
+        minutes are brought up to date, and the days they fall in get new tokens (the columnar
+        copy of those days is stale from this commit on). Candle times must be aware UTC
+        datetimes.
         """
         if not candles:
             return 0
@@ -111,6 +114,7 @@ class Storage:
             ordered = [row[0] for row in rows]
             batch_runs = _batch_runs(ordered, lo, hi)
             self._extend_coverage(batch_runs)
+            touch_days(backend, days_of_spans(batch_runs))
             if len(batch_runs) == 1 and _strictly_ascending(ordered):
                 refresh_after_upsert(backend, rows, batch_runs)
             else:
@@ -254,6 +258,7 @@ class Storage:
                     changed.extend(tv(row[0]) for row in backend.execute(sql, params).fetchall())
             if changed:
                 refresh_rollups(backend, runs(sorted(changed)))
+                touch_days(backend, sorted({day_number(time) for time in changed}))
 
     # --- ticks and settlements ------------------------------------------------------------
 

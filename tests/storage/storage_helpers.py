@@ -59,7 +59,7 @@ def run_statements(
 def wipe(url: str) -> None:
     """Delete every stored row (between Hypothesis examples)."""
     rollups = tuple(rollup_table(name) for name, _, _ in ROLLUP_LEVELS)
-    tables = ("ohlc_candles", "ohlc_coverage", "ohlc_verified_empty", *rollups)
+    tables = ("ohlc_candles", "ohlc_coverage", "ohlc_verified_empty", "ohlc_day_tokens", *rollups)
     run_statements(
         url,
         [(f"DELETE FROM {table}", ()) for table in (*tables, "price_ticks", "funding_settlements")],

@@ -310,7 +310,7 @@ def test_upgrade_builds_the_rollups_once_from_the_stored_candles(
     storage_url: str, version: int
 ) -> None:
     """Opening a version-2 (or version-1) database for writing creates the rollup tables,
-    builds them from the stored candles and records version 3; a reader of the old database
+    builds them from the stored candles and records versions 3 and 4; a reader of the old database
     (consolidating its minutes) and of the upgraded one (reading the rollups) agree; writes
     keep the rollups from then on."""
     rng = random.Random(version)
@@ -320,20 +320,20 @@ def test_upgrade_builds_the_rollups_once_from_the_stored_candles(
         before = {r: reader.candles(BASE, minute(SPAN), r, now=LATER) for r in BUCKET_SECONDS}
 
     with open_storage(storage_url) as storage:
-        assert SCHEMA_VERSION == storage.schema_version() == 3
+        assert SCHEMA_VERSION == storage.schema_version() == 4
         assert_rollups_match(storage_url)
         with Database(storage_url) as reader:
             after = {r: reader.candles(BASE, minute(SPAN), r, now=LATER) for r in BUCKET_SECONDS}
         assert before == after
         storage.upsert_candles(candles_at(range(1500, 2100), 7.0, 1), now=LATER)
         assert_rollups_match(storage_url)
-    assert [(v,) for v in range(1, 4)] == run_sql(
+    assert [(v,) for v in range(1, 5)] == run_sql(
         storage_url, "SELECT version FROM qx_schema ORDER BY version"
     )
     # opening again builds nothing twice
     with open_storage(storage_url):
         assert_rollups_match(storage_url)
-    assert [(3,)] == run_sql(storage_url, "SELECT MAX(version) FROM qx_schema")
+    assert [(4,)] == run_sql(storage_url, "SELECT MAX(version) FROM qx_schema")
 
 
 # --- Arrow ---------------------------------------------------------------------------------
