@@ -128,17 +128,18 @@ class PostgresBackend(Backend):
         cursor.copy_from(buffer, POSTGRES_STAGE_TABLE)
         cursor.execute(POSTGRES_UPSERT_CANDLES_SQL, (created_at, created_at))
 
-    def insert_tick_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        """One multi-row ``INSERT ... RETURNING`` (exact count of new rows)."""
+    def insert_tick_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING time``; the times
+        inserted."""
         cursor = self.cursor()
         inserted = psycopg2.extras.execute_values(
             cursor,
-            INSERT_TICK_SQL.format(values="%s") + " RETURNING 1",
+            INSERT_TICK_SQL.format(values="%s") + " RETURNING time",
             list(rows),
             page_size=max(len(rows), 1),
             fetch=True,
         )
-        return len(inserted)
+        return [row[0] for row in inserted]
 
     def recover(self, error: StorageError) -> None:
         """Forget a connection the server closed.

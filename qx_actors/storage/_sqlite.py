@@ -20,6 +20,7 @@ from ._url import read_only_uri, sqlite_path
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S",
+    "SQLITE_RETURNING",
     "SQLITE_ROWS_PER_STATEMENT",
     "SQLITE_UPSERT_CANDLES_SQL",
     "SqliteBackend",
@@ -58,9 +59,14 @@ def sqlite_upsert_candles_sql(rows: int) -> str:
     return f"INSERT INTO ohlc_candles ({CANDLE_COLUMNS}) VALUES {values} {CANDLE_ON_CONFLICT}"
 
 
+#: ``RETURNING`` came with SQLite 3.35; older builds look the known times up first
+SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
 @functools.cache
 def _sqlite_insert_ticks_sql(rows: int) -> str:
-    return INSERT_TICK_SQL.format(values=", ".join(["(?, ?, ?)"] * rows))
+    returning = " RETURNING time" if SQLITE_RETURNING else ""
+    return INSERT_TICK_SQL.format(values=", ".join(["(?, ?, ?)"] * rows)) + returning
 
 
 class SqliteBackend(Backend):
@@ -74,12 +80,18 @@ class SqliteBackend(Backend):
         self.read_only = read_only
         self.path = sqlite_path(url)
         self.memory = self.path == ":memory:"
-        if not self.memory and not read_only:
+        #: whether opening the writer creates the file (a new, empty database)
+        self.creates_file = False
+        if not self.memory and not read_only and not os.path.exists(self.path):
+            # A new database only where its directory exists: a mistyped path must not
+            # silently grow directories and a fresh database to backfill into.
             parent = os.path.dirname(os.path.abspath(self.path))
-            try:
-                os.makedirs(parent, exist_ok=True)
-            except OSError as exc:
-                raise StorageError(f"can't create directory for {self.path}: {exc}") from exc
+            if not os.path.isdir(parent):
+                raise StorageError(
+                    f"no directory {parent} for the SQLite database {self.path} "
+                    "(create it first, or check the path)"
+                )
+            self.creates_file = True
         pragmas: list[tuple[str, Any]] = [
             ("busy_timeout", int(busy_timeout_s * 1000)),
             ("synchronous", "NORMAL"),
@@ -148,14 +160,25 @@ class SqliteBackend(Backend):
             ]
             cursor.execute(sqlite_upsert_candles_sql(len(chunk)), params)
 
-    def insert_tick_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        """Multi-row ``INSERT ... ON CONFLICT DO NOTHING``; counts the rows inserted."""
+    def insert_tick_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING time``; the times inserted
+        (as text)."""
         cursor = self.cursor()
-        inserted = 0
+        inserted: list[Any] = []
         step = SQLITE_ROWS_PER_STATEMENT
         for first in range(0, len(rows), step):
             chunk = rows[first : first + step]
             params = [value for t, p, c in chunk for value in (to_utc_text(t), p, to_utc_text(c))]
+            if not SQLITE_RETURNING:
+                times = params[::3]
+                cursor.execute(
+                    "SELECT time FROM price_ticks WHERE time >= ? AND time <= ?",
+                    (min(times), max(times)),
+                )
+                known = {row[0] for row in cursor.fetchall()}
             cursor.execute(_sqlite_insert_ticks_sql(len(chunk)), params)
-            inserted += max(int(cursor.rowcount), 0)
+            if SQLITE_RETURNING:
+                inserted += [row[0] for row in cursor.fetchall()]
+            else:
+                inserted += [t for t in params[::3] if t not in known]
         return inserted

@@ -232,3 +232,16 @@ def test_insert_new_ticks_returns_exactly_the_new_ones(storage: Storage, reader:
     assert [again[1], again[3]] == storage.insert_new_ticks(again)
     stored = reader.ticks(base, base + timedelta(seconds=1))
     assert [100.0, 101.0, 102.0, 103.0, 105.0] == [t.last_price for t in stored]
+
+
+def test_insert_new_ticks_over_several_statements(storage: Storage, reader: Database) -> None:
+    """A batch larger than one statement, every other tick already stored, out of order: the
+    new ones come back in the batch's order and each time is stored once."""
+    times = [BASE + timedelta(milliseconds=7 * i) for i in range(2500)]
+    known = [PriceTick(t, 1.0) for t in times[::2]]
+    assert known == storage.insert_new_ticks(known)
+    batch = [PriceTick(t, 2.0) for t in reversed(times)]
+    assert batch[::2] == storage.insert_new_ticks(batch)
+    stored = reader.ticks(times[0], times[-1] + timedelta(seconds=1))
+    assert times == [t.time for t in stored]
+    assert [1.0, 2.0] * 1250 == [t.last_price for t in stored]
