@@ -17,10 +17,12 @@ records of other libraries' standard-library loggers are scrubbed the same way.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
 import sys
+import threading
 from typing import IO, Any, TextIO, cast
 
 import structlog
@@ -37,6 +39,7 @@ __all__ = [
     "QxLogger",
     "configure_logging",
     "get_logger",
+    "mute_logging",
     "redact_event",
     "redact_rendered",
 ]
@@ -51,6 +54,22 @@ DEGRADED_MODE_CHANGED = "degraded_mode_changed"
 STATUS_EVENT_IGNORED = "status_event_ignored"
 
 _open_files: list[IO[str]] = []
+#: Set by :func:`mute_logging`: every event of the package is dropped from then on.
+_muted = threading.Event()
+
+
+def mute_logging() -> None:
+    """Drop every event from now on, the package's and other libraries' (a forced exit: no
+    line is logged after it), and flush what was written."""
+    _muted.set()
+    logging.disable(logging.CRITICAL)
+    for handle in _open_files:
+        with contextlib.suppress(Exception):
+            handle.flush()
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    """A muted logger's every method."""
 
 
 def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | None = None) -> None:
@@ -220,6 +239,8 @@ class QxLogger:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if _muted.is_set():
+            return _nothing
         target = self._target()
         if name == "exception" and not structlog.is_configured():
             # The traceback goes into the (scrubbed) message, not to the application's

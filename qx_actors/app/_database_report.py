@@ -120,12 +120,21 @@ def print_plan(config: QxConfig) -> int:
     return 0
 
 
+class _PipeConsole(Console):
+    """A rich console whose closed pipe is a ``BrokenPipeError`` for the command to end on
+    (exit 141, as every other command), not rich's own ``SystemExit(1)``."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def _stdout_console() -> Console:
     """The console for tables on stdout: the terminal's width on a terminal; piped, wide
     enough that no table is cut or wrapped (rich would assume 80 columns)."""
     if sys.stdout.isatty():
-        return Console()
-    return Console(width=_PIPED_WIDTH, no_color=True, highlight=False)
+        return _PipeConsole()
+    return _PipeConsole(width=_PIPED_WIDTH, no_color=True, highlight=False)
 
 
 def _summary_table(title: str, summary: dict[str, Any]) -> Table:

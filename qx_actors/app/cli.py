@@ -17,9 +17,11 @@ from qx_actors.app._service import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    SignalStop,
     listen_error_text,
     run_until_signal,
 )
+from qx_actors.app._service import EXIT_INTERRUPTED as _EXIT_INTERRUPTED
 from qx_actors.app._service import print_error as _err
 from qx_actors.app._timeline import format_timeline, read_timeline
 from qx_actors.app.demo import DEMO_SIMULATOR_RATE_LIMIT, run_demo
@@ -31,7 +33,7 @@ from qx_actors.domain.lookback import SyncMode
 from qx_actors.errors import ConfigError, QxError
 from qx_actors.logs import configure_logging
 from qx_actors.redact import redact_text
-from qx_actors.simulator import Simulator, SimulatorConfig, run_simulator_blocking
+from qx_actors.simulator import Simulator, SimulatorConfig
 from qx_actors.status import mermaid_diagram
 from qx_actors.storage import (
     AdoptRefused,
@@ -129,7 +131,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             entries = list(read_timeline(lines))
     except OSError as exc:
         _err(f"qx-actors logs: cannot read {path}: {exc.strerror}")
-        return EXIT_USAGE
+        return EXIT_FAILED
     if not entries:
         _err(
             f"qx-actors logs: no status_transition events in {path} "
@@ -159,7 +161,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
         _err("qx-actors sync: --tui needs a terminal")
         return EXIT_USAGE
     configure_logging(config.logging)
-    return run_until_signal(config, mode, progress=sys.stderr.isatty(), tui=args.tui)
+    return run_until_signal(
+        config,
+        mode,
+        progress=sys.stderr.isatty(),
+        tui=args.tui,
+        duration_s=args.duration,
+        where="qx-actors sync",
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -182,24 +191,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     def ready(simulator: Simulator) -> None:
         print(f"REST   {simulator.rest_url}\nStream {simulator.stream_url}", flush=True)
 
+    stop = threading.Event()
+    signals = SignalStop(stop, where="qx-actors simulate").install()
+    config = SimulatorConfig(
+        seed=args.seed,
+        port=args.port,
+        stream_port=args.stream_port,
+        rate_limit_per_s=rate,
+        tick_rate_per_s=args.tick_rate,
+    )
     try:
-        run_simulator_blocking(
-            SimulatorConfig(
-                seed=args.seed,
-                port=args.port,
-                stream_port=args.stream_port,
-                rate_limit_per_s=rate,
-                tick_rate_per_s=args.tick_rate,
-            ),
-            on_ready=ready,
-        )
+        with Simulator(config) as simulator:
+            ready(simulator)
+            stop.wait()
     except OSError as exc:
         _err(
             f"qx-actors simulate: cannot listen on 127.0.0.1:{args.port} (REST) and "
             f":{args.stream_port} (stream): {listen_error_text(exc)}"
         )
         return EXIT_FAILED
-    return EXIT_OK
+    return signals.exit_code(EXIT_OK)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -209,6 +220,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         _err(f"qx-actors export: --resolution applies to candles only, not to {args.kind}")
         return EXIT_USAGE
     args.resolution = args.resolution or "1m"
+    if args.format == "parquet" and args.output in (None, "-") and sys.stdout.isatty():
+        _err(
+            "qx-actors export: --format parquet is binary: give --output FILE "
+            "(or pipe the output), not the terminal"
+        )
+        return EXIT_USAGE
     config = load_config(args.config)
     if args.format == "parquet":
         try:
@@ -265,6 +282,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------
 
 
+def _positive_seconds(text: str) -> float:
+    """``--duration``'s type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number > 0), got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds (a number > 0), got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``qx-actors`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -277,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["backfill", "live", "full"], help="override the mode")
     p.add_argument("--lookback", help="live lookback, e.g. '20 x 5m'")
     p.add_argument("--tui", action="store_true", help="full-screen terminal UI (needs a terminal)")
+    p.add_argument(
+        "--duration",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="shut down gracefully after S seconds (exit 0; default: run until Ctrl-C)",
+    )
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("simulate", help="run the local LN Markets simulator")
@@ -290,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"requests/s, 0 = off (default {DEMO_SIMULATOR_RATE_LIMIT:g}: config/demo.yaml's "
         "20/s fits; the real exchange allows 1/s)",
     )
-    p.add_argument("--tick-rate", type=float, default=5.0, help="ticks/s on the stream")
+    p.add_argument("--tick-rate", type=float, default=5.0, help="ticks/s on the stream (default 5)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="sync against the bundled simulator into SQLite")
@@ -304,9 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--duration",
-        type=float,
+        type=_positive_seconds,
         default=None,
-        help="stop after this many seconds (default: Ctrl-C)",
+        metavar="S",
+        help="shut down gracefully after S seconds (exit 0; default: run until Ctrl-C)",
     )
     p.set_defaults(func=cmd_demo)
 
@@ -360,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Exit code of a command whose output pipe was closed (128 + SIGPIPE, as Unix tools end).
 EXIT_BROKEN_PIPE = 141
-EXIT_INTERRUPTED = 130
+#: Exit code after Ctrl-C (128 + SIGINT); SIGTERM ends a run with 143.
+EXIT_INTERRUPTED = _EXIT_INTERRUPTED
 #: Set (to anything) to see the traceback of an unexpected error after its one-line summary.
 TRACEBACK_ENV = "QX_ACTORS_TRACEBACK"
 
@@ -394,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here at the latest
     except ConfigError as exc:
         for error in getattr(exc, "errors", None) or [exc]:
-            _err(f"qx-actors: invalid config: {error}")
+            _err(f"{where}: invalid config: {error}")
         return EXIT_USAGE
     except QxError as exc:
         _err(f"{where}: {type(exc).__name__}: {exc}")

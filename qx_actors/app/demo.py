@@ -7,11 +7,10 @@ synced, then live ticks follow over the Stream API until Ctrl-C (or ``--duration
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-from qx_actors.app._service import run_until_signal
+from qx_actors.app._service import check_sqlite_directory, run_until_signal
 from qx_actors.config import QxConfig, config_from_mapping, load_config
 from qx_actors.logs import configure_logging
 from qx_actors.redact import redact_url
@@ -67,8 +66,13 @@ def run_demo(
     """Start the simulator, sync into SQLite until Ctrl-C or ``duration_s`` (``q`` in the TUI);
     exit code."""
     config = demo_config(config_path, database)
-    if config.database.startswith("sqlite:///"):
-        Path(config.database.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if database is None and config_path is None:
+        # the demo's own data/ directory; a database the user names is created only where
+        # its directory exists (a mistyped path is an error, not a new tree)
+        Path(DEMO_CONFIG["database"].removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    check_sqlite_directory(config.database)
     with Simulator(SimulatorConfig(rate_limit_per_s=DEMO_SIMULATOR_RATE_LIMIT)) as simulator:
         data = config.to_dict()
         data["exchange"]["rest_url"] = simulator.rest_url
@@ -80,16 +84,11 @@ def run_demo(
             f"syncing mode {config.mode} into {redact_url(config.database)} (Ctrl-C to stop)",
             file=sys.stderr,
         )
-        stop = threading.Event()
-        timer = None
-        if duration_s is not None:
-            timer = threading.Timer(duration_s, stop.set)
-            timer.daemon = True
-            timer.start()
-        try:
-            return run_until_signal(
-                config, config.sync_mode, progress=sys.stderr.isatty(), stop=stop, tui=tui
-            )
-        finally:
-            if timer is not None:
-                timer.cancel()
+        return run_until_signal(
+            config,
+            config.sync_mode,
+            progress=sys.stderr.isatty(),
+            tui=tui,
+            duration_s=duration_s,
+            where="qx-actors demo",
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import suppress
 
+from qx_actors.logs import get_logger
 from qx_actors.redact import register_url_secret
 
 from ._backend import Backend, guard
@@ -11,7 +12,11 @@ from ._postgres import PostgresBackend
 from ._sqlite import SQLITE_BUSY_TIMEOUT_S, SqliteBackend
 from ._url import backend_kind, describe_url, normalize_url
 
-__all__ = ["open_backend"]
+__all__ = ["DATABASE_CREATED", "open_backend"]
+
+#: A writer opened a SQLite path with no file: a new, empty database was created there
+#: (``database``), said once, when it is created.
+DATABASE_CREATED = "created_new_database"
 
 
 def open_backend(
@@ -43,4 +48,6 @@ def open_backend(
         with suppress(Exception):
             backend.db.close()
         raise
+    if isinstance(backend, SqliteBackend) and backend.creates_file:
+        get_logger().warning(DATABASE_CREATED, database=describe_url(url))
     return backend

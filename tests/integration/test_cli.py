@@ -2,7 +2,7 @@
 
 The commands run in this process (the ``cli`` fixture: ``cli.main(argv)``, output captured);
 a real ``qx-actors`` process runs where the process is the subject: ``sync`` and ``simulate``
-ended by SIGINT (exit 0 after a graceful shutdown), and the dashboard on a terminal.
+ended by SIGINT (exit 130 after a graceful shutdown), and the dashboard on a terminal.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -104,8 +105,9 @@ def test_logs_prints_a_timeline_and_flags_off_graph_edges(
 def test_sync_runs_until_sigint_then_status_and_export(
     cli: InProcessCli, simulator: Simulator, tmp_path: Path
 ) -> None:
-    """The real ``qx-actors sync`` backfills and exits 0 on SIGINT; status, plan and export then
-    read the database."""
+    """The real ``qx-actors sync`` backfills and exits 130 after a graceful shutdown on SIGINT —
+    delivered twice at once, as ``timeout`` and a terminal's process group do, which is one
+    Ctrl-C, not a forced exit —; status, plan and export then read the database."""
     db = tmp_path / "qx.db"
     config = write_config(tmp_path / "qx.yaml", simulator, db)
     process = subprocess.Popen(
@@ -131,13 +133,14 @@ def test_sync_runs_until_sigint_then_status_and_export(
         # one price_history_state event per evaluation (each has its own `now`)
         assert evaluations and len(evaluations) == len(set(evaluations)), evaluations
         process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)  # the same Ctrl-C again, within the grace period
         rest = process.communicate(timeout=30)[1]
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert 0 == process.returncode
-    assert '"dst": "Shutdown"' in rest
+    assert 130 == process.returncode, rest
+    assert '"dst": "Shutdown"' in rest and "forced exit" not in rest
     with sqlite3.connect(db) as connection:
         (candles,) = connection.execute("SELECT count(*) FROM ohlc_candles").fetchone()
         (hours,) = connection.execute(
@@ -202,7 +205,7 @@ def test_sync_with_a_log_file_still_shows_progress(
     before = lines[:backfilled]
     assert any(re.match(r"qx-actors: candles 100\.00% of the reach stored", x) for x in before)
     assert not any(line.startswith("{") for line in lines)  # the JSON lines are in the file
-    assert 0 == done.returncode, done.stderr
+    assert 130 == done.returncode, done.stderr
     assert "qx-actors: run ended: Shutdown" in "\n".join(lines[backfilled:])
     timeline = cli("logs", str(log))
     assert 0 == timeline.returncode, timeline.stderr
@@ -212,7 +215,7 @@ def test_sync_with_a_log_file_still_shows_progress(
 def test_simulate_defaults_serve_the_demo_config(cli: InProcessCli, tmp_path: Path) -> None:
     """The real `qx-actors simulate` with its defaults (ports aside) and a sync with
     config/demo.yaml's rate (20/s): the backfill is never answered 429; SIGINT stops the
-    simulator, exit 0."""
+    simulator, exit 130."""
     from qx_actors.app.cli import build_parser
 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
@@ -244,7 +247,7 @@ def test_simulate_defaults_serve_the_demo_config(cli: InProcessCli, tmp_path: Pa
     finally:
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=30)
-    assert 0 == server.returncode
+    assert 130 == server.returncode
 
 
 def test_sync_exits_nonzero_on_failed(
@@ -271,6 +274,19 @@ def test_demo_runs_for_a_duration(cli: InProcessCli, tmp_path: Path) -> None:
         (settlements,) = connection.execute("SELECT count(*) FROM funding_settlements").fetchone()
     assert candles > 3 * 24 * 60
     assert settlements >= 89
+    assert "run ended: Shutdown" in done.stderr
+    # a new database is said once, when it is created; the next run opens it silently
+    assert 1 == done.stderr.count("created_new_database"), done.stderr[-3000:]
+    again = cli("demo", "--duration", "0.5", "--database", f"sqlite:///{db}", cwd=tmp_path)
+    assert 0 == again.returncode, again.stderr[-2000:]
+    assert "created_new_database" not in again.stderr
+
+
+def test_sync_runs_for_a_duration(cli: InProcessCli, simulator: Simulator, tmp_path: Path) -> None:
+    """sync --duration S: a graceful shutdown after S seconds, exit 0."""
+    config = write_config(tmp_path / "qx.yaml", simulator, tmp_path / "qx.db")
+    done = cli("sync", "--config", str(config), "--duration", "1")
+    assert 0 == done.returncode, done.stderr[-2000:]
     assert "run ended: Shutdown" in done.stderr
 
 
@@ -335,7 +351,7 @@ def test_the_dashboards_last_frame_shows_the_final_status(
             process.kill()
             process.wait()
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
-    assert interrupted and 0 == process.returncode, text[-2000:]
+    assert interrupted and 130 == process.returncode, text[-2000:]
     last_frame = text[text.rindex("qx-actors Full") :]
     assert re.search(r"status\s+│ Shutdown", last_frame), last_frame
     assert "Running." not in last_frame
@@ -356,9 +372,63 @@ def test_an_in_process_sync_leaves_no_process_state_behind(
     done = cli.until(
         "sync", "--config", str(config), stop_when=lambda line: "status Running.Backfilled" in line
     )
-    assert 0 == done.returncode, done.stderr
+    assert 130 == done.returncode, done.stderr
     assert before.comparable() == ProcessState.now().comparable()
     size = log.stat().st_size
     structlog.get_logger().warning("after_the_command")
     logging.getLogger("pykka").error("after the command")
     assert size == log.stat().st_size  # nothing is written to the command's log any more
+
+
+def test_a_second_signal_forces_only_after_the_grace_period() -> None:
+    """SignalStop: the first signal asks for the graceful stop; a second within the grace
+    period (``timeout``'s signal to the process and to its group) is the same Ctrl-C; one
+    after it forces the exit."""
+    from qx_actors.app._service import SignalStop
+
+    now = [100.0]
+    forced: list[str] = []
+    stop = threading.Event()
+    signals = SignalStop(stop, where="qx-actors sync", grace_s=1.0, clock=lambda: now[0])
+    signals.force = forced.append  # type: ignore[method-assign]
+    signals(signal.SIGINT)
+    assert stop.is_set() and 130 == signals.exit_code(0)
+    now[0] += 0.2
+    signals(signal.SIGTERM)
+    assert [] == forced and 130 == signals.exit_code(0)  # the first signal decides
+    now[0] += 1.0
+    signals(signal.SIGINT)
+    assert ["qx-actors sync"] == forced
+
+
+def test_a_muted_log_writes_nothing(tmp_path: Path) -> None:
+    """After mute_logging (a forced exit) no event is written, the package's nor another
+    library's."""
+    from qx_actors import logs
+    from qx_actors.config import LoggingConfig
+    from tests.cli_helpers import process_state_restored
+
+    log = tmp_path / "qx.log"
+    with process_state_restored():
+        logs.configure_logging(LoggingConfig(file=str(log)))
+        logs.get_logger(run_id="r").warning("before")
+        logs.mute_logging()
+        try:
+            logs.get_logger(run_id="r").warning("after")
+            logging.getLogger("pykka").error("after")
+        finally:
+            logs._muted.clear()
+            logging.disable(logging.NOTSET)
+    assert ["before"] == [json.loads(line)["event"] for line in log.read_text().splitlines()]
+
+
+def test_each_documented_exit_code(cli: InProcessCli, tmp_path: Path) -> None:
+    """The README's exit codes, in process: 0 done, 2 usage and config errors, 1 a missing
+    file or a failed command (logs /missing.log included)."""
+    assert 0 == cli("graph").returncode
+    assert 2 == cli("graph", "--nope").returncode
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mode: fast\n")
+    assert 2 == cli("config", "--config", str(bad)).returncode
+    assert 1 == cli("logs", str(tmp_path / "missing.log")).returncode
+    assert 1 == cli("logs", "/missing.log").returncode

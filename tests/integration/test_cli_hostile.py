@@ -150,7 +150,7 @@ def test_every_config_error_is_reported_at_once(cli: InProcessCli, tmp_path: Pat
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert 4 == len(lines), lines
-    assert all(line.startswith("qx-actors: invalid config: ") for line in lines)
+    assert all(line.startswith("qx-actors config: invalid config: ") for line in lines)
     for key in ("mode:", "sync.rest_timeout_s:", "sync.nope:", "logging.level:"):
         assert any(key in line for line in lines), (key, lines)
 
@@ -202,6 +202,66 @@ def test_output_into_a_closed_pipe_is_quiet(args: tuple[str, ...], closed_pipe: 
     real process: the command points its fd 1 at /dev/null then)."""
     done = run_process(*args, stdout=closed_pipe)
     assert (141, "") == (done.returncode, done.stderr)
+
+
+@pytest.mark.parametrize("command", ["status", "plan"])
+def test_tables_into_a_closed_pipe_exit_141(
+    command: str, tick_database: str, tmp_path: Path, closed_pipe: int
+) -> None:
+    """``status | true`` and ``plan | true``: exit 141 and silent, as every other command (rich
+    would exit 1 by itself)."""
+    config = config_file(tmp_path, tick_database)
+    done = run_process(command, "--config", str(config), stdout=closed_pipe)
+    assert (141, "") == (done.returncode, done.stderr)
+
+
+def test_config_errors_name_the_command(cli: InProcessCli, tmp_path: Path) -> None:
+    """A config error names the command that read the file (exit 2)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mode: fast\nlookback: 20 x 5m\n")
+    for command in ("sync", "status", "plan", "config"):
+        done = cli(command, "--config", str(bad))
+        line = assert_one_line_error(done, f"qx-actors {command}: invalid config: mode: ")
+        assert 2 == done.returncode
+        assert 'got "fast"' in line, line
+        assert "mode is 'full'" not in line, line
+
+
+def test_a_sqlite_path_in_a_missing_directory_creates_nothing(
+    cli: InProcessCli, tmp_path: Path
+) -> None:
+    """A mistyped SQLite path (its directory does not exist): one line naming the directory,
+    exit 1, and no directory nor database made."""
+    missing = tmp_path / "nonexistent" / "dir"
+    config = config_file(tmp_path, f"sqlite:///{missing / 'x.db'}")
+    done = cli("sync", "--config", str(config))
+    assert 1 == done.returncode
+    assert_one_line_error(done, "qx-actors sync", "no directory", str(missing))
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_export_refuses_parquet_to_a_terminal(
+    cli: InProcessCli, tick_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """export --format parquet without --output on a terminal: exit 2, nothing written."""
+    config = config_file(tmp_path, tick_database)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    done = cli(
+        "export", "--config", str(config), "--kind", "ticks", "--format", "parquet",
+        "--from", "2026-01-01", "--to", "2026-01-02",
+    )  # fmt: skip
+    assert 2 == done.returncode
+    assert_one_line_error(done, "qx-actors export", "--output")
+    assert "" == done.stdout
+
+
+def test_duration_must_be_positive_seconds(cli: InProcessCli) -> None:
+    """sync/demo --duration takes seconds > 0: anything else is a usage error (exit 2)."""
+    for command in ("sync", "demo"):
+        for value in ("0", "-1", "soon"):
+            done = cli(command, "--config", "x.yaml", "--duration", value)
+            assert 2 == done.returncode, (command, value, done.stderr)
+            assert "expected seconds" in done.stderr
 
 
 def test_export_with_a_resolution_for_settlements(
@@ -307,15 +367,15 @@ def test_sync_against_urls_where_nothing_listens(cli: InProcessCli, tmp_path: Pa
         if '"status_transition"' in line
     ]
     assert "Running.Recovering" in transitions and "Failed" not in transitions, transitions
-    assert 0 == done.returncode, done.stderr
+    assert 130 == done.returncode, done.stderr  # Ctrl-C: 130, after a graceful Shutdown
     assert "run ended: Shutdown" in done.stderr
 
 
 def test_logs_on_files_without_json_transitions(cli: InProcessCli, tmp_path: Path) -> None:
-    """logs: a missing file (exit 2), a console-format log or an unknown --run (exit 1) are
-    said in one line instead of a blank one."""
+    """logs: a missing file, a console-format log or an unknown --run (exit 1 each, as the
+    README's table says) are said in one line instead of a blank one."""
     done = cli("logs", str(tmp_path / "missing.log"))
-    assert 2 == done.returncode
+    assert 1 == done.returncode
     assert_one_line_error(done, "cannot read", "missing.log")
 
     console = tmp_path / "console.log"
