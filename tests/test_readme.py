@@ -92,8 +92,42 @@ def test_python_block_runs_as_written(code: str, demo_config: Path, tmp_path: Pa
         assert "Shutdown" in result.stdout.splitlines()[-1], result.stdout
 
 
+#: The README's front-door commands: a venv, the demo (no dev tools), the tests.
+VENV_COMMAND = "python3 -m venv .venv && . .venv/bin/activate"
+DEMO_COMMAND = "pip install -e . && qx-actors demo"
+TEST_COMMAND = "pip install -e '.[dev]' && python -m pytest -q"
+
+
 def test_the_front_door_commands_are_in_a_bash_block() -> None:
-    """The two commands a new user types first: the demo and the tests."""
-    commands = "\n".join(code for _, code in code_blocks("bash"))
-    assert "pip install -e '.[dev]' && qx-actors demo" in commands
-    assert "pip install -e '.[dev]' && python -m pytest -q" in commands
+    """The commands a new user types first: a virtual environment, the demo, the tests."""
+    commands = [line.strip() for _, code in code_blocks("bash") for line in code.splitlines()]
+    assert [VENV_COMMAND, DEMO_COMMAND, TEST_COMMAND] == [
+        line for line in commands if line in (VENV_COMMAND, DEMO_COMMAND, TEST_COMMAND)
+    ][:3]
+
+
+def test_ci_runs_the_front_door_commands_as_written() -> None:
+    """``.ci/run`` runs the README's commands verbatim: the demo after a venv made fresh,
+    the tests' command as the suite's run."""
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    lines = [line.strip() for line in ci.splitlines()]
+    assert any(VENV_COMMAND in line for line in lines), "the venv step"
+    assert any(DEMO_COMMAND in line for line in lines), "the demo command"
+    assert TEST_COMMAND in lines, "the tests' command, alone on its line"
+
+
+def test_the_demo_needs_no_dev_tools() -> None:
+    """``pip install -e .`` is enough for the demo: what it imports is in the dependencies,
+    and only the linters are pinned."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = {re.split(r"[<>=!~ \[]", dep)[0].lower() for dep in project["dependencies"]}
+    assert {"pykka", "rich", "textual", "prometheus-client", "structlog"} <= names
+    pinned = [
+        dep
+        for deps in (project["dependencies"], *project["optional-dependencies"].values())
+        for dep in deps
+        if "==" in dep
+    ]
+    assert {dep.split("==")[0] for dep in pinned} <= {"ruff", "mypy"}, pinned
