@@ -18,7 +18,13 @@ import pykka
 
 from qx_actors.actors._base import RunThreads
 from qx_actors.actors._controller import ControllerActor
-from qx_actors.actors._engine import ChildSpawner, EngineActor, ModeProgram, RunContext
+from qx_actors.actors._engine import (
+    ChildSpawner,
+    EngineActor,
+    ModeProgram,
+    RunContext,
+    TicksWaiting,
+)
 from qx_actors.actors.messages import BeginRun, ForceStop, RequestShutdown
 from qx_actors.config import QxConfig, check_against_clock, register_secrets
 from qx_actors.domain.lookback import SyncMode
@@ -190,6 +196,7 @@ class SyncEngine:
         self._children = children
         self._stop_order = stop_order
         self._threads = RunThreads()
+        self._ticks_waiting = TicksWaiting()
         self._started = False
         self._controller: SyncController | None = None
         self._lock = threading.Lock()
@@ -215,6 +222,11 @@ class SyncEngine:
         """The current status (``NotInitiated`` before ``start()``)."""
         return self._hub.status()
 
+    def ticks_waiting(self) -> int:
+        """Received ticks that no DB writer holds now: held by the WS feed while the DB writer
+        is replaced after a database error, or carried over to the next writer (``/health``)."""
+        return self._ticks_waiting.total
+
     def shutdown(self) -> None:
         """Shut the run down; before ``start()`` this raises ``SyncNotStarted``."""
         if self._controller is None:
@@ -232,10 +244,10 @@ class SyncEngine:
             program = self._program or parts.program
             children = self._children if self._children is not None else parts.children
             stop_order = self._stop_order or parts.stop_order
-            tick_sink = parts.tick_sink
+            tick_sink, tick_feed = parts.tick_sink, parts.tick_feed
         else:
             program, children, stop_order = self._program, self._children, self._stop_order or ()
-            tick_sink = None
+            tick_sink = tick_feed = None
         context = RunContext(
             run_id=self.run_id,
             mode=self.mode,
@@ -244,6 +256,7 @@ class SyncEngine:
             health=self.health,
             clock=self._clock,
             hub=self._hub,
+            ticks_waiting=self._ticks_waiting,
         )
 
         def spawn_engine(controller: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
@@ -254,6 +267,7 @@ class SyncEngine:
                 children=children,
                 stop_order=stop_order,
                 tick_sink=tick_sink,
+                tick_feed=tick_feed,
             )
 
         controller = ControllerActor.start(

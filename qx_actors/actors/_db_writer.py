@@ -1,10 +1,12 @@
 """The DB writer actor: the only writer of the database.
 
 It opens the storage (creating or checking the schema) and takes the single-writer lock when it
-starts, upserts pages in one transaction each (acknowledging each page to the REST fetcher,
+starts (then tells the Engine :class:`DbWriterReady`: the WS feed may send ticks), upserts
+pages in one transaction each (acknowledging each page to the REST fetcher,
 with the error if the write failed), answers the Engine's state queries (so that they see every
 write before them), and releases the lock when it stops. On a restart the Engine starts a new
-DB writer (new connection, writer lock taken again).
+DB writer (new connection, writer lock taken again); after a database error only the writer
+and what needs it are restarted, the WS feed holds its ticks meanwhile.
 
 Committed ticks are published from here, straight to the update hub: the supervisors never see
 them. Ticks are never dropped for a failed write: the feed is acknowledged all the same (so it
@@ -25,6 +27,7 @@ from qx_actors.actors.messages import (
     ActorRef,
     CancelRequest,
     ChildFailed,
+    DbWriterReady,
     Envelope,
     FlagHoles,
     PageStored,
@@ -90,6 +93,7 @@ class DbWriterActor(QxActor):
                 storage.close()
                 raise
             self._storage = storage
+            tell(self._engine, DbWriterReady(self.actor_ref))
         except Exception as exc:
             self._open_error = exc
             self._report(exc)

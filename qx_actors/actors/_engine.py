@@ -23,6 +23,16 @@ recovering the restart waits for it. The restart comes when ``restart_interval_s
 *and* every child of the failed attempt has exited; the Engine stops itself only once its
 children are gone (``on_stop`` blocks only after a failure of the Engine or a forced stop).
 
+A database error (a :class:`~qx_actors.errors.StorageError`: down, restarted, locked, full,
+connection lost) restarts only what needs the database: the DB writer, the REST fetcher (it
+writes through the writer) and the program (candle work pauses, and starts again from the top
+with the new writer). The WS feed outlives it: told :class:`UseDbWriter` ``(None)`` it holds
+the ticks it receives in its bounded queue (the run is ``degraded`` meanwhile), and the new
+writer gets them once it said :class:`DbWriterReady`. The status still goes
+``Running.Recovering`` with the database error and back. Any other recoverable error restarts
+every child; an error of the kept feed itself while the writer is replaced adds the feed to the
+restart.
+
 A child that dies unexpectedly (an uncaught exception, or stopped by someone else) is a
 recoverable :class:`~qx_actors.errors.ChildDied`. Ticks that a stopping DB writer could not
 store come back as :class:`UnwrittenTicks` and are handed to the next writer first: a child
@@ -60,6 +70,7 @@ from qx_actors.actors.messages import (
     ChildExited,
     ChildFailed,
     ChildrenStarted,
+    DbWriterReady,
     DegradedChanged,
     EngineBegin,
     EngineStop,
@@ -73,6 +84,7 @@ from qx_actors.actors.messages import (
     Request,
     SetDegraded,
     Sleep,
+    StartStream,
     StatusEvent,
     StoreTicks,
     StreamDown,
@@ -80,12 +92,13 @@ from qx_actors.actors.messages import (
     Tell,
     TicksFlowing,
     UnwrittenTicks,
+    UseDbWriter,
 )
 from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import SyncMode
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.domain.values import PriceTick
-from qx_actors.errors import ChildDied, ShutdownTimeout, is_recoverable
+from qx_actors.errors import ChildDied, ShutdownTimeout, StorageError, is_recoverable
 from qx_actors.logs import get_logger
 from qx_actors.observability._run_health import RunHealth
 from qx_actors.status import Trigger
@@ -93,6 +106,21 @@ from qx_actors.updates import UpdateHub
 
 #: What a mode program yields and is sent back (typed in :mod:`qx_actors.actors._program`).
 Program = _program.Program
+
+
+@dataclass
+class TicksWaiting:
+    """Received ticks that no DB writer holds now (``/health``: ticks waiting), as the WS feed
+    (its queue while the writer is replaced) and the Engine (ticks carried over to the next
+    writer) last wrote them; read from any thread."""
+
+    in_feed: int = 0
+    carried: int = 0
+
+    @property
+    def total(self) -> int:
+        """Every received tick waiting for a DB writer."""
+        return self.in_feed + self.carried
 
 
 @dataclass(frozen=True)
@@ -113,6 +141,8 @@ class RunContext:
     monotonic: Callable[[], float] = time.monotonic
     #: Where committed ticks go (the DB writer publishes them; None: nobody listens).
     hub: UpdateHub | None = None
+    #: How many received ticks wait for a DB writer (the WS feed and the Engine write it).
+    ticks_waiting: TicksWaiting = field(default_factory=TicksWaiting)
 
 
 class ModeProgram(Protocol):
@@ -232,6 +262,7 @@ class EngineActor(AsyncQxActor):
         children: Mapping[str, ChildSpawner],
         stop_order: tuple[str, ...] = (),
         tick_sink: str | None = None,
+        tick_feed: str | None = None,
     ) -> None:
         super().__init__(threads=context.threads, run_id=context.run_id, child_name="engine")
         self._controller = controller
@@ -243,14 +274,22 @@ class EngineActor(AsyncQxActor):
         self._stop_order = stop_order
         # The child that stores ticks: it gets the ticks a stopped writer handed back.
         self._tick_sink = tick_sink
+        # The child that receives ticks (the WS feed): it outlives a database error.
+        self._tick_feed = tick_feed
         self._ids = itertools.count(1)
-        self._feed = FeedWatch(self._set_degraded, lambda: self._report(Trigger.SYNCED))
+        self._feed = FeedWatch(self._set_degraded, self._on_ticks_flowing)
         self._log = get_logger(run_id=context.run_id, mode=context.mode.name, actor="engine")
         # What changes:
         self._phase = Phase.RUNNING
         self._attempt = 0
         self._carried_ticks: list[PriceTick] = []
         self._children: dict[str, ActorRef] = {}
+        # The program of this attempt told the feed to follow its stream (Synced may come).
+        self._streaming = False
+        # The feed was kept through a restart of the DB writer (and waits for the next one).
+        self._feed_kept = False
+        # The current feed was told to follow its stream (it receives ticks).
+        self._feed_following = False
         # The children being stopped (recovery or shutdown); no new generation starts while
         # one still runs (a second DB writer beside the old one would find its lock taken).
         self._stops: _ChildStops | None = None
@@ -312,9 +351,12 @@ class EngineActor(AsyncQxActor):
                     self._pending = None
                     self._advance(value, error)
             case StreamUp() | StreamDown() | FeedQuiet() | TicksFlowing():
-                # Recovering: the feed that said it is gone, a fresh one starts over.
-                if running and self._program is not None and self._feed.on_event(message):
+                # Only the current feed's word counts: a feed being stopped is gone, a fresh one
+                # starts over; a feed kept through a writer restart goes on.
+                if self._feed_is_current() and self._feed.on_event(message) and running:
                     self._wake_on_feed_change()
+            case DbWriterReady(ref=ref):
+                self._on_writer_ready(ref)
             case EngineBegin():
                 self._spawn_children()
                 self._start_program()
@@ -323,27 +365,56 @@ class EngineActor(AsyncQxActor):
             case ChildFailed(source=source, error=error):
                 if self._phase not in _ENDING:
                     self._log.warning("child_failed", child=source, error=str(error))
-                    self._handle_error(error)
+                    self._handle_error(error, source)
             case ChildExited(source=source, ref=ref):
                 self._on_child_exited(source, ref)
             case UnwrittenTicks(ticks=ticks):
                 self._carried_ticks.extend(ticks)
+                self._ctx.ticks_waiting.carried = len(self._carried_ticks)
                 self._log.warning("ticks_carried_over", count=len(ticks))
             case _:
                 self._log.warning("unknown_message", message=repr(message))
 
     def _spawn_children(self) -> None:
-        """Start a fresh generation of children (in order) and hand over carried ticks."""
+        """Start a fresh generation of children (in order; a kept feed stays) and hand over
+        carried ticks."""
         for name, spawn in self._spawners.items():
-            self._children[name] = spawn(self._ctx, self.actor_ref, dict(self._children))
+            if name not in self._children:
+                self._children[name] = spawn(self._ctx, self.actor_ref, dict(self._children))
+                if name == self._tick_feed:
+                    self._feed_following = False
         self._tell_controller(ChildrenStarted(tuple(self._children.values())))
         sink = self._children.get(self._tick_sink) if self._tick_sink else None
         if sink is not None and self._carried_ticks:
             ticks, self._carried_ticks = tuple(self._carried_ticks), []
+            self._ctx.ticks_waiting.carried = 0
             sink.tell(StoreTicks(ticks, None))
             self._log.info("ticks_handed_over", count=len(ticks))
 
     # -- the stream, as the WS feed tells it ---------------------------------------------------
+
+    def _feed_is_current(self) -> bool:
+        if self._phase in _ENDING:
+            return False
+        if self._tick_feed is None:
+            return self._phase is Phase.RUNNING and self._program is not None
+        return self._tick_feed in self._children
+
+    def _on_ticks_flowing(self) -> None:
+        # Synced once the program went live: a kept feed's ticks flow during the catch-up too.
+        if self._phase is Phase.RUNNING and self._streaming:
+            self._report(Trigger.SYNCED)
+
+    def _on_writer_ready(self, ref: ActorRef) -> None:
+        """A DB writer opened the database: a kept feed sends it what it holds."""
+        sink = self._children.get(self._tick_sink) if self._tick_sink else None
+        feed = self._children.get(self._tick_feed) if self._tick_feed else None
+        if ref is not sink or self._phase in _ENDING:
+            return
+        if feed is not None and self._feed_kept:
+            self._feed_kept = False
+            feed.tell(UseDbWriter(ref))
+            self._feed.hold_ticks(None)
 
     def _wake_on_feed_change(self) -> None:
         if self._sleep is not None and self._sleep[1]:
@@ -358,7 +429,11 @@ class EngineActor(AsyncQxActor):
 
     def _start_program(self) -> None:
         self._phase = Phase.RUNNING
-        self._feed.reset()
+        self._streaming = False
+        if self._feed_kept:
+            self._feed.new_attempt()
+        else:
+            self._feed.reset()
         self._program = self._program_factory(replace(self._ctx, attempt=self._attempt))
         self._advance(None, None)
 
@@ -394,6 +469,8 @@ class EngineActor(AsyncQxActor):
                         self._sleep = (self.call_later(seconds, self._wake_program), interruptible)
                         return
                     case Tell(target=target, message=message):
+                        if isinstance(message, StartStream):
+                            self._streaming = self._feed_following = True
                         self._children[target].tell(message)
                     case Call(target=target, payload=payload):
                         self._pending = (self._send_request(target, payload), target)
@@ -426,13 +503,21 @@ class EngineActor(AsyncQxActor):
 
     # -- recovery and stop -------------------------------------------------------------------
 
-    def _handle_error(self, error: BaseException) -> None:
+    def _handle_error(self, error: BaseException, source: str | None = None) -> None:
         """Recover from a recoverable error, fail on anything else."""
         if self._phase in _ENDING:
             return
         if not is_recoverable(error):
             self._fail(error)
         elif self._phase is not Phase.RUNNING:
+            kept = self._tick_feed if self._feed_kept else None
+            feed_fault = not isinstance(error, StorageError)  # else it speaks of the writer
+            if feed_fault and source is not None and source == kept and kept in self._children:
+                # The feed kept through the writer's restart failed itself: it restarts too.
+                self._log.warning("kept_feed_failed", error=_describe(error))
+                self._feed_kept = False
+                self._stop_children()
+                return
             # Already recovering (e.g. the old children's last words): one restart is enough.
             self._log.info("recoverable_error_while_recovering", error=_describe(error))
         else:
@@ -448,7 +533,17 @@ class EngineActor(AsyncQxActor):
         self._restart = self.call_later(
             self._ctx.config.sync.restart_interval_s, self._on_restart_due
         )
-        self._stop_children()
+        feed = self._children.get(self._tick_feed) if self._tick_feed else None
+        if feed is not None and isinstance(error, StorageError):
+            # The database failed, not the stream: the feed holds its ticks meanwhile.
+            self._feed_kept = True
+            feed.tell(UseDbWriter(None))
+            if self._feed_following:
+                self._feed.hold_ticks(f"ticks held in memory: {_describe(error)}")
+            self._stop_children(keep=self._tick_feed)
+        else:
+            self._feed_kept = False
+            self._stop_children()
 
     def _on_child_exited(self, source: str, ref: ActorRef) -> None:
         if self._stops is not None and self._stops.exited(ref):
@@ -463,10 +558,11 @@ class EngineActor(AsyncQxActor):
                 self._log.warning("child_exited", child=source)
                 self._handle_error(ChildDied(source, "stopped unexpectedly"))
 
-    def _stop_children(self) -> None:
-        """Ask the children (in stop order) to stop, each once the one before it exited."""
-        ordered = [n for n in self._stop_order if n in self._children]
-        ordered += [n for n in self._children if n not in ordered]
+    def _stop_children(self, keep: str | None = None) -> None:
+        """Ask the children (in stop order) to stop, each once the one before it exited;
+        ``keep``: the one that goes on (the WS feed through a database error)."""
+        ordered = [n for n in self._stop_order if n in self._children and n != keep]
+        ordered += [n for n in self._children if n not in ordered and n != keep]
         children = [(name, self._children.pop(name)) for name in ordered]
         if self._stops is not None:  # e.g. a flush writer started while the others still stop
             self._stops.pending += children
@@ -497,6 +593,7 @@ class EngineActor(AsyncQxActor):
             if self._carried_ticks:
                 self._log.error("ticks_not_stored", count=len(self._carried_ticks))
                 self._carried_ticks = []
+                self._ctx.ticks_waiting.carried = 0
             self._stops = None
             self._stop_self()
         # Recovering: the restart waits for the lingering ones to exit.
@@ -512,6 +609,7 @@ class EngineActor(AsyncQxActor):
             if self._carried_ticks:  # handed back by the last writer too: the database fails
                 self._log.error("ticks_not_stored", count=len(self._carried_ticks))
                 self._carried_ticks = []
+                self._ctx.ticks_waiting.carried = 0
             self._stop_self()
         elif self._phase is Phase.RECOVERING:
             if self._restart is None:  # the restart was due already
@@ -542,6 +640,7 @@ class EngineActor(AsyncQxActor):
         name = self._tick_sink
         spawn = self._spawners.get(name) if name else None
         ticks, self._carried_ticks = tuple(self._carried_ticks), []
+        self._ctx.ticks_waiting.carried = 0
         if name is None or spawn is None:
             self._log.error("ticks_not_stored", count=len(ticks))
             return None
@@ -596,6 +695,7 @@ class EngineActor(AsyncQxActor):
         if self._phase in _ENDING:
             return
         self._phase = Phase.SHUTTING_DOWN
+        self._feed_kept = False
         self._final_error = error
         self._close_program()
         self._cancel_restart()

@@ -94,5 +94,6 @@ def spawn_ws_feed(ctx: RunContext, engine: ActorRef, siblings: Refs) -> ActorRef
         run_id=ctx.run_id,
         tick_max_interval_s=ctx.config.sync.live_price_tick_max_interval_s,
         health=ctx.health,
+        ticks_waiting=ctx.ticks_waiting,
         child_name=WS,
     )

@@ -2,18 +2,39 @@
 
 The stream client runs on the actor's own event loop and reconnects by itself with capped,
 jittered backoff. A tick whose time was already received in this run (sent twice, or again
-after a reconnect) is dropped here and counted. Ticks are batched: while one batch is being
-written, new ticks queue (bounded by :data:`MAX_QUEUED_TICKS`; the oldest are dropped and
-counted if it ever overflows); the next batch leaves as soon as the DB writer acknowledges the
-previous one. On stop, the connection is cancelled and every tick still queued is handed to the
-DB writer before the actor ends (``ws_feed_stopped`` logs the counters).
+after a reconnect) is dropped here and counted. Ticks are batched: one batch at a time is with
+the DB writer; the next leaves as soon as the writer acknowledges the previous one. On stop,
+the connection is cancelled and every tick still queued is handed to the DB writer before the
+actor ends (``ws_feed_stopped`` logs the counters).
+
+The stream outlives the database: when the DB writer fails, the Engine restarts the writer
+(and what needs the database) but not the feed. It tells the feed :class:`UseDbWriter`
+``(None)``: from then on every received tick waits here, in the queue, together with the batch
+in flight unless the old writer acknowledged it (acknowledged means the writer holds it: a
+writer that could not store it hands it to the Engine for the next one). ``UseDbWriter(new)``
+sends the unacknowledged batch again (the database ignores a tick time stored twice), then the
+queue. A feed stopped while it has no writer hands what it holds to the Engine
+(:class:`UnwrittenTicks`).
+
+**The queue's bound and overflow policy.** At most :data:`MAX_QUEUED_TICKS` ticks wait (about
+an hour at 50 ticks/s); past it the *oldest* are dropped, counted in
+``FeedCounters.overflowed`` (``qx_feed_overflowed_total``) and logged (``tick_queue_overflow``,
+an error): the newest ticks are the ones no one can fetch later either, and an outage longer
+than that is better told than hidden by a growing process. The feed counts the received ticks
+that no DB writer holds now (the queue, plus the unacknowledged batch while the writer is
+replaced) in the run's :class:`TicksWaiting` (``/health``'s ticks waiting).
 
 The feed watches its own stream and tells the Engine what it sees: ``StreamUp``,
-``StreamDown``, ``TicksFlowing`` (a batch committed, the first since the start or since the
-stream went quiet), ``FeedQuiet`` (connected, no committed tick for half of
-``live_price_tick_max_interval_s``), and a recoverable
-:class:`~qx_actors.errors.StaleFeedError` once the whole interval passed. A stream that is
-down is not silent: it is being reconnected.
+``StreamDown``, ``TicksFlowing`` (a batch committed, the first since the start of the stream
+or a new writer; or ticks received again after a quiet spell), ``FeedQuiet`` (connected, no tick
+*received* for half of ``live_price_tick_max_interval_s``), and a recoverable
+:class:`~qx_actors.errors.StaleFeedError` once the whole interval passed. Staleness is about the
+ticks received, never about the writer: a slow or stuck DB writer is the writer's own fault
+(``DatabaseBusyError`` after the busy timeout, from the writer) and never makes the feed
+reconnect. A writer that does not acknowledge a batch within ``live_price_tick_max_interval_s``
+(stuck past any timeout of its own) is reported by the feed as the writer's fault too: a
+:class:`~qx_actors.errors.DatabaseBusyError` (the Engine replaces the writer, the feed goes on).
+A stream that is down is not silent: it is being reconnected.
 """
 
 from __future__ import annotations
@@ -29,6 +50,7 @@ from datetime import datetime
 from typing import Any
 
 from qx_actors.actors._base import AsyncQxActor, RunThreads, tell
+from qx_actors.actors._engine import TicksWaiting
 from qx_actors.actors.messages import (
     ActorRef,
     ChildFailed,
@@ -39,14 +61,17 @@ from qx_actors.actors.messages import (
     StreamUp,
     TicksFlowing,
     TicksStored,
+    UnwrittenTicks,
+    UseDbWriter,
 )
 from qx_actors.domain.values import PriceTick
-from qx_actors.errors import ChildDied, StaleFeedError, StreamError
+from qx_actors.errors import ChildDied, DatabaseBusyError, StaleFeedError, StreamError
 from qx_actors.lnmarkets.stream import StreamClient
 from qx_actors.logs import get_logger
 from qx_actors.observability._run_health import RunHealth
 
-#: Ticks queued while a batch is written; beyond this the oldest are dropped (and counted).
+#: Ticks waiting for the DB writer (while a batch is written, or while the writer is replaced
+#: after a database error); beyond this the oldest are dropped (and counted).
 MAX_QUEUED_TICKS = 200_000
 #: Reconnect backoff: first delay, cap (seconds); each delay is jittered by ±50 %.
 BACKOFF_FIRST_S = 0.1
@@ -107,16 +132,19 @@ class WsFeedActor(AsyncQxActor):
         run_id: str,
         tick_max_interval_s: float,
         health: RunHealth | None = None,
+        ticks_waiting: TicksWaiting | None = None,
         child_name: str | None = None,
     ) -> None:
         super().__init__(threads=threads, run_id=run_id, supervisor=engine, child_name=child_name)
         self._client = connect_stream()
-        self._db_writer = db_writer
         self._engine = engine
         self._tick_max_interval_s = tick_max_interval_s
         self._follow: asyncio.Task[None] | None = None
         self._queue: deque[PriceTick] = deque()
-        self._writing = False
+        # The batch with the DB writer, until acknowledged (sent again to a new writer if the
+        # old one stopped without acknowledging it).
+        self._in_flight: tuple[PriceTick, ...] | None = None
+        self._db_writer_ref: ActorRef | None = db_writer
         self._connected = False
         self._recent = RecentTimes(RECENT_TICK_TIMES)
         # The silence watch: from the last of start, (re)connection and committed batch.
@@ -124,6 +152,9 @@ class WsFeedActor(AsyncQxActor):
         self._quiet = False
         self._ticks_flowing = False
         self._watch: asyncio.TimerHandle | None = None
+        # Fires when the DB writer kept a batch unacknowledged for the stale limit.
+        self._ack_watch: asyncio.TimerHandle | None = None
+        self._ticks_waiting = ticks_waiting
         self.counters = FeedCounters()
         self.gauges = FeedGauges()
         if health is not None:
@@ -133,10 +164,18 @@ class WsFeedActor(AsyncQxActor):
         self._log = get_logger(run_id=run_id, actor="ws_feed")
 
     def on_stop(self) -> None:
-        # release() cancelled the connection: what is queued goes to the DB writer, all of it.
-        flushed = len(self._queue)
-        if self._queue:
-            tell(self._db_writer, StoreTicks(tuple(self._queue), None))
+        # release() cancelled the connection: what is queued goes to the DB writer, all of it
+        # (the batch in flight is in its inbox already); without a writer, to the Engine.
+        held = list(self._queue)
+        if self._db_writer_ref is None and self._in_flight is not None:
+            held[:0] = self._in_flight
+            self._in_flight = None
+        flushed = len(held)
+        if held:
+            if self._db_writer_ref is not None:
+                tell(self._db_writer_ref, StoreTicks(tuple(held), None))
+            else:
+                tell(self._engine, UnwrittenTicks(tuple(held)))
             self._queue.clear()
         counters = self.counters
         self._log.info(
@@ -152,19 +191,22 @@ class WsFeedActor(AsyncQxActor):
 
     async def release(self) -> None:
         self._stop_watch()
+        self._stop_ack_watch()
         await super().release()
 
     def on_receive(self, message: Any) -> Any:
         match message:
             case StartStream():
-                if self._follow is not None:
-                    self._follow.cancel()
+                self._ticks_flowing = False
+                if self._follow is not None and not self._follow.done():
+                    return None  # it outlived a DB writer: the stream goes on
                 self._follow = self.start_task(self._follow_stream(), name="ws-follow")
                 self._silent_since = time.monotonic()
-                self._ticks_flowing = False
                 self._arm_watch()
             case TicksStored(committed=committed):
                 self._written(committed)
+            case UseDbWriter(writer=writer):
+                self._use_writer(writer)
             case _:
                 self._log.warning("unknown_message", message=repr(message))
         return None
@@ -212,6 +254,12 @@ class WsFeedActor(AsyncQxActor):
 
     def _on_ticks(self, ticks: list[PriceTick]) -> None:
         self.counters.received += len(ticks)
+        if self._connected and ticks:
+            # Staleness is about ticks received, whatever the DB writer does with them.
+            self._silent_since = time.monotonic()
+            if self._quiet:
+                self._quiet = False
+                tell(self._engine, TicksFlowing())
         fresh = [tick for tick in ticks if self._recent.add(tick.time)]
         self.counters.duplicates += len(ticks) - len(fresh)
         if not fresh:
@@ -222,33 +270,77 @@ class WsFeedActor(AsyncQxActor):
             for _ in range(overflow):
                 self._queue.popleft()
             self.counters.overflowed += overflow
-            self._log.error("tick_queue_overflow", dropped=overflow)
-        if not self._writing:
+            self._log.error("tick_queue_overflow", dropped=overflow, bound=MAX_QUEUED_TICKS)
+        if self._in_flight is None:
             self._send_batch()
-        self.gauges.queued_ticks = len(self._queue)
+        self._update_gauges()
 
     def _send_batch(self) -> None:
-        if not self._queue:
+        writer = self._db_writer_ref
+        if not self._queue or writer is None:
             return
         batch = tuple(self._queue)
         self._queue.clear()
-        self._writing = True
-        self.gauges.unacknowledged_batches = 1
+        self._in_flight = batch
         self.counters.batches += 1
-        tell(self._db_writer, StoreTicks(batch, self.actor_ref))
+        tell(writer, StoreTicks(batch, self.actor_ref))
+        self._stop_ack_watch()
+        self._ack_watch = self.call_later(self._tick_max_interval_s, self._on_ack_overdue)
+
+    def _stop_ack_watch(self) -> None:
+        if self._ack_watch is not None:
+            self._ack_watch.cancel()
+            self._ack_watch = None
+
+    def _on_ack_overdue(self) -> None:
+        self._ack_watch = None
+        if self._in_flight is None or self._db_writer_ref is None:
+            return
+        limit = self._tick_max_interval_s
+        error = DatabaseBusyError(
+            f"the DB writer acknowledged no tick batch for {limit:g} s "
+            f"(sync.live_price_tick_max_interval_s); {self._waiting()} ticks wait in the feed"
+        )
+        self._log.warning("db_writer_unresponsive", waited_s=limit, waiting=self._waiting())
+        self.tell_supervisor(ChildFailed(self.child_name, error))
 
     def _written(self, committed: bool) -> None:
-        self._writing = False
-        self.gauges.unacknowledged_batches = 0
-        if committed:
-            if not self._ticks_flowing or self._quiet:
-                self._ticks_flowing, self._quiet = True, False
-                tell(self._engine, TicksFlowing())
-            if self._connected:
-                self._silent_since = time.monotonic()
-                self._arm_watch()
+        self._in_flight = None
+        self._stop_ack_watch()
+        if committed and not self._ticks_flowing:
+            self._ticks_flowing = True
+            tell(self._engine, TicksFlowing())
         self._send_batch()
-        self.gauges.queued_ticks = len(self._queue)
+        self._update_gauges()
+
+    def _use_writer(self, writer: ActorRef | None) -> None:
+        """The DB writer changes (``None``: none until the next)."""
+        if writer is self._db_writer_ref:
+            return
+        self._db_writer_ref = writer
+        if writer is None:
+            self._stop_ack_watch()
+            self._log.info("ws_feed_holds_ticks", waiting=self._waiting())
+        else:
+            self._log.info("ws_feed_new_db_writer", waiting=self._waiting())
+            # Synced again once the new writer has committed a batch.
+            self._ticks_flowing = False
+            batch, self._in_flight = self._in_flight, None
+            if batch is not None:
+                self._queue.extendleft(reversed(batch))
+            self._send_batch()
+        self._update_gauges()
+
+    def _waiting(self) -> int:
+        held = len(self._in_flight or ()) if self._db_writer_ref is None else 0
+        return len(self._queue) + held
+
+    def _update_gauges(self) -> None:
+        gauges = self.gauges
+        gauges.queued_ticks = len(self._queue)
+        gauges.unacknowledged_batches = int(self._in_flight is not None)
+        if self._ticks_waiting is not None:
+            self._ticks_waiting.in_feed = self._waiting()
 
     # -- the silence watch -------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ __all__ = [
     "ChildExited",
     "ChildFailed",
     "ChildrenStarted",
+    "DbWriterReady",
     "DegradedChanged",
     "Effect",
     "EngineBegin",
@@ -80,6 +81,7 @@ __all__ = [
     "TicksFlowing",
     "TicksStored",
     "UnwrittenTicks",
+    "UseDbWriter",
 ]
 
 T = TypeVar("T")
@@ -250,7 +252,18 @@ class TicksStored:
 
 @dataclass(frozen=True)
 class StartStream:
-    """To the WS feed: connect and subscribe (a running connection is dropped and redone)."""
+    """To the WS feed: connect and subscribe. A feed that follows its stream already keeps the
+    connection (it outlived a restart of the DB writer) and tells ``TicksFlowing`` again at its
+    next committed batch."""
+
+
+@dataclass(frozen=True)
+class UseDbWriter:
+    """From the Engine to the WS feed: send tick batches to ``writer`` from now on; ``None``:
+    the DB writer is being replaced, hold every tick (the batch in flight included, unless it
+    is acknowledged) until the next one."""
+
+    writer: ActorRef | None
 
 
 # === events to the Engine ==================================================================
@@ -273,8 +286,16 @@ class ChildExited:
 
 
 @dataclass(frozen=True)
+class DbWriterReady:
+    """From the DB writer: the database is open and the writer lock held; ticks may come."""
+
+    ref: ActorRef
+
+
+@dataclass(frozen=True)
 class UnwrittenTicks:
-    """From a stopping DB writer: received ticks it could not store, for the next writer."""
+    """From a stopping DB writer (or a stopping WS feed without a writer): received ticks not
+    stored, for the next writer."""
 
     ticks: tuple[PriceTick, ...]
 

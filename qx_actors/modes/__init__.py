@@ -40,6 +40,8 @@ class RunParts:
     stop_order: tuple[str, ...]
     #: The child that stores ticks (it gets the ticks a stopped DB writer could not store).
     tick_sink: str | None = None
+    #: The child that receives ticks (it outlives a database error, holding them meanwhile).
+    tick_feed: str | None = None
 
 
 def default_parts(config: QxConfig, mode: SyncMode) -> RunParts:
@@ -53,4 +55,5 @@ def default_parts(config: QxConfig, mode: SyncMode) -> RunParts:
         return RunParts(backfill_program, children, (REST, DB))
     if config.exchange.stream_enabled:
         children[WS] = spawn_ws_feed
-    return RunParts(live_program, children, stop_order=(WS, REST, DB), tick_sink=DB)
+    feed = WS if WS in children else None
+    return RunParts(live_program, children, stop_order=(WS, REST, DB), tick_sink=DB, tick_feed=feed)

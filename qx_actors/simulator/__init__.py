@@ -29,6 +29,8 @@ clock to ``SyncEngine(config, clock=...)`` so both agree; the tests pin the hour
 Configuration (:class:`SimulatorConfig`, frozen): ``seed=42``, ``host="127.0.0.1"``,
 ``port=0`` / ``stream_port=0`` (0 = a free port), ``rate_limit_per_s=1.0`` (``None``/0 = off),
 ``rate_limit_burst=1``, ``tick_rate_per_s=5.0`` (0 = ticks only on ``push_ticks``),
+``publish_without_subscribers=False`` (``True``: ticks are published and recorded whether or
+not anyone listens, as on the real exchange; ``sim.set_publish_without_subscribers(flag)``),
 ``from_inclusive=True`` / ``to_inclusive=True`` (candle bounds), ``downtime=()`` (permanent
 holes), ``cache_days=96``.
 

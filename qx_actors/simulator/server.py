@@ -44,6 +44,9 @@ class SimulatorConfig:
     rate_limit_burst: int = 1
     #: Last-price ticks per second to subscribers; 0 = only :meth:`Simulator.push_ticks`.
     tick_rate_per_s: float = 5.0
+    #: Publish (and record) ticks whether or not anyone is subscribed, as the real exchange
+    #: does; by default ticks are published only while someone listens.
+    publish_without_subscribers: bool = False
     #: Candles: whether ``from`` is inclusive (undocumented on the real exchange).
     from_inclusive: bool = True
     #: Candles: whether ``to`` is inclusive (undocumented on the real exchange).
@@ -76,7 +79,12 @@ class Simulator:
             from_inclusive=cfg.from_inclusive,
             to_inclusive=cfg.to_inclusive,
         )
-        self.stream = StreamServer(self.market, self.faults, cfg.tick_rate_per_s)
+        self.stream = StreamServer(
+            self.market,
+            self.faults,
+            cfg.tick_rate_per_s,
+            publish_without_subscribers=cfg.publish_without_subscribers,
+        )
         self._thread: LoopThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -201,6 +209,10 @@ class Simulator:
     def set_tick_rate(self, per_s: float) -> None:
         """Change the tick rate (0 = only :meth:`push_ticks`)."""
         self.stream.set_tick_rate(per_s)
+
+    def set_publish_without_subscribers(self, publish: bool) -> None:
+        """Publish ticks whether or not anyone listens (see :class:`SimulatorConfig`)."""
+        self.stream.set_publish_without_subscribers(publish)
 
     def push_ticks(self, n: int = 1, timeout: float = 10.0) -> list[PriceTick]:
         """Broadcast ``n`` ticks to subscribers now; returns those sent (faults applied)."""

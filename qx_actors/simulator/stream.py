@@ -6,7 +6,10 @@ Methods: ``subscribe`` / ``unsubscribe`` (``params.topics``), ``ping`` (result `
 JSON-RPC errors. A request without ``id`` is a notification and gets no answer.
 
 Ticks: one producer broadcasts ``futures/inverse/btc_usd/lastPrice`` notifications to every
-subscribed connection at ``tick_rate_per_s`` (0 = only on :meth:`StreamServer.emit`). Each tick
+subscribed connection at ``tick_rate_per_s`` (0 = only on :meth:`StreamServer.emit`). By
+default it publishes only while someone is subscribed; with ``publish_without_subscribers``
+it publishes (and records) ticks whether or not anyone listens, as the real exchange does, so
+that a test can count the ticks published while a client was away. Each tick
 gets a unique, strictly increasing epoch-ms time: ``max(previous + 1, market now)``; at rates
 above 1000/s the tick times therefore run ahead of the wall clock. The price is the market's
 tick path at that time. Every tick sent is recorded (once per broadcast, in send order,
@@ -61,10 +64,18 @@ def _frame(ms: int, price: float) -> str:
 class StreamServer:
     """Serves the Stream API for one :class:`Market`; start/stop it on an event loop."""
 
-    def __init__(self, market: Market, faults: Faults, tick_rate_per_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        market: Market,
+        faults: Faults,
+        tick_rate_per_s: float = 5.0,
+        *,
+        publish_without_subscribers: bool = False,
+    ) -> None:
         self.market = market
         self.faults = faults
         self._rate = max(0.0, tick_rate_per_s)
+        self._always = publish_without_subscribers
         self._conns: dict[ServerConnection, set[str]] = {}
         self._cond = threading.Condition()
         self._sent: list[tuple[int, float]] = []
@@ -121,6 +132,12 @@ class StreamServer:
     def set_tick_rate(self, per_s: float) -> None:
         """Ticks per second (0 = only explicit :meth:`emit`)."""
         self._rate = max(0.0, per_s)
+        self._poke()
+
+    def set_publish_without_subscribers(self, publish: bool) -> None:
+        """Publish ticks whether or not anyone listens (the real exchange's way), or only while
+        someone is subscribed."""
+        self._always = publish
         self._poke()
 
     @property
@@ -276,7 +293,7 @@ class StreamServer:
         count = 0
         while True:
             rate = self._rate
-            if rate <= 0 or self.subscriber_count() == 0:
+            if rate <= 0 or (not self._always and self.subscriber_count() == 0):
                 await self._wait_for_wake(0.25)
                 base, count = time.monotonic(), 0
                 continue
@@ -305,7 +322,7 @@ class StreamServer:
         if faults.stream_silent:
             return []
         subs = [c for c, topics in list(self._conns.items()) if LAST_PRICE_TOPIC in topics]
-        if not subs:
+        if not subs and not self._always:
             return []
         if self._drop_countdown is None:
             armed = faults.take("drop_after")

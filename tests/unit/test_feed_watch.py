@@ -77,3 +77,26 @@ def test_synced_is_taken_once_per_attempt(watch: FeedWatch) -> None:
     watch.reset()
     assert FeedState() == watch.state
     assert watch.take_synced()
+
+
+def test_ticks_held_in_memory_degrade_until_a_writer_takes_them(
+    watch: FeedWatch, rec: Recorder
+) -> None:
+    """Holding ticks while the DB writer is replaced sets the flag; a stream event meanwhile
+    does not clear it; a new writer does."""
+    watch.hold_ticks("DatabaseUnavailable: down")
+    assert watch.degraded
+    watch.on_event(StreamUp())
+    watch.hold_ticks(None)
+    assert not watch.degraded
+    expected = [(True, "DatabaseUnavailable: down"), (False, "ticks reach the database again")]
+    assert expected == rec.degraded
+
+
+def test_a_new_attempt_with_the_same_feed_keeps_its_state(watch: FeedWatch) -> None:
+    """The feed outlived the DB writer: its stream state stays, Synced is told again."""
+    watch.on_event(StreamDown(ConnectionError("x")))
+    assert watch.take_synced()
+    watch.new_attempt()
+    assert FeedState(down=True) == watch.state
+    assert watch.take_synced()
