@@ -41,6 +41,8 @@ from qx_actors.storage import (
     adopt_database,
     import_pyarrow,
     probe_database,
+    rebuild_catalog,
+    verify_catalog,
 )
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "TRACEBACK_ENV",
     "build_parser",
     "cmd_adopt",
+    "cmd_catalog",
     "cmd_config",
     "cmd_demo",
     "cmd_export",
@@ -269,6 +272,27 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    """Rebuild or verify the catalog (the Arrow copy of closed days that ``candles_arrow`` reads).
+
+    Exit 0: rebuilt, or verified sound; 1: verify found a problem, or the database can't be read.
+    """
+    where = f"qx-actors catalog {args.action}"
+    if args.action == "rebuild":
+        report = rebuild_catalog(args.database, catalog_dir=args.dir)
+    else:
+        report = verify_catalog(args.database, catalog_dir=args.dir)
+    for problem in report.problems:
+        _err(f"{where}: {problem}")
+    print(
+        f"{where}: {report.files} files, {report.candles:,} candles, "
+        f"{report.size / 1e6:,.1f} MB in {report.directory} ({report.seconds:.1f} s)"
+        + (f"; {report.removed} removed" if args.action == "rebuild" else "")
+        + (f"; {report.stale_days} stale days" if args.action == "verify" else "")
+    )
+    return EXIT_FAILED if report.problems else EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the simulator and sync against it into a local SQLite file."""
     return run_demo(
@@ -379,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("adopt", help="adopt a quantoxide database (adds the qx_actors tables)")
     p.add_argument("--database", required=True, help="database URL (postgresql://...)")
     p.set_defaults(func=cmd_adopt)
+
+    p = sub.add_parser("catalog", help="rebuild or verify the Arrow copy of the 1m candles")
+    p.add_argument("action", choices=("rebuild", "verify"))
+    p.add_argument("--database", required=True, help="database URL")
+    p.add_argument("--dir", help="catalog directory (default: beside a SQLite file)")
+    p.set_defaults(func=cmd_catalog)
 
     p = sub.add_parser("config", help="print the effective config with defaults")
     p.add_argument("--config", required=True, help="YAML config file")

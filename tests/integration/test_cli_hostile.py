@@ -33,6 +33,7 @@ CLI = [sys.executable, "-m", "qx_actors.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = (
     "sync", "simulate", "demo", "status", "export", "plan", "config", "graph", "logs", "adopt",
+    "catalog",
 )  # fmt: skip
 
 
@@ -423,6 +424,20 @@ def test_adopt_hostile_databases(cli: InProcessCli, not_a_database: str, tmp_pat
         done = cli("adopt", "--database", url)
         line = assert_one_line_error(done, "qx-actors")
         assert "S3cret" not in line
+
+
+def test_catalog_of_a_database_that_is_not_there(cli: InProcessCli, tmp_path: Path) -> None:
+    """catalog rebuild/verify of a missing file, an unreachable server, another scheme: one
+    line, no password."""
+    for action in ("rebuild", "verify"):
+        for url in (
+            f"sqlite:///{tmp_path / 'missing.db'}",
+            "postgresql://qx:S3cret@127.0.0.1:9/qx",
+            "mysql://somewhere/db",
+        ):
+            done = cli("catalog", action, "--database", url)
+            line = assert_one_line_error(done, "qx-actors catalog")
+            assert "S3cret" not in line
 
 
 def test_every_subcommand_was_tried() -> None:

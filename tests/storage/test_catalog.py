@@ -236,3 +236,20 @@ def test_without_a_catalog_the_database_answers(storage: Storage, storage_url: s
         assert table.equals(default.candles_arrow(at(0), at(SPAN), now=LATER))
     if storage_url.startswith("sqlite:///"):
         assert Path(storage_url[len("sqlite:///") :] + "-catalog").is_dir()
+
+
+def test_the_catalog_commands(cli: Any, tmp_path: Path) -> None:
+    """``qx-actors catalog rebuild`` writes the files and says how many; ``catalog verify``
+    exits 0 on a sound catalog and 1, naming the file, on a broken one."""
+    url = f"sqlite:///{tmp_path / 'qx.db'}"
+    with open_storage(url) as storage:
+        storage.upsert_candles(candles_at(list(range(SPAN)), 100.0), now=LATER)
+    done = cli("catalog", "rebuild", "--database", url)
+    assert 0 == done.returncode, done.stderr
+    assert f"2 files, {SPAN:,} candles" in done.stdout
+    assert 0 == cli("catalog", "verify", "--database", url).returncode
+    path = tmp_path / "qx.db-catalog" / "candles-1m-2026-02.arrow"
+    path.write_bytes(b"not arrow")
+    done = cli("catalog", "verify", "--database", url)
+    assert 1 == done.returncode
+    assert "candles-1m-2026-02.arrow: can't be read" in done.stderr
