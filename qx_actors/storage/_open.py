@@ -49,5 +49,5 @@ def open_backend(
             backend.db.close()
         raise
     if isinstance(backend, SqliteBackend) and backend.creates_file:
-        get_logger().warning(DATABASE_CREATED, database=describe_url(url))
+        get_logger().info(DATABASE_CREATED, database=describe_url(url))
     return backend
