@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from qx_actors.config import config_from_mapping
-from qx_actors.domain.timeutil import to_epoch_ms
+from qx_actors.domain.timeutil import to_epoch_ms, utc_now
 from qx_actors.simulator import Simulator
 from qx_actors.status import State, SyncStatus
 from qx_actors.storage import _open
@@ -41,7 +41,6 @@ from tests.chaos.chaos_helpers import (
     sim_config,
     sqlite_locker,
     stored_ticks,
-    utc_now,
 )
 
 #: Ticks per second the simulator publishes (the issue's replays).
