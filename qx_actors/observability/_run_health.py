@@ -1,10 +1,26 @@
-"""What a run looks like from outside: :class:`RunHealth`, fed by the update hub and the
-actors, read by ``SyncController.health()``, the health server and the metrics collector.
+"""What a run looks like from outside: :class:`RunHealth`, the run-level registry of one run,
+fed by the update hub and the actors, read by ``SyncController.health()``, the health server,
+the progress lines and the terminal UI.
+
+It outlives the run's children: the Engine hands it to every child it starts, and a child that
+is replaced at a supervised restart reports into the same counters. Its counters and the
+request-duration histogram are prometheus_client metric objects in one
+:class:`~prometheus_client.CollectorRegistry` per run (:attr:`RunHealth.registry`, what
+``/metrics`` serves); the health figures are one fold of the update stream
+(:meth:`RunHealth.observe`).
 
 Sources: the update hub feeds :meth:`RunHealth.observe`; the actors register their totals with
-:meth:`RunHealth.register` (counters) and their current depths with
-:meth:`RunHealth.register_gauges`; the REST client reports each request's duration to
-:meth:`RunHealth.observe_request`.
+:meth:`RunHealth.register` (a child's own running totals, folded into the run's counters as they
+grow, so that a child started afresh adds to them instead of resetting them) and their current
+depths with :meth:`RunHealth.register_gauges`; the REST client reports each request's duration
+to :meth:`RunHealth.observe_request`.
+
+Health (``healthy``, ``/health``'s 200): the run is doing its job — ``Running.Synced`` or
+``Running.Backfilled``, or starting / in progress with progress made since the last error (a
+tick committed, candles or settlements stored, a Synced/Backfilled); before any error, starting
+and in progress count as doing the job. A restart loop (errors with no progress between them)
+is unhealthy throughout; ``unhealthy_since`` says since when, ``last_error`` why. ``live``
+(liveness): the run has not ended (``Failed``/``Shutdown``).
 
 Every text of the snapshot (the status's error above all) has its secrets replaced by ``***``
 (:mod:`qx_actors.redact`).
@@ -12,12 +28,12 @@ Every text of the snapshot (the status's error above all) has its secrets replac
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.redact import redact_text, redact_value
@@ -27,8 +43,16 @@ from qx_actors.updates import (
     Lagged,
     PriceHistoryStateUpdate,
     PriceTickUpdate,
+    StatusUpdate,
     SyncUpdate,
 )
+
+__all__ = [
+    "COUNTERS",
+    "LATENCY_BUCKETS_S",
+    "CounterSource",
+    "RunHealth",
+]
 
 #: A counter source: returns a flat mapping of numbers (read from another thread; ints only).
 CounterSource = Callable[[], Mapping[str, float]]
@@ -36,70 +60,145 @@ CounterSource = Callable[[], Mapping[str, float]]
 #: Upper bounds (seconds) of the request-duration histogram's buckets.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+#: The run's counters: (source, key) of a registered source → (metric name without
+#: ``_total``, help). ``ticks_committed`` and ``updates_lagged`` come from the update stream.
+COUNTERS: dict[tuple[str, str], tuple[str, str]] = {
+    ("run", "ticks_committed"): ("qx_ticks_committed", "ticks committed to the database"),
+    ("run", "updates_lagged"): ("qx_updates_lagged", "updates dropped by full receivers"),
+    ("rest", "requests"): ("qx_rest_requests", "REST requests sent (HTTP attempts)"),
+    ("rest", "responses_ok"): ("qx_rest_responses_ok", "REST answers with a 2xx status"),
+    ("rest", "retries"): (
+        "qx_rest_retries",
+        "REST attempts repeated after a recoverable failure",
+    ),
+    ("rest", "rate_limited"): ("qx_rest_rate_limited", "REST answers 429 (rate limited)"),
+    ("rest", "errors"): ("qx_rest_errors", "failed REST attempts (any reason, retried or not)"),
+    ("rest", "timeouts"): ("qx_rest_timeouts", "REST attempts that hit sync.rest_timeout_s"),
+    ("rest", "limiter_wait_s"): (
+        "qx_rest_limiter_wait_seconds",
+        "seconds spent waiting for the REST rate limiter",
+    ),
+    ("feed", "received"): ("qx_feed_received", "ticks received from the Stream API"),
+    ("feed", "duplicates"): ("qx_feed_duplicates", "ticks received twice and dropped"),
+    ("feed", "batches"): ("qx_feed_batches", "tick batches handed to the DB writer"),
+    ("feed", "overflowed"): (
+        "qx_feed_overflowed",
+        "ticks dropped because the tick queue was full",
+    ),
+    ("feed", "reconnects"): ("qx_feed_reconnects", "Stream API reconnections"),
+}
 
-class _Latency:
-    """Bucket counts, sum and count of one histogram series."""
+#: States in which the run is doing its job whatever happened before.
+_DOING_ITS_JOB = (State.SYNCED, State.BACKFILLED)
+#: States that are the job when no error came since the last progress.
+_ON_ITS_WAY = (State.STARTING, State.IN_PROGRESS, State.RESTARTING)
 
-    def __init__(self) -> None:
-        self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)  # the last one is +Inf
-        self.total = 0.0
-        self.count = 0
 
-    def observe(self, seconds: float) -> None:
-        index = bisect.bisect_left(LATENCY_BUCKETS_S, seconds)
-        self.buckets[index] += 1
-        self.total += seconds
-        self.count += 1
+class _Source:
+    """A registered source and what of it was already counted."""
 
-    def cumulative(self) -> list[tuple[str, float]]:
-        bounds = [*(repr(float(b)) for b in LATENCY_BUCKETS_S), "+Inf"]
-        return list(zip(bounds, itertools.accumulate(self.buckets), strict=True))
+    def __init__(self, read: CounterSource) -> None:
+        self.read = read
+        self.seen: dict[str, float] = {}
 
 
 class RunHealth:
-    """What a run looks like from outside; fed by the update hub (thread-safe)."""
+    """What a run looks like from outside; its counters outlive its children (thread-safe)."""
 
     def __init__(self, status: Callable[[], SyncStatus]) -> None:
         self._status = status
-        self._lock = threading.Lock()
-        self._ticks = 0
+        self._lock = threading.RLock()
+        #: the run's metrics (prometheus_client objects), what ``/metrics`` serves
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._counters = {
+            key: Counter(name, help_text, registry=self.registry)
+            for key, (name, help_text) in COUNTERS.items()
+        }
+        self._latency = Histogram(
+            "qx_rest_request_duration_seconds",
+            "duration of REST requests (code: HTTP status, or 'error' without an answer)",
+            ("endpoint", "code"),
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._latency_series: set[tuple[str, str]] = set()
+        self._totals: dict[tuple[str, str], float] = dict.fromkeys(COUNTERS, 0.0)
         self._last_tick_time: datetime | None = None
         self._last_tick_at: datetime | None = None
         self._last_price: float | None = None
         self._history: dict[str, Any] | None = None
         self._latest_candle: datetime | None = None
         self._funding: dict[str, Any] | None = None
-        self._lagged = 0
-        self._sources: dict[str, CounterSource] = {}
+        self._sources: dict[str, _Source] = {}
         self._gauge_sources: dict[str, CounterSource] = {}
-        self._latency: dict[tuple[str, str], _Latency] = {}
+        self._counter_errors: dict[str, str] = {}
+        # health: the last error and whether the run made progress since
+        self._last_error: str | None = None
+        self._last_error_at: datetime | None = None
+        self._progress_since_error = True
+        self._at_error: tuple[datetime | None, int | None, int | None] = (None, None, None)
+        self._healthy: bool | None = None
+        self._healthy_since: datetime = utc_now()
+
+    # --- feeding ----------------------------------------------------------------------------
 
     def observe(self, update: SyncUpdate) -> None:
-        """Account for one published update."""
+        """Account for one published update (the one fold of the update stream)."""
         with self._lock:
             match update:
+                case StatusUpdate(status=status):
+                    self._observe_status(status)
                 case PriceTickUpdate(tick=tick):
-                    self._ticks += 1
+                    self._count(("run", "ticks_committed"), 1)
                     self._last_tick_time = tick.time
                     self._last_tick_at = utc_now()
                     self._last_price = tick.last_price
+                    self._progress_since_error = True
                 case PriceHistoryStateUpdate(state=state):
                     self._history = state.summary()
                     self._latest_candle = state.latest
+                    latest, missing, _ = self._at_error
+                    if (state.latest is not None and (latest is None or state.latest > latest)) or (
+                        missing is not None and state.missing_minutes < missing
+                    ):
+                        self._progress_since_error = True
                 case FundingSettlementsStateUpdate(state=state):
                     self._funding = state.summary()
+                    missing_settlements = self._at_error[2]
+                    if missing_settlements is not None and self._funding["missing"] < (
+                        missing_settlements
+                    ):
+                        self._progress_since_error = True
                 case Lagged(missed=missed):
-                    self._lagged += missed
+                    self._count(("run", "updates_lagged"), missed)
+
+    def _observe_status(self, status: SyncStatus) -> None:
+        if status.error is not None and status.state is not State.FAILED:
+            self._last_error = redact_text(status.text)
+            self._last_error_at = status.since
+            self._progress_since_error = False
+            self._at_error = (
+                self._latest_candle,
+                None if self._history is None else self._history["missing_minutes"],
+                None if self._funding is None else self._funding["missing"],
+            )
+        elif status.state in _DOING_ITS_JOB:
+            self._progress_since_error = True
+        self._update_healthy(status)
 
     def register(self, name: str, source: CounterSource) -> None:
-        """Add counters — running totals — (e.g. ``rest``: requests, 429s) to the snapshot
-        under ``name``; the keys of :data:`COUNTER_KEYS` are exported as ``*_total``."""
+        """Count a child's running totals (e.g. ``rest``: requests, 429s) into the run's
+        counters under ``name``; a child that replaces another (a restart) adds to what the
+        one before counted. The keys of :data:`COUNTERS` are exported as ``*_total``."""
         with self._lock:
-            self._sources[name] = source
+            old = self._sources.get(name)
+            if old is not None:
+                self._fold(name, old)  # what the replaced child counted after the last read
+            self._sources[name] = _Source(source)
 
     def register_gauges(self, name: str, source: CounterSource) -> None:
         """Add current values (queue depths, e.g. ``feed``: ``queued_ticks``) to the snapshot's
-        ``queues`` under ``name``; the keys of :data:`GAUGE_KEYS` are exported as gauges."""
+        ``queues`` under ``name``; the keys of ``GAUGE_KEYS`` are exported as gauges."""
         with self._lock:
             self._gauge_sources[name] = source
 
@@ -107,31 +206,81 @@ class RunHealth:
         """Account for one REST request of ``endpoint`` (``candles``, ...) that took
         ``seconds`` and ended with HTTP status ``code`` (``"error"``: no answer)."""
         with self._lock:
-            series = self._latency.get((endpoint, str(code)))
-            if series is None:
-                series = self._latency[(endpoint, str(code))] = _Latency()
-            series.observe(seconds)
+            self._latency_series.add((endpoint, str(code)))
+        self._latency.labels(endpoint, str(code)).observe(seconds)
 
-    def latency_series(self) -> list[tuple[str, str, list[tuple[str, float]], float]]:
-        """Every request-duration series: endpoint, code, cumulative buckets, sum."""
+    def _count(self, key: tuple[str, str], amount: float) -> None:
+        if amount > 0:
+            self._totals[key] += amount
+            self._counters[key].inc(amount)
+
+    def _fold(self, name: str, source: _Source) -> None:
+        """Add what ``source`` counted since it was last read to the run's counters."""
+        try:
+            values = dict(source.read())
+        except Exception as exc:  # a figure must never break the probe
+            self._counter_errors[name] = redact_text(repr(exc))
+            return
+        self._counter_errors.pop(name, None)
+        for key, value in values.items():
+            seen = source.seen.get(key, 0.0)
+            source.seen[key] = value
+            counted = (name, key)
+            if counted in self._counters:
+                self._count(counted, value - seen)
+            else:  # not exported: still shown in the snapshot
+                self._totals[counted] = self._totals.get(counted, 0.0) + max(0.0, value - seen)
+
+    def collect(self) -> None:
+        """Bring the counters up to date with the registered sources (before a read)."""
         with self._lock:
-            return [
-                (endpoint, code, series.cumulative(), series.total)
-                for (endpoint, code), series in sorted(self._latency.items())
-            ]
+            for name, source in self._sources.items():
+                self._fold(name, source)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def _update_healthy(self, status: SyncStatus) -> bool:
+        if status.state in _DOING_ITS_JOB:
+            healthy = True
+        elif status.state in _ON_ITS_WAY:
+            healthy = self._progress_since_error
+        else:
+            healthy = False
+        if healthy != self._healthy:
+            self._healthy = healthy
+            self._healthy_since = utc_now()
+        return healthy
+
+    def latency_series(self) -> list[tuple[str, str, float, float]]:
+        """Every request-duration series: endpoint, code, count, sum of seconds."""
+        found: dict[tuple[str, str], list[float]] = {}
+        for metric in self._latency.collect():
+            for sample in metric.samples:
+                key = (sample.labels.get("endpoint", ""), sample.labels.get("code", ""))
+                if sample.name.endswith("_count"):
+                    found.setdefault(key, [0.0, 0.0])[0] = sample.value
+                elif sample.name.endswith("_sum"):
+                    found.setdefault(key, [0.0, 0.0])[1] = sample.value
+        return [(e, c, count, total) for (e, c), (count, total) in sorted(found.items())]
 
     def snapshot(self) -> dict[str, Any]:
         """The run's health as plain data."""
         now = utc_now()
         status = self._status()
+        self.collect()
         with self._lock:
-            sources = dict(self._sources)
+            healthy = self._update_healthy(status)
             snapshot: dict[str, Any] = {
                 "status": status.name,
                 "degraded": status.degraded,
                 "error": None if status.error is None else redact_text(str(status.error)),
                 "status_since": status.since.isoformat(),
-                "ticks_committed": self._ticks,
+                "healthy": healthy,
+                "unhealthy_since": None if healthy else self._healthy_since.isoformat(),
+                "live": not status.is_stopped,
+                "last_error": self._last_error,
+                "last_error_at": _iso(self._last_error_at),
+                "ticks_committed": int(self._totals[("run", "ticks_committed")]),
                 "last_price": self._last_price,
                 "last_tick_time": _iso(self._last_tick_time),
                 "last_tick_age_s": _age(now, self._last_tick_at),
@@ -142,23 +291,28 @@ class RunHealth:
                     None if self._history is None else self._history["missing_minutes"]
                 ),
                 "funding_missing": None if self._funding is None else self._funding["missing"],
-                "updates_lagged": self._lagged,
+                "updates_lagged": int(self._totals[("run", "updates_lagged")]),
             }
-        snapshot["counters"] = self._read(sources, snapshot)
-        with self._lock:
+            counters: dict[str, dict[str, float]] = {}
+            for (source, key), total in self._totals.items():
+                if source in self._sources:
+                    counters.setdefault(source, {})[key] = total
+            for name in self._counter_errors:
+                counters.setdefault(name, {})["error"] = float("nan")
+            if self._counter_errors:
+                snapshot["counter_errors"] = dict(self._counter_errors)
             gauge_sources = dict(self._gauge_sources)
-            latency = {
-                f"{endpoint} {code}": {"count": series.count, "sum_s": round(series.total, 6)}
-                for (endpoint, code), series in sorted(self._latency.items())
-            }
-        snapshot["queues"] = self._read(gauge_sources, snapshot)
-        snapshot["request_latency"] = latency
-        snapshot["healthy"] = status.is_running and status.state is not State.RECOVERING
+        snapshot["counters"] = counters
+        snapshot["queues"] = self._read_gauges(gauge_sources, snapshot)
+        snapshot["request_latency"] = {
+            f"{endpoint} {code}": {"count": int(count), "sum_s": round(total, 6)}
+            for endpoint, code, count, total in self.latency_series()
+        }
         redacted: dict[str, Any] = redact_value(snapshot)  # whatever text a counter carries
         return redacted
 
     @staticmethod
-    def _read(
+    def _read_gauges(
         sources: Mapping[str, CounterSource], snapshot: dict[str, Any]
     ) -> dict[str, dict[str, float]]:
         values: dict[str, dict[str, float]] = {}

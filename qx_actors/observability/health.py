@@ -1,8 +1,12 @@
 """The health probe of a run over HTTP, on ``metrics.listen``:
 
-* ``GET /health``: :meth:`RunHealth.snapshot` as JSON; 200 while the run is healthy (running,
-  not failed, feed not stale), 503 otherwise;
-* ``GET /metrics``: the same figures in the Prometheus text format, the families of
+* ``GET /health`` (and ``/health/ready``, the readiness probe by the Kubernetes convention):
+  :meth:`RunHealth.snapshot` as JSON; 200 while the run does its job (``healthy``: Synced or
+  Backfilled, or progress since the last error; a restart loop is 503 throughout, with
+  ``unhealthy_since`` and ``last_error``), 503 otherwise;
+* ``GET /health/live`` (liveness): the same JSON; 200 until the run ended (``Failed`` or
+  ``Shutdown``), 503 after — a restart loop is alive, not ready;
+* ``GET /metrics``: the Prometheus text format (``version=0.0.4``), the families of
   :data:`~qx_actors.observability._metrics.METRICS`.
 
 :class:`RunHealth` (the figures) lives in :mod:`qx_actors.observability._run_health`, the
@@ -18,7 +22,11 @@ from qx_actors._loop_thread import LoopThread
 from qx_actors.observability._metrics import MetricsCollector
 from qx_actors.observability._run_health import RunHealth
 
-__all__ = ["HealthServer"]
+__all__ = ["METRICS_CONTENT_TYPE", "HealthServer"]
+
+#: What ``generate_latest`` writes: the text format 0.0.4 (prometheus_client's
+#: ``CONTENT_TYPE_LATEST`` names a newer version in its recent releases).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HealthServer:
@@ -43,13 +51,19 @@ class HealthServer:
         snapshot = self._health.snapshot()
         return web.json_response(snapshot, status=200 if snapshot["healthy"] else 503)
 
+    async def _serve_live(self, request: web.Request) -> web.Response:
+        snapshot = self._health.snapshot()
+        return web.json_response(snapshot, status=200 if snapshot["live"] else 503)
+
     async def _serve_metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)
-        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/health", self._serve_health)
+        app.router.add_get("/health/ready", self._serve_health)
+        app.router.add_get("/health/live", self._serve_live)
         app.router.add_get("/metrics", self._serve_metrics)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()

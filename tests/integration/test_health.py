@@ -11,6 +11,7 @@ from qx_actors.observability.health import HealthServer
 from qx_actors.simulator import Simulator
 from qx_actors.status import State
 from qx_actors.sync_engine import SyncEngine
+from qx_actors.updates import StatusUpdate
 from tests.helpers import until_state
 
 
@@ -58,9 +59,10 @@ def test_health_and_metrics_of_a_live_run(simulator: Simulator, tmp_path: object
             assert "Running.Synced" == controller.health()["status"]
             status, metrics = fetch(f"{server.url}/metrics")
             assert 200 == status
-            assert f'qx_healthy{{run_id="{engine.run_id}"}} 1.0' in metrics
+            assert "\nqx_healthy 1.0\n" in metrics
             assert "qx_rest_requests_total" in metrics and "qx_ticks_committed_total" in metrics
-            assert f'qx_status{{run_id="{engine.run_id}",status="Running.Synced"}} 1.0' in metrics
+            assert 'qx_status{status="Running.Synced"} 1.0' in metrics
+            assert f'qx_run_info{{run_id="{engine.run_id}"}} 1.0' in metrics
             assert "# TYPE qx_rest_request_duration_seconds histogram" in metrics
         finally:
             controller.shutdown()
@@ -98,3 +100,112 @@ def test_client_log_events_carry_the_run_id(simulator: Simulator, tmp_path: obje
     events = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     subscribed = [e for e in events if e["event"] == "stream_subscribed"]
     assert subscribed and all(engine.run_id == e["run_id"] for e in subscribed)
+
+
+def test_health_is_503_throughout_an_outage_and_200_after_one_re_sync(
+    simulator: Simulator, tmp_path: object
+) -> None:
+    """The exchange down (every REST answer a 503): /health is 503 on every poll — polled at
+    each update of the run, so at each pass of the restart loop through Restarting and
+    InProgress — with unhealthy_since fixed and the last error named; /health/live stays 200.
+    Back up: 200 again once the next backfill pass stored it (Backfilled)."""
+    config = config_from_mapping(
+        {
+            "mode": "backfill",
+            "database": f"sqlite:///{tmp_path}/qx.db",
+            "exchange": {"rest_url": simulator.rest_url, "stream_url": simulator.stream_url},
+            "sync": {
+                "price_history_reach": "1d",
+                "funding_settlement_reach": "3d",
+                "rest_rate_limit_per_s": 1000,
+                "rest_error_max_trials": 2,
+                "rest_error_cooldown_s": 0.01,
+                "restart_interval_s": 0.05,
+                "price_history_re_backfill_interval_s": 0.05,
+            },
+        }
+    )
+    engine = SyncEngine(config)
+    receiver = engine.update_receiver()
+    server = HealthServer(engine.health, engine.run_id, "127.0.0.1", 0).start()
+    try:
+        controller = engine.start()
+        try:
+            until_state(receiver, State.BACKFILLED, timeout=30)
+            assert 200 == fetch(f"{server.url}/health")[0]
+            simulator.faults.set_error_fraction(1.0, status=503)
+            polls: list[dict[str, object]] = []
+            codes: list[int] = []
+            recoveries = 0
+            while recoveries < 4:  # four turns of the restart loop
+                update = receiver.get(timeout=30)
+                if isinstance(update, StatusUpdate):
+                    assert update.status.state is not State.FAILED, update.status
+                    recoveries += update.status.state is State.RECOVERING
+                if recoveries == 0:
+                    continue  # the outage shows from the first failed pass on
+                code, body = fetch(f"{server.url}/health")
+                codes.append(code)
+                polls.append(json.loads(body))
+                assert 200 == fetch(f"{server.url}/health/live")[0]
+            assert {503} == set(codes), [
+                (c, p["status"]) for c, p in zip(codes, polls, strict=True)
+            ]
+            assert {"Running.Restarting", "Running.Recovering"} <= {p["status"] for p in polls}
+            assert 1 == len({p["unhealthy_since"] for p in polls}), polls
+            assert all("503" in str(p["last_error"]) for p in polls), polls[-1]
+
+            simulator.faults.set_error_fraction(0)
+            until_state(receiver, State.BACKFILLED, timeout=30)
+            code, body = fetch(f"{server.url}/health")
+            assert (200, None) == (code, json.loads(body)["unhealthy_since"])
+        finally:
+            controller.shutdown()
+    finally:
+        server.stop()
+
+
+def test_counters_keep_counting_across_a_restart(simulator: Simulator, tmp_path: object) -> None:
+    """A supervised restart replaces the REST fetcher: the run's REST counters go on from
+    where they were (only increase), in the snapshot and in /metrics."""
+    config = config_from_mapping(
+        {
+            "mode": "backfill",
+            "database": f"sqlite:///{tmp_path}/qx.db",
+            "exchange": {"rest_url": simulator.rest_url, "stream_url": simulator.stream_url},
+            "sync": {
+                "price_history_reach": "1d",
+                "funding_settlement_reach": "3d",
+                "rest_rate_limit_per_s": 1000,
+                "rest_error_max_trials": 1,
+                "restart_interval_s": 0.05,
+                "price_history_re_backfill_interval_s": 0.05,
+            },
+        }
+    )
+    engine = SyncEngine(config)
+    receiver = engine.update_receiver()
+    server = HealthServer(engine.health, engine.run_id, "127.0.0.1", 0).start()
+    try:
+        controller = engine.start()
+        try:
+            until_state(receiver, State.BACKFILLED, timeout=30)
+            before = engine.health.snapshot()["counters"]["rest"]
+            simulator.faults.fail_next(1, status=500)  # one failed trial: a restart
+            until_state(receiver, State.RECOVERING, timeout=30)
+            until_state(receiver, State.BACKFILLED, timeout=30)
+            after = engine.health.snapshot()["counters"]["rest"]
+            assert after["errors"] >= before["errors"] + 1, (before, after)
+            for key, value in before.items():
+                assert after[key] >= value, (key, before, after)
+            _, metrics = fetch(f"{server.url}/metrics")
+            requests = next(
+                float(line.split()[-1])
+                for line in metrics.splitlines()
+                if line.startswith("qx_rest_requests_total ")
+            )
+            assert requests >= after["requests"] > before["requests"]
+        finally:
+            controller.shutdown()
+    finally:
+        server.stop()

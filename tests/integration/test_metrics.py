@@ -111,7 +111,9 @@ def test_status_counters_and_gauges_of_a_synced_live_run(
     status = {dict(labels)["status"]: v for (n, labels), v in first.items() if n == "qx_status"}
     assert {state.value for state in State} == set(status)
     assert {"Running.Synced": 1.0} == {k: v for k, v in status.items() if v}
-    assert all(dict(labels)["run_id"] == engine.run_id for (_, labels) in first)
+    # one stable label set: no series carries the run id; qx_run_info names it
+    assert all("run_id" not in dict(labels) for (n, labels) in first if n != "qx_run_info")
+    assert (("qx_run_info", (("run_id", engine.run_id),))) in first
     assert 1.0 == value(first, "qx_healthy")
     assert 0.0 == value(first, "qx_degraded")
     assert value(first, "qx_rest_requests_total") >= 1
@@ -159,9 +161,7 @@ def test_queue_depths_are_exported(live_run: tuple[SyncEngine, SyncController, s
     assert value(found, "qx_update_receivers") >= 1
     assert value(found, "qx_update_receiver_backlog") >= 0
     assert value(found, "qx_tick_queue_depth") >= 0
-    assert ("qx_unacknowledged_batches", (("actor", "ws_feed"), ("run_id", engine.run_id))) in (
-        found
-    )
+    assert ("qx_unacknowledged_batches", (("actor", "ws_feed"),)) in found
 
 
 def test_rest_request_latencies_are_a_histogram(
@@ -184,3 +184,15 @@ def test_rest_request_latencies_are_a_histogram(
     )
     # one observation per finished attempt (one may still be in flight)
     assert 0 < observed <= after, (observed, after)
+
+
+def test_metrics_content_type_and_base_units(
+    live_run: tuple[SyncEngine, SyncController, str],
+) -> None:
+    """The text format's Content-Type with its version; the missing time in seconds beside the
+    deprecated minutes."""
+    _, _, url = live_run
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        assert "text/plain; version=0.0.4; charset=utf-8" == response.headers["Content-Type"]
+        found = samples(response.read().decode())
+    assert value(found, "qx_missing_seconds") == 60 * value(found, "qx_missing_minutes")
