@@ -23,6 +23,8 @@ import io
 import logging
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import IO, Any, TextIO, cast
 
 import structlog
@@ -33,10 +35,12 @@ from qx_actors.redact import redact_text, redact_value
 __all__ = [
     "DEGRADED_MODE_CHANGED",
     "LOGGER_NAME",
+    "REPEAT_WINDOW_S",
     "STATUS_EVENT_IGNORED",
     "STATUS_TRANSITION",
     "STATUS_TRANSITION_REJECTED",
     "QxLogger",
+    "RepeatSummary",
     "configure_logging",
     "get_logger",
     "mute_logging",
@@ -54,6 +58,56 @@ DEGRADED_MODE_CHANGED = "degraded_mode_changed"
 STATUS_EVENT_IGNORED = "status_event_ignored"
 
 _open_files: list[IO[str]] = []
+
+#: A failure repeated within this many seconds of its last occurrence is summarised.
+REPEAT_WINDOW_S = 600.0
+#: Events whose ``error`` field is read back as it was (``qx-actors logs``' timeline).
+_VERBATIM_EVENTS = frozenset({"status_transition"})
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+class RepeatSummary:
+    """structlog processor: quiet retries. An event's ``error`` is written in full the first
+    time; the same event with the same error again (the next failed attempt of a restart loop)
+    says only its kind and how often: ``ExchangeServerError: … again (5th time in 50 s)``,
+    with ``repeat`` = the count. A pause of :data:`REPEAT_WINDOW_S` starts afresh.
+    ``status_transition`` keeps its error as it is (the log's timeline reads it)."""
+
+    def __init__(
+        self, window_s: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], tuple[float, float, int]] = {}
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
+        error = event_dict.get("error")
+        event = str(event_dict.get("event", ""))
+        if not isinstance(error, str) or not error or event in _VERBATIM_EVENTS:
+            return event_dict
+        now = self._clock()
+        key = (event, error)
+        with self._lock:
+            first, last, count = self._seen.get(key, (now, now, 0))
+            if count and now - last > self._window_s:
+                first, count = now, 0
+            count += 1
+            self._seen[key] = (first, now, count)
+            if len(self._seen) > 1000:  # errors that differ every time: forget the oldest
+                oldest = min(self._seen, key=lambda k: self._seen[k][1])
+                del self._seen[oldest]
+        if count > 1:
+            kind = error.split(":", 1)[0] if ":" in error[:60] else error[:60]
+            event_dict["error"] = f"{kind}: … again ({_ordinal(count)} time in {now - first:.0f} s)"
+            event_dict["repeat"] = count
+        return event_dict
+
+
 #: Set by :func:`mute_logging`: every event of the package is dropped from then on.
 _muted = threading.Event()
 
@@ -90,6 +144,7 @@ def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | N
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         # Exceptions become text here (plain, no locals), so that the next step scrubs them.
         structlog.processors.format_exc_info,
+        RepeatSummary(),
         redact_event,
     ]
     renderer: Any

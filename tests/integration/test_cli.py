@@ -432,3 +432,39 @@ def test_each_documented_exit_code(cli: InProcessCli, tmp_path: Path) -> None:
     assert 2 == cli("config", "--config", str(bad)).returncode
     assert 1 == cli("logs", str(tmp_path / "missing.log")).returncode
     assert 1 == cli("logs", "/missing.log").returncode
+
+
+def test_a_restart_loop_logs_each_cause_once(
+    cli: InProcessCli, simulator: Simulator, tmp_path: Path
+) -> None:
+    """The exchange down: each failed attempt is one warning per event, the cause in full
+    the first time and ``… again (Nth time in S s)`` after; the lines per restart cycle are
+    bounded."""
+    simulator.faults.set_error_fraction(1.0, status=503)
+    config = write_config(
+        tmp_path / "qx.yaml", simulator, tmp_path / "qx.db",
+        sync={"price_history_reach": "1d", "funding_settlement_reach": "3d",
+              "rest_rate_limit_per_s": 500, "rest_error_max_trials": 2,
+              "rest_error_cooldown_s": 0.01, "restart_interval_s": 0.05},
+    )  # fmt: skip
+    cycles = []
+
+    def fifth_cycle(line: str) -> bool:
+        if '"dst": "Running.Recovering"' in line:
+            cycles.append(line)
+        return len(cycles) >= 5
+
+    done = cli.until("sync", "--config", str(config), stop_when=fifth_cycle)
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    recovering = [e for e in events if e.get("dst") == "Running.Recovering"]
+    assert len(recovering) >= 5, done.stderr[-3000:]
+    cause = "HTTP 503 /v3/futures/candles: Service Unavailable"
+    for name in ("recoverable_error", "rest_request_retry"):
+        errors = [e["error"] for e in events if e["event"] == name]
+        assert len(errors) >= 4, (name, errors)
+        assert cause in errors[0] and not any(cause in text for text in errors[1:]), errors
+        assert re.search(r" again \(\d+(st|nd|rd|th) time in \d+ s\)$", errors[-1]), errors
+    # the status transitions keep their error (the `logs` timeline reads it)
+    assert all(cause in e["error"] for e in recovering)
+    lines_per_cycle = len(events) / len(recovering)
+    assert lines_per_cycle <= 8, [e["event"] for e in events]
