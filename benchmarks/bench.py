@@ -7,7 +7,8 @@ Run from the repository root (after ``pip install -e '.[dev]'``)::
     python benchmarks/bench.py --sections backfill,ticks --json figures.json
 
 Sections (``--sections``, comma separated; default all): ``backfill``, ``ratelimit``,
-``ticks``, ``shutdown``, ``postgres``, ``history``, ``read``, ``threads``, ``finality``; each
+``ticks``, ``shutdown``, ``postgres``, ``history``, ``read``, ``threads``, ``finality``, and
+``soak`` only when named (``--soak-minutes``: a long full-mode run with faults); each
 is a module of ``benchmarks/sections/`` with a ``run(report, opts, workdir)``, sharing
 ``_common.py`` (rows, configs, PostgreSQL), ``_data.py`` (synthetic candles) and
 ``_processes.py`` (the children).
@@ -46,8 +47,10 @@ from _processes import child_backfill, child_sim, send_line
 
 SECTIONS = (
     "backfill", "ratelimit", "ticks", "shutdown", "postgres", "history", "read", "threads",
-    "finality",
+    "finality", "soak",
 )  # fmt: skip
+#: Sections run only when named (``soak`` takes ``--soak-minutes`` per backend).
+OPT_IN = ("soak",)
 
 
 # --- table --------------------------------------------------------------------------------
@@ -115,10 +118,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (~1 minute)")
     parser.add_argument(
         "--sections",
-        default=",".join(SECTIONS),
-        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+        default=",".join(s for s in SECTIONS if s not in OPT_IN),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but "
+        f"{','.join(OPT_IN)})",
     )
     parser.add_argument("--tick-rate", type=float, default=22_000, help="ticks/s offered (3)")
+    # soak (see sections/soak.py); declared here: the children must not import the section
+    parser.add_argument("--soak-minutes", type=float, default=10.0, help="soak: minutes each")
+    parser.add_argument(
+        "--soak-backends", default="sqlite,postgres", help="soak: sqlite,postgres or one"
+    )
+    parser.add_argument("--soak-tick-rate", type=float, default=100.0, help="soak: ticks/s")
+    parser.add_argument(
+        "--soak-db-fault-minutes", type=float, default=30.0, help="soak: database fault period"
+    )
+    parser.add_argument("--soak-sample-s", type=float, default=30.0, help="soak: sample period")
     parser.add_argument("--json", metavar="FILE", help="dump every figure to FILE")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     return parser.parse_args(argv)
