@@ -111,7 +111,12 @@ def print_plan(config: QxConfig) -> int:
         )  # fmt: skip
     console = _stdout_console()
     console.print(f"database: {redact_url(config.database)}", markup=False)
-    console.print(table)
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print(
+            "nothing to fetch: the database covers the reach (dry run: nothing is written)"
+        )
     eta = timedelta(seconds=round(requests / sync.rest_rate_limit_per_s))
     console.print(
         f"{requests:,} requests; ETA {eta} at {sync.rest_rate_limit_per_s:g} request(s)/s "
@@ -142,5 +147,16 @@ def _summary_table(title: str, summary: dict[str, Any]) -> Table:
     table.add_column("key", style="bold")
     table.add_column("value")
     for key, value in summary.items():
-        table.add_row(key, str(value))
+        table.add_row(key, _shown(value))
     return table
+
+
+def _shown(value: Any) -> str:
+    """A summary's value as a person reads it: yes/no, none, items joined (no Python repr)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "—"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(_shown(item) for item in value) if value else "none"
+    return str(value)

@@ -468,3 +468,16 @@ def test_a_restart_loop_logs_each_cause_once(
     assert all(cause in e["error"] for e in recovering)
     lines_per_cycle = len(events) / len(recovering)
     assert lines_per_cycle <= 8, [e["event"] for e in events]
+
+
+def test_tables_show_values_not_python_reprs() -> None:
+    """status shows yes/no, none and joined lists (never ``[]`` or ``True``); the TUI's reach
+    reads as days, hours and minutes."""
+    from qx_actors.app._database_report import _shown
+    from qx_actors.app.tui.render import format_span
+
+    assert ["yes", "no", "none", "a, b", "—", "3"] == [
+        _shown(v) for v in (True, False, [], ["a", "b"], None, 3)
+    ]
+    assert "3d 21h 35m" == format_span(3 * 86400 + 21 * 3600 + 35 * 60)
+    assert "0m" == format_span(20)

@@ -33,6 +33,7 @@ __all__ = [
     "coverage_percent",
     "eta_seconds",
     "format_duration",
+    "format_span",
     "funding_text",
     "header_text",
     "history_text",
@@ -60,6 +61,15 @@ _STATE_STYLE: dict[State, str] = {
 #: Coverage bar cells: stored, verified empty (exchange downtime), gap to repair, not yet stored.
 STORED, VERIFIED, GAP, MISSING = "█", "▒", "▓", "░"
 _CELL_STYLE = {STORED: "green", VERIFIED: "cyan", GAP: "red", MISSING: "grey42"}
+
+
+def format_span(seconds: float) -> str:
+    """A span in words of days, hours and minutes: ``3d 21h 35m`` (``0m`` for less)."""
+    minutes = max(0, round(seconds)) // 60
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m"]
+    return " ".join(part for part in parts if part) if days or hours or minutes else "0m"
 
 
 def format_duration(seconds: float) -> str:
@@ -184,9 +194,9 @@ def history_text(
     if state is None:
         return Text("waiting for the first evaluation…", style="dim")
     text = Text()
-    reach_span = format_duration((state.head - state.reach).total_seconds())
+    reach_span = format_span((state.head - state.reach).total_seconds())
     text.append(f"{'reach':<12}", style="bold")
-    text.append(f"{_utc(state.reach)} .. now ({reach_span})\n")
+    text.append(f"{_utc(state.reach)} .. now (the last {reach_span})\n")
     text.append(f"{'stored':<12}", style="bold")
     text.append(f"{_utc(state.earliest)} .. {_utc(state.latest)}\n")
     text.append(f"{'coverage':<12}", style="bold")
