@@ -11,7 +11,8 @@ target ratio <= 1.3; *1m as Arrow* = ``Database.candles_arrow`` from the catalog
 first by ``rebuild_catalog``, whose time and size are a row of their own) against the same
 bound, target <= 0.1 x on SQLite, <= 0.2 x on PostgreSQL; *without catalog* the same with
 ``catalog=False`` (information); *six years as Arrow* (120 days with ``--quick``) in a database
-of its own, target <= 500 ms, beside its raw ``fetchall`` (median of 3); *1h*, *1d* = ``Database.candles(start, end, "1h"/"1d")`` answered from the
+of its own, target <= 500 ms, beside its raw ``fetchall`` (median of 3); *1h*, *1d* =
+``Database.candles(start, end, "1h"/"1d")`` answered from the
 rollups, target <= 50 ms, beside one ``GROUP BY`` of the minutes in SQL (what consolidating
 at read time costs at least). *rollup upkeep* (information): ``Storage.upsert_candles`` of
 100 pages of 1000 minutes into a fresh SQLite file with the rollups kept against the same
