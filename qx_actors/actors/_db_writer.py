@@ -114,7 +114,7 @@ class DbWriterActor(QxActor):
         super().on_stop()
 
     def _report(self, error: BaseException) -> None:
-        self._log.warning("db_writer_error", error=f"{type(error).__name__}: {error}")
+        self._log.debug("db_writer_error", error=f"{type(error).__name__}: {error}")
         tell(self._engine, ChildFailed(self.child_name, error))
 
     def on_receive(self, message: Any) -> Any:
@@ -170,7 +170,7 @@ class DbWriterActor(QxActor):
         try:
             write()
         except Exception as exc:
-            self._log.warning("db_writer_error", error=f"{type(exc).__name__}: {exc}")
+            self._log.debug("db_writer_error", error=f"{type(exc).__name__}: {exc}")
             tell(ack_to, PageStored(request_id, exc))
         else:
             tell(ack_to, PageStored(request_id))

@@ -33,6 +33,13 @@ writer gets them once it said :class:`DbWriterReady`. The status still goes
 every child; an error of the kept feed itself while the writer is replaced adds the feed to the
 restart.
 
+After a restart the run stays ``Running.Restarting`` until the program makes progress: its
+first ``Report(PROGRESS)`` is held until a fetch stored candles or settlements, the feed
+committed ticks (``TicksFlowing``), or the program reports ``Synced``/``Backfilled`` — a
+restart loop against a down exchange or database never passes through ``Running.InProgress``.
+The cause of a failure is logged once, by ``recoverable_error`` (warning); the child's own word
+of it (``child_failed``) is a debug line.
+
 A child that dies unexpectedly (an uncaught exception, or stopped by someone else) is a
 recoverable :class:`~qx_actors.errors.ChildDied`. Ticks that a stopping DB writer could not
 store come back as :class:`UnwrittenTicks` and are handed to the next writer first: a child
@@ -67,6 +74,7 @@ from qx_actors.actors.messages import (
     ActorRef,
     Call,
     CancelRequest,
+    CandleRangeStored,
     ChildExited,
     ChildFailed,
     ChildrenStarted,
@@ -83,6 +91,7 @@ from qx_actors.actors.messages import (
     Report,
     Request,
     SetDegraded,
+    SettlementRangeStored,
     Sleep,
     StartStream,
     StatusEvent,
@@ -290,6 +299,11 @@ class EngineActor(AsyncQxActor):
         self._feed_kept = False
         # The current feed was told to follow its stream (it receives ticks).
         self._feed_following = False
+        # Progress since the last failure (a fetch stored data, ticks committed, Synced or
+        # Backfilled); until then a restarted program's Report(PROGRESS) is held here (its
+        # ``degraded``), so that the status stays Running.Restarting.
+        self._progress_made = True
+        self._progress_held: tuple[bool | None] | None = None
         # The children being stopped (recovery or shutdown); no new generation starts while
         # one still runs (a second DB writer beside the old one would find its lock taken).
         self._stops: _ChildStops | None = None
@@ -349,11 +363,16 @@ class EngineActor(AsyncQxActor):
             case Reply(request_id=request_id, value=value, error=error):
                 if running and self._pending is not None and request_id == self._pending[0]:
                     self._pending = None
+                    if _stored_something(value):
+                        self._on_progress()
                     self._advance(value, error)
             case StreamUp() | StreamDown() | FeedQuiet() | TicksFlowing():
                 # Only the current feed's word counts: a feed being stopped is gone, a fresh one
                 # starts over; a feed kept through a writer restart goes on.
-                if self._feed_is_current() and self._feed.on_event(message) and running:
+                current = self._feed_is_current()
+                if current and running and isinstance(message, TicksFlowing):
+                    self._on_progress()  # ticks committed
+                if current and self._feed.on_event(message) and running:
                     self._wake_on_feed_change()
             case DbWriterReady(ref=ref):
                 self._on_writer_ready(ref)
@@ -364,7 +383,8 @@ class EngineActor(AsyncQxActor):
                 self._end(None)
             case ChildFailed(source=source, error=error):
                 if self._phase not in _ENDING:
-                    self._log.warning("child_failed", child=source, error=str(error))
+                    # the cause is logged once, by recoverable_error (or fatal_error)
+                    self._log.debug("child_failed", child=source, error=_describe(error))
                     self._handle_error(error, source)
             case ChildExited(source=source, ref=ref):
                 self._on_child_exited(source, ref)
@@ -493,7 +513,19 @@ class EngineActor(AsyncQxActor):
     def _report(self, trigger: Trigger, *, degraded: bool | None = None) -> None:
         if trigger is Trigger.SYNCED and not self._feed.take_synced():
             return  # once per attempt: by the first committed tick or the program
+        if trigger is Trigger.PROGRESS and not self._progress_made:
+            self._progress_held = (degraded,)  # Restarting until progress is made
+            return
+        if trigger in (Trigger.SYNCED, Trigger.BACKFILLED):
+            self._on_progress()
         self._tell_controller(StatusEvent(trigger, None, degraded))
+
+    def _on_progress(self) -> None:
+        """The program made progress: a held ``Running.InProgress`` is reported now."""
+        self._progress_made = True
+        held, self._progress_held = self._progress_held, None
+        if held is not None and self._phase is Phase.RUNNING:
+            self._tell_controller(StatusEvent(Trigger.PROGRESS, None, held[0]))
 
     def _send_request(self, target: str, payload: Request[Any]) -> int:
         """Send a request to a child; its :class:`Reply` will carry the returned id."""
@@ -526,6 +558,8 @@ class EngineActor(AsyncQxActor):
     def _recover(self, error: BaseException) -> None:
         self._log.warning("recoverable_error", error=_describe(error))
         self._phase = Phase.RECOVERING
+        self._progress_made = False
+        self._progress_held = None
         self._close_program()
         self._tell_controller(StatusEvent(Trigger.RECOVERABLE_ERROR, error))
         # Fresh state for the next attempt: the children go now (a DB writer releases its
@@ -704,3 +738,10 @@ class EngineActor(AsyncQxActor):
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def _stored_something(value: Any) -> bool:
+    """Whether a child's answer says data was stored (a range fetch that received some)."""
+    return isinstance(value, (CandleRangeStored, SettlementRangeStored)) and (
+        value.received_count > 0
+    )

@@ -106,9 +106,10 @@ def test_health_is_503_throughout_an_outage_and_200_after_one_re_sync(
     simulator: Simulator, tmp_path: object
 ) -> None:
     """The exchange down (every REST answer a 503): /health is 503 on every poll — polled at
-    each update of the run, so at each pass of the restart loop through Restarting and
-    InProgress — with unhealthy_since fixed and the last error named; /health/live stays 200.
-    Back up: 200 again once the next backfill pass stored it (Backfilled)."""
+    each update of the run, so at each pass of the restart loop — with unhealthy_since fixed
+    and the last error named; /health/live stays 200. A restart that makes no progress stays
+    Restarting (never Running.InProgress). Back up: 200 again once the next backfill pass
+    stored it (Backfilled)."""
     config = config_from_mapping(
         {
             "mode": "backfill",
@@ -137,11 +138,14 @@ def test_health_is_503_throughout_an_outage_and_200_after_one_re_sync(
             polls: list[dict[str, object]] = []
             codes: list[int] = []
             recoveries = 0
+            states: list[State] = []
             while recoveries < 4:  # four turns of the restart loop
                 update = receiver.get(timeout=30)
                 if isinstance(update, StatusUpdate):
                     assert update.status.state is not State.FAILED, update.status
                     recoveries += update.status.state is State.RECOVERING
+                    if recoveries:
+                        states.append(update.status.state)
                 if recoveries == 0:
                     continue  # the outage shows from the first failed pass on
                 code, body = fetch(f"{server.url}/health")
@@ -152,6 +156,7 @@ def test_health_is_503_throughout_an_outage_and_200_after_one_re_sync(
                 (c, p["status"]) for c, p in zip(codes, polls, strict=True)
             ]
             assert {"Running.Restarting", "Running.Recovering"} <= {p["status"] for p in polls}
+            assert {State.RECOVERING, State.RESTARTING} == set(states), states
             assert 1 == len({p["unhealthy_since"] for p in polls}), polls
             assert all("503" in str(p["last_error"]) for p in polls), polls[-1]
 

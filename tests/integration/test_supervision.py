@@ -171,6 +171,14 @@ def test_a_failed_tick_write_restarts_the_writer_and_loses_no_tick(
         assert State.SHUTDOWN == run.shutdown().state
     assert_follows_graph(logs)
     assert ("recoverable_error", "Running.Synced", "Running.Recovering") in transitions(logs)
+    # the cause at warning once (recoverable_error): db_writer_error and child_failed at debug
+    cause = str(recovering.error)
+    warned = [
+        e["event"]
+        for e in logs
+        if e["log_level"] in ("warning", "error") and cause in str(e.get("error", ""))
+    ]
+    assert ["recoverable_error"] == warned, warned
     stored = stored_ticks(postgres_db_url)
     assert len(set(stored)) == len(stored)
     assert set(stored) <= set(tick_pairs(simulator.sent_ticks()))
