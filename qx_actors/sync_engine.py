@@ -197,6 +197,7 @@ class SyncEngine:
         self._stop_order = stop_order
         self._threads = RunThreads()
         self._ticks_waiting = TicksWaiting()
+        self.health.register_gauges("run", lambda: {"ticks_waiting": self._ticks_waiting.total})
         self._started = False
         self._controller: SyncController | None = None
         self._lock = threading.Lock()

@@ -15,7 +15,8 @@ process has one stable label set; ``qx_run_info{run_id}`` names the run.
   depths ``qx_tick_queue_depth`` (ticks received, not yet handed to the DB writer),
   ``qx_unacknowledged_batches{actor}`` (batches handed to the DB writer and not yet
   acknowledged), ``qx_update_receivers``, ``qx_update_receiver_backlog`` (updates queued in
-  all receivers) and ``qx_update_receiver_backlog_max`` (the fullest);
+  all receivers), ``qx_update_receiver_backlog_max`` (the fullest) and ``qx_ticks_waiting``
+  (received ticks no DB writer holds: ``SyncEngine.ticks_waiting()``);
 - counters: ``qx_ticks_committed_total``, ``qx_updates_lagged_total``, ``qx_rest_*_total``
   (requests, responses_ok, retries, rate_limited, errors, timeouts,
   limiter_wait_seconds), ``qx_feed_*_total`` (received, duplicates, batches, overflowed,
@@ -71,6 +72,7 @@ GAUGE_KEYS: dict[tuple[str, str], tuple[str, dict[str, str]]] = {
     ("updates", "receivers"): ("qx_update_receivers", {}),
     ("updates", "backlog"): ("qx_update_receiver_backlog", {}),
     ("updates", "backlog_max"): ("qx_update_receiver_backlog_max", {}),
+    ("run", "ticks_waiting"): ("qx_ticks_waiting", {}),
 }
 
 #: The gauges read from the snapshot (the collector's own families).
@@ -96,6 +98,8 @@ _GAUGES: tuple[MetricSpec, ...] = (
     MetricSpec("qx_update_receiver_backlog", "gauge", "updates queued in all update receivers"),
     MetricSpec("qx_update_receiver_backlog_max", "gauge",
                "updates queued in the fullest update receiver"),
+    MetricSpec("qx_ticks_waiting", "gauge",
+               "received ticks no DB writer holds (held while it is replaced, spooled)"),
 )  # fmt: skip
 
 #: Every metric family ``/metrics`` exports (the README lists the same).

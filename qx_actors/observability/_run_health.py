@@ -22,6 +22,10 @@ and in progress count as doing the job. A restart loop (errors with no progress 
 is unhealthy throughout; ``unhealthy_since`` says since when, ``last_error`` why. ``live``
 (liveness): the run has not ended (``Failed``/``Shutdown``).
 
+``ticks_waiting``: received ticks that no DB writer holds now (held by the feed while the
+writer is replaced, in its spool, or carried over to the next writer), the run's
+``ticks_waiting`` gauge (``SyncEngine.ticks_waiting()``); ``None`` until it is registered.
+
 Every text of the snapshot (the status's error above all) has its secrets replaced by ``***``
 (:mod:`qx_actors.redact`).
 """
@@ -304,6 +308,9 @@ class RunHealth:
             gauge_sources = dict(self._gauge_sources)
         snapshot["counters"] = counters
         snapshot["queues"] = self._read_gauges(gauge_sources, snapshot)
+        waiting = snapshot["queues"].get("run", {}).get("ticks_waiting")
+        # received ticks no DB writer holds (the feed's queue or spool, carried over)
+        snapshot["ticks_waiting"] = None if waiting is None else int(waiting)
         snapshot["request_latency"] = {
             f"{endpoint} {code}": {"count": int(count), "sum_s": round(total, 6)}
             for endpoint, code, count, total in self.latency_series()

@@ -162,6 +162,9 @@ def test_queue_depths_are_exported(live_run: tuple[SyncEngine, SyncController, s
     assert value(found, "qx_update_receiver_backlog") >= 0
     assert value(found, "qx_tick_queue_depth") >= 0
     assert ("qx_unacknowledged_batches", (("actor", "ws_feed"),)) in found
+    # received ticks no DB writer holds: /health's ticks_waiting and its gauge
+    assert isinstance(engine.health.snapshot()["ticks_waiting"], int)
+    assert value(found, "qx_ticks_waiting") >= 0
 
 
 def test_rest_request_latencies_are_a_histogram(
