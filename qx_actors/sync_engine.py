@@ -25,6 +25,7 @@ from qx_actors.actors._engine import (
     RunContext,
     TicksWaiting,
 )
+from qx_actors.actors._replayer import ReplayClock
 from qx_actors.actors.messages import BeginRun, ForceStop, RequestShutdown
 from qx_actors.config import QxConfig, check_against_clock, register_secrets
 from qx_actors.domain.lookback import SyncMode
@@ -50,10 +51,17 @@ __all__ = [
 class SyncReader:
     """A read-only view of a run (mode, status, updates) to hand to other parts of an app."""
 
-    def __init__(self, mode: SyncMode, hub: UpdateHub, run_id: str) -> None:
+    def __init__(
+        self,
+        mode: SyncMode,
+        hub: UpdateHub,
+        run_id: str,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self._mode = mode
         self._hub = hub
         self._run_id = run_id
+        self._clock = clock
 
     @property
     def mode(self) -> SyncMode:
@@ -68,6 +76,11 @@ class SyncReader:
     def status_snapshot(self) -> SyncStatus:
         """The current status."""
         return self._hub.status()
+
+    def now(self) -> datetime:
+        """The run's time: its clock (``SyncEngine(..., clock=)``); in a replay the recorded
+        instant of the last update delivered (the start before the first)."""
+        return self._clock()
 
     def update_receiver(self) -> UpdateReceiver:
         """A new bounded receiver of every update from now on."""
@@ -95,8 +108,9 @@ class SyncController(SyncReader):
         shutdown_timeout_s: float,
         threads: RunThreads,
         health: RunHealth,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        super().__init__(mode, hub, run_id)
+        super().__init__(mode, hub, run_id, clock)
         self._controller = controller
         self._threads = threads
         self._health = health
@@ -104,7 +118,7 @@ class SyncController(SyncReader):
 
     def reader(self) -> SyncReader:
         """A read-only view of this run."""
-        return SyncReader(self.mode, self._hub, self.run_id)
+        return SyncReader(self.mode, self._hub, self.run_id, self._clock)
 
     def health(self) -> dict[str, Any]:
         """The run's health: status, tick age, candles behind, gaps, counters (plain data)."""
@@ -166,6 +180,8 @@ class SyncEngine:
     ``program`` and ``children`` replace the mode logic and the child actors (tests and
     extensions); by default they follow ``mode`` (or the config's mode). ``clock`` is where the
     run reads the time (default: the wall clock; e.g. the simulator's ``ManualClock`` in tests).
+    A replay (``SyncMode.replay``) paces itself on ``clock`` while the run's time
+    (:meth:`SyncReader.now`) follows the replayed instant; its receivers never drop.
     """
 
     def __init__(
@@ -189,8 +205,17 @@ class SyncEngine:
         # (quantoxide's ``LookbackExceedsPriceHistoryReach`` for the lookback).
         check_against_clock(config, self._clock(), mode=self.mode)
         self.run_id = uuid.uuid4().hex[:12]
+        window = self.mode.replay_window
+        #: The run's time: the replayed instant in a replay, else ``clock``.
+        self._run_clock: Callable[[], datetime] = (
+            self._clock if window is None else ReplayClock(window.start)
+        )
         self.health = RunHealth(lambda: self._hub.status())
-        self._hub = UpdateHub(config.sync.update_queue_capacity, observer=self.health.observe)
+        self._hub = UpdateHub(
+            config.sync.update_queue_capacity,
+            observer=self.health.observe,
+            lossless=window is not None,
+        )
         self.health.register_gauges("updates", self._hub.backlog)
         self._program = program
         self._children = children
@@ -209,7 +234,11 @@ class SyncEngine:
 
     def reader(self) -> SyncReader:
         """A read-only view of the (future) run."""
-        return SyncReader(self.mode, self._hub, self.run_id)
+        return SyncReader(self.mode, self._hub, self.run_id, self._run_clock)
+
+    def now(self) -> datetime:
+        """The run's time (see :meth:`SyncReader.now`)."""
+        return self._run_clock()
 
     def update_receiver(self) -> UpdateReceiver:
         """A new bounded receiver; created before ``start()`` it sees every update."""
@@ -225,14 +254,8 @@ class SyncEngine:
 
     def ticks_waiting(self) -> int:
         """Received ticks that no DB writer holds now: held by the WS feed while the DB writer
-        is replaced after a database error, carried over to the next writer, or in the tick
-        spool (``sync.tick_spool``; :meth:`ticks_spooled`) (``/health``)."""
+        is replaced after a database error, or carried over to the next writer (``/health``)."""
         return self._ticks_waiting.total
-
-    def ticks_spooled(self) -> int:
-        """Of :meth:`ticks_waiting`, those in the tick spool file (``sync.tick_spool``), a spool
-        left by a crash included, until stored."""
-        return self._ticks_waiting.spooled
 
     def shutdown(self) -> None:
         """Shut the run down; before ``start()`` this raises ``SyncNotStarted``."""
@@ -261,9 +284,11 @@ class SyncEngine:
             config=self.config,
             threads=self._threads,
             health=self.health,
-            clock=self._clock,
+            clock=self._run_clock,
             hub=self._hub,
             ticks_waiting=self._ticks_waiting,
+            pace_clock=self._clock,
+            started_at=self._clock(),
         )
 
         def spawn_engine(controller: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
@@ -293,5 +318,6 @@ class SyncEngine:
             self.config.sync.shutdown_timeout_s,
             self._threads,
             self.health,
+            self._run_clock,
         )
         return self._controller

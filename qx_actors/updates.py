@@ -1,12 +1,15 @@
 """What subscribers receive (``SyncUpdate``) and the bounded receivers that deliver it.
 
 ``SyncUpdate.Status(status)``, ``SyncUpdate.PriceTick(tick)``,
+``SyncUpdate.CandleClosed(candle)``, ``SyncUpdate.FundingSettlement(settlement)``,
 ``SyncUpdate.PriceHistoryState(state)``, ``SyncUpdate.FundingSettlementsState(state)`` and
 ``SyncUpdate.Lagged(missed)`` are frozen dataclasses deriving from :class:`SyncUpdate`.
 
 :class:`UpdateHub` holds the current status snapshot and fans every update out to queue
 receivers and subscribed actors. Publishing never blocks: a full receiver drops its oldest
-update and its next ``get()`` returns ``Lagged(missed=N)`` first.
+update and its next ``get()`` returns ``Lagged(missed=N)`` first. A *lossless* hub (a
+replay's) never drops: its one data publisher waits for room (:meth:`UpdateHub.wait_for_room`)
+before each update, and what else is published (statuses) is queued beyond the capacity.
 
 :class:`AsyncUpdateReceiver` is the same bounded receiver for asyncio code
 (``async for update in controller.updates():``): the publishing thread wakes a waiting task with
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -28,12 +32,14 @@ import pykka
 
 from qx_actors.domain.funding import FundingSettlementsState
 from qx_actors.domain.history import PriceHistoryState
-from qx_actors.domain.values import PriceTick
+from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import QxError
 from qx_actors.status import State, SyncStatus
 
 __all__ = [
     "AsyncUpdateReceiver",
+    "CandleClosedUpdate",
+    "FundingSettlementUpdate",
     "FundingSettlementsStateUpdate",
     "Lagged",
     "PriceHistoryStateUpdate",
@@ -51,6 +57,8 @@ class SyncUpdate:
 
     Status: ClassVar[type[StatusUpdate]]
     PriceTick: ClassVar[type[PriceTickUpdate]]
+    CandleClosed: ClassVar[type[CandleClosedUpdate]]
+    FundingSettlement: ClassVar[type[FundingSettlementUpdate]]
     PriceHistoryState: ClassVar[type[PriceHistoryStateUpdate]]
     FundingSettlementsState: ClassVar[type[FundingSettlementsStateUpdate]]
     Lagged: ClassVar[type[Lagged]]
@@ -68,6 +76,21 @@ class PriceTickUpdate(SyncUpdate):
     """A tick was committed to the database."""
 
     tick: PriceTick
+
+
+@dataclass(frozen=True)
+class CandleClosedUpdate(SyncUpdate):
+    """A minute's candle is final: stored stable (live, full), or replayed at the close of
+    its minute (replay). ``candle.time`` is the start of the minute."""
+
+    candle: Candle
+
+
+@dataclass(frozen=True)
+class FundingSettlementUpdate(SyncUpdate):
+    """A funding settlement fell due (replay: at its time)."""
+
+    settlement: FundingSettlement
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,8 @@ class Lagged(SyncUpdate):
 
 SyncUpdate.Status = StatusUpdate
 SyncUpdate.PriceTick = PriceTickUpdate
+SyncUpdate.CandleClosed = CandleClosedUpdate
+SyncUpdate.FundingSettlement = FundingSettlementUpdate
 SyncUpdate.PriceHistoryState = PriceHistoryStateUpdate
 SyncUpdate.FundingSettlementsState = FundingSettlementsStateUpdate
 SyncUpdate.Lagged = Lagged
@@ -105,8 +130,12 @@ class ReceiverClosed(QxError):
 class UpdateReceiver:
     """A bounded queue of updates; ``get(timeout)`` returns the next one."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, lossless: bool = False) -> None:
         self.capacity = capacity
+        #: Never drop: over capacity the queue grows (a lossless hub's publisher waits first).
+        self._lossless = lossless
+        #: Publishers waiting for room (:meth:`_wait_room`): a taken update wakes them.
+        self._room_waiters = 0
         self._items: deque[SyncUpdate] = deque()
         self._missed = 0
         self._total_missed = 0
@@ -119,7 +148,7 @@ class UpdateReceiver:
         with self._cond:
             if self._closed:
                 return
-            if len(self._items) >= self.capacity:
+            if len(self._items) >= self.capacity and not self._lossless:
                 self._items.popleft()
                 self._missed += 1
                 self._total_missed += 1
@@ -142,13 +171,28 @@ class UpdateReceiver:
     def _ready(self) -> bool:
         return bool(self._missed or self._items or self._closed)
 
+    def _has_room(self) -> bool:
+        return self._closed or len(self._items) < self.capacity
+
+    def _wait_room(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until it holds less than its capacity, or is closed."""
+        with self._cond:
+            self._room_waiters += 1
+            try:
+                return self._cond.wait_for(self._has_room, timeout)
+            finally:
+                self._room_waiters -= 1
+
     def _next(self) -> SyncUpdate | None:
         """``Lagged`` / the oldest update / ``None`` when empty; the caller holds ``_cond``."""
         if self._missed:
             missed, self._missed = self._missed, 0
             return Lagged(missed)
         if self._items:
-            return self._items.popleft()
+            update = self._items.popleft()
+            if self._room_waiters:
+                self._cond.notify_all()
+            return update
         if self._closed:
             raise ReceiverClosed("the sync run has ended")
         return None
@@ -287,8 +331,15 @@ class AsyncUpdateReceiver:
 class UpdateHub:
     """The current status and the fan-out of updates (thread-safe, never blocks)."""
 
-    def __init__(self, capacity: int, observer: Callable[[SyncUpdate], None] | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        observer: Callable[[SyncUpdate], None] | None = None,
+        *,
+        lossless: bool = False,
+    ) -> None:
         self._capacity = capacity
+        self._lossless = lossless
         self._observer = observer
         self._lock = threading.Lock()
         self._status = SyncStatus(State.NOT_INITIATED)
@@ -315,7 +366,7 @@ class UpdateHub:
 
     def receiver(self) -> UpdateReceiver:
         """A new receiver of every update published from now on."""
-        receiver = UpdateReceiver(self._capacity)
+        receiver = UpdateReceiver(self._capacity, lossless=self._lossless)
         with self._lock:
             if self._closed:
                 receiver._close()
@@ -339,6 +390,22 @@ class UpdateHub:
         self.publish(StatusUpdate(status))
         if status.is_stopped:
             self._stopped.set()
+
+    @property
+    def lossless(self) -> bool:
+        """Whether its receivers never drop (a replay's hub)."""
+        return self._lossless
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until every receiver has room for one more update;
+        whether they all have. The back-pressure of a lossless hub's publisher."""
+        with self._lock:
+            receivers = list(self._receivers)
+        deadline = time.monotonic() + timeout
+        for receiver in receivers:
+            if not receiver._wait_room(max(deadline - time.monotonic(), 0.0)):
+                return False
+        return True
 
     def publish(self, update: SyncUpdate) -> None:
         """Deliver ``update`` to every receiver and subscribed actor."""

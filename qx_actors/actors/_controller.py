@@ -24,6 +24,7 @@ from qx_actors.actors.messages import (
     ForceStop,
     PublishUpdates,
     RequestShutdown,
+    RunComplete,
     StatusEvent,
 )
 from qx_actors.domain.timeutil import utc_now
@@ -126,6 +127,8 @@ class ControllerActor(QxActor):
                 self._begin()
             case RequestShutdown():
                 return self._request_shutdown()
+            case RunComplete():
+                self._on_run_complete()
             case EngineStopped(error=error):
                 self._on_engine_stopped(error)
             case ChildrenStarted(refs=refs):
@@ -174,6 +177,16 @@ class ControllerActor(QxActor):
                 reason=str(refusal),
             )
             raise refusal
+        self._fire(Trigger.SHUTDOWN)
+        if self._engine is not None:
+            self._engine.tell(EngineStop())
+
+    def _on_run_complete(self) -> None:
+        """The program did all it was to do (a replay reached its end): the same shutdown a
+        user asks for (a later ``shutdown()`` is then refused as a second one)."""
+        if not self._machine.state.is_running:
+            return
+        self._log.info("run_complete", state=self._machine.state.value)
         self._fire(Trigger.SHUTDOWN)
         if self._engine is not None:
             self._engine.tell(EngineStop())

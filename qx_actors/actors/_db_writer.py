@@ -9,10 +9,12 @@ DB writer (new connection, writer lock taken again); after a database error only
 and what needs it are restarted, the WS feed holds its ticks meanwhile.
 
 Committed ticks are published from here, straight to the update hub: the supervisors never see
-them. Ticks are never dropped for a failed write: the feed is acknowledged all the same (so it
-keeps batching), the batch is kept and written before the next one, the failure is reported to
-the Engine, and a writer that stops with ticks it could not store hands them to the Engine
-(:class:`UnwrittenTicks`) for the next writer.
+them; so is ``CandleClosed`` for each minute that a page makes stable (final) for the first
+time, from an hour before the run started on (the minutes the run followed; what it fetches
+of older history is not news). Ticks are never dropped for a failed write: the feed is
+acknowledged all the same (so it keeps batching), the batch is kept and written before the
+next one, the failure is reported to the Engine, and a writer that stops with ticks it could
+not store hands them to the Engine (:class:`UnwrittenTicks`) for the next writer.
 """
 
 from __future__ import annotations
@@ -43,12 +45,12 @@ from qx_actors.actors.messages import (
     TicksStored,
     UnwrittenTicks,
 )
-from qx_actors.domain.timeutil import utc_now
-from qx_actors.domain.values import PriceTick
+from qx_actors.domain.timeutil import UNSTABLE_AGE, utc_now
+from qx_actors.domain.values import Candle, PriceTick
 from qx_actors.errors import StorageError
 from qx_actors.logs import get_logger
-from qx_actors.storage import Storage
-from qx_actors.updates import PriceTickUpdate, UpdateHub
+from qx_actors.storage import Storage, stable_minutes
+from qx_actors.updates import CandleClosedUpdate, PriceTickUpdate, UpdateHub
 
 #: Opens the run's storage (a new connection each call).
 StorageOpener = Callable[[], Storage]
@@ -68,9 +70,12 @@ class DbWriterActor(QxActor):
         hub: UpdateHub | None = None,
         clock: Callable[[], datetime] = utc_now,
         child_name: str | None = None,
+        closed_from: datetime | None = None,
     ) -> None:
         super().__init__(threads=threads, run_id=run_id, supervisor=engine, child_name=child_name)
         self._clock = clock
+        #: ``CandleClosed`` is published for minutes from here on (``None``: never).
+        self._closed_from = closed_from
         self._open_storage = open_storage
         self._writer_holder = writer_holder
         self._engine = engine
@@ -126,11 +131,7 @@ class DbWriterActor(QxActor):
             return None
         match message:
             case StoreCandlePage(candles=candles, ack_to=ack_to, request_id=rid, asked_at=asked):
-                self._store_page(
-                    ack_to,
-                    rid,
-                    lambda: storage.upsert_candles(candles, now=self._clock(), served_at=asked),
-                )
+                self._store_page(ack_to, rid, lambda: self._upsert_candles(storage, candles, asked))
             case StoreSettlementPage(settlements=settlements, ack_to=ack_to, request_id=rid):
                 self._store_page(ack_to, rid, lambda: storage.upsert_settlements(settlements))
             case StoreTicks(ticks=ticks, ack_to=ack_to):
@@ -174,6 +175,33 @@ class DbWriterActor(QxActor):
             tell(ack_to, PageStored(request_id, exc))
         else:
             tell(ack_to, PageStored(request_id))
+
+    def _upsert_candles(
+        self, storage: Storage, candles: tuple[Candle, ...], asked: datetime | None
+    ) -> None:
+        """Upsert a page; publish ``CandleClosed`` for the minutes it makes stable first."""
+        now = self._clock()
+        since = self._closed_from
+        followed = (
+            [c for c in candles if c.time >= since]
+            if since is not None and self._hub is not None
+            else []
+        )
+        known: set[datetime] = set()
+        if followed:
+            lo, hi = min(c.time for c in followed), max(c.time for c in followed)
+            known = stable_minutes(storage, lo, hi)
+        storage.upsert_candles(candles, now=now, served_at=asked)
+        if not followed or self._hub is None:
+            return
+        cutoff = min(now, asked or now) - UNSTABLE_AGE  # the rule upsert_candles applies
+        closed = {c.time: c for c in followed if c.time < cutoff and c.time not in known}
+        for time in sorted(closed):
+            candle = closed[time]
+            final = Candle(
+                candle.time, candle.open, candle.high, candle.low, candle.close, candle.volume
+            )
+            self._hub.publish(CandleClosedUpdate(final))
 
     def _store_ticks(self, storage: Storage, ticks: tuple[PriceTick, ...]) -> None:
         """Write the kept ticks and ``ticks`` in one transaction; on failure keep them all."""

@@ -80,6 +80,7 @@ from qx_actors.actors.messages import (
     ChildrenStarted,
     DbWriterReady,
     DegradedChanged,
+    EndRun,
     EngineBegin,
     EngineStop,
     EngineStopped,
@@ -90,6 +91,7 @@ from qx_actors.actors.messages import (
     Reply,
     Report,
     Request,
+    RunComplete,
     SetDegraded,
     SettlementRangeStored,
     Sleep,
@@ -120,18 +122,16 @@ Program = _program.Program
 @dataclass
 class TicksWaiting:
     """Received ticks that no DB writer holds now (``/health``: ticks waiting), as the WS feed
-    (its queue while the writer is replaced, and its spool file, ``sync.tick_spool``) and the
-    Engine (ticks carried over to the next writer) last wrote them; read from any thread."""
+    (its queue while the writer is replaced) and the Engine (ticks carried over to the next
+    writer) last wrote them; read from any thread."""
 
     in_feed: int = 0
     carried: int = 0
-    #: in the spool file, not yet known to be stored (a spool left by a crash included)
-    spooled: int = 0
 
     @property
     def total(self) -> int:
         """Every received tick waiting for a DB writer."""
-        return self.in_feed + self.carried + self.spooled
+        return self.in_feed + self.carried
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,12 @@ class RunContext:
     hub: UpdateHub | None = None
     #: How many received ticks wait for a DB writer (the WS feed and the Engine write it).
     ticks_waiting: TicksWaiting = field(default_factory=TicksWaiting)
+    #: Where a replay paces itself (the engine's ``clock=``; ``clock`` is then the replayed
+    #: instant, see :class:`~qx_actors.modes.ReplayClock`).
+    pace_clock: Callable[[], datetime] = utc_now
+    #: When the run started (its clock): a live run publishes ``CandleClosed`` for the minutes
+    #: from an hour before it on (older ones are history it fetched, not minutes it followed).
+    started_at: datetime | None = None
 
 
 class ModeProgram(Protocol):
@@ -496,6 +502,10 @@ class EngineActor(AsyncQxActor):
                         self._children[target].tell(message)
                     case Call(target=target, payload=payload):
                         self._pending = (self._send_request(target, payload), target)
+                        return
+                    case EndRun():
+                        self._log.info("run_complete")
+                        self._tell_controller(RunComplete())
                         return
                     case _:
                         raise TypeError(f"a mode program yielded an unknown effect: {effect!r}")

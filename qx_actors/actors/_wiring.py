@@ -2,7 +2,8 @@
 
 The spawners are where a run's collaborators are built and passed in: each actor gets a
 factory for its client or storage, only its own settings, and the run's metrics registry.
-The names (``DB``, ``REST``, ``WS``) are how a program addresses them (``call(REST, ...)``).
+The names (``DB``, ``REST``, ``WS``, ``REPLAY``) are how a program addresses them
+(``call(REST, ...)``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from functools import partial
 
 from qx_actors.actors._db_writer import DbWriterActor
 from qx_actors.actors._engine import RunContext
+from qx_actors.actors._replayer import ReplayClock, ReplayerActor
 from qx_actors.actors._rest_fetcher import RestFetcherActor
 from qx_actors.actors._ws_feed import WsFeedActor
 from qx_actors.actors.messages import ActorRef
+from qx_actors.domain.timeutil import UNSTABLE_AGE
 from qx_actors.lnmarkets.rest import RestClient
 from qx_actors.lnmarkets.stream import StreamClient
-from qx_actors.storage import open_storage, writer_holder
+from qx_actors.storage import Database, open_storage, writer_holder
 
 #: The DB writer of a run.
 DB = "db"
@@ -25,6 +28,8 @@ DB = "db"
 REST = "rest"
 #: The WS feed of a run.
 WS = "ws"
+#: The replayer of a replay run.
+REPLAY = "replay"
 
 #: The children started before the one being spawned, by name.
 Refs = Mapping[str, ActorRef]
@@ -41,6 +46,7 @@ def spawn_db_writer(ctx: RunContext, engine: ActorRef, _: Refs) -> ActorRef:
         hub=ctx.hub,
         clock=ctx.clock,
         child_name=DB,
+        closed_from=None if ctx.started_at is None else ctx.started_at - UNSTABLE_AGE,
     )
 
 
@@ -96,6 +102,26 @@ def spawn_ws_feed(ctx: RunContext, engine: ActorRef, siblings: Refs) -> ActorRef
         health=ctx.health,
         ticks_waiting=ctx.ticks_waiting,
         child_name=WS,
-        max_queued_ticks=ctx.config.sync.tick_queue_capacity,
-        tick_spool=ctx.config.sync.tick_spool,
+    )
+
+
+def spawn_replayer(ctx: RunContext, engine: ActorRef, _: Refs) -> ActorRef:
+    """Start the replayer of a replay run (the database opened read-only; the run's clock is
+    its :class:`ReplayClock`, the pace clock the engine's)."""
+    window = ctx.mode.replay_window
+    if window is None:
+        raise ValueError(f"a replayer needs a replay mode, not {ctx.mode.name}")
+    clock = ctx.clock if isinstance(ctx.clock, ReplayClock) else ReplayClock(window.start)
+    if ctx.hub is None:
+        raise ValueError("a replayer needs the run's update hub")
+    return ReplayerActor.start(
+        threads=ctx.threads,
+        run_id=ctx.run_id,
+        open_database=partial(Database, ctx.config.database, catalog=False),
+        window=window,
+        clock=clock,
+        pace_clock=ctx.pace_clock,
+        hub=ctx.hub,
+        supervisor=engine,
+        child_name=REPLAY,
     )

@@ -44,6 +44,7 @@ __all__ = [
     "DbWriterReady",
     "DegradedChanged",
     "Effect",
+    "EndRun",
     "EngineBegin",
     "EngineStop",
     "EngineStopped",
@@ -56,16 +57,19 @@ __all__ = [
     "ForceStop",
     "Notice",
     "PageStored",
+    "PlayReplay",
     "PruneTicks",
     "Publish",
     "PublishUpdates",
     "QueryFunding",
     "QueryPriceHistory",
     "RecordVerifiedEmpty",
+    "ReplayFinished",
     "Reply",
     "Report",
     "Request",
     "RequestShutdown",
+    "RunComplete",
     "SetDegraded",
     "SettlementRangeStored",
     "Sleep",
@@ -160,6 +164,23 @@ class FetchSettlementRange(Request[SettlementRangeStored]):
     start: datetime
     end: datetime
     batch_size: int
+
+
+# --- to the replayer ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayFinished:
+    """The answer to :class:`PlayReplay`: everything up to the end was delivered."""
+
+    #: updates delivered by this replayer (after a restart: since it resumed)
+    delivered: int
+
+
+@dataclass(frozen=True)
+class PlayReplay(Request[ReplayFinished]):
+    """Deliver the run's replay window (from where the run's replay clock stands) to the
+    update hub, paced; answered once the end is reached."""
 
 
 # --- to the DB writer ----------------------------------------------------------------------
@@ -374,6 +395,12 @@ class StatusEvent:
 
 
 @dataclass(frozen=True)
+class RunComplete:
+    """From the Engine: the program has done everything it was to do (a replay reached its
+    end): shut the run down as a user's ``shutdown()`` would."""
+
+
+@dataclass(frozen=True)
 class PublishUpdates:
     """From the Engine: deliver these updates (the program's states) to subscribers."""
 
@@ -439,6 +466,11 @@ class Publish:
     update: SyncUpdate
 
 
+@dataclass(frozen=True)
+class EndRun:
+    """The program's work is done (a replay reached its end): the run shuts down."""
+
+
 #: What a mode program may tell a child without waiting for an answer.
 Notice = StartStream
 
@@ -463,4 +495,4 @@ class Call(Generic[T]):
 #: a :class:`Call` with the answer of its request, the others with ``None``; the typed way to
 #: wait for an answer is ``yield from call(...)`` / ``yield from sleep(...)``
 #: (:mod:`qx_actors.actors._program`).
-Effect = Sleep | Report | SetDegraded | Publish | Tell | Call[Any]
+Effect = Sleep | Report | SetDegraded | Publish | Tell | Call[Any] | EndRun

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Literal
 
+from qx_actors.domain.timeutil import format_utc, require_utc
 from qx_actors.domain.values import RESOLUTIONS
 
 __all__ = [
     "MAX_LOOKBACK",
     "Lookback",
     "ModeKind",
+    "ReplayWindow",
     "SyncMode",
 ]
 
@@ -56,11 +59,53 @@ class Lookback:
 
 
 class ModeKind(StrEnum):
-    """The three kinds of sync run."""
+    """The kinds of run: three that sync, and replay (recorded data, nothing written)."""
 
     BACKFILL = "backfill"
     LIVE = "live"
     FULL = "full"
+    REPLAY = "replay"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayWindow:
+    """What a replay delivers: the recorded ``[start, end)`` at ``speed`` times real time
+    (``None``: as fast as the receivers read, back-pressured)."""
+
+    start: datetime
+    end: datetime
+    speed: float | None = None
+
+    def __post_init__(self) -> None:
+        require_utc(self.start, "replay start")
+        require_utc(self.end, "replay end")
+        if self.end <= self.start:
+            raise ValueError(
+                f"replay end {format_utc(self.end)} is not after its start {format_utc(self.start)}"
+            )
+        if self.speed is not None and not self.speed > 0:
+            raise ValueError(f"replay speed must be a number > 0 or 'max', got {self.speed!r}")
+
+    @staticmethod
+    def parse_speed(speed: float | str | None) -> float | None:
+        """``60`` / ``"60"`` / ``"60x"`` -> 60.0; ``"max"`` or ``None`` -> ``None`` (max)."""
+        if speed is None or (isinstance(speed, str) and speed.strip().lower() == "max"):
+            return None
+        try:
+            value = float(speed.strip().removesuffix("x")) if isinstance(speed, str) else speed
+        except ValueError:
+            raise ValueError(f"expected a speed factor > 0 or 'max', got {speed!r}") from None
+        if isinstance(value, bool) or not value > 0 or value != value or value == float("inf"):
+            raise ValueError(f"expected a speed factor > 0 or 'max', got {speed!r}")
+        return float(value)
+
+    @property
+    def speed_text(self) -> str:
+        """``max`` or the factor (``60x``)."""
+        return "max" if self.speed is None else f"{self.speed:g}x"
+
+    def __str__(self) -> str:
+        return f"{format_utc(self.start)} .. {format_utc(self.end)} at {self.speed_text}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +119,12 @@ class SyncMode:
 
     kind: ModeKind
     lookback: Lookback | None = None
+    #: Replay only: what is replayed, and how fast.
+    replay_window: ReplayWindow | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind is ModeKind.REPLAY) != (self.replay_window is not None):
+            raise ValueError("a replay needs its window (start, end, speed); only a replay has one")
 
     @classmethod
     def backfill(cls) -> SyncMode:
@@ -102,6 +153,16 @@ class SyncMode:
         """Backfill everything, then live."""
         return cls(ModeKind.FULL)
 
+    @classmethod
+    def replay(
+        cls, start: datetime, end: datetime, speed: float | Literal["max"] | None = "max"
+    ) -> SyncMode:
+        """The recorded ``[start, end)`` through the same update stream: every stored tick, a
+        ``CandleClosed`` per stored minute, settlements as they fall due; ``speed`` times real
+        time or ``"max"`` (back-pressured: nothing is dropped). Reads only; the run shuts
+        itself down at ``end``."""
+        return cls(ModeKind.REPLAY, replay_window=ReplayWindow(start, end, _speed(speed)))
+
     @property
     def live_feed_active(self) -> bool:
         """Whether the mode follows live prices."""
@@ -112,8 +173,14 @@ class SyncMode:
         """The mode as logs and the CLI name it: ``backfill``, ``live (lookback: 20 x 5m)``."""
         if self.kind is ModeKind.LIVE and self.lookback is not None:
             return f"live (lookback: {self.lookback})"
+        if self.replay_window is not None:
+            return f"replay ({self.replay_window})"
         return self.kind.value
 
     def __str__(self) -> str:
         name = self.name
         return name[0].upper() + name[1:]
+
+
+def _speed(speed: float | str | None) -> float | None:
+    return ReplayWindow.parse_speed(speed)

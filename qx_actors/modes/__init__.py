@@ -1,4 +1,5 @@
-"""Mode programs (backfill, live, full): which program a run executes and with which children.
+"""Mode programs (backfill, live, full, replay): which program a run executes, with which
+children.
 
 The children's names and spawners are the actors' (:mod:`qx_actors.actors`); here a mode
 picks its program and the children it needs.
@@ -12,9 +13,11 @@ from dataclasses import dataclass
 from qx_actors.actors._engine import ChildSpawner, ModeProgram
 from qx_actors.actors._wiring import (
     DB,
+    REPLAY,
     REST,
     WS,
     spawn_db_writer,
+    spawn_replayer,
     spawn_rest_fetcher,
     spawn_ws_feed,
 )
@@ -22,12 +25,14 @@ from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import ModeKind, SyncMode
 from qx_actors.modes._backfill import backfill_program
 from qx_actors.modes._live import live_program
+from qx_actors.modes._replay import replay_program
 
 __all__ = [
     "RunParts",
     "backfill_program",
     "default_parts",
     "live_program",
+    "replay_program",
 ]
 
 
@@ -50,6 +55,8 @@ def default_parts(config: QxConfig, mode: SyncMode) -> RunParts:
     The WS feed stops first so that every tick it queued reaches the DB writer, which stops
     last and so writes them before it closes the database.
     """
+    if mode.kind is ModeKind.REPLAY:  # reads only: no DB writer, no exchange
+        return RunParts(replay_program, {REPLAY: spawn_replayer}, (REPLAY,))
     children: dict[str, ChildSpawner] = {DB: spawn_db_writer, REST: spawn_rest_fetcher}
     if mode.kind is ModeKind.BACKFILL:
         return RunParts(backfill_program, children, (REST, DB))

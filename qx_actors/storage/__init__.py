@@ -6,6 +6,8 @@
   :meth:`Database.candles_arrow` as a ``pyarrow.Table`` (the ``arrow`` extra), at 1m from the
   catalog (Arrow files of the closed days, memory-mapped) where it is current;
   :func:`rebuild_catalog` / :func:`verify_catalog` rebuild and check it.
+* :func:`replay_events` reads ticks, candle closes and settlements in the order they
+  happened (what a replay delivers).
 """
 
 from ._adopt import AdoptOutcome, AdoptRefused, AdoptResult, adopt_database
@@ -25,6 +27,7 @@ from ._read import (
     import_pyarrow,
     probe_database,
 )
+from ._replay import ReplayEvent, replay_events, stable_minutes
 from ._schema import (
     SCHEMA_VERSION,
     DatabaseKind,
@@ -55,6 +58,7 @@ __all__ = [
     "DatabaseKind",
     "NoDatabaseError",
     "QuantoxideDatabaseError",
+    "ReplayEvent",
     "Storage",
     "adopt_database",
     "bucket_start",
@@ -67,7 +71,9 @@ __all__ = [
     "open_storage",
     "probe_database",
     "rebuild_catalog",
+    "replay_events",
     "rollup_table",
+    "stable_minutes",
     "to_utc_text",
     "verify_catalog",
     "writer_holder",
