@@ -282,6 +282,10 @@ class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     lookback: str | None = None
     #: ``sqlite:///path.db`` or ``postgresql://user:pass@host:5432/db``.
     database: str = "sqlite:///data/qx.db"
+    #: The directory of the catalog (the Arrow copy of the closed days of 1m candles that
+    #: ``Database.candles_arrow`` reads) for the app's readers (``export``, ``status``,
+    #: ``plan``); ``None``: beside a SQLite file (``qx.db-catalog/``), none for PostgreSQL.
+    catalog_dir: str | None = None
     exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
     sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
@@ -530,6 +534,16 @@ def _lookback_problem(lookback: str | None, mode: str) -> str | None:
     return _parses(Lookback.parse)(lookback)
 
 
+def _catalog_dir_problem(path: str | None) -> str | None:
+    if path is None:
+        return None
+    if not path.strip():
+        return "expected a directory path or null, got an empty string"
+    if Path(path).exists() and not Path(path).is_dir():
+        return f"{path!r} is not a directory"
+    return None
+
+
 #: Each struct's rules, in the order they are checked: pure functions of the values, run by
 #: the constructor (the first problem is its ``ValueError``) and by :func:`config_from_mapping`
 #: (every problem, each on its key path). The clock is not theirs: :func:`check_against_clock`.
@@ -545,6 +559,7 @@ _RULES: dict[type[msgspec.Struct], tuple[_Rule, ...]] = {
     MetricsConfig: (_Rule(("listen",), _parses(parse_listen)),),
     QxConfig: (
         _Rule(("database",), _database_problem),
+        _Rule(("catalog_dir",), _catalog_dir_problem),
         _Rule(("lookback", "mode"), _lookback_problem),
     ),
 }

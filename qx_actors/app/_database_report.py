@@ -31,7 +31,7 @@ _PIPED_WIDTH = 1000
 def _read_facts(
     config: QxConfig, window: PassWindow
 ) -> tuple[PriceHistoryFacts, FundingSettlementsFacts]:
-    with Database(config.database) as database:
+    with Database(config.database, catalog_dir=config.catalog_dir) as database:
         facts = database.price_history_facts()
         funding_facts = database.funding_facts(scan_from=window.funding_query_from)
     return facts, funding_facts

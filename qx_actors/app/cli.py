@@ -252,6 +252,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         fmt=args.format,
         output=args.output,
+        catalog_dir=config.catalog_dir,
     )
     print(f"qx-actors export: {count} rows", file=sys.stderr)
     return EXIT_OK

@@ -123,12 +123,14 @@ def export(
     resolution: str = "1m",
     fmt: str = "csv",
     output: str | None = None,
+    catalog_dir: str | None = None,
 ) -> int:
     """Export ``[start, end)`` of ``kind`` from the database; the number of rows written.
 
     ``fmt="parquet"`` needs pyarrow: without it ``ArrowUnavailable`` (naming the extra to
     install) is raised before the database is opened, as is ``ValueError`` for a ``kind`` or
-    ``fmt`` not in :data:`KINDS` / :data:`FORMATS`.
+    ``fmt`` not in :data:`KINDS` / :data:`FORMATS`. ``catalog_dir``: where the catalog of 1m
+    candles is (the config's ``catalog_dir``; ``None``: beside a SQLite file).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown export kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -136,7 +138,7 @@ def export(
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if fmt == "parquet":
         import_pyarrow()
-    with Database(database_url) as database:
+    with Database(database_url, catalog_dir=catalog_dir) as database:
         if fmt == "parquet":
             return write_parquet(arrow_table(database, kind, start, end, resolution), output)
         header, rows = _rows(database, kind, start, end, resolution)

@@ -160,6 +160,8 @@ BAD_INPUTS = [
         "expected a string, got 2025-01-02 (a YAML date: quote it)",
     ),
     ({"lookback": 5}, "lookback", "expected a string or null, got 5"),
+    ({"catalog_dir": ""}, "catalog_dir", "expected a directory path or null, got an empty string"),
+    ({"catalog_dir": 3}, "catalog_dir", "expected a string or null, got 3"),
 ]
 FLAG_RANGES = ("price_history_flag_gap_range_h", "funding_settlement_flag_missing_range_h")
 #: a flag range takes hours > 0, "reach" or null, and says so
