@@ -197,6 +197,14 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=T
     shutdown_timeout_s: PositiveSeconds = 6.0
     #: Capacity of each update receiver; on overflow the oldest updates are dropped.
     update_queue_capacity: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    #: Received ticks the WS feed holds in memory while the DB writer is slow or replaced
+    #: (about an hour at 50 ticks/s); beyond it the oldest go to ``tick_spool``, or are
+    #: dropped and counted without one.
+    tick_queue_capacity: Annotated[int, msgspec.Meta(ge=1)] = 200_000
+    #: A local file for the ticks beyond ``tick_queue_capacity`` during a database outage,
+    #: stored from it once the database is back (and at the next start after a crash);
+    #: ``null``: off.
+    tick_spool: str | None = None
 
     def __post_init__(self) -> None:
         # The reach syntax only (no clock): one in the future is check_against_clock's.
@@ -526,6 +534,21 @@ def _database_problem(url: str) -> str | None:
     )
 
 
+def _spool_problem(path: str | None) -> str | None:
+    if path is None:
+        return None
+    spool = Path(path)
+    if not path.strip():
+        return "expected a file path or null, got an empty string"
+    if spool.is_dir():
+        return f"{path!r} is a directory (expected a file path)"
+    if not spool.parent.is_dir():
+        return f"the directory {str(spool.parent)!r} does not exist"
+    if spool.exists() and not spool.is_file():
+        return f"{path!r} is not a regular file"
+    return None
+
+
 def _lookback_problem(lookback: str | None, mode: str) -> str | None:
     if lookback is None:
         return None
@@ -555,6 +578,7 @@ _RULES: dict[type[msgspec.Struct], tuple[_Rule, ...]] = {
     SyncConfig: (
         _Rule(("price_history_reach",), _parses(Reach.parse)),
         _Rule(("funding_settlement_reach",), _parses(Reach.parse)),
+        _Rule(("tick_spool",), _spool_problem),
     ),
     MetricsConfig: (_Rule(("listen",), _parses(parse_listen)),),
     QxConfig: (

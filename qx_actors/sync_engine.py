@@ -254,8 +254,14 @@ class SyncEngine:
 
     def ticks_waiting(self) -> int:
         """Received ticks that no DB writer holds now: held by the WS feed while the DB writer
-        is replaced after a database error, or carried over to the next writer (``/health``)."""
+        is replaced after a database error, carried over to the next writer, or in the tick
+        spool (``sync.tick_spool``; :meth:`ticks_spooled`) (``/health``)."""
         return self._ticks_waiting.total
+
+    def ticks_spooled(self) -> int:
+        """Of :meth:`ticks_waiting`, those in the tick spool file (``sync.tick_spool``), a spool
+        left by a crash included, until stored."""
+        return self._ticks_waiting.spooled
 
     def shutdown(self) -> None:
         """Shut the run down; before ``start()`` this raises ``SyncNotStarted``."""

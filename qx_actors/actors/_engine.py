@@ -122,16 +122,18 @@ Program = _program.Program
 @dataclass
 class TicksWaiting:
     """Received ticks that no DB writer holds now (``/health``: ticks waiting), as the WS feed
-    (its queue while the writer is replaced) and the Engine (ticks carried over to the next
-    writer) last wrote them; read from any thread."""
+    (its queue while the writer is replaced, and its spool file, ``sync.tick_spool``) and the
+    Engine (ticks carried over to the next writer) last wrote them; read from any thread."""
 
     in_feed: int = 0
     carried: int = 0
+    #: in the spool file, not yet known to be stored (a spool left by a crash included)
+    spooled: int = 0
 
     @property
     def total(self) -> int:
         """Every received tick waiting for a DB writer."""
-        return self.in_feed + self.carried
+        return self.in_feed + self.carried + self.spooled
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,8 @@ def spawn_ws_feed(ctx: RunContext, engine: ActorRef, siblings: Refs) -> ActorRef
         health=ctx.health,
         ticks_waiting=ctx.ticks_waiting,
         child_name=WS,
+        max_queued_ticks=ctx.config.sync.tick_queue_capacity,
+        tick_spool=ctx.config.sync.tick_spool,
     )
 
 

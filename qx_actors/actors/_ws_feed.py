@@ -22,7 +22,18 @@ an hour at 50 ticks/s); past it the *oldest* are dropped, counted in
 an error): the newest ticks are the ones no one can fetch later either, and an outage longer
 than that is better told than hidden by a growing process. The feed counts the received ticks
 that no DB writer holds now (the queue, plus the unacknowledged batch while the writer is
-replaced) in the run's :class:`TicksWaiting` (``/health``'s ticks waiting).
+replaced) in the run's :class:`TicksWaiting` (``/health``'s ticks waiting). The bound is
+``sync.tick_queue_capacity`` (default :data:`MAX_QUEUED_TICKS`).
+
+**The spool** (``sync.tick_spool``, off by default): with one, the ticks beyond the bound go to
+an append-only local file (:mod:`~qx_actors.actors._tick_spool`, flushed and fsync'ed per
+batch of :data:`SPOOL_BATCH_TICKS`) instead of being dropped, counted in
+``FeedCounters.spooled`` and ``TicksWaiting.spooled``. The feed sends the spool's records to the
+DB writer before its queue (they are older), :data:`REPLAY_BATCH_TICKS` a batch; a committed
+batch confirms the records up to it (the writer stores the ticks it holds from a failed write
+together with the next batch), a new writer gets the unconfirmed ones again, and the file is
+removed once all are stored. A spool left by a crash is replayed first when the next feed
+starts; a feed stopped without a writer adds what it holds to the spool.
 
 The feed watches its own stream and tells the Engine what it sees: ``StreamUp``,
 ``StreamDown``, ``TicksFlowing`` (a batch committed, the first since the start of the stream
@@ -51,6 +62,7 @@ from typing import Any
 
 from qx_actors.actors._base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors._engine import TicksWaiting
+from qx_actors.actors._tick_spool import SpoolChunk, TickSpool
 from qx_actors.actors.messages import (
     ActorRef,
     ChildFailed,
@@ -73,6 +85,10 @@ from qx_actors.observability._run_health import RunHealth
 #: Ticks waiting for the DB writer (while a batch is written, or while the writer is replaced
 #: after a database error); beyond this the oldest are dropped (and counted).
 MAX_QUEUED_TICKS = 200_000
+#: Ticks moved to the spool at once when the queue overflows (at most; one fsync each).
+SPOOL_BATCH_TICKS = 1000
+#: Spooled ticks sent to the DB writer in one batch.
+REPLAY_BATCH_TICKS = 5000
 #: Reconnect backoff: first delay, cap (seconds); each delay is jittered by ±50 %.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_CAP_S = 10.0
@@ -117,6 +133,8 @@ class FeedCounters:
     batches: int = 0
     overflowed: int = 0
     reconnects: int = 0
+    #: ticks written to the spool (``sync.tick_spool``) instead of being dropped
+    spooled: int = 0
 
 
 class WsFeedActor(AsyncQxActor):
@@ -134,6 +152,8 @@ class WsFeedActor(AsyncQxActor):
         health: RunHealth | None = None,
         ticks_waiting: TicksWaiting | None = None,
         child_name: str | None = None,
+        max_queued_ticks: int = MAX_QUEUED_TICKS,
+        tick_spool: str | None = None,
     ) -> None:
         super().__init__(threads=threads, run_id=run_id, supervisor=engine, child_name=child_name)
         self._client = connect_stream()
@@ -155,6 +175,15 @@ class WsFeedActor(AsyncQxActor):
         # Fires when the DB writer kept a batch unacknowledged for the stale limit.
         self._ack_watch: asyncio.TimerHandle | None = None
         self._ticks_waiting = ticks_waiting
+        self._max_queued = max_queued_ticks
+        self._spill_batch = max(1, min(SPOOL_BATCH_TICKS, max_queued_ticks // 4))
+        # The spool (opened at the start) and the spooled records in flight, if the batch with
+        # the DB writer is some; ``_spool_acked``: the end of the last spooled batch acknowledged
+        # (a committed batch confirms the records up to it).
+        self._spool_path = tick_spool
+        self._spool: TickSpool | None = None
+        self._in_flight_chunk: SpoolChunk | None = None
+        self._spool_acked: tuple[int, int] = (0, 0)
         self.counters = FeedCounters()
         self.gauges = FeedGauges()
         if health is not None:
@@ -163,20 +192,44 @@ class WsFeedActor(AsyncQxActor):
             health.register_gauges("feed", lambda: dataclasses.asdict(gauges))
         self._log = get_logger(run_id=run_id, actor="ws_feed")
 
+    def on_start(self) -> None:
+        super().on_start()
+        if self._spool_path is None:
+            return
+        try:
+            self._spool = TickSpool.open(self._spool_path, log=self._log)
+        except OSError as exc:
+            # Without it the feed works as without a spool: better than no feed.
+            self._log.error("tick_spool_unavailable", path=self._spool_path, error=str(exc))
+            return
+        if self._spool.records:
+            # Left by a run that ended during an outage: stored first, before any new tick.
+            self._log.warning("tick_spool_found", path=self._spool_path, ticks=self._spool.records)
+            self._send_batch()
+        self._update_gauges()
+
     def on_stop(self) -> None:
         # release() cancelled the connection: what is queued goes to the DB writer, all of it
-        # (the batch in flight is in its inbox already); without a writer, to the Engine.
+        # (the batch in flight is in its inbox already); without a writer, to the spool if
+        # there is one, else to the Engine.
         held = list(self._queue)
         if self._db_writer_ref is None and self._in_flight is not None:
-            held[:0] = self._in_flight
+            if self._in_flight_chunk is None:  # spooled records are in the spool already
+                held[:0] = self._in_flight
             self._in_flight = None
         flushed = len(held)
         if held:
             if self._db_writer_ref is not None:
                 tell(self._db_writer_ref, StoreTicks(tuple(held), None))
-            else:
+            elif not self._spill(held):
                 tell(self._engine, UnwrittenTicks(tuple(held)))
             self._queue.clear()
+        if self._spool is not None:
+            if self._spool.records:
+                self._log.warning(
+                    "tick_spool_kept", path=self._spool_path, ticks=self._spool.waiting
+                )
+            self._spool.close()
         counters = self.counters
         self._log.info(
             "ws_feed_stopped",
@@ -186,6 +239,7 @@ class WsFeedActor(AsyncQxActor):
             flushed_on_stop=flushed,
             overflowed=counters.overflowed,
             reconnects=counters.reconnects,
+            spooled=counters.spooled,
         )
         super().on_stop()
 
@@ -265,22 +319,91 @@ class WsFeedActor(AsyncQxActor):
         if not fresh:
             return
         self._queue.extend(fresh)
-        overflow = len(self._queue) - MAX_QUEUED_TICKS
+        overflow = len(self._queue) - self._max_queued
         if overflow > 0:
-            for _ in range(overflow):
-                self._queue.popleft()
-            self.counters.overflowed += overflow
-            self._log.error("tick_queue_overflow", dropped=overflow, bound=MAX_QUEUED_TICKS)
+            self._overflow(overflow)
         if self._in_flight is None:
             self._send_batch()
         self._update_gauges()
 
+    def _overflow(self, overflow: int) -> None:
+        """The queue holds ``overflow`` ticks too many: the oldest go to the spool (a batch of
+        them at once), or are dropped and counted without one."""
+        if self._spool is not None:
+            count = min(len(self._queue), max(overflow, self._spill_batch))
+            spilled = [self._queue.popleft() for _ in range(count)]
+            if self._spill(spilled):
+                return
+            self._queue.extendleft(reversed(spilled))
+        for _ in range(overflow):
+            self._queue.popleft()
+        self.counters.overflowed += overflow
+        self._log.error("tick_queue_overflow", dropped=overflow, bound=self._max_queued)
+
+    def _spill(self, ticks: list[PriceTick]) -> bool:
+        """Append ``ticks`` to the spool (flushed and fsync'ed); ``False`` without a spool or
+        if it can't be written (the caller keeps them)."""
+        spool = self._spool
+        if spool is None or not ticks:
+            return False
+        held = self._in_flight
+        with_held = self._db_writer_ref is None and self._in_flight_chunk is None
+        if with_held and held is not None:
+            # The batch the replaced writer did not acknowledge is older: it goes first (a
+            # late acknowledgement only makes it stored twice, which the database ignores).
+            ticks = [*held, *ticks]
+        first = not spool.records
+        try:
+            spool.append(ticks)
+        except OSError as exc:
+            self._log.error(
+                "tick_spool_write_failed", path=self._spool_path, ticks=len(ticks), error=str(exc)
+            )
+            return False
+        if with_held:
+            self._in_flight = None
+        self.counters.spooled += len(ticks)
+        log = self._log.warning if first else self._log.debug
+        log("ticks_spooled", path=self._spool_path, ticks=len(ticks), waiting=spool.waiting)
+        return True
+
+    def _next_spooled(self) -> tuple[PriceTick, ...] | None:
+        """The next batch of spooled records to send, if any are unsent."""
+        spool = self._spool
+        while spool is not None and spool.unread:
+            chunk = spool.read(REPLAY_BATCH_TICKS)
+            if chunk.ticks:
+                self._in_flight_chunk = chunk
+                return chunk.ticks
+            self._spool_acked = (chunk.end, chunk.records_through)  # records that were no ticks
+        return None
+
+    def _spool_stored(self, committed: bool) -> None:
+        """A batch was acknowledged: a committed one confirms the spooled records sent before
+        it (and itself); the spool goes once all are stored."""
+        chunk, self._in_flight_chunk = self._in_flight_chunk, None
+        spool = self._spool
+        if spool is None:
+            return
+        if chunk is not None:
+            self._spool_acked = (chunk.end, chunk.records_through)
+        if committed:
+            spool.confirm(*self._spool_acked)
+            if spool.records and spool.done:
+                self._log.info("tick_spool_stored", path=self._spool_path, ticks=spool.records)
+                spool.clear()
+                self._spool_acked = (0, 0)
+
     def _send_batch(self) -> None:
         writer = self._db_writer_ref
-        if not self._queue or writer is None:
+        if writer is None:
             return
-        batch = tuple(self._queue)
-        self._queue.clear()
+        batch = self._next_spooled()
+        if batch is None:
+            if not self._queue:
+                return
+            batch = tuple(self._queue)
+            self._queue.clear()
         self._in_flight = batch
         self.counters.batches += 1
         tell(writer, StoreTicks(batch, self.actor_ref))
@@ -306,6 +429,7 @@ class WsFeedActor(AsyncQxActor):
 
     def _written(self, committed: bool) -> None:
         self._in_flight = None
+        self._spool_stored(committed)
         self._stop_ack_watch()
         if committed and not self._ticks_flowing:
             self._ticks_flowing = True
@@ -326,14 +450,22 @@ class WsFeedActor(AsyncQxActor):
             # Synced again once the new writer has committed a batch.
             self._ticks_flowing = False
             batch, self._in_flight = self._in_flight, None
-            if batch is not None:
+            if self._in_flight_chunk is not None:
+                self._in_flight_chunk = None  # spooled: sent again from the spool
+            elif batch is not None:
                 self._queue.extendleft(reversed(batch))
+            if self._spool is not None:
+                # The records not known to be stored go (again) first: the database ignores a
+                # tick time stored twice.
+                self._spool.rewind()
+                self._spool_acked = (0, 0)
             self._send_batch()
         self._update_gauges()
 
     def _waiting(self) -> int:
-        held = len(self._in_flight or ()) if self._db_writer_ref is None else 0
-        return len(self._queue) + held
+        """Received ticks held here in memory that no DB writer holds (the spool apart)."""
+        held = self._db_writer_ref is None and self._in_flight_chunk is None
+        return len(self._queue) + (len(self._in_flight or ()) if held else 0)
 
     def _update_gauges(self) -> None:
         gauges = self.gauges
@@ -341,6 +473,7 @@ class WsFeedActor(AsyncQxActor):
         gauges.unacknowledged_batches = int(self._in_flight is not None)
         if self._ticks_waiting is not None:
             self._ticks_waiting.in_feed = self._waiting()
+            self._ticks_waiting.spooled = self._spool.waiting if self._spool is not None else 0
 
     # -- the silence watch -------------------------------------------------------------------
 
