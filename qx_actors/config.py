@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import msgspec
 import yaml
 
-from qx_actors.domain.lookback import Lookback, ModeKind, SyncMode
+from qx_actors.domain.lookback import Lookback, ModeKind, ReplayWindow, SyncMode
 from qx_actors.domain.passes import PassWindow as PassWindow
 from qx_actors.domain.passes import resolve_pass as resolve_pass
 from qx_actors.domain.settlements import floor_settlement_time
@@ -63,6 +63,7 @@ __all__ = [
     "PositiveSeconds",
     "QxConfig",
     "Reach",
+    "ReplayConfig",
     "SyncConfig",
     "build_sync_mode",
     "check_against_clock",
@@ -70,6 +71,7 @@ __all__ = [
     "config_from_mapping",
     "dump_config",
     "load_config",
+    "parse_instant",
     "parse_listen",
     "register_secrets",
     "resolve_pass",
@@ -142,6 +144,40 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"expected 'host:port' such as '127.0.0.1:9108', got {text!r}")
     return host, int(port)
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO date or date and time (``2026-01-01``, ``2026-01-01T08:00Z``; naive means UTC)
+    as an aware UTC datetime; ``ValueError`` naming what was expected."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"expected an ISO date or date and time such as 2026-01-01T08:00Z, got {text!r}"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ReplayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``mode: replay``: the recorded window delivered through the update stream, and how fast."""
+
+    #: First instant replayed: an ISO date or date and time (UTC); required by ``mode: replay``.
+    from_: str | None = msgspec.field(default=None, name="from")
+    #: End of the window (exclusive), as ``from``; required by ``mode: replay``.
+    to: str | None = None
+    #: A factor of real time (``60``: an hour in a minute) or ``max`` (as fast as the
+    #: receivers read; back-pressured, nothing dropped).
+    speed: Annotated[float, msgspec.Meta(gt=0)] | Literal["max"] = "max"
+
+    def __post_init__(self) -> None:
+        _enforce_rules(self)
+
+    def window(self) -> ReplayWindow:
+        """The window to replay; ``ValueError`` when ``from``/``to`` are missing or wrong."""
+        if self.from_ is None or self.to is None:
+            raise ValueError("mode 'replay' needs replay.from and replay.to")
+        speed = None if self.speed == "max" else float(self.speed)
+        return ReplayWindow(parse_instant(self.from_), parse_instant(self.to), speed)
 
 
 class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -284,8 +320,8 @@ class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole configuration of one sync run."""
 
-    #: ``backfill`` | ``live`` | ``full``.
-    mode: Literal["backfill", "live", "full"] = "full"
+    #: ``backfill`` | ``live`` | ``full`` | ``replay`` (the recorded ``replay`` window).
+    mode: Literal["backfill", "live", "full", "replay"] = "full"
     #: Live only: recent history to make sure of first, ``N x RES`` such as ``20 x 5m``.
     lookback: str | None = None
     #: ``sqlite:///path.db`` or ``postgresql://user:pass@host:5432/db``.
@@ -298,6 +334,7 @@ class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
 
     def __post_init__(self) -> None:
         # No side effect here: registering the password is register_secrets', and the
@@ -307,7 +344,7 @@ class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def sync_mode(self) -> SyncMode:
         """The configured mode as a :class:`SyncMode`."""
-        return build_sync_mode(self.mode, self.lookback)
+        return build_sync_mode(self.mode, self.lookback, self.replay)
 
     def to_dict(self, *, redacted: bool = False) -> dict[str, Any]:
         """The effective config as plain data; ``redacted``: the database password as ``***``
@@ -324,10 +361,16 @@ class QxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return f"QxConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
-def build_sync_mode(mode: str, lookback: str | None) -> SyncMode:
-    """The :class:`SyncMode` of a mode name and a lookback text (``20 x 5m``, live only); a
-    ``ValueError`` says what is wrong."""
+def build_sync_mode(
+    mode: str, lookback: str | None, replay: ReplayConfig | None = None
+) -> SyncMode:
+    """The :class:`SyncMode` of a mode name and a lookback text (``20 x 5m``, live only), or of
+    the replay section (replay only); a ``ValueError`` says what is wrong."""
     kind = ModeKind(mode)
+    if kind is ModeKind.REPLAY:
+        if lookback:
+            raise ValueError(f"only valid with mode 'live' (mode is {mode!r})")
+        return SyncMode(kind, replay_window=(replay or ReplayConfig()).window())
     if kind is ModeKind.LIVE:
         return SyncMode.live(Lookback.parse(lookback) if lookback else None)
     if lookback:
@@ -549,6 +592,20 @@ def _spool_problem(path: str | None) -> str | None:
     return None
 
 
+def _replay_problem(mode: str, replay: ReplayConfig | dict[str, Any]) -> str | None:
+    if mode != "replay":
+        return None
+    try:
+        if isinstance(replay, dict):  # while loading: the section's keys are checked already
+            replay = msgspec.convert(replay, ReplayConfig, str_keys=True)
+        replay.window()
+    except msgspec.ValidationError:
+        return None  # a key of the section is wrong: reported on that key
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _lookback_problem(lookback: str | None, mode: str) -> str | None:
     if lookback is None:
         return None
@@ -581,10 +638,15 @@ _RULES: dict[type[msgspec.Struct], tuple[_Rule, ...]] = {
         _Rule(("tick_spool",), _spool_problem),
     ),
     MetricsConfig: (_Rule(("listen",), _parses(parse_listen)),),
+    ReplayConfig: (
+        _Rule(("from_",), _parses(parse_instant)),
+        _Rule(("to",), _parses(parse_instant)),
+    ),
     QxConfig: (
         _Rule(("database",), _database_problem),
         _Rule(("catalog_dir",), _catalog_dir_problem),
         _Rule(("lookback", "mode"), _lookback_problem),
+        _Rule(("mode", "replay"), _replay_problem),
     ),
 }
 
@@ -653,7 +715,7 @@ def _check_struct(
         ]
         problem = rule.check(*values)
         if problem is not None:
-            errors.append(ConfigError(_join(path, rule.key), problem))
+            errors.append(ConfigError(_join(path, by_name[rule.key].encode_name), problem))
             bad.add(rule.key)
             clean.pop(by_name[rule.key].encode_name, None)
     return clean
@@ -722,8 +784,15 @@ def check_against_clock(config: QxConfig, now: datetime, *, mode: SyncMode | Non
     (``SyncEngine``, at the run's clock), never a constructor's. Raises :class:`ConfigError`
     naming the key (:class:`ConfigErrors` for both reaches).
     """
-    lookback = (mode or config.sync_mode).lookback
+    lookback = (mode or _configured_mode(config)).lookback
     _raise_any(_clock_problems(config, now, lookback, []))
+
+
+def _configured_mode(config: QxConfig) -> SyncMode:
+    """The config's mode for the clock checks (a replay's window is not theirs)."""
+    if config.mode == "replay":
+        return SyncMode.backfill()  # no lookback: nothing of the replay is judged by the clock
+    return config.sync_mode
 
 
 def register_secrets(config: QxConfig) -> None:
@@ -761,7 +830,7 @@ def config_from_mapping(
         raise ConfigError("", f"{source}: {exc}") from None
     # (a key with a problem was left out above: its default is what is judged, or skipped)
     now = utc_now() if now is None else now
-    errors += _clock_problems(config, now, config.sync_mode.lookback, errors)
+    errors += _clock_problems(config, now, _configured_mode(config).lookback, errors)
     _raise_any(errors)
     return config
 

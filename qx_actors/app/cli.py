@@ -28,8 +28,8 @@ from qx_actors.app.demo import DEMO_SIMULATOR_RATE_LIMIT, run_demo
 from qx_actors.app.export import FORMATS as EXPORT_FORMATS
 from qx_actors.app.export import KINDS as EXPORT_KINDS
 from qx_actors.app.export import export, parse_time
-from qx_actors.config import QxConfig, build_sync_mode, dump_config, load_config
-from qx_actors.domain.lookback import SyncMode
+from qx_actors.config import QxConfig, build_sync_mode, dump_config, load_config, parse_instant
+from qx_actors.domain.lookback import ModeKind, ReplayWindow, SyncMode
 from qx_actors.errors import ConfigError, QxError
 from qx_actors.logs import configure_logging
 from qx_actors.redact import redact_text
@@ -101,6 +101,8 @@ def _mode_from_args(config: QxConfig, args: argparse.Namespace) -> SyncMode:
     """The config's mode with ``--mode``/``--lookback`` applied (the config's lookback stays
     when the mode stays live)."""
     mode_name = args.mode or config.mode
+    if mode_name == "replay" or any(v is not None for v in (args.from_, args.to, args.speed)):
+        return _replay_mode(config, args, mode_name)
     if mode_name != "live" and args.lookback:
         raise ConfigError("--lookback", "only valid with --mode live")
     kept_lookback = config.lookback if mode_name == "live" else None
@@ -108,6 +110,35 @@ def _mode_from_args(config: QxConfig, args: argparse.Namespace) -> SyncMode:
         return build_sync_mode(mode_name, args.lookback or kept_lookback)
     except ValueError as exc:
         raise ConfigError("--lookback", str(exc)) from None
+
+
+def _replay_mode(config: QxConfig, args: argparse.Namespace, mode_name: str) -> SyncMode:
+    """``--mode replay`` with ``--from``/``--to``/``--speed`` over the config's ``replay``."""
+    if mode_name != "replay":
+        raise ConfigError("--from", "--from, --to and --speed are only valid with --mode replay")
+    if args.lookback:
+        raise ConfigError("--lookback", "only valid with --mode live")
+    replay = config.replay
+    bounds = []
+    for flag, given, configured in (
+        ("--from", args.from_, replay.from_),
+        ("--to", args.to, replay.to),
+    ):
+        text = given if given is not None else configured
+        if text is None:
+            raise ConfigError(flag, f"--mode replay needs {flag} (or replay.{flag[2:]})")
+        try:
+            bounds.append(parse_instant(text))
+        except ValueError as exc:
+            raise ConfigError(flag, str(exc)) from None
+    try:
+        speed = ReplayWindow.parse_speed(args.speed if args.speed is not None else replay.speed)
+    except ValueError as exc:
+        raise ConfigError("--speed", str(exc)) from None
+    try:
+        return SyncMode(ModeKind.REPLAY, replay_window=ReplayWindow(bounds[0], bounds[1], speed))
+    except ValueError as exc:
+        raise ConfigError("--to", str(exc)) from None
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -327,8 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sync", help="run the sync until Ctrl-C")
     p.add_argument("--config", required=True, help="YAML config file")
-    p.add_argument("--mode", choices=["backfill", "live", "full"], help="override the mode")
+    p.add_argument(
+        "--mode", choices=["backfill", "live", "full", "replay"], help="override the mode"
+    )
     p.add_argument("--lookback", help="live lookback, e.g. '20 x 5m'")
+    p.add_argument(
+        "--from", dest="from_", metavar="T", help="replay: first instant (ISO date/time, UTC)"
+    )
+    p.add_argument("--to", metavar="T", help="replay: end of the window (exclusive)")
+    p.add_argument("--speed", metavar="N|max", help="replay: a factor of real time, or max")
     p.add_argument("--tui", action="store_true", help="full-screen terminal UI (needs a terminal)")
     p.add_argument(
         "--duration",

@@ -141,7 +141,7 @@ BAD_INPUTS = [
         "sync.tick_retention",
         "expected one of 'keep' | 'prune', got 5",
     ),
-    ({"mode": None}, "mode", "expected one of 'backfill' | 'live' | 'full', got null"),
+    ({"mode": None}, "mode", "expected one of 'backfill' | 'live' | 'full' | 'replay', got null"),
     (
         {"sync": {"restart_interval_s": -0.5}},
         "sync.restart_interval_s",
@@ -338,7 +338,7 @@ def test_every_problem_at_once_in_the_order_found() -> None:
         "sync.funding_settlement_reach",
     ] == [error.path for error in info.value.errors]
     assert [
-        "mode: expected one of 'backfill' | 'live' | 'full', got \"sideways\"",
+        "mode: expected one of 'backfill' | 'live' | 'full' | 'replay', got \"sideways\"",
         'sync.rest_timeout_s: expected a number, got "abc"',
         "exchange.heartbeat_interval_s: expected a number > 0, got 0",
         "exchange.rest_url: expected an http(s):// URL, got 'ftp://x'",
