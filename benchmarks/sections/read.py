@@ -14,9 +14,10 @@ bound, target <= 0.1 x on SQLite, <= 0.2 x on PostgreSQL; *without catalog* the 
 of its own, target <= 500 ms, beside its raw ``fetchall`` (median of 3); *1h*, *1d* =
 ``Database.candles(start, end, "1h"/"1d")`` answered from the
 rollups, target <= 50 ms, beside one ``GROUP BY`` of the minutes in SQL (what consolidating
-at read time costs at least). *rollup upkeep* (information): ``Storage.upsert_candles`` of
-100 pages of 1000 minutes into a fresh SQLite file with the rollups kept against the same
-with their upkeep switched off — what the writer pays for them.
+at read time costs at least); *5m* (information) the same at 5m, consolidated from the minutes
+(schema 5 keeps no 3m ... 30m tables), as rows and as Arrow. *rollup upkeep* (information):
+``Storage.upsert_candles`` of 100 pages of 1000 minutes into a fresh SQLite file with the
+rollups kept against the same with their upkeep switched off — what the writer pays for them.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def read_figures(
                 "1h": lambda: len(database.candles(start, end, "1h")),
                 "raw 1d group by": raw_fetch(url, group_by_sql(url, 86_400), params),
                 "1d": lambda: len(database.candles(start, end, "1d")),
+                "5m": lambda: len(database.candles(start, end, "5m")),
+                "5m arrow": lambda: int(database.candles_arrow(start, end, "5m").num_rows),
             }
         )
     finally:
@@ -315,10 +318,20 @@ def run(report: Report, opts: argparse.Namespace, workdir: Path) -> None:
                         f"GROUP BY of the minutes: {group:,.0f} ms ({group / value:,.0f}x)",
                     )
                 )  # fmt: skip
+            five, five_arrow = timed["5m"]["median_ms"], timed["5m arrow"]["median_ms"]
+            report.add(
+                Row(
+                    s, f"5m, {span}, {backend}", five, "ms", "", five / raw,
+                    note=f"{int(timed['5m']['rows']):,} buckets consolidated from the minutes "
+                    f"(SQL GROUP BY; no table since schema 5); as Arrow {five_arrow:,.0f} ms; "
+                    "ratio against the raw 1m fetchall (information)",
+                )
+            )  # fmt: skip
             report.add(
                 Row(
                     s, f"rollup build (migration), {backend}", built, "s",
-                    note=f"ohlc_coverage + 7 rollups from {rows:,} candles (information)",
+                    note=f"ohlc_coverage + the 1h/4h/1d rollups from {rows:,} candles "
+                    "(information)",
                 )
             )  # fmt: skip
         long_urls = list(urls)

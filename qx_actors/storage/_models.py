@@ -186,7 +186,8 @@ _ROLLUP_SOURCES: dict[str, str | None] = {
     "4h": "1h",
     "1d": "4h",
 }
-#: the rollups: (resolution name, bucket seconds, source rollup or None for ``ohlc_candles``)
+#: the rollups: (resolution name, bucket seconds, source rollup or None for ``ohlc_candles``);
+#: since schema version 5 only :data:`KEPT_ROLLUP_LEVELS` are tables, the others views
 ROLLUP_LEVELS: tuple[tuple[str, int, str | None], ...] = tuple(
     (name, bucket_seconds(name), source) for name, source in _ROLLUP_SOURCES.items()
 )
@@ -203,9 +204,23 @@ def _rollup_model(name: str) -> type[OhlcRollup]:
     return type(model_name, (OhlcRollup,), {"Meta": meta, "__module__": __name__})
 
 
-#: one model per rollup table, in ``ROLLUP_LEVELS`` order
+#: the rollups the writer keeps as tables (schema version 5), each built from the coarsest kept
+#: one that divides it (None: ``ohlc_candles``): (resolution name, bucket seconds, source). The
+#: finer ones (3m ... 30m) were nine tenths of the rollup rows written per minute; they are
+#: views now (:data:`VIEW_ROLLUPS`), consolidated from the minutes when read.
+KEPT_ROLLUP_LEVELS: tuple[tuple[str, int, str | None], ...] = tuple(
+    (name, bucket_seconds(name), source)
+    for name, source in {"1h": None, "4h": "1h", "1d": "4h"}.items()
+)
+#: the rollups of ``ROLLUP_LEVELS`` that are views over ``ohlc_candles`` (schema version 5):
+#: always exactly the minutes' buckets, computed by the query that reads them
+VIEW_ROLLUPS: tuple[str, ...] = tuple(
+    name for name, _, _ in ROLLUP_LEVELS if name not in {n for n, _, _ in KEPT_ROLLUP_LEVELS}
+)
+
+#: one model per rollup table (the kept rollups), in ``KEPT_ROLLUP_LEVELS`` order
 ROLLUP_MODELS: tuple[type[OhlcRollup], ...] = tuple(
-    _rollup_model(name) for name, _, _ in ROLLUP_LEVELS
+    _rollup_model(name) for name, _, _ in KEPT_ROLLUP_LEVELS
 )
 
 

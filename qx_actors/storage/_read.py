@@ -30,7 +30,7 @@ from ._catalog import (
 )
 from ._day_tokens import DAY, day_number, read_tokens
 from ._models import (
-    ROLLUP_LEVELS,
+    KEPT_ROLLUP_LEVELS,
     as_utc,
     bucket_seconds,
     from_utc_text,
@@ -39,7 +39,7 @@ from ._models import (
 )
 from ._open import open_backend
 from ._postgres import PostgresBackend
-from ._rollups import CANDLES
+from ._rollups import CANDLES, grouped_minutes_sql
 from ._schema import NoDatabaseError, check_schema, stored_version
 
 #: resolution name -> bucket length in seconds (the domain's resolutions); buckets are aligned
@@ -48,7 +48,9 @@ BUCKET_SECONDS: dict[str, int] = {name: bucket_seconds(name) for name in values.
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: resolutions answered straight from a rollup table
-ROLLUP_NAMES = frozenset(name for name, _, _ in ROLLUP_LEVELS)
+ROLLUP_NAMES = frozenset(name for name, _, _ in KEPT_ROLLUP_LEVELS)
+#: the source of a resolution consolidated from the minutes in SQL (:func:`grouped_minutes_sql`)
+_GROUPED = "(grouped minutes)"
 #: rows converted per fetch (bounds the memory of the raw tuples)
 _CHUNK = 65_536
 
@@ -205,18 +207,18 @@ def candle_schema(pa: Any) -> Any:
 
 def _source(resolution: str, rollups: bool) -> tuple[str, int, bool]:
     """(table, its bucket seconds, consolidate in Python?) answering ``resolution``: the
-    rollup of that resolution, else the coarsest stored one that divides it."""
+    rollup table of that resolution, else the coarsest one that divides it (2h, 3h), else
+    the minutes grouped in SQL (:data:`_GROUPED`: 3m ... 45m)."""
     seconds = BUCKET_SECONDS[resolution]
     if seconds == 60 or not rollups:
         return CANDLES, 60, seconds != 60
     if resolution in ROLLUP_NAMES:
         return rollup_table(resolution), seconds, False
-    name, divisor = max(
-        ((n, s) for n, s, _ in ROLLUP_LEVELS if seconds % s == 0),
-        key=lambda level: level[1],
-        default=("1m", 60),
-    )
-    return (CANDLES if divisor == 60 else rollup_table(name)), divisor, True
+    divisors = [(n, s) for n, s, _ in KEPT_ROLLUP_LEVELS if seconds % s == 0]
+    if not divisors:
+        return _GROUPED, seconds, False
+    name, divisor = max(divisors, key=lambda level: level[1])
+    return rollup_table(name), divisor, True
 
 
 class Database:
@@ -305,11 +307,12 @@ class Database:
         backend = self._backend
         tp = backend.time_param
         rollup = table != CANDLES
-        cursor = backend.execute(
-            f"SELECT {READ_COLUMNS}{', minutes' if rollup else ''} FROM {table} "
-            "WHERE time >= ? AND time < ? ORDER BY time",
-            (tp(lo), tp(hi)),
-        )
+        columns = f"{READ_COLUMNS}{', minutes' if rollup else ''}"
+        if table == _GROUPED:
+            sql = grouped_minutes_sql(backend, seconds, columns)
+        else:
+            sql = f"SELECT {columns} FROM {table} WHERE time >= ? AND time < ? ORDER BY time"
+        cursor = backend.execute(sql, (tp(lo), tp(hi)))
         # a bucket has ended when it starts at or before now - its length
         return _Selection(cursor, now - timedelta(seconds=step), rollup, merge, now)
 
@@ -325,9 +328,9 @@ class Database:
 
         Each bucket is built from all its stored minutes (open of the first, highest high,
         lowest low, close of the last, summed volume, ``minutes`` = how many); buckets without
-        candles are absent. 3m ... 1d come from the rollups the writer keeps; 10m, 45m, 2h and
-        3h are consolidated from the coarsest rollup dividing them. ``now`` (default: the
-        clock) decides whether a bucket has ended.
+        candles are absent. 1h, 4h and 1d come from the rollups the writer keeps, 2h and 3h are
+        consolidated from 1h, the finer ones from the minutes of the range (one SQL
+        ``GROUP BY``). ``now`` (default: the clock) decides whether a bucket has ended.
         """
         backend = self._backend
         with guard(backend, "read candles"), backend.read_txn():

@@ -1,11 +1,15 @@
-"""Rollups: the consolidated candles (3m ... 1d) kept by the writer beside the 1-minute ones.
+"""Rollups: the consolidated candles (1h, 4h, 1d) kept by the writer beside the 1-minute ones,
+and the views of the finer ones (3m ... 30m).
 
-Each rollup table ``ohlc_rollup_<resolution>`` holds one row per epoch-aligned bucket that has
-at least one stored minute (see :class:`~._models.OhlcRollup`). The writer refreshes the
-buckets a write touched, in the same transaction, level by level: 3m and 5m from the minutes,
-15m from 5m, 30m from 15m, 1h from 30m, 4h from 1h, 1d from 4h. A refresh recomputes a
-bucket from its source rows (never adds a delta), so rewriting a minute, flagging it unstable
-or marking it a gap gives the same bucket as building everything again.
+Each rollup table ``ohlc_rollup_<resolution>`` of :data:`~._models.KEPT_ROLLUP_LEVELS` holds
+one row per epoch-aligned bucket that has at least one stored minute (see
+:class:`~._models.OhlcRollup`). The writer refreshes the buckets a write touched, in the same
+transaction, level by level: 1h from the minutes, 4h from 1h, 1d from 4h. A refresh
+recomputes a bucket from its source rows (never adds a delta), so rewriting a minute,
+flagging it unstable or marking it a gap gives the same bucket as building everything again.
+The finer rollups (schema version 5) are views over ``ohlc_candles`` of the same name and
+columns, and the reader consolidates them from the minutes of the range it reads
+(:func:`grouped_minutes_sql`): never stale, and no rows for the writer to keep.
 
 Volume is a sum of floats: a bucket's volume equals the sum of its minutes' volumes up to the
 rounding of the order in which they are added (exact for volumes that add exactly).
@@ -20,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ._backend import Backend
-from ._models import ROLLUP_LEVELS, rollup_table
+from ._models import KEPT_ROLLUP_LEVELS, VIEW_ROLLUPS, bucket_seconds, rollup_table
 from ._postgres import PostgresBackend
 from ._sqlite import SQLITE_ROWS_PER_STATEMENT
 
@@ -44,29 +48,36 @@ def _source(source: str | None) -> tuple[str, str]:
     return rollup_table(source), "SUM(minutes)"
 
 
-@functools.cache
-def _sqlite_sql(name: str, seconds: int, source: str | None, ranged: bool) -> str:
+def _sqlite_select(seconds: int, source: str | None, where: str) -> str:
+    """The buckets of ``seconds`` of a source's rows (``where``: its filter, or empty), as
+    rollup rows named like the columns, in no particular order."""
     table, minutes = _source(source)
-    where = "WHERE time >= ? AND time < ? " if ranged else ""
     # open/close: the row at the group's first/last time, looked up by primary key
     return (
-        f"INSERT INTO {rollup_table(name)} ({_COLUMNS}) "
-        "SELECT strftime('%Y-%m-%dT%H:%M:%S', g.b, 'unixepoch') || '.000000Z', "
-        f"(SELECT open FROM {table} WHERE time = g.t0), g.high, g.low, "
-        f"(SELECT close FROM {table} WHERE time = g.t1), g.volume, g.minutes, g.stable, g.gap "
+        "SELECT strftime('%Y-%m-%dT%H:%M:%S', g.b, 'unixepoch') || '.000000Z' AS time, "
+        f"(SELECT open FROM {table} WHERE time = g.t0) AS open, g.high AS high, g.low AS low, "
+        f"(SELECT close FROM {table} WHERE time = g.t1) AS close, g.volume AS volume, "
+        "g.minutes AS minutes, g.stable AS stable, g.gap AS gap "
         f"FROM (SELECT unixepoch(time) / {seconds} * {seconds} AS b, MIN(time) AS t0, "
         "MAX(time) AS t1, MAX(high) AS high, MIN(low) AS low, SUM(volume) AS volume, "
         f"{minutes} AS minutes, MIN(stable) AS stable, MAX(gap) AS gap FROM {table} "
-        f"{where}GROUP BY b) AS g "
+        f"{where}GROUP BY b) AS g"
+    )
+
+
+@functools.cache
+def _sqlite_sql(name: str, seconds: int, source: str | None, ranged: bool) -> str:
+    where = "WHERE time >= ? AND time < ? " if ranged else ""
+    return (
+        f"INSERT INTO {rollup_table(name)} ({_COLUMNS}) {_sqlite_select(seconds, source, where)} "
         # WHERE true: SQLite's parser needs it between SELECT ... and ON CONFLICT
         f"WHERE true ORDER BY 1 ON CONFLICT (time) DO UPDATE SET {_SET}"
     )
 
 
-@functools.cache
-def _postgres_sql(name: str, seconds: int, source: str | None, ranged: bool, date_bin: bool) -> str:
+def _postgres_select(seconds: int, source: str | None, where: str, date_bin: bool) -> str:
+    """As :func:`_sqlite_select`, for PostgreSQL."""
     table, minutes = _source(source)
-    where = "WHERE time >= %s AND time < %s " if ranged else ""
     # date_bin (PostgreSQL >= 14) is ~4x faster than the epoch arithmetic (numeric)
     bucket = (
         f"date_bin('{seconds} seconds', time, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
@@ -74,13 +85,56 @@ def _postgres_sql(name: str, seconds: int, source: str | None, ranged: bool, dat
         else f"to_timestamp(floor(extract(epoch FROM time) / {seconds}) * {seconds})"
     )
     return (
+        f"SELECT {bucket} AS time, "
+        "(array_agg(open ORDER BY time))[1] AS open, MAX(high) AS high, MIN(low) AS low, "
+        "(array_agg(close ORDER BY time DESC))[1] AS close, SUM(volume) AS volume, "
+        f"{minutes} AS minutes, bool_and(stable) AS stable, bool_or(gap) AS gap "
+        f"FROM {table} {where}GROUP BY 1"
+    )
+
+
+@functools.cache
+def _postgres_sql(name: str, seconds: int, source: str | None, ranged: bool, date_bin: bool) -> str:
+    where = "WHERE time >= %s AND time < %s " if ranged else ""
+    return (
         f"INSERT INTO {rollup_table(name)} ({_COLUMNS}) "
-        f"SELECT {bucket}, "
-        "(array_agg(open ORDER BY time))[1], MAX(high), MIN(low), "
-        "(array_agg(close ORDER BY time DESC))[1], SUM(volume), "
-        f"{minutes}, bool_and(stable), bool_or(gap) FROM {table} {where}GROUP BY 1 "
+        f"{_postgres_select(seconds, source, where, date_bin)} "
         f"ON CONFLICT (time) DO UPDATE SET {_SET}"
     )
+
+
+def _date_bin(backend: PostgresBackend) -> bool:
+    return backend.server_version() >= 140000
+
+
+def grouped_minutes_sql(backend: Backend, seconds: int, columns: str) -> str:
+    """A query of the buckets of ``seconds`` holding a stored minute of ``[?, ?)`` (two time
+    parameters, bucket-aligned), oldest first, as rollup rows: ``columns`` of them."""
+    where = "WHERE time >= ? AND time < ? "
+    if isinstance(backend, PostgresBackend):
+        grouped = _postgres_select(seconds, None, where, _date_bin(backend))
+    else:
+        grouped = _sqlite_select(seconds, None, where)
+    return f"SELECT {columns} FROM ({grouped}) AS r ORDER BY time"
+
+
+def view_sql(backend: Backend, name: str) -> str:
+    """The ``CREATE VIEW`` of the rollup ``name`` consolidating every stored minute."""
+    seconds = bucket_seconds(name)
+    if isinstance(backend, PostgresBackend):
+        select = _postgres_select(seconds, None, "", _date_bin(backend))
+        return f"CREATE OR REPLACE VIEW {rollup_table(name)} AS {select}"
+    return f"CREATE VIEW IF NOT EXISTS {rollup_table(name)} AS {_sqlite_select(seconds, None, '')}"
+
+
+def create_rollup_views(backend: Backend) -> None:
+    """Make each rollup of :data:`VIEW_ROLLUPS` a view (dropping the table it was before
+    schema version 5, whose rows would go stale). Run it inside a write transaction."""
+    tables = set(backend.db.get_tables())
+    for name in VIEW_ROLLUPS:
+        if rollup_table(name) in tables:
+            backend.execute(f"DROP TABLE {rollup_table(name)}")
+        backend.execute(view_sql(backend, name))
 
 
 def refresh_sql(backend: Backend, level: tuple[str, int, str | None], *, ranged: bool) -> str:
@@ -88,7 +142,7 @@ def refresh_sql(backend: Backend, level: tuple[str, int, str | None], *, ranged:
     source rows with ``lo <= time < hi`` (two time parameters, both bucket-aligned)."""
     name, seconds, source = level
     if isinstance(backend, PostgresBackend):
-        return _postgres_sql(name, seconds, source, ranged, backend.server_version() >= 140000)
+        return _postgres_sql(name, seconds, source, ranged, _date_bin(backend))
     return _sqlite_sql(name, seconds, source, ranged)
 
 
@@ -121,7 +175,7 @@ def refresh_rollups(backend: Backend, spans: Sequence[tuple[datetime, datetime]]
     statements: list[str] = []
     values: list[Any] = []
     cursor = backend.cursor()
-    for level in ROLLUP_LEVELS:
+    for level in KEPT_ROLLUP_LEVELS:
         ranges = _aligned(epoch_spans, level[1])
         sql = refresh_sql(backend, level, ranged=True)
         params = [
@@ -183,7 +237,7 @@ def refresh_after_upsert(
     after = first + 60 * len(rows)
     _, opens, highs, lows, closes, volumes, stables = zip(*rows, strict=True)
     plan: list[tuple[tuple[str, int, str | None], list[Any], list[int]]] = []
-    for level in ROLLUP_LEVELS:
+    for level in KEPT_ROLLUP_LEVELS:
         seconds = level[1]
         size = seconds // 60
         inner_first = -(-first // seconds) * seconds  # the first bucket starting in the page
@@ -272,6 +326,6 @@ def _sqlite_refresh(
 def rebuild_rollups(backend: Backend) -> None:
     """Replace every rollup with the buckets of the stored candles (the schema migration and a
     new schema over existing candles). Run it inside a write transaction."""
-    for level in ROLLUP_LEVELS:
+    for level in KEPT_ROLLUP_LEVELS:
         backend.execute(f"DELETE FROM {rollup_table(level[0])}")
         backend.execute(refresh_sql(backend, level, ranged=False))

@@ -22,7 +22,7 @@ from ._models import (
 )
 from ._postgres import PostgresBackend
 from ._queries import rebuild_coverage
-from ._rollups import rebuild_rollups
+from ._rollups import create_rollup_views, rebuild_rollups
 from ._url import describe_url
 
 #: the schema version this package writes and understands
@@ -35,8 +35,11 @@ from ._url import describe_url
 #:    candles kept by the writer with the minutes (migration from 2: built once from them);
 #: 4. + ``ohlc_day_tokens``: a random token per day of candles, renewed by the writer whenever
 #:    a day's candles change (what the columnar copy is checked against; migration from 3: a
-#:    token for every day holding a candle).
-SCHEMA_VERSION = 4
+#:    token for every day holding a candle);
+#: 5. ``ohlc_rollup_3m``, ``_5m``, ``_15m``, ``_30m`` become views over ``ohlc_candles`` (same
+#:    names and columns, consolidated when read); the writer keeps only 1h, 4h and 1d
+#:    (migration from 4: the four tables dropped, the views created).
+SCHEMA_VERSION = 5
 
 
 class NoDatabaseError(SchemaError):
@@ -206,9 +209,9 @@ def _check(version: int | None, backend: Backend) -> None:
 
 def create_schema(backend: Backend, *, candle_index: bool = True) -> dict[type[Any], type[Any]]:
     """Create every qx_actors table of ``SCHEMA_VERSION`` that is missing, build the derived
-    tables (``ohlc_coverage``, the rollups ``ohlc_rollup_*``, the day tokens) from whatever
-    ``ohlc_candles`` holds, and record the version (``qx_schema``). Returns the models bound
-    to this database.
+    tables (``ohlc_coverage``, the rollups ``ohlc_rollup_*`` kept as tables, the day tokens) from
+    whatever ``ohlc_candles`` holds, create the views of the other rollups, and record the
+    version (``qx_schema``). Returns the models bound to this database.
 
     The one place our tables are created: a fresh database and the adoption of an existing
     one (its candles already there; tables that exist are left as they are) both call it.
@@ -222,6 +225,7 @@ def create_schema(backend: Backend, *, candle_index: bool = True) -> dict[type[A
         backend.execute(ddl)
     rebuild_coverage(backend)
     rebuild_rollups(backend)
+    create_rollup_views(backend)
     rebuild_tokens(backend)
     models[QxSchema].insert(version=SCHEMA_VERSION, applied_at=datetime.now(UTC)).execute()
     return models
@@ -252,6 +256,8 @@ def ensure_schema(backend: Backend) -> dict[type[Any], type[Any]]:
             _migrate_to_rollups(backend, models)
         if version < 4:
             _migrate_to_day_tokens(backend, models)
+        if version < 5:
+            _migrate_to_rollup_views(backend, models)
     return models
 
 
@@ -274,6 +280,12 @@ def _migrate_to_day_tokens(backend: Backend, models: dict[type[Any], type[Any]])
     backend.db.create_tables([models[OhlcDayToken]], safe=True)
     rebuild_tokens(backend)
     models[QxSchema].insert(version=4, applied_at=datetime.now(UTC)).execute()
+
+
+def _migrate_to_rollup_views(backend: Backend, models: dict[type[Any], type[Any]]) -> None:
+    """Version 4 -> 5: the rollups the writer no longer keeps (3m ... 30m) become views."""
+    create_rollup_views(backend)
+    models[QxSchema].insert(version=5, applied_at=datetime.now(UTC)).execute()
 
 
 def check_schema(backend: Backend) -> dict[type[Any], type[Any]]:

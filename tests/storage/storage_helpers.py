@@ -10,7 +10,8 @@ from typing import Any
 import psycopg2
 
 from qx_actors.domain.values import Candle
-from qx_actors.storage import ROLLUP_LEVELS, rollup_table
+from qx_actors.storage import rollup_table
+from qx_actors.storage._models import KEPT_ROLLUP_LEVELS
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -58,7 +59,7 @@ def run_statements(
 
 def wipe(url: str) -> None:
     """Delete every stored row (between Hypothesis examples)."""
-    rollups = tuple(rollup_table(name) for name, _, _ in ROLLUP_LEVELS)
+    rollups = tuple(rollup_table(name) for name, _, _ in KEPT_ROLLUP_LEVELS)
     tables = ("ohlc_candles", "ohlc_coverage", "ohlc_verified_empty", "ohlc_day_tokens", *rollups)
     run_statements(
         url,

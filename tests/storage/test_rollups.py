@@ -36,6 +36,7 @@ from qx_actors.storage._backend import guard
 from qx_actors.storage._models import (
     MODELS,
     ROLLUP_MODELS,
+    VIEW_ROLLUPS,
     OhlcCoverage,
     QxSchema,
     as_utc,
@@ -310,9 +311,9 @@ def test_upgrade_builds_the_rollups_once_from_the_stored_candles(
     storage_url: str, version: int
 ) -> None:
     """Opening a version-2 (or version-1) database for writing creates the rollup tables,
-    builds them from the stored candles and records versions 3 and 4; a reader of the old database
-    (consolidating its minutes) and of the upgraded one (reading the rollups) agree; writes
-    keep the rollups from then on."""
+    builds them from the stored candles and records versions 3, 4 and 5; a reader of the old
+    database (consolidating its minutes) and of the upgraded one (reading the rollups) agree;
+    writes keep the rollups from then on."""
     rng = random.Random(version)
     minutes = {n for n in range(SPAN) if rng.random() < 0.9} - set(range(1500, 2100))
     create_old_database(storage_url, version, minutes)
@@ -320,26 +321,80 @@ def test_upgrade_builds_the_rollups_once_from_the_stored_candles(
         before = {r: reader.candles(BASE, minute(SPAN), r, now=LATER) for r in BUCKET_SECONDS}
 
     with open_storage(storage_url) as storage:
-        assert SCHEMA_VERSION == storage.schema_version() == 4
+        assert SCHEMA_VERSION == storage.schema_version() == 5
         assert_rollups_match(storage_url)
         with Database(storage_url) as reader:
             after = {r: reader.candles(BASE, minute(SPAN), r, now=LATER) for r in BUCKET_SECONDS}
         assert before == after
         storage.upsert_candles(candles_at(range(1500, 2100), 7.0, 1), now=LATER)
         assert_rollups_match(storage_url)
-    assert [(v,) for v in range(1, 5)] == run_sql(
+    assert [(v,) for v in range(1, 6)] == run_sql(
         storage_url, "SELECT version FROM qx_schema ORDER BY version"
     )
     # opening again builds nothing twice
     with open_storage(storage_url):
         assert_rollups_match(storage_url)
+    assert [(5,)] == run_sql(storage_url, "SELECT MAX(version) FROM qx_schema")
+
+
+def create_version_4_database(url: str, minutes: Iterable[int]) -> None:
+    """A database as schema version 4 left it: every rollup a table, and the four that version
+    5 no longer keeps (3m ... 30m) holding a bucket that disagrees with the minutes (what a
+    table nobody keeps any more would soon hold)."""
+    create_old_database(url, 2, minutes)
+    with open_storage(url):  # -> version 5; then back to version 4's layout
+        pass
+    backend = open_backend(url)
+    try:
+        like = (
+            "(LIKE ohlc_rollup_1h INCLUDING ALL)"
+            if backend.name == "postgresql"
+            else "AS SELECT * FROM ohlc_rollup_1h WHERE FALSE"
+        )
+        with backend.write_txn():
+            for name in VIEW_ROLLUPS:
+                backend.execute(f"DROP VIEW {rollup_table(name)}")
+                backend.execute(f"CREATE TABLE {rollup_table(name)} {like}")
+                backend.execute(
+                    f"INSERT INTO {rollup_table(name)} (time, open, high, low, close, volume, "
+                    "minutes, stable, gap) VALUES (?, 1, 2, 0.5, 1, 1, 1, TRUE, FALSE)",
+                    (backend.time_param(BASE),),
+                )
+            backend.execute("DELETE FROM qx_schema WHERE version = 5")
+    finally:
+        backend.close()
+
+
+def test_upgrade_from_version_4_makes_the_finer_rollups_views(storage_url: str) -> None:
+    """A version-4 database whose 3m ... 30m tables are stale: a reader of the new version
+    answers every resolution from the minutes (not from the stale tables), opening it for
+    writing records version 5 with views of the same names equal to the minutes' buckets,
+    and reads are unchanged by the upgrade."""
+    rng = random.Random(4)
+    minutes = {n for n in range(SPAN) if rng.random() < 0.9}
+    create_version_4_database(storage_url, minutes)
     assert [(4,)] == run_sql(storage_url, "SELECT MAX(version) FROM qx_schema")
+    stored = stored_minutes(storage_url)
+    with Database(storage_url) as reader:
+        before = {r: reader.candles(BASE, minute(SPAN), r, now=LATER) for r in BUCKET_SECONDS}
+    for resolution, seconds in BUCKET_SECONDS.items():
+        expected = as_candle_rows(brute_buckets(stored, seconds), seconds, LATER)
+        assert expected == before[resolution], resolution
+
+    with open_storage(storage_url) as storage:
+        assert SCHEMA_VERSION == storage.schema_version() == 5
+        assert_rollups_match(storage_url)
+        storage.upsert_candles(candles_at(range(SPAN - 100, SPAN), 9.0, 2), now=LATER)
+        assert_rollups_match(storage_url)
+    with Database(storage_url) as reader:
+        after = reader.candles(BASE, minute(SPAN - 100), "5m", now=LATER)
+    assert before["5m"][: len(after)] == after
 
 
 # --- Arrow ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("resolution", ["1m", "5m", "1h", "10m", "1d"])
+@pytest.mark.parametrize("resolution", ["1m", "5m", "45m", "1h", "3h", "1d"])
 def test_candles_arrow_equals_candles(storage: Storage, storage_url: str, resolution: str) -> None:
     """``candles_arrow`` holds exactly what ``candles`` returns, times as UTC timestamps."""
     import pyarrow as pa

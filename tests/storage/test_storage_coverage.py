@@ -158,7 +158,7 @@ def create_v1_database(url: str, minutes: Iterable[int]) -> None:
 
 def test_migration_builds_coverage_from_a_version_1_database(storage_url: str) -> None:
     """Opening a schema-1 database for writing adds ``ohlc_coverage`` built from its candles
-    (gaps and islands in SQL) and the rollups, records versions 2, 3 and 4, and keeps every table
+    (gaps and islands in SQL) and the rollups, records versions 2 to 5, and keeps every table
     and row as it was."""
     rng = random.Random(7)
     minutes = {n for n in range(3000) if rng.random() < 0.97}
@@ -172,14 +172,14 @@ def test_migration_builds_coverage_from_a_version_1_database(storage_url: str) -
     assert brute_facts_holes(minutes) == old_facts.holes
 
     with open_storage(storage_url) as storage:
-        assert SCHEMA_VERSION == storage.schema_version() == 4
+        assert SCHEMA_VERSION == storage.schema_version() == 5
         assert brute_runs(minutes) == storage.coverage()
         assert old_facts == storage.price_history_facts()
         # maintained from then on
         storage.upsert_candles([candle(n) for n in range(500, 1700)], now=NOW)
         minutes |= set(range(500, 1700))
         assert brute_runs(minutes) == storage.coverage()
-    assert [(1,), (2,), (3,), (4,)] == run_sql(
+    assert [(1,), (2,), (3,), (4,), (5,)] == run_sql(
         storage_url, "SELECT version FROM qx_schema ORDER BY version"
     )
     assert [(len(minutes),)] == run_sql(storage_url, "SELECT COUNT(*) FROM ohlc_candles")
@@ -193,10 +193,10 @@ def test_migration_builds_coverage_from_a_version_1_database(storage_url: str) -
 
 
 def test_migration_of_an_empty_version_1_database(storage_url: str) -> None:
-    """No candles: an empty coverage table, version 4 (through 2 and 3)."""
+    """No candles: an empty coverage table, version 5 (through 2, 3 and 4)."""
     create_v1_database(storage_url, [])
     with open_storage(storage_url) as storage:
         assert [] == storage.coverage()
-        assert 4 == storage.schema_version()
+        assert 5 == storage.schema_version()
         facts = storage.price_history_facts()
     assert (None, None, ()) == (facts.earliest, facts.latest, facts.holes)
