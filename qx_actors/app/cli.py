@@ -28,6 +28,7 @@ from qx_actors.app.demo import DEMO_SIMULATOR_RATE_LIMIT, run_demo
 from qx_actors.app.export import FORMATS as EXPORT_FORMATS
 from qx_actors.app.export import KINDS as EXPORT_KINDS
 from qx_actors.app.export import export, parse_time
+from qx_actors.app.serve import RecordedServer, parse_replay_window, serve_listen
 from qx_actors.config import QxConfig, build_sync_mode, dump_config, load_config, parse_instant
 from qx_actors.domain.lookback import ModeKind, ReplayWindow, SyncMode
 from qx_actors.errors import ConfigError, QxError
@@ -58,6 +59,7 @@ __all__ = [
     "cmd_graph",
     "cmd_logs",
     "cmd_plan",
+    "cmd_serve",
     "cmd_simulate",
     "cmd_status",
     "cmd_sync",
@@ -247,6 +249,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return signals.exit_code(EXIT_OK)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the database as a local LN Markets (REST v3 + Stream API) until Ctrl-C."""
+    config = load_config(args.config)
+    host, port = serve_listen(args.listen)
+    if args.speed is not None and args.replay is None:
+        raise ConfigError("--speed", "only valid with --replay")
+    window = None if args.replay is None else parse_replay_window(args.replay, args.speed)
+    configure_logging(config.logging)
+    stop = threading.Event()
+    signals = SignalStop(stop, where="qx-actors serve").install()
+    server = RecordedServer(config, host=host, port=port, replay=window)
+    try:
+        server.start()
+    except OSError as exc:
+        server.stop()
+        _err(f"qx-actors serve: cannot listen on {host}:{port}: {listen_error_text(exc)}")
+        return EXIT_FAILED
+    try:
+        print(f"rest {server.rest_url}\nstream {server.stream_url}", flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+    return signals.exit_code(EXIT_OK)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write candles, ticks or settlements of the configured database (opened read-only) as
     CSV, JSON lines or Parquet."""
@@ -376,6 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="shut down gracefully after S seconds (exit 0; default: run until Ctrl-C)",
     )
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("serve", help="serve the database as a local LN Markets (REST + Stream)")
+    p.add_argument("--config", required=True, help="YAML config file (its database is served)")
+    p.add_argument(
+        "--listen", metavar="HOST:PORT", help="REST address (Stream: PORT+1; default: free ports)"
+    )
+    p.add_argument(
+        "--replay", metavar="FROM..TO", help="send the recorded ticks of FROM..TO (else live)"
+    )
+    p.add_argument("--speed", metavar="N|max", help="with --replay: a factor of real time, or max")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("simulate", help="run the local LN Markets simulator")
     p.add_argument("--port", type=int, default=7357, help="REST port (default 7357)")

@@ -107,6 +107,10 @@ Stream:
 
 ``faults.clear()`` switches everything off.
 
+Recorded data (``qx-actors serve``): ``Simulator(cfg, clock, source=RecordedMarket(url))``
+answers the REST API from a qx_actors database (read-only) and sends on the Stream API what
+``sim.send_ticks(ticks)`` is given.
+
 Observations and controls (thread-safe, for tests): ``sim.requests()`` (``RequestRecord``:
 endpoint, path, query, status) / ``sim.request_count(endpoint, status)``,
 ``sim.wait_in_flight(n)`` (requests being answered, e.g. delayed), ``faults.wait_hung(n)``,
@@ -120,6 +124,7 @@ from __future__ import annotations
 
 from .faults import Faults
 from .market import ManualClock, Market, OffsetClock
+from .recorded import RecordedMarket
 from .rest import RequestRecord
 from .server import Simulator, SimulatorConfig, run_simulator_blocking
 from .stream import LAST_PRICE_TOPIC
@@ -130,6 +135,7 @@ __all__ = [
     "ManualClock",
     "Market",
     "OffsetClock",
+    "RecordedMarket",
     "RequestRecord",
     "Simulator",
     "SimulatorConfig",

@@ -43,6 +43,7 @@ from .market import (
     index_time,
     minute_index,
 )
+from .recorded import RecordedMarket
 
 __all__ = [
     "MAX_LIMIT",
@@ -220,8 +221,11 @@ class RestApp:
         rate_limiter: RateLimiter,
         from_inclusive: bool = True,
         to_inclusive: bool = True,
+        source: RecordedMarket | None = None,
     ) -> None:
         self.market = market
+        #: Answers from a database instead of the synthetic market (``qx-actors serve``).
+        self.source = source
         self.faults = faults
         self.rate_limiter = rate_limiter
         self.from_inclusive = from_inclusive
@@ -326,8 +330,17 @@ class RestApp:
 
     # -- candles ---------------------------------------------------------------------------
 
+    def _recorded(self, answer: Callable[[], bytes]) -> web.Response:
+        try:
+            return _json(answer())
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+
     async def _candles(self, request: web.Request) -> web.Response:
         q = request.query
+        source = self.source
+        if source is not None:
+            return self._recorded(lambda: source.candles_body(q))
         range_ = q.get("range", "1m")
         if range_ != "1m":
             if range_ in _KNOWN_RANGES:
@@ -483,6 +496,9 @@ class RestApp:
 
     async def _settlements(self, request: web.Request) -> web.Response:
         q = request.query
+        source = self.source
+        if source is not None:
+            return self._recorded(lambda: source.settlements_body(q))
         limit = _parse_limit(q.get("limit"))
         market = self.market
         now = market.now()
@@ -544,6 +560,8 @@ class RestApp:
     # -- ticker ----------------------------------------------------------------------------
 
     async def _ticker(self, request: web.Request) -> web.Response:
+        if self.source is not None:
+            return _json(self.source.ticker_body())
         market = self.market
         now = market.now()
         last = market.price_at(now)

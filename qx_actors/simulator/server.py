@@ -18,6 +18,7 @@ from qx_actors.domain.values import PriceTick
 
 from .faults import Faults
 from .market import Clock, Market
+from .recorded import RecordedMarket
 from .rest import RateLimiter, RequestRecord, RestApp
 from .stream import STREAM_PATH, StreamServer
 
@@ -61,10 +62,18 @@ class Simulator:
     """A local LN Markets: REST v3 and Stream API over one deterministic market.
 
     ``start()`` serves from a background :class:`LoopThread` and returns once listening;
-    ``stop()`` closes everything (idempotent). Also a context manager.
+    ``stop()`` closes everything (idempotent). Also a context manager. With ``source`` (a
+    :class:`RecordedMarket`) the REST API answers from a database, and the Stream API sends
+    what :meth:`send_ticks` is given (``qx-actors serve``).
     """
 
-    def __init__(self, config: SimulatorConfig | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        clock: Clock | None = None,
+        *,
+        source: RecordedMarket | None = None,
+    ) -> None:
         self.config = config or SimulatorConfig()
         cfg = self.config
         self.market = Market(cfg.seed, clock=clock, cache_days=cfg.cache_days)
@@ -78,6 +87,7 @@ class Simulator:
             self.rate_limiter,
             from_inclusive=cfg.from_inclusive,
             to_inclusive=cfg.to_inclusive,
+            source=source,
         )
         self.stream = StreamServer(
             self.market,
@@ -217,6 +227,10 @@ class Simulator:
     def push_ticks(self, n: int = 1, timeout: float = 10.0) -> list[PriceTick]:
         """Broadcast ``n`` ticks to subscribers now; returns those sent (faults applied)."""
         return self._run(self.stream.emit(n), timeout)
+
+    def send_ticks(self, ticks: list[PriceTick], timeout: float = 10.0) -> None:
+        """Broadcast these ticks as they are (times and prices) to subscribers now."""
+        self._run(self.stream.send_ticks(ticks), timeout)
 
     def sent_ticks(self) -> list[PriceTick]:
         """Every tick the Stream server sent (see :meth:`StreamServer.sent_ticks`)."""

@@ -29,7 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from qx_actors.domain.timeutil import from_epoch_ms
+from qx_actors.domain.timeutil import from_epoch_ms, to_epoch_ms
 from qx_actors.domain.values import PriceTick
 
 from .faults import Faults
@@ -310,6 +310,21 @@ class StreamServer:
             await self._wait_for_wake(min(max(wait, 0.001), 0.25))
             if self._rate != rate:
                 base, count = time.monotonic(), 0
+
+    async def send_ticks(self, ticks: list[PriceTick]) -> None:
+        """Broadcast these ticks (their own times and prices) to the subscribers, recorded as
+        sent (``qx-actors serve``: recorded ticks, live or replayed)."""
+        records = [(to_epoch_ms(t.time), t.last_price) for t in ticks]
+        frames = [_frame(ms, price) for ms, price in records]
+        with self._cond:
+            self._sent.extend(records)
+        subs = [c for c, topics in list(self._conns.items()) if LAST_PRICE_TOPIC in topics]
+        for conn in subs:
+            try:
+                for frame in frames:
+                    await conn.send(frame)
+            except ConnectionClosed:
+                continue
 
     async def emit(self, n: int) -> list[PriceTick]:
         """Broadcast ``n`` ticks now (faults applied); returns the ticks actually sent."""
