@@ -132,3 +132,15 @@ def test_a_bad_config_is_one_line_and_exit_2(name: str, tmp_path: Path) -> None:
     assert 2 == result.returncode
     assert "Traceback" not in result.stderr
     assert ["rest_timeout_s" in line for line in lines(result.stderr)] == [True]
+
+
+def test_backtest_example_decides_the_same_over_live_and_replay(tmp_path: Path) -> None:
+    """backtest.py: one strategy over a live simulator run and over a replay of its recording
+    prints the same decisions."""
+    result = run_example("backtest.py", ["--ticks", "100"], cwd=tmp_path)
+    out = lines(result.stdout)
+    assert 0 == result.returncode, result.stdout + result.stderr
+    live = [line.split(None, 1)[1] for line in out if line.lstrip().startswith("live ")]
+    replayed = [line.split(None, 1)[1] for line in out if line.lstrip().startswith("replay ")]
+    assert live == replayed
+    assert "same decisions: True" == out[-1]
