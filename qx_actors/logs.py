@@ -33,9 +33,11 @@ from qx_actors.config import LoggingConfig
 from qx_actors.redact import redact_text, redact_value
 
 __all__ = [
+    "CANDLES_STORED",
     "DEGRADED_MODE_CHANGED",
     "LOGGER_NAME",
     "REPEAT_WINDOW_S",
+    "SETTLEMENTS_STORED",
     "STATUS_EVENT_IGNORED",
     "STATUS_TRANSITION",
     "STATUS_TRANSITION_REJECTED",
@@ -56,6 +58,11 @@ STATUS_TRANSITION_REJECTED = "status_transition_rejected"
 DEGRADED_MODE_CHANGED = "degraded_mode_changed"
 #: A status event from the Engine that arrived after shutdown was initiated (ignored).
 STATUS_EVENT_IGNORED = "status_event_ignored"
+#: A range fetch stored candles (``kind, start, end, received``), at info: what a healthy run
+#: does, one line per fetched range (``kind``: latest, upper_bound, revision, gap, lower_bound).
+CANDLES_STORED = "candles_stored"
+#: A range fetch stored funding settlements (``received``), at info.
+SETTLEMENTS_STORED = "settlements_stored"
 
 _open_files: list[IO[str]] = []
 

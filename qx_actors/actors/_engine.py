@@ -63,7 +63,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import pykka
 
@@ -107,10 +107,10 @@ from qx_actors.actors.messages import (
 )
 from qx_actors.config import QxConfig
 from qx_actors.domain.lookback import SyncMode
-from qx_actors.domain.timeutil import utc_now
+from qx_actors.domain.timeutil import format_utc, utc_now
 from qx_actors.domain.values import PriceTick
 from qx_actors.errors import ChildDied, ShutdownTimeout, StorageError, is_recoverable
-from qx_actors.logs import get_logger
+from qx_actors.logs import CANDLES_STORED, SETTLEMENTS_STORED, get_logger
 from qx_actors.observability._run_health import RunHealth
 from qx_actors.status import Trigger
 from qx_actors.updates import UpdateHub
@@ -374,6 +374,7 @@ class EngineActor(AsyncQxActor):
                 if running and self._pending is not None and request_id == self._pending[0]:
                     self._pending = None
                     if _stored_something(value):
+                        self._log_stored(value)
                         self._on_progress()
                     self._advance(value, error)
             case StreamUp() | StreamDown() | FeedQuiet() | TicksFlowing():
@@ -533,6 +534,20 @@ class EngineActor(AsyncQxActor):
         if trigger in (Trigger.SYNCED, Trigger.BACKFILLED):
             self._on_progress()
         self._tell_controller(StatusEvent(trigger, None, degraded))
+
+    def _log_stored(self, value: CandleRangeStored | SettlementRangeStored) -> None:
+        """What a range fetch stored, at info: the events of a healthy run."""
+        if isinstance(value, CandleRangeStored):
+            download = value.download
+            self._log.info(
+                CANDLES_STORED,
+                kind=download.kind.value,
+                start=format_utc(download.start),
+                end=format_utc(download.end),
+                received=value.received_count,
+            )
+        else:
+            self._log.info(SETTLEMENTS_STORED, received=value.received_count)
 
     def _on_progress(self) -> None:
         """The program made progress: a held ``Running.InProgress`` is reported now."""
@@ -754,7 +769,7 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _stored_something(value: Any) -> bool:
+def _stored_something(value: Any) -> TypeGuard[CandleRangeStored | SettlementRangeStored]:
     """Whether a child's answer says data was stored (a range fetch that received some)."""
     return isinstance(value, (CandleRangeStored, SettlementRangeStored)) and (
         value.received_count > 0

@@ -7,6 +7,11 @@ frame shows how the run ended. Otherwise the run's structured log lines are the 
 ``live_ticks`` event every 5 s; when those lines go to ``logging.file``, short plain progress
 lines (``qx-actors: ...``) still appear on stderr as the run goes.
 
+The figures (status, candle and settlement states, ticks committed, ticks/s, last price,
+updates missed) are the run's one fold of the update stream, :meth:`RunHealth.view
+<qx_actors.observability.RunHealth.view>` — what ``/health`` and ``/metrics`` read too; the
+view's own receiver only says when to log or echo (one line per evaluation, per status).
+
 Whatever it prints has its secrets replaced by ``***`` (:mod:`qx_actors.redact`): the status
 text carries the error's message, and the database URL is shown without its password.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import deque
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,19 +30,16 @@ from rich.live import Live
 from rich.table import Table
 
 from qx_actors.config import QxConfig
-from qx_actors.domain.funding import FundingSettlementsState
-from qx_actors.domain.history import PriceHistoryState
 from qx_actors.domain.lookback import SyncMode
 from qx_actors.domain.values import EXCHANGE_PAGE_LIMIT
 from qx_actors.logs import get_logger
+from qx_actors.observability import RunHealth, RunView
 from qx_actors.redact import redact_text
 from qx_actors.status import SyncStatus
 from qx_actors.sync_engine import SyncController, SyncEngine
 from qx_actors.updates import (
     FundingSettlementsStateUpdate,
-    Lagged,
     PriceHistoryStateUpdate,
-    PriceTickUpdate,
     StatusUpdate,
     SyncUpdate,
 )
@@ -57,16 +59,12 @@ class ProgressView:
         self, engine: SyncEngine, config: QxConfig, mode: SyncMode, *, interactive: bool
     ) -> None:
         self._receiver = engine.update_receiver()
+        self._health: RunHealth = engine.health
         self._config = config
         self._mode = mode
         self._interactive = interactive
-        self._status: SyncStatus = engine.status_snapshot()
-        self._history: PriceHistoryState | None = None
-        self._funding: FundingSettlementsState | None = None
-        self._tick_times: deque[float] = deque(maxlen=5000)
-        self._last_price: float | None = None
-        self._ticks = 0
-        self._lagged = 0
+        # how the run ended (finish); until then the fold's status
+        self._final: SyncStatus | None = None
         self._log = get_logger(run_id=engine.run_id, mode=mode.name, actor="cli")
         # The log lines go to a file: say on the terminal how the run goes, in short lines.
         self._echo = not interactive and config.logging.file is not None
@@ -89,11 +87,9 @@ class ProgressView:
     def _apply(self, update: SyncUpdate) -> None:
         match update:
             case StatusUpdate(status=status):
-                self._status = status
                 if self._echo:
                     self._say(f"status {status.text}")
             case PriceHistoryStateUpdate(state=state):
-                self._history = state
                 if not self._interactive:
                     summary = state.summary()
                     if self._log_state("price_history_state", summary) and self._echo:
@@ -103,7 +99,6 @@ class ProgressView:
                             f"{len(state.gaps)} gap(s)"
                         )
             case FundingSettlementsStateUpdate(state=state):
-                self._funding = state
                 if not self._interactive:
                     summary = state.summary()
                     if self._log_state("funding_settlements_state", summary) and self._echo:
@@ -111,26 +106,25 @@ class ProgressView:
                             f"settlements {summary['earliest']} .. {summary['latest']}, "
                             f"missing {summary['missing']}"
                         )
-            case PriceTickUpdate(tick=tick):
-                self._ticks += 1
-                self._last_price = tick.last_price
-                self._tick_times.append(time.monotonic())
-            case Lagged(missed=missed):
-                self._lagged += missed
+
+    def _view(self) -> RunView:
+        view = self._health.view()
+        if self._final is not None:
+            return replace(view, status=self._final)
+        return view
 
     def ticks_per_second(self) -> float:
-        """Ticks per second over the last five seconds."""
-        now = time.monotonic()
-        recent = [t for t in self._tick_times if now - t <= 5.0]
-        return len(recent) / 5.0
+        """Ticks committed per second over the last five seconds."""
+        return self._view().ticks_per_second(5)
 
     def render(self) -> Table:
         """The dashboard as a rich table."""
+        view = self._view()
         table = Table(title=f"qx-actors {self._mode}", show_header=False, expand=False)
         table.add_column("what", style="bold")
         table.add_column("value")
-        table.add_row("status", self._status.text)
-        history = self._history
+        table.add_row("status", view.status.text)
+        history = view.history
         if history is not None:
             summary = history.summary()
             table.add_row("candles reach", f"{summary['reach']} .. now")
@@ -141,18 +135,18 @@ class ProgressView:
             rate = self._config.sync.rest_rate_limit_per_s
             requests = -(-history.missing_minutes // EXCHANGE_PAGE_LIMIT)
             table.add_row("ETA at rate limit", str(timedelta(seconds=round(requests / rate))))
-        if self._funding is not None:
-            funding = self._funding.summary()
+        if view.funding is not None:
+            funding = view.funding.summary()
             table.add_row(
                 "settlements",
                 f"{funding['earliest']} .. {funding['latest']}, missing {funding['missing']}",
             )
         if self._mode.live_feed_active:
-            price = "-" if self._last_price is None else f"{self._last_price:,.1f}"
+            price = "-" if view.last_price is None else f"{view.last_price:,.1f}"
             table.add_row("last price", price)
-            table.add_row("ticks", f"{self._ticks:,} ({self.ticks_per_second():.1f}/s)")
-        if self._lagged:
-            table.add_row("updates missed", str(self._lagged))
+            table.add_row("ticks", f"{view.ticks:,} ({view.ticks_per_second(5):.1f}/s)")
+        if view.lagged:
+            table.add_row("updates missed", str(view.lagged))
         return table
 
     def follow_until(self, stop: threading.Event, controller: SyncController) -> None:
@@ -173,17 +167,18 @@ class ProgressView:
                 self._live.update(self.render())
             elif self._mode.live_feed_active and time.monotonic() >= next_report:
                 next_report = time.monotonic() + _TICK_REPORT_EVERY_S
+                view = self._view()
                 self._log.info(
                     "live_ticks",
-                    last_price=self._last_price,
-                    ticks=self._ticks,
-                    ticks_per_s=self.ticks_per_second(),
-                    status=self._status.text,
+                    last_price=view.last_price,
+                    ticks=view.ticks,
+                    ticks_per_s=view.ticks_per_second(5),
+                    status=view.status.text,
                 )
                 if self._echo:
-                    price = "-" if self._last_price is None else f"{self._last_price:,.1f}"
+                    price = "-" if view.last_price is None else f"{view.last_price:,.1f}"
                     self._say(
-                        f"ticks {self._ticks:,} ({self.ticks_per_second():.1f}/s), "
+                        f"ticks {view.ticks:,} ({view.ticks_per_second(5):.1f}/s), "
                         f"last price {price}"
                     )
 
@@ -195,7 +190,7 @@ class ProgressView:
     def finish(self, status: SyncStatus) -> None:
         """Show how the run ended (the dashboard's last frame too) and say it."""
         self._drain()
-        self._status = status
+        self._final = status
         self.close()
         print(f"qx-actors: run ended: {status.text}", file=sys.stderr)
 

@@ -20,7 +20,7 @@ process has one stable label set; ``qx_run_info{run_id}`` names the run.
 - counters: ``qx_ticks_committed_total``, ``qx_updates_lagged_total``, ``qx_rest_*_total``
   (requests, responses_ok, retries, rate_limited, errors, timeouts,
   limiter_wait_seconds), ``qx_feed_*_total`` (received, duplicates, batches, overflowed,
-  reconnects);
+  reconnects, spooled);
 - histogram: ``qx_rest_request_duration_seconds{endpoint,code}``;
 - info (a gauge of value 1): ``qx_run_info{run_id}``.
 

@@ -1,6 +1,7 @@
 """What a run looks like from outside: :class:`RunHealth`, the run-level registry of one run,
-fed by the update hub and the actors, read by ``SyncController.health()``, the health server,
-the progress lines and the terminal UI.
+fed by the update hub and the actors, read by ``SyncController.health()``, the health server
+(:meth:`RunHealth.snapshot`), the progress lines and the terminal UI (:meth:`RunHealth.view`:
+the same fold, with the states themselves for the panes).
 
 It outlives the run's children: the Engine hands it to every child it starts, and a child that
 is replaced at a supervised restart reports into the same counters. Its counters and the
@@ -33,12 +34,16 @@ Every text of the snapshot (the status's error above all) has its secrets replac
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from qx_actors.domain.funding import FundingSettlementsState
+from qx_actors.domain.history import PriceHistoryState
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.redact import redact_text, redact_value
 from qx_actors.status import State, SyncStatus
@@ -54,8 +59,10 @@ from qx_actors.updates import (
 __all__ = [
     "COUNTERS",
     "LATENCY_BUCKETS_S",
+    "TICK_WINDOW_S",
     "CounterSource",
     "RunHealth",
+    "RunView",
 ]
 
 #: A counter source: returns a flat mapping of numbers (read from another thread; ints only).
@@ -90,7 +97,43 @@ COUNTERS: dict[tuple[str, str], tuple[str, str]] = {
         "ticks dropped because the tick queue was full",
     ),
     ("feed", "reconnects"): ("qx_feed_reconnects", "Stream API reconnections"),
+    ("feed", "spooled"): (
+        "qx_feed_spooled",
+        "ticks written to the tick spool past the queue's bound (sync.tick_spool)",
+    ),
 }
+
+#: Seconds of committed ticks per second that the fold keeps (:meth:`RunView.tick_series`).
+TICK_WINDOW_S = 120
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One read of the fold as the progress lines and the terminal UI show it: the status, the
+    latest states, the run's tick figures (committed ticks, all receivers' lag)."""
+
+    status: SyncStatus
+    history: PriceHistoryState | None = None
+    funding: FundingSettlementsState | None = None
+    #: ticks committed in the run (across restarts)
+    ticks: int = 0
+    last_price: float | None = None
+    last_tick_time: datetime | None = None
+    #: updates dropped by full receivers, all receivers of the run
+    lagged: int = 0
+    #: when this view was taken (``time.monotonic()``) and ticks per whole monotonic second
+    at: float = 0.0
+    per_second: Mapping[int, int] = field(default_factory=dict)
+
+    def tick_series(self, seconds: int) -> list[float]:
+        """Ticks committed in each of the last ``seconds`` whole seconds, oldest first."""
+        current = int(self.at)
+        return [float(self.per_second.get(s, 0)) for s in range(current - seconds, current)]
+
+    def ticks_per_second(self, seconds: int = 5) -> float:
+        """Ticks per second over the last ``seconds`` whole seconds."""
+        return sum(self.tick_series(seconds)) / seconds
+
 
 #: States in which the run is doing its job whatever happened before.
 _DOING_ITS_JOB = (State.SYNCED, State.BACKFILLED)
@@ -109,8 +152,11 @@ class _Source:
 class RunHealth:
     """What a run looks like from outside; its counters outlive its children (thread-safe)."""
 
-    def __init__(self, status: Callable[[], SyncStatus]) -> None:
+    def __init__(
+        self, status: Callable[[], SyncStatus], *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._status = status
+        self._monotonic = monotonic
         self._lock = threading.RLock()
         #: the run's metrics (prometheus_client objects), what ``/metrics`` serves
         self.registry = CollectorRegistry(auto_describe=True)
@@ -131,8 +177,11 @@ class RunHealth:
         self._last_tick_at: datetime | None = None
         self._last_price: float | None = None
         self._history: dict[str, Any] | None = None
+        self._history_state: PriceHistoryState | None = None
         self._latest_candle: datetime | None = None
         self._funding: dict[str, Any] | None = None
+        self._funding_state: FundingSettlementsState | None = None
+        self._per_second: dict[int, int] = {}
         self._sources: dict[str, _Source] = {}
         self._gauge_sources: dict[str, CounterSource] = {}
         self._counter_errors: dict[str, str] = {}
@@ -158,8 +207,10 @@ class RunHealth:
                     self._last_tick_at = utc_now()
                     self._last_price = tick.last_price
                     self._progress_since_error = True
+                    self._count_second()
                 case PriceHistoryStateUpdate(state=state):
                     self._history = state.summary()
+                    self._history_state = state
                     self._latest_candle = state.latest
                     latest, missing, _ = self._at_error
                     if (state.latest is not None and (latest is None or state.latest > latest)) or (
@@ -168,6 +219,7 @@ class RunHealth:
                         self._progress_since_error = True
                 case FundingSettlementsStateUpdate(state=state):
                     self._funding = state.summary()
+                    self._funding_state = state
                     missing_settlements = self._at_error[2]
                     if missing_settlements is not None and self._funding["missing"] < (
                         missing_settlements
@@ -175,6 +227,13 @@ class RunHealth:
                         self._progress_since_error = True
                 case Lagged(missed=missed):
                     self._count(("run", "updates_lagged"), missed)
+
+    def _count_second(self) -> None:
+        second = int(self._monotonic())
+        self._per_second[second] = self._per_second.get(second, 0) + 1
+        if len(self._per_second) > TICK_WINDOW_S:
+            for old in [s for s in self._per_second if s < second - TICK_WINDOW_S]:
+                del self._per_second[old]
 
     def _observe_status(self, status: SyncStatus) -> None:
         if status.error is not None and status.state is not State.FAILED:
@@ -266,6 +325,22 @@ class RunHealth:
                 elif sample.name.endswith("_sum"):
                     found.setdefault(key, [0.0, 0.0])[1] = sample.value
         return [(e, c, count, total) for (e, c), (count, total) in sorted(found.items())]
+
+    def view(self) -> RunView:
+        """The fold as the progress lines and the terminal UI read it (no counter is read)."""
+        status = self._status()
+        with self._lock:
+            return RunView(
+                status=status,
+                history=self._history_state,
+                funding=self._funding_state,
+                ticks=int(self._totals[("run", "ticks_committed")]),
+                last_price=self._last_price,
+                last_tick_time=self._last_tick_time,
+                lagged=int(self._totals[("run", "updates_lagged")]),
+                at=self._monotonic(),
+                per_second=dict(self._per_second),
+            )
 
     def snapshot(self) -> dict[str, Any]:
         """The run's health as plain data."""

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import structlog
 from textual.pilot import Pilot
-from textual.widgets import Log
+from textual.widgets import RichLog
 
 from qx_actors.app.tui import EXIT_FORCED, SyncTui, render, run_tui
 from qx_actors.app.tui.logtap import LogTap
@@ -160,6 +160,9 @@ def test_full_run_reaches_synced_with_ticks_then_q_shuts_down(
     assert "Shutdown" in app.header
     assert "Running" not in app.header
     assert any("status_transition" in line for line in seen["log"])
+    # a healthy run's own events at info: what the fetches stored, the stream subscribed
+    for event in ("candles_stored", "settlements_stored", "stream_subscribed"):
+        assert any(event in line for line in seen["log"]), (event, seen["log"])
     # The TUI's log tap is gone: structlog is as before.
     assert not any(isinstance(p, LogTap) for p in structlog.get_config()["processors"])
 
@@ -216,7 +219,7 @@ def test_l_toggles_the_log_pane_and_tab_moves_focus(simulator: Simulator, tmp_pa
     app = SyncTui(engine, engine.config)
 
     async def scenario(pilot: Pilot[int], app: SyncTui) -> None:
-        log = app.query_one("#log", Log)
+        log = app.query_one("#log", RichLog)
         state = app.query_one("#state")
         assert log.display and app.focused is log
         await pilot.press("tab")
@@ -245,7 +248,7 @@ def test_arrows_and_pages_scroll_the_focused_pane(simulator: Simulator, tmp_path
     app = SyncTui(engine, engine.config)
 
     async def scenario(pilot: Pilot[int], app: SyncTui) -> None:
-        log = app.query_one("#log", Log)
+        log = app.query_one("#log", RichLog)
         state = app.query_one("#state")
         await until(pilot, app, lambda: "Running.Synced" in app.header, "Running.Synced")
         events = get_logger(run_id=engine.run_id, actor="test")
@@ -273,6 +276,33 @@ def test_arrows_and_pages_scroll_the_focused_pane(simulator: Simulator, tmp_path
         await until(pilot, app, exited(app), "the app exits after q")
 
     drive(app, scenario, size=(100, 18))
+    assert 0 == app.return_code
+
+
+def test_long_log_lines_wrap_at_the_pane_edge(simulator: Simulator, tmp_path: Path) -> None:
+    """A line longer than the log pane is folded onto the next rows: nothing is cut, nothing
+    is wider than the pane."""
+    engine = SyncEngine.from_config(full_config(simulator, tmp_path, mode="backfill"))
+    app = SyncTui(engine, engine.config)
+
+    def rows() -> list[str]:
+        return [strip.text for strip in app.query_one("#log", RichLog).lines]
+
+    async def scenario(pilot: Pilot[int], app: SyncTui) -> None:
+        await until(pilot, app, lambda: "Running.Backfilled" in app.header, "Backfilled")
+        get_logger(run_id=engine.run_id, actor="test").info(
+            "test_long_line", detail="x" * 300, tail="end-of-the-line"
+        )
+        await until(pilot, app, lambda: any("end-of-the-line" in r for r in rows()), "the tail")
+        log = app.query_one("#log", RichLog)
+        assert log.virtual_size.width <= log.scrollable_content_region.width
+        assert 0 == log.max_scroll_x
+        whole = [line for line in app.log_lines() if "test_long_line" in line]
+        assert 1 == len(whole) and whole[0].endswith("tail=end-of-the-line")
+        await pilot.press("q")
+        await until(pilot, app, exited(app), "the app exits after q")
+
+    drive(app, scenario, size=(100, 30))
     assert 0 == app.return_code
 
 

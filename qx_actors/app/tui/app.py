@@ -1,11 +1,14 @@
 """The sync TUI: a Textual app that starts a run, follows it as a subscriber, and shuts it down.
 
 Layout: a header (run id, mode, status, uptime), then the state column (price history,
-funding settlements, live feed) beside the log pane of the run's own events; a footer lists
-the keys. The app is a subscriber like any other: its receiver is created before
-``engine.start()`` and read by a thread of its own (``qx-tui-updates``) into a
-:class:`RunModel`; the screen is redrawn from that model four times a second. The engine never
-waits for the TUI: the receiver is bounded and reports ``Lagged`` when the TUI falls behind.
+funding settlements, live feed) beside the log pane of the run's own events (long lines wrap);
+a footer lists the keys. The panes are drawn four times a second from the run's one fold of
+the update stream, :meth:`RunHealth.view <qx_actors.observability.RunHealth.view>` (what
+``/health``, ``/metrics`` and the progress lines read too). The app is also a subscriber like
+any other, for its log pane's own lines (an evaluation, at debug; ``tui_lagged``): its receiver
+is created before ``engine.start()`` and read by a thread of its own (``qx-tui-updates``). The
+engine never waits for the TUI: the receiver is bounded and reports ``Lagged`` when the TUI
+falls behind.
 
 Keys: ``q`` (or Ctrl-C) shuts the run down gracefully and exits once it is ``Shutdown``; a
 second ``q`` forces (exit code 130, as a second Ctrl-C in the CLI); ``tab`` switches pane
@@ -21,8 +24,6 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime
 from types import FrameType
 from typing import Any, ClassVar
 
@@ -30,14 +31,13 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Log, Sparkline, Static
+from textual.widgets import Footer, RichLog, Sparkline, Static
 
 from qx_actors.app.tui import logtap, render
 from qx_actors.config import QxConfig
-from qx_actors.domain.funding import FundingSettlementsState
-from qx_actors.domain.history import PriceHistoryState
 from qx_actors.domain.timeutil import utc_now
 from qx_actors.errors import QxError
+from qx_actors.observability import RunView
 from qx_actors.redact import redact_text
 from qx_actors.status import State, SyncStatus
 from qx_actors.sync_engine import SyncController, SyncEngine
@@ -45,7 +45,6 @@ from qx_actors.updates import (
     FundingSettlementsStateUpdate,
     Lagged,
     PriceHistoryStateUpdate,
-    PriceTickUpdate,
     ReceiverClosed,
     SyncUpdate,
     UpdateReceiver,
@@ -58,7 +57,6 @@ __all__ = [
     "RATE_WINDOW_S",
     "REFRESH_HZ",
     "SPARK_SECONDS",
-    "RunModel",
     "SyncTui",
     "TextPane",
     "run_tui",
@@ -75,49 +73,8 @@ SPARK_SECONDS = 60
 RATE_WINDOW_S = 5
 #: Redraws per second.
 REFRESH_HZ = 4
-
-
-@dataclass
-class RunModel:
-    """What the update reader learned so far (written by its thread, read by the UI)."""
-
-    history: PriceHistoryState | None = None
-    funding: FundingSettlementsState | None = None
-    last_price: float | None = None
-    tick_time: datetime | None = None
-    ticks: int = 0
-    lagged: int = 0
-    #: ticks per whole monotonic second
-    per_second: dict[int, int] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def apply(self, update: SyncUpdate) -> None:
-        """Account for one update."""
-        with self.lock:
-            match update:
-                case PriceTickUpdate(tick=tick):
-                    self.ticks += 1
-                    self.last_price = tick.last_price
-                    self.tick_time = tick.time
-                    second = int(time.monotonic())
-                    self.per_second[second] = self.per_second.get(second, 0) + 1
-                    if len(self.per_second) > SPARK_SECONDS * 2:
-                        for old in [s for s in self.per_second if s < second - SPARK_SECONDS]:
-                            del self.per_second[old]
-                case PriceHistoryStateUpdate(state=state):
-                    self.history = state
-                case FundingSettlementsStateUpdate(state=state):
-                    self.funding = state
-                case Lagged(missed=missed):
-                    self.lagged += missed
-
-    def tick_series(self, now: float) -> list[float]:
-        """Ticks per second over the last :data:`SPARK_SECONDS` whole seconds, oldest first."""
-        current = int(now)
-        with self.lock:
-            return [
-                float(self.per_second.get(s, 0)) for s in range(current - SPARK_SECONDS, current)
-            ]
+#: Lines the log pane keeps.
+_LOG_LINES = 5000
 
 
 class TextPane(Static):
@@ -151,7 +108,7 @@ class SyncTui(App[int]):
     #live { height: auto; }
     #live-text { height: auto; }
     #sparkline { height: 2; margin-top: 1; }
-    #log { width: 1fr; }
+    #log { width: 1fr; overflow-x: hidden; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit_run", "Quit (again: force)"),
@@ -179,10 +136,11 @@ class SyncTui(App[int]):
         self._health_url = health_url
         # Created before start(): the TUI sees every update of the run.
         self._receiver: UpdateReceiver = engine.update_receiver()
-        self.model = RunModel()
         self.tap = logtap.LogTap(engine.run_id)
         self._installed: Any = None
         self._entries: deque[logtap.LogEntry] = deque(maxlen=5000)
+        # the lines the log pane shows (each may wrap over several rows)
+        self._shown: deque[str] = deque(maxlen=_LOG_LINES)
         self.min_level = min_level
         self.controller: SyncController | None = None
         self._reader_stop = threading.Event()
@@ -207,7 +165,7 @@ class SyncTui(App[int]):
                 with Vertical(id="live", classes="pane"):
                     yield TextPane(id="live-text")
                     yield Sparkline([0.0], id="sparkline")
-            yield Log(id="log", max_lines=5000)
+            yield RichLog(id="log", max_lines=_LOG_LINES, wrap=True, min_width=20)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -232,7 +190,7 @@ class SyncTui(App[int]):
         )
         self._reader.start()
         self.set_interval(1 / REFRESH_HZ, self._refresh)
-        self.query_one("#log", Log).focus()
+        self.query_one("#log", RichLog).focus()
         self._refresh()
 
     def on_unmount(self) -> None:
@@ -246,7 +204,8 @@ class SyncTui(App[int]):
     # --- the subscriber -------------------------------------------------------------------
 
     def _read_updates(self) -> None:
-        """The reader thread: every update into the model until the run or the app ends."""
+        """The reader thread: the log pane's lines about updates until the run or the app
+        ends."""
         while not self._reader_stop.is_set():
             try:
                 update = self._receiver.get(timeout=0.2)
@@ -254,7 +213,6 @@ class SyncTui(App[int]):
                 continue
             except ReceiverClosed:
                 return
-            self.model.apply(update)
             self._log_update(update)
 
     def _log_update(self, update: SyncUpdate) -> None:
@@ -272,6 +230,11 @@ class SyncTui(App[int]):
 
     # --- drawing --------------------------------------------------------------------------
 
+    @property
+    def model(self) -> RunView:
+        """The run's figures now (the run's one fold: ``engine.health.view()``)."""
+        return self._engine.health.view()
+
     def status(self) -> SyncStatus:
         """The run's current status (the hub's snapshot: never lost to a lagging receiver)."""
         return self._engine.status_snapshot()
@@ -288,6 +251,7 @@ class SyncTui(App[int]):
             self._stopped_at = time.monotonic()
         if self._stop_event is not None and self._stop_event.is_set():
             self._begin_shutdown()
+        view = self.model
         self._header.show(
             render.header_text(
                 run_id=self._engine.run_id,
@@ -295,21 +259,19 @@ class SyncTui(App[int]):
                 status=status,
                 uptime_s=self._uptime(),
                 note=self._note,
-                lagged=self.model.lagged,
+                lagged=view.lagged,
                 health_url=self._health_url,
             )
         )
-        self._draw_state()
+        self._draw_state(view)
         self._draw_log()
         if status.is_stopped:
             self._on_stopped(status)
 
-    def _draw_state(self) -> None:
+    def _draw_state(self, view: RunView) -> None:
         sync = self._config.sync
-        model = self.model
-        with model.lock:
-            history, funding = model.history, model.funding
-            last_price, tick_time, ticks = model.last_price, model.tick_time, model.ticks
+        history, funding = view.history, view.funding
+        last_price, tick_time, ticks = view.last_price, view.last_tick_time, view.ticks
         width = max(10, self.query_one("#history").content_size.width or 40)
         self.query_one("#history", TextPane).show(
             render.history_text(
@@ -320,8 +282,7 @@ class SyncTui(App[int]):
             )
         )
         self.query_one("#funding", TextPane).show(render.funding_text(funding))
-        now = time.monotonic()
-        series = model.tick_series(now)
+        series = view.tick_series(SPARK_SECONDS)
         age = None if tick_time is None else (utc_now() - tick_time).total_seconds()
         counters = self._counters()
         self.query_one("#live-text", TextPane).show(
@@ -331,7 +292,7 @@ class SyncTui(App[int]):
                 tick_time=tick_time,
                 tick_age_s=age,
                 ticks=ticks,
-                rate_per_s=sum(series[-RATE_WINDOW_S:]) / RATE_WINDOW_S,
+                rate_per_s=view.ticks_per_second(RATE_WINDOW_S),
                 counters=counters,
             )
         )
@@ -347,9 +308,9 @@ class SyncTui(App[int]):
         return {str(k): dict(v) for k, v in counters.items() if isinstance(v, dict)}
 
     def _title_log(self) -> None:
-        self.query_one("#log", Log).border_title = f"log ≥ {self.min_level}  (f: filter)"
+        self.query_one("#log", RichLog).border_title = f"log ≥ {self.min_level}  (f: filter)"
 
-    def _shown(self, entry: logtap.LogEntry) -> bool:
+    def _is_shown(self, entry: logtap.LogEntry) -> bool:
         return logtap.level_rank(entry.level) >= logtap.level_rank(self.min_level)
 
     def _draw_log(self) -> None:
@@ -357,19 +318,30 @@ class SyncTui(App[int]):
         if not fresh:
             return
         self._entries.extend(fresh)
-        lines = [entry.line() for entry in fresh if self._shown(entry)]
-        if lines:
-            self.query_one("#log", Log).write_lines(lines)
+        self._write_log([entry.line() for entry in fresh if self._is_shown(entry)])
+
+    def _write_log(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        log = self.query_one("#log", RichLog)
+        # follow the tail, unless the reader scrolled up
+        follow = log.is_vertical_scroll_end and not log.is_vertical_scrollbar_grabbed
+        for line in lines:
+            self._shown.append(line)
+            # folded, not cut, at the pane's edge: a long line wraps onto the next rows
+            log.write(Text(line, overflow="fold"), scroll_end=False)
+        if follow:
+            log.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def log_lines(self) -> list[str]:
-        """The lines the log pane holds now."""
-        return [line for line in self.query_one("#log", Log).lines if line]
+        """The lines the log pane holds now (each whole, however it wraps)."""
+        return [line for line in self._shown if line]
 
     # --- keys -----------------------------------------------------------------------------
 
     def action_toggle_log(self) -> None:
         """``l``: hide or show the log pane (the state column takes the width)."""
-        log = self.query_one("#log", Log)
+        log = self.query_one("#log", RichLog)
         log.display = not log.display
         self.query_one("#state").set_class(not log.display, "wide")
         if not log.display and self.focused is log:
@@ -385,9 +357,9 @@ class SyncTui(App[int]):
         self.min_level = level
         self._title_log()
         self._draw_log()
-        log = self.query_one("#log", Log)
-        log.clear()
-        log.write_lines([entry.line() for entry in self._entries if self._shown(entry)])
+        self.query_one("#log", RichLog).clear()
+        self._shown.clear()
+        self._write_log([entry.line() for entry in self._entries if self._is_shown(entry)])
 
     def action_quit_run(self) -> None:
         """``q``: graceful shutdown, then exit; a second ``q`` forces the exit."""
