@@ -159,6 +159,31 @@ def _end_buckets(pa: Any, table: Any, ended_by: datetime) -> Any:
     return table.set_column(table.schema.get_field_index("stable"), "stable", stable)
 
 
+#: the aggregate columns of :meth:`Database._grouped_arrow`, in :class:`CandleRow` order
+_GROUPED_COLUMNS = (
+    "open_first",
+    "high_max",
+    "low_min",
+    "close_last",
+    "volume_sum",
+    "stable_all",
+    "gap_any",
+    "minutes_sum",
+)
+
+
+def _candle_rows_of(pa: Any, table: Any) -> list[CandleRow]:
+    """The rows of a candle table (:func:`candle_schema`) as :class:`CandleRow`."""
+    import pyarrow.compute as pc
+
+    seconds = pc.divide(pc.cast(table.column("time"), pa.int64()), 1_000_000).to_pylist()
+    step = timedelta(seconds=1)
+    columns = [table.column(name).to_pylist() for name in CANDLE_FIELDS[1:]]
+    return [
+        CandleRow(_EPOCH + s * step, *values) for s, *values in zip(seconds, *columns, strict=True)
+    ]
+
+
 def _complete(held: MonthFile | None, first: int, after: int, tokens: dict[int, int]) -> bool:
     """Whether ``held`` holds every day of ``[first, after)`` as these ``tokens`` say."""
     return (
@@ -332,6 +357,10 @@ class Database:
         consolidated from 1h, the finer ones from the minutes of the range (one SQL
         ``GROUP BY``). ``now`` (default: the clock) decides whether a bucket has ended.
         """
+        if self._grouped_from_catalog(resolution) and end > start:
+            pa = import_pyarrow()
+            table = self._grouped_arrow(pa, candle_schema(pa), start, end, resolution, now)
+            return _candle_rows_of(pa, table)
         backend = self._backend
         with guard(backend, "read candles"), backend.read_txn():
             selected = self._select(start, end, resolution, now)
@@ -403,6 +432,8 @@ class Database:
         schema = candle_schema(pa)
         if resolution == "1m" and self._catalog_dir is not None:
             return self._candles_arrow_catalog(pa, schema, start, end, now)
+        if self._grouped_from_catalog(resolution):
+            return self._grouped_arrow(pa, schema, start, end, resolution, now)
         if resolution in BUCKET_SECONDS and _source(resolution, self._rollups)[2]:
             # consolidated here (10m, 45m, 2h, 3h): from the rows
             rows = self.candles(start, end, resolution, now=now)
@@ -433,6 +464,70 @@ class Database:
                 chunks.append(pa.array(chunk, type=struct))
         columns = pa.chunked_array(chunks, type=struct).combine_chunks()
         return _arrow_candles(pa, schema, columns, selected.rollup, selected.ended_by)
+
+    def _grouped_from_catalog(self, resolution: str) -> bool:
+        """Whether ``resolution`` (one without a rollup table: 3m ... 45m) is consolidated
+        from the catalog's minutes with Arrow (a catalog, and pyarrow installed), instead of a
+        SQL ``GROUP BY`` of the database's minutes."""
+        if self._catalog_dir is None or resolution not in BUCKET_SECONDS:
+            return False
+        if _source(resolution, self._rollups)[0] != _GROUPED:
+            return False
+        try:
+            import_pyarrow()
+        except ArrowUnavailable:
+            return False
+        return True
+
+    def _grouped_arrow(
+        self,
+        pa: Any,
+        schema: Any,
+        start: datetime,
+        end: datetime,
+        resolution: str,
+        now: datetime | None,
+    ) -> Any:
+        """The buckets of ``resolution`` overlapping ``[start, end)``, consolidated with Arrow
+        from the 1-minute candles that :meth:`candles_arrow` reads (the catalog's current days
+        memory-mapped, the database for the rest, one snapshot)."""
+        import pyarrow.compute as pc
+
+        start, end = require_utc(start, "start"), require_utc(end, "end")
+        now = utc_now() if now is None else require_utc(now, "now")
+        if end <= start:
+            return schema.empty_table()
+        seconds = BUCKET_SECONDS[resolution]
+        lo = bucket_start(start, seconds)
+        hi = bucket_start(end - timedelta(microseconds=1), seconds) + timedelta(seconds=seconds)
+        minutes = self._candles_arrow_catalog(pa, schema, lo, hi, now)
+        if minutes.num_rows == 0:
+            return schema.empty_table()
+        stamp = schema.field("time").type
+        step = seconds * 1_000_000
+        # times after 1970: the integer division truncates down to the bucket
+        micros = pc.cast(minutes.column("time"), pa.int64())
+        minutes = minutes.append_column("bucket", pc.multiply(pc.divide(micros, step), step))
+        # one thread: "first"/"last" follow the rows' (time) order (the groups do not)
+        grouped = minutes.group_by("bucket", use_threads=False).aggregate(
+            [
+                ("open", "first"),
+                ("high", "max"),
+                ("low", "min"),
+                ("close", "last"),
+                ("volume", "sum"),
+                ("stable", "all"),
+                ("gap", "any"),
+                ("minutes", "sum"),
+            ]
+        ).sort_by("bucket")
+        time = pc.cast(grouped.column("bucket"), stamp)
+        # stable: every minute stable (the 1m read cut those not ended) and the bucket ended
+        ended = pc.less_equal(time, pa.scalar(now - timedelta(seconds=seconds), type=stamp))
+        arrays = [time, *(grouped.column(name) for name in _GROUPED_COLUMNS)]
+        arrays[6] = pc.and_(arrays[6], ended)
+        arrays[8] = pc.cast(arrays[8], pa.int32())
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     def _minutes_arrow(self, pa: Any, schema: Any, lo: datetime, hi: datetime) -> Any:
         """The stored 1-minute candles of ``[lo, hi)`` as a table, ``stable`` as stored (call

@@ -227,11 +227,14 @@ def test_rollups_equal_consolidating_the_stored_minutes(
     assert_rollups_match(storage_url)
 
     minutes = stored_minutes(storage_url)
-    with Database(storage_url) as reader:
-        for resolution in ("3m", "1h", "1d", "2h"):
+    # with the catalog (3m ... 45m consolidated with Arrow from its minutes) and without it
+    # (a SQL GROUP BY of the database's minutes)
+    with Database(storage_url) as reader, Database(storage_url, catalog=False) as plain:
+        for resolution in ("3m", "45m", "1h", "1d", "2h"):
             seconds = BUCKET_SECONDS[resolution]
             expected = as_candle_rows(brute_buckets(minutes, seconds), seconds, LATER)
             assert expected == reader.candles(BASE, minute(SPAN), resolution, now=LATER)
+            assert expected == plain.candles(BASE, minute(SPAN), resolution, now=LATER)
 
 
 def test_a_rewritten_minute_updates_its_buckets_at_every_level(storage: Storage) -> None:
