@@ -134,10 +134,12 @@ class Backend(abc.ABC):
         ...
 
     @abc.abstractmethod
-    def insert_tick_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Insert ``(time, last_price, created_at)`` rows (distinct times), ignoring known
-        times; the times inserted, as column values (``INSERT ... ON CONFLICT DO NOTHING
-        RETURNING time``: no look-up of the known times first)."""
+    def insert_tick_rows(
+        self, rows: Sequence[tuple[datetime, float]], created_at: datetime
+    ) -> list[Any]:
+        """Insert ``(time, last_price)`` rows (distinct times) created at ``created_at``,
+        ignoring known times; the times inserted, as column values (``INSERT ... ON CONFLICT
+        DO NOTHING RETURNING time``: no look-up of the known times first)."""
         ...
 
     def insert_settlement_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:

@@ -128,14 +128,16 @@ class PostgresBackend(Backend):
         cursor.copy_from(buffer, POSTGRES_STAGE_TABLE)
         cursor.execute(POSTGRES_UPSERT_CANDLES_SQL, (created_at, created_at))
 
-    def insert_tick_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def insert_tick_rows(
+        self, rows: Sequence[tuple[datetime, float]], created_at: datetime
+    ) -> list[Any]:
         """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING time``; the times
         inserted."""
         cursor = self.cursor()
         inserted = psycopg2.extras.execute_values(
             cursor,
             INSERT_TICK_SQL.format(values="%s") + " RETURNING time",
-            list(rows),
+            [(t, p, created_at) for t, p in rows],
             page_size=max(len(rows), 1),
             fetch=True,
         )

@@ -65,8 +65,11 @@ SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 @functools.cache
 def _sqlite_insert_ticks_sql(rows: int) -> str:
+    """The tick insert of ``rows`` rows: ``?1`` is ``created_at`` (the same for every row of a
+    batch: bound once), then time and price of each row."""
     returning = " RETURNING time" if SQLITE_RETURNING else ""
-    return INSERT_TICK_SQL.format(values=", ".join(["(?, ?, ?)"] * rows)) + returning
+    values = ", ".join(f"(?{2 * i + 2}, ?{2 * i + 3}, ?1)" for i in range(rows))
+    return INSERT_TICK_SQL.format(values=values) + returning
 
 
 class SqliteBackend(Backend):
@@ -160,25 +163,29 @@ class SqliteBackend(Backend):
             ]
             cursor.execute(sqlite_upsert_candles_sql(len(chunk)), params)
 
-    def insert_tick_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def insert_tick_rows(
+        self, rows: Sequence[tuple[datetime, float]], created_at: datetime
+    ) -> list[Any]:
         """Multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING time``; the times inserted
         (as text)."""
         cursor = self.cursor()
         inserted: list[Any] = []
+        created = to_utc_text(created_at)
         step = SQLITE_ROWS_PER_STATEMENT
         for first in range(0, len(rows), step):
             chunk = rows[first : first + step]
-            params = [value for t, p, c in chunk for value in (to_utc_text(t), p, to_utc_text(c))]
+            texts = [to_utc_text(t) for t, _ in chunk]
+            params: list[Any] = [created]
+            params += [v for text, (_, p) in zip(texts, chunk, strict=True) for v in (text, p)]
             if not SQLITE_RETURNING:
-                times = params[::3]
                 cursor.execute(
                     "SELECT time FROM price_ticks WHERE time >= ? AND time <= ?",
-                    (min(times), max(times)),
+                    (min(texts), max(texts)),
                 )
                 known = {row[0] for row in cursor.fetchall()}
             cursor.execute(_sqlite_insert_ticks_sql(len(chunk)), params)
             if SQLITE_RETURNING:
                 inserted += [row[0] for row in cursor.fetchall()]
             else:
-                inserted += [t for t in params[::3] if t not in known]
+                inserted += [t for t in texts if t not in known]
         return inserted

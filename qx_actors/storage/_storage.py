@@ -281,7 +281,7 @@ class Storage:
         created = now or utc_now()
         with guard(backend, f"insert {len(unique)} ticks"), backend.write_txn():
             inserted = backend.insert_tick_rows(
-                [(t.time, t.last_price, created) for t in unique.values()]
+                [(t.time, t.last_price) for t in unique.values()], created
             )
         if len(inserted) == len(unique):
             return list(unique.values())
