@@ -509,18 +509,22 @@ class Database:
         micros = pc.cast(minutes.column("time"), pa.int64())
         minutes = minutes.append_column("bucket", pc.multiply(pc.divide(micros, step), step))
         # one thread: "first"/"last" follow the rows' (time) order (the groups do not)
-        grouped = minutes.group_by("bucket", use_threads=False).aggregate(
-            [
-                ("open", "first"),
-                ("high", "max"),
-                ("low", "min"),
-                ("close", "last"),
-                ("volume", "sum"),
-                ("stable", "all"),
-                ("gap", "any"),
-                ("minutes", "sum"),
-            ]
-        ).sort_by("bucket")
+        grouped = (
+            minutes.group_by("bucket", use_threads=False)
+            .aggregate(
+                [
+                    ("open", "first"),
+                    ("high", "max"),
+                    ("low", "min"),
+                    ("close", "last"),
+                    ("volume", "sum"),
+                    ("stable", "all"),
+                    ("gap", "any"),
+                    ("minutes", "sum"),
+                ]
+            )
+            .sort_by("bucket")
+        )
         time = pc.cast(grouped.column("bucket"), stamp)
         # stable: every minute stable (the 1m read cut those not ended) and the bucket ended
         ended = pc.less_equal(time, pa.scalar(now - timedelta(seconds=seconds), type=stamp))

@@ -64,12 +64,11 @@ SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 @functools.cache
-def _sqlite_insert_ticks_sql(rows: int) -> str:
+def _sqlite_insert_ticks_sql(rows: int, returning: bool) -> str:
     """The tick insert of ``rows`` rows: ``?1`` is ``created_at`` (the same for every row of a
     batch: bound once), then time and price of each row."""
-    returning = " RETURNING time" if SQLITE_RETURNING else ""
     values = ", ".join(f"(?{2 * i + 2}, ?{2 * i + 3}, ?1)" for i in range(rows))
-    return INSERT_TICK_SQL.format(values=values) + returning
+    return INSERT_TICK_SQL.format(values=values) + (" RETURNING time" if returning else "")
 
 
 class SqliteBackend(Backend):
@@ -166,8 +165,15 @@ class SqliteBackend(Backend):
     def insert_tick_rows(
         self, rows: Sequence[tuple[datetime, float]], created_at: datetime
     ) -> list[Any]:
-        """Multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING time``; the times inserted
-        (as text)."""
+        """Multi-row ``INSERT ... ON CONFLICT DO NOTHING``; the times inserted (as text).
+
+        The usual batch is all new, which the count of changed rows says: then nothing is read
+        back. Fetching ``RETURNING`` rows steps SQLite once per row and sqlite3 releases the GIL
+        around every step: with a busy thread elsewhere in the process (the stream's decoder)
+        each step may wait a whole switch interval to get it back (a 1000-tick batch took
+        tens of ms instead of one). A batch with known times is inserted again within a
+        savepoint with ``RETURNING time`` (SQLite < 3.35: after a look-up of the known times).
+        """
         cursor = self.cursor()
         inserted: list[Any] = []
         created = to_utc_text(created_at)
@@ -177,15 +183,23 @@ class SqliteBackend(Backend):
             texts = [to_utc_text(t) for t, _ in chunk]
             params: list[Any] = [created]
             params += [v for text, (_, p) in zip(texts, chunk, strict=True) for v in (text, p)]
-            if not SQLITE_RETURNING:
+            cursor.execute("SAVEPOINT qx_ticks")
+            cursor.execute(_sqlite_insert_ticks_sql(len(chunk), False), params)
+            if cursor.rowcount == len(chunk):
+                cursor.execute("RELEASE qx_ticks")
+                inserted += texts
+                continue
+            cursor.execute("ROLLBACK TO qx_ticks")
+            if SQLITE_RETURNING:
+                cursor.execute(_sqlite_insert_ticks_sql(len(chunk), True), params)
+                inserted += [row[0] for row in cursor.fetchall()]
+            else:
                 cursor.execute(
                     "SELECT time FROM price_ticks WHERE time >= ? AND time <= ?",
                     (min(texts), max(texts)),
                 )
                 known = {row[0] for row in cursor.fetchall()}
-            cursor.execute(_sqlite_insert_ticks_sql(len(chunk)), params)
-            if SQLITE_RETURNING:
-                inserted += [row[0] for row in cursor.fetchall()]
-            else:
+                cursor.execute(_sqlite_insert_ticks_sql(len(chunk), False), params)
                 inserted += [t for t in texts if t not in known]
+            cursor.execute("RELEASE qx_ticks")
         return inserted

@@ -177,6 +177,22 @@ def test_ticks_dedup_and_prune(storage: Storage, reader: Database) -> None:
     assert [t[2]] == [x.time for x in reader.ticks(t[0], t[3])]
 
 
+def test_ticks_known_among_new_over_several_statements(storage: Storage, reader: Database) -> None:
+    """A batch larger than one statement, with known times scattered among new ones: exactly
+    the new ticks are returned, in order, and stored once; the known ones keep their price."""
+    times = [BASE + timedelta(milliseconds=ms) for ms in range(2500)]
+    known = [PriceTick(t, 1.0) for t in times[::7]]
+    assert known == storage.insert_new_ticks(known)
+    batch = [PriceTick(t, 2.0) for t in times]
+    assert [tick for tick in batch if tick.time not in set(times[::7])] == (
+        storage.insert_new_ticks(batch)
+    )
+    stored = reader.ticks(times[0], times[-1] + timedelta(seconds=1))
+    assert times == [tick.time for tick in stored]
+    assert [1.0 if i % 7 == 0 else 2.0 for i in range(2500)] == [t.last_price for t in stored]
+    assert [] == storage.insert_new_ticks(batch)
+
+
 def test_settlements_idempotent(storage: Storage, reader: Database) -> None:
     """Storing the same settlements again adds nothing; facts list the times in the scan."""
     times = [datetime(2025, 4, 12, h, tzinfo=UTC) for h in (0, 8, 16)]
