@@ -44,10 +44,11 @@ from tests.chaos.chaos_helpers import (
 )
 
 #: Ticks per second the simulator publishes.
-TICK_RATE = 50
-#: The feed's in-memory bound in these tests (``sync.tick_queue_capacity``): 4 s of ticks.
+TICK_RATE = 125
+#: The feed's in-memory bound in these tests (``sync.tick_queue_capacity``): 1.6 s of ticks.
 BOUND = 200
-#: How long the database is locked, in ticks published (10 s, 2.5 x the bound).
+#: How long the database is locked, in ticks published (4 s, 2.5 x the bound; the lock is
+#: held at least until the writer reported the busy timeout, 5 s).
 LOCK_TICKS = 500
 #: The share of the ticks published during the outage that may be missing (with a spool).
 MAX_MISSING = 0.01
@@ -99,9 +100,10 @@ def _lock_for_the_outage(watch: RunProbe, sim: Simulator, path: Path) -> tuple[d
 def test_an_outage_past_the_bound_with_a_spool_loses_no_tick(
     sim: SimFactory, engines: EngineFactory, tmp_path: Path, logs: Logs
 ) -> None:
-    """SQLite locked for 10 s (500 ticks) with an in-memory bound of 200 and a spool file: the
-    ticks beyond the bound are spooled, then stored once and in time order; at most 1% of
-    the ticks published during the lock missing; the spool file removed afterwards."""
+    """SQLite locked past the busy timeout and for at least 500 ticks, with an in-memory bound
+    of 200 and a spool file: the ticks beyond the bound are spooled, then stored once and in
+    time order; at most 1% of the ticks published during the lock missing; the spool file
+    removed afterwards."""
     simulator = sim(tick_rate_per_s=TICK_RATE, publish_without_subscribers=True)
     path, spool = tmp_path / "qx.db", tmp_path / "ticks.spool"
     url = f"sqlite:///{path}"
@@ -121,6 +123,8 @@ def test_an_outage_past_the_bound_with_a_spool_loses_no_tick(
         locker.lock()
         watch.wait_until(spooled, 60, what="ticks in the spool")
         assert spool.exists()
+        # held past the busy timeout: the writer is replaced, the feed keeps the ticks
+        watch.wait_for(is_recovering("DatabaseBusyError"), 40, what="Recovering (busy)")
         watch.wait_until(
             lambda: len(_published_between(simulator, locked_at, utc_now())) >= LOCK_TICKS,
             3 * LOCK_TICKS / TICK_RATE + 30,
