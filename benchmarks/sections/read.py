@@ -206,7 +206,7 @@ def long_history(
 
 
 #: What the storage writer calls to keep the rollups (switched off for the comparison).
-UPKEEP_FUNCTIONS = ("refresh_rollups", "refresh_after_upsert")
+UPKEEP_FUNCTIONS = ("refresh_rollups",)
 
 
 @contextlib.contextmanager

@@ -26,7 +26,6 @@ from typing import Any
 from ._backend import Backend
 from ._models import KEPT_ROLLUP_LEVELS, VIEW_ROLLUPS, bucket_seconds, rollup_table
 from ._postgres import PostgresBackend
-from ._sqlite import SQLITE_ROWS_PER_STATEMENT
 
 CANDLES = "ohlc_candles"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -167,7 +166,9 @@ def _aligned(spans: Iterable[tuple[int, int]], seconds: int) -> list[tuple[int, 
 
 def refresh_rollups(backend: Backend, spans: Sequence[tuple[datetime, datetime]]) -> None:
     """Recompute every bucket holding a minute of the inclusive minute ``spans`` (sorted or
-    not), at every level. Run it in the write transaction that changed those minutes."""
+    not), at every level: one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per
+    level and range of buckets (a page of minutes: three statements, the just-written minutes
+    read back from the page cache). Run it in the write transaction that changed them."""
     if not spans:
         return
     tp = backend.time_param
@@ -192,135 +193,6 @@ def refresh_rollups(backend: Backend, spans: Sequence[tuple[datetime, datetime]]
             cursor.executemany(sql, params)
     if statements:
         cursor.execute(";\n".join(statements), values)
-
-
-#: one rollup row of a multi-row SQLite upsert: the bucket start as epoch seconds, formatted by
-#: SQLite as the fixed-width UTC text (as the candle upsert does)
-_SQLITE_ROLLUP_ROW = (
-    "(strftime('%Y-%m-%dT%H:%M:%S', ?, 'unixepoch') || '.000000Z', ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-@functools.lru_cache(maxsize=256)
-def _sqlite_upsert_sql(name: str, rows: int) -> str:
-    values = ", ".join([_SQLITE_ROLLUP_ROW] * rows)
-    return (
-        f"INSERT INTO {rollup_table(name)} ({_COLUMNS}) VALUES {values} "
-        f"ON CONFLICT (time) DO UPDATE SET {_SET}"
-    )
-
-
-def refresh_after_upsert(
-    backend: Backend, rows: Sequence[tuple[Any, ...]], spans: Sequence[tuple[datetime, datetime]]
-) -> None:
-    """Bring the rollups up to date after an upsert of ``rows`` (``(time, o, h, l, c, v,
-    stable)``) whose minutes form ``spans``.
-
-    The usual batch — one page of consecutive minutes, ascending, no duplicate: every bucket
-    lying wholly inside the page holds exactly the page's minutes (no other can be stored
-    there), so it is computed here from the page's values, at every level, and written with
-    one multi-row upsert per level; only the (at most two per level) buckets at the page's
-    ends, which may hold stored minutes too, are recomputed in SQL from their source (SQLite).
-    PostgreSQL, and any other batch, go through :func:`refresh_rollups`.
-    """
-    if (
-        # PostgreSQL aggregates a page faster than a multi-row VALUES is sent and planned
-        isinstance(backend, PostgresBackend)
-        or len(spans) != 1
-        or _epoch(spans[0][1]) - _epoch(spans[0][0]) != (len(rows) - 1) * 60
-        or rows[0][0] != spans[0][0]
-    ):
-        refresh_rollups(backend, spans)
-        return
-    # (the caller checked the times strictly ascending: consecutive minutes, one row each)
-    first = _epoch(spans[0][0])
-    after = first + 60 * len(rows)
-    _, opens, highs, lows, closes, volumes, stables = zip(*rows, strict=True)
-    plan: list[tuple[tuple[str, int, str | None], list[Any], list[int]]] = []
-    for level in KEPT_ROLLUP_LEVELS:
-        seconds = level[1]
-        size = seconds // 60
-        inner_first = -(-first // seconds) * seconds  # the first bucket starting in the page
-        inner_after = after // seconds * seconds  # the end of the last bucket ending in it
-        params: list[Any] = []
-        if inner_after > inner_first:
-            a0 = (inner_first - first) // 60
-            end = (inner_after - first) // 60
-            high, low, volume, stable = _bucket_columns(
-                highs, lows, volumes, stables, a0, end, size
-            )
-            # in the order of a rollup row: time, open, high, low, close, volume, minutes,
-            # stable, gap (every minute of the page was just written: gap cleared)
-            params = list(
-                itertools.chain.from_iterable(
-                    zip(
-                        range(inner_first, inner_after, seconds),
-                        opens[a0:end:size],
-                        high,
-                        low,
-                        closes[a0 + size - 1 : end : size],
-                        volume,
-                        itertools.repeat(size),
-                        stable,
-                        itertools.repeat(False),
-                    )
-                )
-            )
-        edges = {first // seconds * seconds, (after - 1) // seconds * seconds}
-        edges -= set(range(inner_first, inner_after, seconds))
-        plan.append((level, params, sorted(edges)))
-    _sqlite_refresh(backend, plan)
-
-
-def _bucket_columns(
-    highs: Sequence[float],
-    lows: Sequence[float],
-    volumes: Sequence[float],
-    stables: Sequence[bool],
-    a0: int,
-    end: int,
-    size: int,
-) -> tuple[Iterable[float], Iterable[float], Iterable[float], Iterable[bool]]:
-    """Per bucket of ``size`` consecutive minutes in ``[a0, end)``: max high, min low, summed
-    volume (in time order), all stable. Small buckets go through ``zip`` of strided slices
-    (C speed), large ones slice by slice."""
-    if size <= 30:
-
-        def groups(values: Sequence[Any]) -> Iterable[tuple[Any, ...]]:
-            return zip(*(values[a0 + j : end : size] for j in range(size)), strict=True)
-
-        return (
-            map(max, groups(highs)),
-            map(min, groups(lows)),
-            map(sum, groups(volumes)),
-            map(all, groups(stables)),
-        )
-    starts = range(a0, end, size)
-    return (
-        [max(highs[a : a + size]) for a in starts],
-        [min(lows[a : a + size]) for a in starts],
-        [sum(volumes[a : a + size]) for a in starts],
-        [all(stables[a : a + size]) for a in starts],
-    )
-
-
-def _edge_params(backend: Backend, lo: int, seconds: int) -> tuple[Any, Any]:
-    tp = backend.time_param
-    return tp(_EPOCH + timedelta(seconds=lo)), tp(_EPOCH + timedelta(seconds=lo + seconds))
-
-
-def _sqlite_refresh(
-    backend: Backend, plan: list[tuple[tuple[str, int, str | None], list[Any], list[int]]]
-) -> None:
-    cursor = backend.cursor()
-    step = SQLITE_ROWS_PER_STATEMENT * 9
-    for level, params, edges in plan:
-        for chunk in range(0, len(params), step):
-            part = params[chunk : chunk + step]
-            cursor.execute(_sqlite_upsert_sql(level[0], len(part) // 9), part)
-        sql = refresh_sql(backend, level, ranged=True)
-        for lo in edges:
-            cursor.execute(sql, _edge_params(backend, lo, level[1]))
 
 
 def rebuild_rollups(backend: Backend) -> None:

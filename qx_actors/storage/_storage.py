@@ -25,7 +25,7 @@ from ._day_tokens import day_number, days_of_spans, touch_days
 from ._lock import AdvisoryWriterLock, FileWriterLock, NullWriterLock, WriterLock
 from ._open import open_backend
 from ._postgres import PostgresBackend
-from ._rollups import refresh_after_upsert, refresh_rollups
+from ._rollups import refresh_rollups
 from ._schema import ensure_schema, stored_version
 from ._sqlite import SqliteBackend
 from ._url import describe_url
@@ -115,10 +115,7 @@ class Storage:
             batch_runs = _batch_runs(ordered, lo, hi)
             self._extend_coverage(batch_runs)
             touch_days(backend, days_of_spans(batch_runs))
-            if len(batch_runs) == 1 and _strictly_ascending(ordered):
-                refresh_after_upsert(backend, rows, batch_runs)
-            else:
-                refresh_rollups(backend, batch_runs)
+            refresh_rollups(backend, batch_runs)
         return len(rows)
 
     def _extend_coverage(self, batch_runs: Sequence[Span]) -> None:
