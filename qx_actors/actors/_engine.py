@@ -269,6 +269,49 @@ class _ChildStops:
         return [name for name, _ in self.pending]
 
 
+@dataclass
+class _FeedRoles:
+    """What the Engine knows of the tick feed across attempts (the feed keeps the ticks)."""
+
+    #: the current feed was told to follow its stream (it receives ticks)
+    following: bool = False
+    #: the program of this attempt told the feed to follow its stream (Synced may come)
+    streaming: bool = False
+    #: the feed was kept through a restart of the DB writer (and waits for the next one)
+    kept: bool = False
+
+
+class _ProgressGate:
+    """No ``Running.InProgress`` after a failure until progress is made.
+
+    Progress: a fetch stored data, ticks were committed, Synced or Backfilled. Until then a
+    restarted program's ``Report(PROGRESS)`` is held (its ``degraded``), so that the status
+    stays ``Running.Restarting`` through a restart loop.
+    """
+
+    def __init__(self) -> None:
+        self._made = True
+        self._held: tuple[bool | None] | None = None
+
+    def failed(self) -> None:
+        """A failure: progress is to be made again."""
+        self._made = False
+        self._held = None
+
+    def hold(self, degraded: bool | None) -> bool:
+        """Whether a progress report (with ``degraded``) is held rather than reported."""
+        if self._made:
+            return False
+        self._held = (degraded,)
+        return True
+
+    def made(self) -> tuple[bool | None] | None:
+        """Progress was made: the held report (its ``degraded``), if one was held."""
+        self._made = True
+        held, self._held = self._held, None
+        return held
+
+
 class EngineActor(AsyncQxActor):
     """Runs one mode program with its children and recovers from recoverable errors."""
 
@@ -303,17 +346,8 @@ class EngineActor(AsyncQxActor):
         self._attempt = 0
         self._carried_ticks: list[PriceTick] = []
         self._children: dict[str, ActorRef] = {}
-        # The program of this attempt told the feed to follow its stream (Synced may come).
-        self._streaming = False
-        # The feed was kept through a restart of the DB writer (and waits for the next one).
-        self._feed_kept = False
-        # The current feed was told to follow its stream (it receives ticks).
-        self._feed_following = False
-        # Progress since the last failure (a fetch stored data, ticks committed, Synced or
-        # Backfilled); until then a restarted program's Report(PROGRESS) is held here (its
-        # ``degraded``), so that the status stays Running.Restarting.
-        self._progress_made = True
-        self._progress_held: tuple[bool | None] | None = None
+        self._feed_roles = _FeedRoles()
+        self._progress = _ProgressGate()
         # The children being stopped (recovery or shutdown); no new generation starts while
         # one still runs (a second DB writer beside the old one would find its lock taken).
         self._stops: _ChildStops | None = None
@@ -413,7 +447,7 @@ class EngineActor(AsyncQxActor):
             if name not in self._children:
                 self._children[name] = spawn(self._ctx, self.actor_ref, dict(self._children))
                 if name == self._tick_feed:
-                    self._feed_following = False
+                    self._feed_roles.following = False
         self._tell_controller(ChildrenStarted(tuple(self._children.values())))
         sink = self._children.get(self._tick_sink) if self._tick_sink else None
         if sink is not None and self._carried_ticks:
@@ -433,7 +467,7 @@ class EngineActor(AsyncQxActor):
 
     def _on_ticks_flowing(self) -> None:
         # Synced once the program went live: a kept feed's ticks flow during the catch-up too.
-        if self._phase is Phase.RUNNING and self._streaming:
+        if self._phase is Phase.RUNNING and self._feed_roles.streaming:
             self._report(Trigger.SYNCED)
 
     def _on_writer_ready(self, ref: ActorRef) -> None:
@@ -442,8 +476,8 @@ class EngineActor(AsyncQxActor):
         feed = self._children.get(self._tick_feed) if self._tick_feed else None
         if ref is not sink or self._phase in _ENDING:
             return
-        if feed is not None and self._feed_kept:
-            self._feed_kept = False
+        if feed is not None and self._feed_roles.kept:
+            self._feed_roles.kept = False
             feed.tell(UseDbWriter(ref))
             self._feed.hold_ticks(None)
 
@@ -460,8 +494,8 @@ class EngineActor(AsyncQxActor):
 
     def _start_program(self) -> None:
         self._phase = Phase.RUNNING
-        self._streaming = False
-        if self._feed_kept:
+        self._feed_roles.streaming = False
+        if self._feed_roles.kept:
             self._feed.new_attempt()
         else:
             self._feed.reset()
@@ -501,7 +535,7 @@ class EngineActor(AsyncQxActor):
                         return
                     case Tell(target=target, message=message):
                         if isinstance(message, StartStream):
-                            self._streaming = self._feed_following = True
+                            self._feed_roles.streaming = self._feed_roles.following = True
                         self._children[target].tell(message)
                     case Call(target=target, payload=payload):
                         self._pending = (self._send_request(target, payload), target)
@@ -528,9 +562,8 @@ class EngineActor(AsyncQxActor):
     def _report(self, trigger: Trigger, *, degraded: bool | None = None) -> None:
         if trigger is Trigger.SYNCED and not self._feed.take_synced():
             return  # once per attempt: by the first committed tick or the program
-        if trigger is Trigger.PROGRESS and not self._progress_made:
-            self._progress_held = (degraded,)  # Restarting until progress is made
-            return
+        if trigger is Trigger.PROGRESS and self._progress.hold(degraded):
+            return  # Running.Restarting until progress is made
         if trigger in (Trigger.SYNCED, Trigger.BACKFILLED):
             self._on_progress()
         self._tell_controller(StatusEvent(trigger, None, degraded))
@@ -551,8 +584,7 @@ class EngineActor(AsyncQxActor):
 
     def _on_progress(self) -> None:
         """The program made progress: a held ``Running.InProgress`` is reported now."""
-        self._progress_made = True
-        held, self._progress_held = self._progress_held, None
+        held = self._progress.made()
         if held is not None and self._phase is Phase.RUNNING:
             self._tell_controller(StatusEvent(Trigger.PROGRESS, None, held[0]))
 
@@ -571,12 +603,12 @@ class EngineActor(AsyncQxActor):
         if not is_recoverable(error):
             self._fail(error)
         elif self._phase is not Phase.RUNNING:
-            kept = self._tick_feed if self._feed_kept else None
+            kept = self._tick_feed if self._feed_roles.kept else None
             feed_fault = not isinstance(error, StorageError)  # else it speaks of the writer
             if feed_fault and source is not None and source == kept and kept in self._children:
                 # The feed kept through the writer's restart failed itself: it restarts too.
                 self._log.warning("kept_feed_failed", error=_describe(error))
-                self._feed_kept = False
+                self._feed_roles.kept = False
                 self._stop_children()
                 return
             # Already recovering (e.g. the old children's last words): one restart is enough.
@@ -587,8 +619,7 @@ class EngineActor(AsyncQxActor):
     def _recover(self, error: BaseException) -> None:
         self._log.warning("recoverable_error", error=_describe(error))
         self._phase = Phase.RECOVERING
-        self._progress_made = False
-        self._progress_held = None
+        self._progress.failed()
         self._close_program()
         self._tell_controller(StatusEvent(Trigger.RECOVERABLE_ERROR, error))
         # Fresh state for the next attempt: the children go now (a DB writer releases its
@@ -599,13 +630,13 @@ class EngineActor(AsyncQxActor):
         feed = self._children.get(self._tick_feed) if self._tick_feed else None
         if feed is not None and isinstance(error, StorageError):
             # The database failed, not the stream: the feed holds its ticks meanwhile.
-            self._feed_kept = True
+            self._feed_roles.kept = True
             feed.tell(UseDbWriter(None))
-            if self._feed_following:
+            if self._feed_roles.following:
                 self._feed.hold_ticks(f"ticks held in memory: {_describe(error)}")
             self._stop_children(keep=self._tick_feed)
         else:
-            self._feed_kept = False
+            self._feed_roles.kept = False
             self._stop_children()
 
     def _on_child_exited(self, source: str, ref: ActorRef) -> None:
@@ -758,7 +789,7 @@ class EngineActor(AsyncQxActor):
         if self._phase in _ENDING:
             return
         self._phase = Phase.SHUTTING_DOWN
-        self._feed_kept = False
+        self._feed_roles.kept = False
         self._final_error = error
         self._close_program()
         self._cancel_restart()
