@@ -376,6 +376,17 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _add_duration_argument(parser: argparse.ArgumentParser) -> None:
+    """``--duration S`` (``sync``, ``demo``): a graceful shutdown after S seconds."""
+    parser.add_argument(
+        "--duration",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="shut down gracefully after S seconds (exit 0; default: run until Ctrl-C)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``qx-actors`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -395,13 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", metavar="T", help="replay: end of the window (exclusive)")
     p.add_argument("--speed", metavar="N|max", help="replay: a factor of real time, or max")
     p.add_argument("--tui", action="store_true", help="full-screen terminal UI (needs a terminal)")
-    p.add_argument(
-        "--duration",
-        type=_positive_seconds,
-        default=None,
-        metavar="S",
-        help="shut down gracefully after S seconds (exit 0; default: run until Ctrl-C)",
-    )
+    _add_duration_argument(p)
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("serve", help="serve the database as a local LN Markets (REST + Stream)")
@@ -438,13 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="log lines instead of the terminal UI (the default on a terminal)",
     )
-    p.add_argument(
-        "--duration",
-        type=_positive_seconds,
-        default=None,
-        metavar="S",
-        help="shut down gracefully after S seconds (exit 0; default: run until Ctrl-C)",
-    )
+    _add_duration_argument(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="print the database's history state")

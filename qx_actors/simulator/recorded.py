@@ -82,6 +82,18 @@ class RecordedMarket:
 
     # -- REST bodies ---------------------------------------------------------------------
 
+    def _bounds(self, query: Mapping[str, str], first: datetime) -> tuple[datetime, datetime]:
+        """The page's ``[from, to]`` (inclusive): ``from`` or ``first``, ``to`` or now, never
+        past now, and before ``cursor`` when there is one."""
+        lo = _time("from", query["from"]) if "from" in query else first
+        hi = _time("to", query["to"]) if "to" in query else self.clock()
+        if lo > hi:
+            raise ValueError("'from' must not be after 'to'")
+        hi = min(hi, self.clock())
+        if "cursor" in query:
+            hi = min(hi, _time("cursor", query["cursor"]) - _MICRO)
+        return lo, hi
+
     def candles_body(self, query: Mapping[str, str]) -> bytes:
         """``GET /v3/futures/candles``; ``ValueError`` for a bad parameter (400)."""
         resolution = query.get("range", "1m")
@@ -89,13 +101,7 @@ class RecordedMarket:
             raise ValueError(f"invalid 'range': {resolution!r}")
         step = RESOLUTIONS[resolution]
         limit = _limit(query.get("limit"))
-        lo = _time("from", query["from"]) if "from" in query else FIRST_CANDLE_TIME
-        hi = _time("to", query["to"]) if "to" in query else self.clock()
-        if lo > hi:
-            raise ValueError("'from' must not be after 'to'")
-        hi = min(hi, self.clock())
-        if "cursor" in query:
-            hi = min(hi, _time("cursor", query["cursor"]) - _MICRO)
+        lo, hi = self._bounds(query, FIRST_CANDLE_TIME)
         rows: list[CandleRow] = []
         more = False
         window = step * limit
@@ -127,13 +133,7 @@ class RecordedMarket:
     def settlements_body(self, query: Mapping[str, str]) -> bytes:
         """``GET /v3/futures/funding-settlements``; ``ValueError`` for a bad parameter."""
         limit = _limit(query.get("limit"))
-        lo = _time("from", query["from"]) if "from" in query else FIRST_SETTLEMENT_TIME
-        hi = _time("to", query["to"]) if "to" in query else self.clock()
-        if lo > hi:
-            raise ValueError("'from' must not be after 'to'")
-        hi = min(hi, self.clock())
-        if "cursor" in query:
-            hi = min(hi, _time("cursor", query["cursor"]) - _MICRO)
+        lo, hi = self._bounds(query, FIRST_SETTLEMENT_TIME)
         found = self.database().settlements(lo, hi + _MICRO) if lo <= hi else []
         newest = found[::-1]
         page, more = newest[:limit], len(newest) > limit

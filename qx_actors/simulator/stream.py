@@ -53,6 +53,16 @@ _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
+async def _send_to_each(connections: list[Any], frames: list[str]) -> None:
+    """Send ``frames`` in order to each connection; one that closed meanwhile is skipped."""
+    for conn in connections:
+        try:
+            for frame in frames:
+                await conn.send(frame)
+        except ConnectionClosed:
+            continue
+
+
 def _frame(ms: int, price: float) -> str:
     return (
         '{"jsonrpc":"2.0","method":"subscription","params":{"topic":"'
@@ -319,12 +329,7 @@ class StreamServer:
         with self._cond:
             self._sent.extend(records)
         subs = [c for c, topics in list(self._conns.items()) if LAST_PRICE_TOPIC in topics]
-        for conn in subs:
-            try:
-                for frame in frames:
-                    await conn.send(frame)
-            except ConnectionClosed:
-                continue
+        await _send_to_each(subs, frames)
 
     async def emit(self, n: int) -> list[PriceTick]:
         """Broadcast ``n`` ticks now (faults applied); returns the ticks actually sent."""
@@ -378,12 +383,7 @@ class StreamServer:
         self._last_ms = last
         with self._cond:
             self._sent.extend(ticks)
-        for conn in subs:
-            try:
-                for frame in frames:
-                    await conn.send(frame)
-            except ConnectionClosed:
-                continue
+        await _send_to_each(subs, frames)
         if drop is not None:
             self._drop_all(drop)
         return [PriceTick(time=from_epoch_ms(ms), last_price=p) for ms, p in ticks]

@@ -33,7 +33,7 @@ CLI = [sys.executable, "-m", "qx_actors.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = (
     "sync", "simulate", "demo", "status", "export", "plan", "config", "graph", "logs", "adopt",
-    "catalog",
+    "catalog", "serve",
 )  # fmt: skip
 
 
@@ -438,6 +438,30 @@ def test_catalog_of_a_database_that_is_not_there(cli: InProcessCli, tmp_path: Pa
             done = cli("catalog", action, "--database", url)
             line = assert_one_line_error(done, "qx-actors catalog")
             assert "S3cret" not in line
+
+
+def test_serve_refuses_what_it_cannot_serve(cli: InProcessCli, tmp_path: Path) -> None:
+    """serve with no database, a bad address, a bad window or speed: one line naming what was
+    wrong (the flag and the value written), before anything listens."""
+    demo = str(ROOT / "config" / "demo.yaml")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(f"mode: live\ndatabase: sqlite:///{tmp_path / 'none.db'}\n")
+    cases = [
+        (("--config", str(missing)), 1, ("qx-actors serve", "no database at")),
+        (("--config", demo, "--listen", "nonsense"), 2, ("--listen", "'nonsense'")),
+        (("--config", demo, "--replay", "2026-01-01"), 2, ("--replay", "'2026-01-01'")),
+        (("--config", demo, "--replay", "2026-01-02..2026-01-01"), 2, ("--replay", "not after")),
+        (
+            ("--config", demo, "--replay", "2026-01-01..2026-01-02", "--speed", "fast"),
+            2,
+            ("--speed", "'fast'"),
+        ),
+        (("--config", demo, "--speed", "3"), 2, ("--speed", "only valid with --replay")),
+    ]
+    for args, code, expected in cases:
+        done = cli("serve", *args)
+        assert_one_line_error(done, "qx-actors serve", *expected)
+        assert code == done.returncode, (args, done.stderr)
 
 
 def test_every_subcommand_was_tried() -> None:
