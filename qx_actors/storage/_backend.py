@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import datetime
 from typing import Any
 
@@ -165,6 +165,17 @@ class Backend(abc.ABC):
         cursor = self.cursor()
         cursor.execute(self.sql(text), tuple(params))
         return cursor
+
+    def defer(self, text: str, params: Sequence[Any] = ()) -> None:
+        """Run raw SQL (``?`` placeholders) whose result nobody reads: at once here; inside
+        :meth:`batched` a backend may send it later, in order, with the next statement."""
+        self.execute(text, params)
+
+    def batched(self) -> AbstractContextManager[None]:
+        """A block in which deferred statements (:meth:`defer`) may travel together
+        (PostgreSQL: with the next statement, or at the end of the block: fewer round trips).
+        Use it inside a transaction."""
+        return nullcontext()
 
     def check_usable(self) -> None:
         """Raise ``DatabaseUnavailable`` if this writer's connection was lost."""

@@ -61,16 +61,13 @@ def touch_days(backend: Backend, days: Sequence[int]) -> None:
         return
     tp = backend.time_param
     token = new_token()
-    cursor = backend.cursor()
     for at in range(0, len(days), _ROWS_PER_STATEMENT):
         chunk = days[at : at + _ROWS_PER_STATEMENT]
         values = ", ".join(["(?, ?)"] * len(chunk))
         params = [v for d in chunk for v in (tp(_EPOCH + d * DAY), token)]
-        cursor.execute(
-            backend.sql(
-                f"INSERT INTO {TOKENS_TABLE} (day, token) VALUES {values} "
-                "ON CONFLICT (day) DO UPDATE SET token = excluded.token"
-            ),
+        backend.defer(
+            f"INSERT INTO {TOKENS_TABLE} (day, token) VALUES {values} "
+            "ON CONFLICT (day) DO UPDATE SET token = excluded.token",
             params,
         )
 

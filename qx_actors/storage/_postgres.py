@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -88,6 +88,56 @@ class PostgresBackend(Backend):
             # that writes (peewee would otherwise open one connection per thread).
             self.db = _WriterPostgresqlDatabase(url, thread_safe=False, **settings)
         self._staged: object | None = None
+        #: statements deferred inside batched(), sent first with the next one
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._batching = False
+
+    def cursor(self) -> Any:
+        """A cursor, once the deferred statements are sent (they come first)."""
+        cursor = self.db.cursor()  # type: ignore[no-untyped-call]
+        if self._pending:
+            self._send_pending(cursor, "", ())
+        return cursor
+
+    def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
+        """Run raw SQL (``?`` placeholders) after the deferred statements, in one round trip
+        with them (the cursor holds this statement's result: it comes last)."""
+        cursor = self.db.cursor()  # type: ignore[no-untyped-call]
+        self._send_pending(cursor, self.sql(text), tuple(params))
+        return cursor
+
+    def defer(self, text: str, params: Sequence[Any] = ()) -> None:
+        """Inside :meth:`batched`: keep the statement for the next round trip."""
+        self.defer_driver_sql(self.sql(text), tuple(params))
+
+    def defer_driver_sql(self, sql: str, params: Sequence[Any]) -> None:
+        """:meth:`defer` of SQL in the driver's placeholder style (``%s``)."""
+        if self._batching:
+            self._pending.append((sql, tuple(params)))
+        else:
+            self.db.cursor().execute(sql, tuple(params))  # type: ignore[no-untyped-call]
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Deferred statements wait for the next statement or the end of the block; an error
+        drops those not sent (the transaction is rolled back anyway)."""
+        self._batching = True
+        try:
+            yield
+            if self._pending:
+                self._send_pending(self.db.cursor(), "", ())  # type: ignore[no-untyped-call]
+        finally:
+            self._batching = False
+            self._pending = []
+
+    def _send_pending(self, cursor: Any, sql: str, params: tuple[Any, ...]) -> None:
+        pending, self._pending = self._pending, []
+        statements = [text for text, _ in pending]
+        values = [value for _, row in pending for value in row]
+        if sql:
+            statements.append(sql)
+            values += params
+        cursor.execute(";\n".join(statements), values)
 
     def server_version(self) -> int:
         """The server's version number (e.g. 150004 for 15.4), once per connection."""
@@ -126,7 +176,7 @@ class PostgresBackend(Backend):
             )
         )
         cursor.copy_from(buffer, POSTGRES_STAGE_TABLE)
-        cursor.execute(POSTGRES_UPSERT_CANDLES_SQL, (created_at, created_at))
+        self.defer_driver_sql(POSTGRES_UPSERT_CANDLES_SQL, (created_at, created_at))
 
     def insert_tick_rows(
         self, rows: Sequence[tuple[datetime, float]], created_at: datetime
