@@ -25,15 +25,26 @@ that no DB writer holds now (the queue, plus the unacknowledged batch while the 
 replaced) in the run's :class:`TicksWaiting` (``/health``'s ticks waiting). The bound is
 ``sync.tick_queue_capacity`` (default :data:`MAX_QUEUED_TICKS`).
 
-**The spool** (``sync.tick_spool``, off by default): with one, the ticks beyond the bound go to
-an append-only local file (:mod:`~qx_actors.actors._tick_spool`, flushed and fsync'ed per
-batch of :data:`SPOOL_BATCH_TICKS`) instead of being dropped, counted in
-``FeedCounters.spooled`` and ``TicksWaiting.spooled``. The feed sends the spool's records to the
-DB writer before its queue (they are older), :data:`REPLAY_BATCH_TICKS` a batch; a committed
-batch confirms the records up to it (the writer stores the ticks it holds from a failed write
-together with the next batch), a new writer gets the unconfirmed ones again, and the file is
-removed once all are stored. A spool left by a crash is replayed first when the next feed
-starts; a feed stopped without a writer adds what it holds to the spool.
+**The spool** (``sync.tick_spool``, off by default): with one, the ticks held during a database
+outage go to an append-only local file (:mod:`~qx_actors.actors._tick_spool`, each append
+flushed and fsync'ed), counted in ``FeedCounters.spooled`` and ``TicksWaiting.spooled``. The
+feed is in an outage while it has no DB writer (``UseDbWriter(None)``) or while the writer has
+not acknowledged the batch in flight for :data:`SPOOL_FLUSH_S`; then every tick it holds is
+appended (the unacknowledged batch first, it is older): at once, then whenever
+:data:`SPOOL_FLUSH_S` passed or the queue reached a spool batch (:data:`SPOOL_BATCH_TICKS`, a
+quarter of the bound if that is smaller), and the queue keeps only what is not on disk yet.
+**A crash during an outage loses at most the last unflushed batch**: the ticks received since
+the last append, fewer than a spool batch and none received more than :data:`SPOOL_FLUSH_S`
+before it (the first append of an outage also holds the batch the writer kept for that
+second). Past the bound without an outage (a writer slower than the stream), the oldest ticks
+go to the spool too, a spool batch at a time, instead of being dropped. A healthy writer (each
+batch acknowledged within :data:`SPOOL_FLUSH_S`) costs no file I/O. The feed sends the spool's
+records to the DB writer before its queue (they are older), :data:`REPLAY_BATCH_TICKS` a batch;
+a committed batch confirms the records up to it (the writer stores the ticks it holds from a
+failed write together with the next batch), a new writer gets the unconfirmed ones again (a
+record may be stored twice, which the database ignores), and the file is removed once all are
+stored. A spool left by a crash is replayed first when the next feed starts; a feed stopped
+during an outage adds what it holds to it.
 
 The feed watches its own stream and tells the Engine what it sees: ``StreamUp``,
 ``StreamDown``, ``TicksFlowing`` (a batch committed, the first since the start of the stream
@@ -85,8 +96,13 @@ from qx_actors.observability._run_health import RunHealth
 #: Ticks waiting for the DB writer (while a batch is written, or while the writer is replaced
 #: after a database error); beyond this the oldest are dropped (and counted).
 MAX_QUEUED_TICKS = 200_000
-#: Ticks moved to the spool at once when the queue overflows (at most; one fsync each).
+#: Ticks appended to the spool at once (one fsync each): during an outage, the queue is
+#: appended when it holds this many (or a quarter of the bound, if smaller); past the bound
+#: otherwise, the oldest this many go.
 SPOOL_BATCH_TICKS = 1000
+#: During an outage the held ticks are appended at least this often (seconds); a batch the DB
+#: writer has not acknowledged for this long starts an outage (with a spool).
+SPOOL_FLUSH_S = 1.0
 #: Spooled ticks sent to the DB writer in one batch.
 REPLAY_BATCH_TICKS = 5000
 #: Reconnect backoff: first delay, cap (seconds); each delay is jittered by ±50 %.
@@ -184,6 +200,12 @@ class WsFeedActor(AsyncQxActor):
         self._spool: TickSpool | None = None
         self._in_flight_chunk: SpoolChunk | None = None
         self._spool_acked: tuple[int, int] = (0, 0)
+        # The batch with the DB writer is in the spool too (appended during an outage).
+        self._in_flight_spooled = False
+        # The writer kept the batch in flight unacknowledged for SPOOL_FLUSH_S (an outage).
+        self._writer_late = False
+        # With a spool: the writer's acknowledgement is late, or the next append of an outage.
+        self._flush_timer: asyncio.TimerHandle | None = None
         self.counters = FeedCounters()
         self.gauges = FeedGauges()
         if health is not None:
@@ -210,11 +232,13 @@ class WsFeedActor(AsyncQxActor):
 
     def on_stop(self) -> None:
         # release() cancelled the connection: what is queued goes to the DB writer, all of it
-        # (the batch in flight is in its inbox already); without a writer, to the spool if
-        # there is one, else to the Engine.
+        # (the batch in flight is in its inbox already); during an outage, to the spool if
+        # there is one, else (without a writer) to the Engine.
+        if self._spooling():
+            self._flush_held()
         held = list(self._queue)
         if self._db_writer_ref is None and self._in_flight is not None:
-            if self._in_flight_chunk is None:  # spooled records are in the spool already
+            if not self._in_flight_on_disk():
                 held[:0] = self._in_flight
             self._in_flight = None
         flushed = len(held)
@@ -246,6 +270,7 @@ class WsFeedActor(AsyncQxActor):
     async def release(self) -> None:
         self._stop_watch()
         self._stop_ack_watch()
+        self._stop_flush_timer()
         await super().release()
 
     def on_receive(self, message: Any) -> Any:
@@ -324,6 +349,8 @@ class WsFeedActor(AsyncQxActor):
             self._overflow(overflow)
         if self._in_flight is None:
             self._send_batch()
+        if len(self._queue) >= self._spill_batch and self._spooling():
+            self._flush_held()
         self._update_gauges()
 
     def _overflow(self, overflow: int) -> None:
@@ -340,18 +367,36 @@ class WsFeedActor(AsyncQxActor):
         self.counters.overflowed += overflow
         self._log.error("tick_queue_overflow", dropped=overflow, bound=self._max_queued)
 
+    def _spooling(self) -> bool:
+        """Whether the feed is in an outage with a spool: no DB writer, or one that has not
+        acknowledged its batch for :data:`SPOOL_FLUSH_S`."""
+        return self._spool is not None and (self._db_writer_ref is None or self._writer_late)
+
+    def _in_flight_on_disk(self) -> bool:
+        """Whether the batch in flight is in the spool (read from it, or appended to it)."""
+        return self._in_flight_chunk is not None or self._in_flight_spooled
+
+    def _flush_held(self) -> None:
+        """Append every tick held in memory to the spool (the queue keeps them if it fails)."""
+        if self._spill(list(self._queue)):
+            self._queue.clear()
+
     def _spill(self, ticks: list[PriceTick]) -> bool:
-        """Append ``ticks`` to the spool (flushed and fsync'ed); ``False`` without a spool or
-        if it can't be written (the caller keeps them)."""
+        """Append ``ticks`` to the spool (flushed and fsync'ed), after the batch in flight if
+        it is not on disk yet; ``False`` without a spool or if it can't be written (the caller
+        keeps them)."""
         spool = self._spool
-        if spool is None or not ticks:
+        if spool is None:
             return False
         held = self._in_flight
-        with_held = self._db_writer_ref is None and self._in_flight_chunk is None
+        with_held = held is not None and not self._in_flight_on_disk()
         if with_held and held is not None:
-            # The batch the replaced writer did not acknowledge is older: it goes first (a
-            # late acknowledgement only makes it stored twice, which the database ignores).
+            # The batch with (or left by) the writer is older than the queue: it goes first,
+            # so that the spool stays in time order before the queue (an acknowledgement after
+            # all only makes it stored twice, which the database ignores).
             ticks = [*held, *ticks]
+        if not ticks:
+            return True
         first = not spool.records
         try:
             spool.append(ticks)
@@ -361,11 +406,38 @@ class WsFeedActor(AsyncQxActor):
             )
             return False
         if with_held:
-            self._in_flight = None
+            if self._db_writer_ref is None:
+                self._in_flight = None  # nothing left to send again: the spool has it
+            else:
+                self._in_flight_spooled = True
         self.counters.spooled += len(ticks)
         log = self._log.warning if first else self._log.debug
         log("ticks_spooled", path=self._spool_path, ticks=len(ticks), waiting=spool.waiting)
         return True
+
+    def _arm_flush_timer(self) -> None:
+        self._stop_flush_timer()
+        if self._spool is not None:
+            self._flush_timer = self.call_later(SPOOL_FLUSH_S, self._on_flush_due)
+
+    def _stop_flush_timer(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    def _on_flush_due(self) -> None:
+        """:data:`SPOOL_FLUSH_S` passed with the batch unacknowledged (an outage starts) or
+        since the last timed append of an outage: what is held goes to the spool."""
+        self._flush_timer = None
+        if self._db_writer_ref is not None:
+            if self._in_flight is None:
+                return
+            if not self._writer_late:
+                self._writer_late = True
+                self._log.info("db_writer_late", waited_s=SPOOL_FLUSH_S, waiting=self._waiting())
+        self._flush_held()
+        self._update_gauges()
+        self._arm_flush_timer()
 
     def _next_spooled(self) -> tuple[PriceTick, ...] | None:
         """The next batch of spooled records to send, if any are unsent."""
@@ -409,6 +481,7 @@ class WsFeedActor(AsyncQxActor):
         tell(writer, StoreTicks(batch, self.actor_ref))
         self._stop_ack_watch()
         self._ack_watch = self.call_later(self._tick_max_interval_s, self._on_ack_overdue)
+        self._arm_flush_timer()
 
     def _stop_ack_watch(self) -> None:
         if self._ack_watch is not None:
@@ -429,6 +502,9 @@ class WsFeedActor(AsyncQxActor):
 
     def _written(self, committed: bool) -> None:
         self._in_flight = None
+        self._in_flight_spooled = False
+        self._writer_late = False
+        self._stop_flush_timer()
         self._spool_stored(committed)
         self._stop_ack_watch()
         if committed and not self._ticks_flowing:
@@ -442,16 +518,23 @@ class WsFeedActor(AsyncQxActor):
         if writer is self._db_writer_ref:
             return
         self._db_writer_ref = writer
+        self._writer_late = False
         if writer is None:
             self._stop_ack_watch()
             self._log.info("ws_feed_holds_ticks", waiting=self._waiting())
+            if self._spool is not None:
+                # An outage: what is held goes to disk now, then at least every SPOOL_FLUSH_S.
+                self._flush_held()
+                self._arm_flush_timer()
         else:
             self._log.info("ws_feed_new_db_writer", waiting=self._waiting())
+            self._stop_flush_timer()
             # Synced again once the new writer has committed a batch.
             self._ticks_flowing = False
             batch, self._in_flight = self._in_flight, None
-            if self._in_flight_chunk is not None:
-                self._in_flight_chunk = None  # spooled: sent again from the spool
+            if self._in_flight_on_disk():
+                # sent again from the spool
+                self._in_flight_chunk, self._in_flight_spooled = None, False
             elif batch is not None:
                 self._queue.extendleft(reversed(batch))
             if self._spool is not None:
@@ -464,7 +547,7 @@ class WsFeedActor(AsyncQxActor):
 
     def _waiting(self) -> int:
         """Received ticks held here in memory that no DB writer holds (the spool apart)."""
-        held = self._db_writer_ref is None and self._in_flight_chunk is None
+        held = self._db_writer_ref is None and not self._in_flight_on_disk()
         return len(self._queue) + (len(self._in_flight or ()) if held else 0)
 
     def _update_gauges(self) -> None:
