@@ -1,5 +1,8 @@
-"""The tick spool: an append-only local file for the received ticks that a database outage
-leaves beyond the WS feed's in-memory bound (``sync.tick_spool``).
+"""The tick spool: an append-only local file for the ticks the WS feed receives during a
+database outage (``sync.tick_spool``): the feed appends what it holds in batches, at least every
+second or 1000 ticks (:data:`~qx_actors.actors._ws_feed.SPOOL_FLUSH_S`,
+:data:`~qx_actors.actors._ws_feed.SPOOL_BATCH_TICKS`), so that a crash loses at most the last
+batch not appended yet.
 
 **Format.** UTF-8 text, one tick per line, in the order the ticks were received::
 
