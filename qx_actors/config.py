@@ -234,10 +234,11 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=T
     #: Capacity of each update receiver; on overflow the oldest updates are dropped.
     update_queue_capacity: Annotated[int, msgspec.Meta(ge=1)] = 1000
     #: Received ticks the WS feed holds in memory while the DB writer is slow or replaced
-    #: (about an hour at 50 ticks/s); beyond it the oldest go to ``tick_spool``, or are
-    #: dropped and counted without one.
+    #: (about an hour at 50 ticks/s); without ``tick_spool``, beyond it the oldest are dropped
+    #: and counted.
     tick_queue_capacity: Annotated[int, msgspec.Meta(ge=1)] = 200_000
-    #: A local file for the ticks beyond ``tick_queue_capacity`` during a database outage,
+    #: A local file that holds the received ticks during a database outage (appended a batch
+    #: at a time, at least once a second: a crash loses at most the last unwritten batch),
     #: stored from it once the database is back (and at the next start after a crash);
     #: ``null``: off.
     tick_spool: str | None = None

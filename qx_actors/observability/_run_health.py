@@ -99,7 +99,7 @@ COUNTERS: dict[tuple[str, str], tuple[str, str]] = {
     ("feed", "reconnects"): ("qx_feed_reconnects", "Stream API reconnections"),
     ("feed", "spooled"): (
         "qx_feed_spooled",
-        "ticks written to the tick spool past the queue's bound (sync.tick_spool)",
+        "ticks written to the tick spool during database outages (sync.tick_spool)",
     ),
 }
 
