@@ -162,7 +162,9 @@ def test_an_outage_past_the_bound_with_a_spool_loses_no_tick(
     committed = [t.time for t in watch.ticks]
     assert committed == sorted(set(committed))
     assert not spool.exists(), "the spool is removed once stored"
-    assert ["tick_spool_stored"] == [e["event"] for e in logs if e["event"] == "tick_spool_stored"]
+    # stored from the spool (more than once if a slow batch after the recovery spooled again:
+    # a writer that does not acknowledge within a second starts the spool)
+    assert any(e["event"] == "tick_spool_stored" for e in logs)
 
 
 def test_an_outage_past_the_bound_without_a_spool_drops_the_oldest(
