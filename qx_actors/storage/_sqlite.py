@@ -91,6 +91,9 @@ class SqliteBackend(Backend):
         self.memory = self.path == ":memory:"
         #: whether opening the writer creates the file (a new, empty database)
         self.creates_file = False
+        #: no stored tick is later than this time text (None: no tick; unknown until the
+        #: first tick write asks)
+        self._ticks_until: str | None = None
         if not self.memory and not read_only and not os.path.exists(self.path):
             # A new database only where its directory exists: a mistyped path must not
             # silently grow directories and a fresh database to backfill into.
@@ -175,30 +178,34 @@ class SqliteBackend(Backend):
     ) -> list[Any]:
         """Multi-row ``INSERT ... ON CONFLICT DO NOTHING``; the times inserted (as text).
 
-        The usual batch is all new, which the count of changed rows says: then nothing is read
-        back. Fetching ``RETURNING`` rows steps SQLite once per row and sqlite3 releases the GIL
-        around every step: with a busy thread elsewhere in the process (the stream's decoder)
-        each step may wait a whole switch interval to get it back (a 1000-tick batch took
-        tens of ms instead of one). A batch with known times is inserted again within a
-        savepoint with ``RETURNING time`` (SQLite < 3.35: after a look-up of the known times).
+        The usual batch comes after every stored tick (this writer knows the latest stored
+        time: the one writer of the database): it is inserted without reading anything back.
+        Fetching ``RETURNING`` rows steps SQLite once per row and sqlite3 releases the GIL
+        around every step (and every statement): with a busy thread elsewhere in the process
+        (the stream's decoder) each may wait a whole switch interval to get it back (a
+        1000-tick batch took tens of ms instead of one). A batch reaching back among the
+        stored ticks is inserted with ``RETURNING time`` (SQLite < 3.35: after a look-up of
+        the known times).
         """
         cursor = self.cursor()
         inserted: list[Any] = []
         created = to_utc_text(created_at)
+        if self._ticks_until is None:
+            self._ticks_until = cursor.execute("SELECT MAX(time) FROM price_ticks").fetchone()[0]
         step = SQLITE_ROWS_PER_STATEMENT
         for first in range(0, len(rows), step):
             chunk = rows[first : first + step]
             texts = [to_utc_text(t) for t, _ in chunk]
             params: list[Any] = [created]
             params += [v for text, (_, p) in zip(texts, chunk, strict=True) for v in (text, p)]
-            cursor.execute("SAVEPOINT qx_ticks")
-            cursor.execute(_sqlite_insert_ticks_sql(len(chunk), False), params)
-            if cursor.rowcount == len(chunk):
-                cursor.execute("RELEASE qx_ticks")
-                inserted += texts
-                continue
-            cursor.execute("ROLLBACK TO qx_ticks")
-            if SQLITE_RETURNING:
+            latest = self._ticks_until
+            if latest is None or min(texts) > latest:
+                cursor.execute(_sqlite_insert_ticks_sql(len(chunk), False), params)
+                if cursor.rowcount == len(chunk):
+                    inserted += texts
+                else:  # ticks written meanwhile by someone without the writer lock
+                    inserted += self._created_in(cursor, texts, created)
+            elif SQLITE_RETURNING:
                 cursor.execute(_sqlite_insert_ticks_sql(len(chunk), True), params)
                 inserted += [row[0] for row in cursor.fetchall()]
             else:
@@ -209,5 +216,17 @@ class SqliteBackend(Backend):
                 known = {row[0] for row in cursor.fetchall()}
                 cursor.execute(_sqlite_insert_ticks_sql(len(chunk), False), params)
                 inserted += [t for t in texts if t not in known]
-            cursor.execute("RELEASE qx_ticks")
+            # an upper bound of the stored times, also if this transaction is rolled back
+            self._ticks_until = max(texts) if latest is None else max(latest, max(texts))
         return inserted
+
+    @staticmethod
+    def _created_in(cursor: Any, texts: list[str], created: str) -> list[str]:
+        """Which of ``texts`` are stored with ``created_at`` = ``created`` (the rows this
+        statement inserted, unless another one used the same creation time)."""
+        cursor.execute(
+            "SELECT time FROM price_ticks WHERE time >= ? AND time <= ? AND created_at = ?",
+            (min(texts), max(texts), created),
+        )
+        stored = {row[0] for row in cursor.fetchall()}
+        return [t for t in texts if t in stored]

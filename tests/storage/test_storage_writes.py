@@ -193,6 +193,21 @@ def test_ticks_known_among_new_over_several_statements(storage: Storage, reader:
     assert [] == storage.insert_new_ticks(batch)
 
 
+def test_ticks_written_meanwhile_by_another_storage(storage: Storage, storage_url: str) -> None:
+    """Ticks stored by another connection after this one's last batch (no writer lock taken)
+    are still told apart: only the ticks this batch added are returned."""
+    t = [BASE + timedelta(seconds=s) for s in range(6)]
+    assert [PriceTick(t[0], 1.0)] == storage.insert_new_ticks([PriceTick(t[0], 1.0)])
+    with open_storage(storage_url) as other:
+        assert [PriceTick(t[2], 2.0)] == other.insert_new_ticks([PriceTick(t[2], 2.0)])
+    batch = [PriceTick(t[1], 3.0), PriceTick(t[2], 3.0), PriceTick(t[3], 3.0)]
+    assert [batch[0], batch[2]] == storage.insert_new_ticks(batch)
+    later = [PriceTick(t[4], 4.0), PriceTick(t[5], 4.0)]
+    with open_storage(storage_url) as other:
+        assert later[:1] == other.insert_new_ticks(later[:1])
+    assert later[1:] == storage.insert_new_ticks(later)
+
+
 def test_settlements_idempotent(storage: Storage, reader: Database) -> None:
     """Storing the same settlements again adds nothing; facts list the times in the scan."""
     times = [datetime(2025, 4, 12, h, tzinfo=UTC) for h in (0, 8, 16)]
