@@ -357,7 +357,7 @@ class Database:
         consolidated from 1h, the finer ones from the minutes of the range (one SQL
         ``GROUP BY``). ``now`` (default: the clock) decides whether a bucket has ended.
         """
-        if self._grouped_from_catalog(resolution) and end > start:
+        if self._grouped_from_catalog(resolution):
             pa = import_pyarrow()
             table = self._grouped_arrow(pa, candle_schema(pa), start, end, resolution, now)
             return _candle_rows_of(pa, table)
@@ -435,7 +435,7 @@ class Database:
         if self._grouped_from_catalog(resolution):
             return self._grouped_arrow(pa, schema, start, end, resolution, now)
         if resolution in BUCKET_SECONDS and _source(resolution, self._rollups)[2]:
-            # consolidated here (10m, 45m, 2h, 3h): from the rows
+            # consolidated here (2h, 3h from 1h; any but 1m on a schema older than 3)
             rows = self.candles(start, end, resolution, now=now)
             typed = zip(CANDLE_FIELDS, schema.types, strict=True)
             return pa.Table.from_arrays(
