@@ -12,6 +12,7 @@ from storage_helpers import BASE, candle, minute, run_sql
 from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import StorageError
 from qx_actors.storage import Database, Storage, open_storage
+from qx_actors.storage._backend import guard
 
 NOW = BASE + timedelta(days=1)
 
@@ -206,6 +207,30 @@ def test_ticks_written_meanwhile_by_another_storage(storage: Storage, storage_ur
     with open_storage(storage_url) as other:
         assert later[:1] == other.insert_new_ticks(later[:1])
     assert later[1:] == storage.insert_new_ticks(later)
+
+
+def test_deferred_statements_run_in_order_within_the_batch(storage: Storage) -> None:
+    """Inside ``batched()`` a deferred statement is seen by the next statement (sent before it,
+    on PostgreSQL in the same round trip) and sent at the end of the block; a failing one fails
+    the transaction, and nothing of it is committed."""
+    backend = storage._backend
+    with guard(backend, "test"), backend.write_txn(), backend.batched():
+        backend.defer(
+            "INSERT INTO ohlc_coverage (first_minute, last_minute) VALUES (?, ?)",
+            (backend.time_param(minute(0)), backend.time_param(minute(5))),
+        )
+        assert [(1,)] == backend.execute("SELECT COUNT(*) FROM ohlc_coverage").fetchall()
+        backend.defer("UPDATE ohlc_coverage SET last_minute = ?", (backend.time_param(minute(9)),))
+    assert [(minute(0), minute(9))] == storage.coverage()
+    with (
+        pytest.raises(StorageError),
+        guard(backend, "test"),
+        backend.write_txn(),
+        backend.batched(),
+    ):
+        backend.defer("DELETE FROM ohlc_coverage")
+        backend.defer("INSERT INTO no_such_table VALUES (1)")
+    assert [(minute(0), minute(9))] == storage.coverage()
 
 
 def test_settlements_idempotent(storage: Storage, reader: Database) -> None:
