@@ -150,16 +150,24 @@ class Storage:
             return
         old_last = dict(old)
         new_first = {first for first, _ in new}
-        for first, _ in old:
-            if first not in new_first:
-                backend.defer("DELETE FROM ohlc_coverage WHERE first_minute = ?", (tp(first),))
+        gone = [first for first, _ in old if first not in new_first]
+        added = [(first, last) for first, last in new if first not in old_last]
+        # a run that grew at its start (a backfill, newest page first) keeps its row: the
+        # new start is no stored run's (every run starting in the batch's bounds was read)
+        for (first, last), old_first in zip(added, gone, strict=False):
+            backend.defer(
+                "UPDATE ohlc_coverage SET first_minute = ?, last_minute = ? WHERE first_minute = ?",
+                (tp(first), tp(last), tp(old_first)),
+            )
+        for old_first in gone[len(added) :]:
+            backend.defer("DELETE FROM ohlc_coverage WHERE first_minute = ?", (tp(old_first),))
+        for first, last in added[len(gone) :]:
+            backend.defer(
+                "INSERT INTO ohlc_coverage (first_minute, last_minute) VALUES (?, ?)",
+                (tp(first), tp(last)),
+            )
         for first, last in new:
-            if first not in old_last:
-                backend.defer(
-                    "INSERT INTO ohlc_coverage (first_minute, last_minute) VALUES (?, ?)",
-                    (tp(first), tp(last)),
-                )
-            elif old_last[first] != last:
+            if first in old_last and old_last[first] != last:
                 backend.defer(
                     "UPDATE ohlc_coverage SET last_minute = ? WHERE first_minute = ?",
                     (tp(last), tp(first)),
