@@ -426,7 +426,11 @@ def snapshot_of(url: str, names: set[str]) -> dict[str, Any]:
     with connect(url) as cursor:
         for name in sorted(names):
             cursor.execute(f"SELECT * FROM {name}")
-            out[name] = sorted(map(repr, cursor.fetchall()))
+            # bytea comes back as a memoryview, whose repr is its address: compare the bytes
+            out[name] = sorted(
+                repr(tuple(bytes(v) if isinstance(v, memoryview) else v for v in row))
+                for row in cursor.fetchall()
+            )
             cursor.execute(
                 "SELECT column_name, data_type, column_default FROM information_schema.columns "
                 "WHERE table_name = %s ORDER BY ordinal_position",
