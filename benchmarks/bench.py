@@ -7,7 +7,8 @@ Run from the repository root (after ``pip install -e '.[dev]'``)::
     python benchmarks/bench.py --sections backfill,ticks --json figures.json
 
 Sections (``--sections``, comma separated; default all): ``backfill``, ``ratelimit``,
-``ticks``, ``shutdown``, ``postgres``, ``history``, ``read``, ``threads``, ``finality``, and
+``ticks``, ``shutdown``, ``postgres``, ``history``, ``read``, ``threads``, ``finality``,
+``replay``, and
 ``soak`` only when named (``--soak-minutes``: a long full-mode run with faults); each
 is a module of ``benchmarks/sections/`` with a ``run(report, opts, workdir)``, sharing
 ``_common.py`` (rows, configs, PostgreSQL), ``_data.py`` (synthetic candles) and
@@ -47,7 +48,7 @@ from _processes import child_backfill, child_sim, send_line
 
 SECTIONS = (
     "backfill", "ratelimit", "ticks", "shutdown", "postgres", "history", "read", "threads",
-    "finality", "soak",
+    "finality", "replay", "soak",
 )  # fmt: skip
 #: Sections run only when named (``soak`` takes ``--soak-minutes`` per backend).
 OPT_IN = ("soak",)
