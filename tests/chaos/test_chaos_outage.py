@@ -104,6 +104,23 @@ def _degraded_while_recovering(status: SyncStatus) -> bool:
     return status.state is State.RECOVERING and status.degraded
 
 
+def _assert_synced_again_and_nothing_lost(
+    watch: RunProbe, url: str, sim: Simulator, logs: Logs, start: datetime, end: datetime
+) -> None:
+    """After an outage ``[start, end]``: Synced again with ticks after it, a clean shutdown
+    (not degraded), every tick received stored once, and the stream outlived the outage."""
+    watch.wait_for_state(State.SYNCED, 60)
+    watch.wait_until(
+        lambda: bool(watch.ticks) and watch.ticks[-1].time > end, 60, what="ticks after it"
+    )
+    final = watch.shutdown()
+    assert State.SHUTDOWN is final.state, str(final)
+    assert not final.degraded
+    counters = assert_every_received_tick_stored(url, sim, logs, watch.run_id)
+    figures = _outage_figures(url, sim, start, end)
+    _assert_stream_outlived_it(watch, logs, figures, feed_counters(logs, watch.run_id) | counters)
+
+
 def _live_config(url: str, sim: Simulator, **sync: Any) -> Any:
     return config_from_mapping(sim_config(url, sim, mode="live", stream=True, **sync))
 
@@ -134,16 +151,7 @@ def test_postgres_stopped_20_s_under_a_live_run_loses_no_tick(
     finally:
         server.start()
         up_at = utc_now()
-    watch.wait_for_state(State.SYNCED, 60)
-    watch.wait_until(
-        lambda: bool(watch.ticks) and watch.ticks[-1].time > up_at, 60, what="ticks after it"
-    )
-    final = watch.shutdown()
-    assert State.SHUTDOWN is final.state, str(final)
-    assert not final.degraded
-    counters = assert_every_received_tick_stored(url, simulator, logs, watch.run_id)
-    figures = _outage_figures(url, simulator, down_at, up_at)
-    _assert_stream_outlived_it(watch, logs, figures, feed_counters(logs, watch.run_id) | counters)
+    _assert_synced_again_and_nothing_lost(watch, url, simulator, logs, down_at, up_at)
 
 
 def test_sqlite_locked_12_s_under_a_live_run_loses_no_tick(
@@ -167,17 +175,7 @@ def test_sqlite_locked_12_s_under_a_live_run_loses_no_tick(
         held = locker.release()
         released_at = utc_now()
     print(f"lock held {held:.1f} s")
-    watch.wait_for_state(State.SYNCED, 60)
-    watch.wait_until(
-        lambda: bool(watch.ticks) and watch.ticks[-1].time > released_at,
-        60,
-        what="ticks after it",
-    )
-    final = watch.shutdown()
-    assert State.SHUTDOWN is final.state, str(final)
-    counters = assert_every_received_tick_stored(url, simulator, logs, watch.run_id)
-    figures = _outage_figures(url, simulator, locked_at, released_at)
-    _assert_stream_outlived_it(watch, logs, figures, feed_counters(logs, watch.run_id) | counters)
+    _assert_synced_again_and_nothing_lost(watch, url, simulator, logs, locked_at, released_at)
 
 
 def test_a_writer_that_does_not_acknowledge_is_not_a_stale_stream(
@@ -208,14 +206,4 @@ def test_a_writer_that_does_not_acknowledge_is_not_a_stale_stream(
         released_at = utc_now()
         locker.release()
     print(stuck.text)
-    watch.wait_for_state(State.SYNCED, 60)
-    watch.wait_until(
-        lambda: bool(watch.ticks) and watch.ticks[-1].time > released_at,
-        60,
-        what="ticks after it",
-    )
-    final = watch.shutdown()
-    assert State.SHUTDOWN is final.state, str(final)
-    counters = assert_every_received_tick_stored(url, simulator, logs, watch.run_id)
-    figures = _outage_figures(url, simulator, locked_at, released_at)
-    _assert_stream_outlived_it(watch, logs, figures, feed_counters(logs, watch.run_id) | counters)
+    _assert_synced_again_and_nothing_lost(watch, url, simulator, logs, locked_at, released_at)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from typing import Any
 
-from qx_actors.config import config_from_mapping
+from qx_actors.config import QxConfig, config_from_mapping
 from qx_actors.observability.health import HealthServer
 from qx_actors.simulator import Simulator
 from qx_actors.status import State
@@ -102,15 +103,9 @@ def test_client_log_events_carry_the_run_id(simulator: Simulator, tmp_path: obje
     assert subscribed and all(engine.run_id == e["run_id"] for e in subscribed)
 
 
-def test_health_is_503_throughout_an_outage_and_200_after_one_re_sync(
-    simulator: Simulator, tmp_path: object
-) -> None:
-    """The exchange down (every REST answer a 503): /health is 503 on every poll — polled at
-    each update of the run, so at each pass of the restart loop — with unhealthy_since fixed
-    and the last error named; /health/live stays 200. A restart that makes no progress stays
-    Restarting (never Running.InProgress). Back up: 200 again once the next backfill pass
-    stored it (Backfilled)."""
-    config = config_from_mapping(
+def _restarting_backfill(simulator: Simulator, tmp_path: object, **sync: Any) -> QxConfig:
+    """A backfill of a day against ``simulator`` that passes and restarts 0.05 s apart."""
+    return config_from_mapping(
         {
             "mode": "backfill",
             "database": f"sqlite:///{tmp_path}/qx.db",
@@ -119,12 +114,24 @@ def test_health_is_503_throughout_an_outage_and_200_after_one_re_sync(
                 "price_history_reach": "1d",
                 "funding_settlement_reach": "3d",
                 "rest_rate_limit_per_s": 1000,
-                "rest_error_max_trials": 2,
-                "rest_error_cooldown_s": 0.01,
                 "restart_interval_s": 0.05,
                 "price_history_re_backfill_interval_s": 0.05,
+                **sync,
             },
         }
+    )
+
+
+def test_health_is_503_throughout_an_outage_and_200_after_one_re_sync(
+    simulator: Simulator, tmp_path: object
+) -> None:
+    """The exchange down (every REST answer a 503): /health is 503 on every poll — polled at
+    each update of the run, so at each pass of the restart loop — with unhealthy_since fixed
+    and the last error named; /health/live stays 200. A restart that makes no progress stays
+    Restarting (never Running.InProgress). Back up: 200 again once the next backfill pass
+    stored it (Backfilled)."""
+    config = _restarting_backfill(
+        simulator, tmp_path, rest_error_max_trials=2, rest_error_cooldown_s=0.01
     )
     engine = SyncEngine(config)
     receiver = engine.update_receiver()
@@ -173,21 +180,7 @@ def test_health_is_503_throughout_an_outage_and_200_after_one_re_sync(
 def test_counters_keep_counting_across_a_restart(simulator: Simulator, tmp_path: object) -> None:
     """A supervised restart replaces the REST fetcher: the run's REST counters go on from
     where they were (only increase), in the snapshot and in /metrics."""
-    config = config_from_mapping(
-        {
-            "mode": "backfill",
-            "database": f"sqlite:///{tmp_path}/qx.db",
-            "exchange": {"rest_url": simulator.rest_url, "stream_url": simulator.stream_url},
-            "sync": {
-                "price_history_reach": "1d",
-                "funding_settlement_reach": "3d",
-                "rest_rate_limit_per_s": 1000,
-                "rest_error_max_trials": 1,
-                "restart_interval_s": 0.05,
-                "price_history_re_backfill_interval_s": 0.05,
-            },
-        }
-    )
+    config = _restarting_backfill(simulator, tmp_path, rest_error_max_trials=1)
     engine = SyncEngine(config)
     receiver = engine.update_receiver()
     server = HealthServer(engine.health, engine.run_id, "127.0.0.1", 0).start()
