@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from datetime import time as time_of_day
 from typing import Any
@@ -15,8 +16,11 @@ import pykka
 
 from qx_actors.actors import QxActor, RunContext
 from qx_actors.actors.messages import Report, Sleep
+from qx_actors.config import QxConfig
 from qx_actors.errors import RecoverableError
+from qx_actors.observability import HealthServer
 from qx_actors.status import State, SyncStatus, Trigger
+from qx_actors.sync_engine import SyncController, SyncEngine
 from qx_actors.testing import RunProbe
 from qx_actors.updates import SyncUpdate, UpdateReceiver
 
@@ -120,3 +124,22 @@ class CollectingActor(pykka.ThreadingActor):
         elif message == "updates":
             return list(self.updates)
         return None
+
+
+@contextmanager
+def served_run(
+    config: QxConfig,
+) -> Iterator[tuple[SyncEngine, UpdateReceiver, HealthServer, SyncController]]:
+    """A started engine for ``config`` (with a receiver taken before the start) and its
+    ``/health`` + ``/metrics`` server on a free port; both stopped at the end."""
+    engine = SyncEngine(config)
+    receiver = engine.update_receiver()
+    server = HealthServer(engine.health, engine.run_id, "127.0.0.1", 0).start()
+    try:
+        controller = engine.start()
+        try:
+            yield engine, receiver, server, controller
+        finally:
+            controller.shutdown()
+    finally:
+        server.stop()

@@ -13,7 +13,7 @@ from qx_actors.simulator import Simulator
 from qx_actors.status import State
 from qx_actors.sync_engine import SyncEngine
 from qx_actors.updates import StatusUpdate
-from tests.helpers import until_state
+from tests.helpers import served_run, until_state
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -133,77 +133,57 @@ def test_health_is_503_throughout_an_outage_and_200_after_one_re_sync(
     config = _restarting_backfill(
         simulator, tmp_path, rest_error_max_trials=2, rest_error_cooldown_s=0.01
     )
-    engine = SyncEngine(config)
-    receiver = engine.update_receiver()
-    server = HealthServer(engine.health, engine.run_id, "127.0.0.1", 0).start()
-    try:
-        controller = engine.start()
-        try:
-            until_state(receiver, State.BACKFILLED, timeout=30)
-            assert 200 == fetch(f"{server.url}/health")[0]
-            simulator.faults.set_error_fraction(1.0, status=503)
-            polls: list[dict[str, object]] = []
-            codes: list[int] = []
-            recoveries = 0
-            states: list[State] = []
-            while recoveries < 4:  # four turns of the restart loop
-                update = receiver.get(timeout=30)
-                if isinstance(update, StatusUpdate):
-                    assert update.status.state is not State.FAILED, update.status
-                    recoveries += update.status.state is State.RECOVERING
-                    if recoveries:
-                        states.append(update.status.state)
-                if recoveries == 0:
-                    continue  # the outage shows from the first failed pass on
-                code, body = fetch(f"{server.url}/health")
-                codes.append(code)
-                polls.append(json.loads(body))
-                assert 200 == fetch(f"{server.url}/health/live")[0]
-            assert {503} == set(codes), [
-                (c, p["status"]) for c, p in zip(codes, polls, strict=True)
-            ]
-            assert {"Running.Restarting", "Running.Recovering"} <= {p["status"] for p in polls}
-            assert {State.RECOVERING, State.RESTARTING} == set(states), states
-            assert 1 == len({p["unhealthy_since"] for p in polls}), polls
-            assert all("503" in str(p["last_error"]) for p in polls), polls[-1]
-
-            simulator.faults.set_error_fraction(0)
-            until_state(receiver, State.BACKFILLED, timeout=30)
+    with served_run(config) as (_engine, receiver, server, _controller):
+        until_state(receiver, State.BACKFILLED, timeout=30)
+        assert 200 == fetch(f"{server.url}/health")[0]
+        simulator.faults.set_error_fraction(1.0, status=503)
+        polls: list[dict[str, object]] = []
+        codes: list[int] = []
+        recoveries = 0
+        states: list[State] = []
+        while recoveries < 4:  # four turns of the restart loop
+            update = receiver.get(timeout=30)
+            if isinstance(update, StatusUpdate):
+                assert update.status.state is not State.FAILED, update.status
+                recoveries += update.status.state is State.RECOVERING
+                if recoveries:
+                    states.append(update.status.state)
+            if recoveries == 0:
+                continue  # the outage shows from the first failed pass on
             code, body = fetch(f"{server.url}/health")
-            assert (200, None) == (code, json.loads(body)["unhealthy_since"])
-        finally:
-            controller.shutdown()
-    finally:
-        server.stop()
+            codes.append(code)
+            polls.append(json.loads(body))
+            assert 200 == fetch(f"{server.url}/health/live")[0]
+        assert {503} == set(codes), [(c, p["status"]) for c, p in zip(codes, polls, strict=True)]
+        assert {"Running.Restarting", "Running.Recovering"} <= {p["status"] for p in polls}
+        assert {State.RECOVERING, State.RESTARTING} == set(states), states
+        assert 1 == len({p["unhealthy_since"] for p in polls}), polls
+        assert all("503" in str(p["last_error"]) for p in polls), polls[-1]
+
+        simulator.faults.set_error_fraction(0)
+        until_state(receiver, State.BACKFILLED, timeout=30)
+        code, body = fetch(f"{server.url}/health")
+        assert (200, None) == (code, json.loads(body)["unhealthy_since"])
 
 
 def test_counters_keep_counting_across_a_restart(simulator: Simulator, tmp_path: object) -> None:
     """A supervised restart replaces the REST fetcher: the run's REST counters go on from
     where they were (only increase), in the snapshot and in /metrics."""
     config = _restarting_backfill(simulator, tmp_path, rest_error_max_trials=1)
-    engine = SyncEngine(config)
-    receiver = engine.update_receiver()
-    server = HealthServer(engine.health, engine.run_id, "127.0.0.1", 0).start()
-    try:
-        controller = engine.start()
-        try:
-            until_state(receiver, State.BACKFILLED, timeout=30)
-            before = engine.health.snapshot()["counters"]["rest"]
-            simulator.faults.fail_next(1, status=500)  # one failed trial: a restart
-            until_state(receiver, State.RECOVERING, timeout=30)
-            until_state(receiver, State.BACKFILLED, timeout=30)
-            after = engine.health.snapshot()["counters"]["rest"]
-            assert after["errors"] >= before["errors"] + 1, (before, after)
-            for key, value in before.items():
-                assert after[key] >= value, (key, before, after)
-            _, metrics = fetch(f"{server.url}/metrics")
-            requests = next(
-                float(line.split()[-1])
-                for line in metrics.splitlines()
-                if line.startswith("qx_rest_requests_total ")
-            )
-            assert requests >= after["requests"] > before["requests"]
-        finally:
-            controller.shutdown()
-    finally:
-        server.stop()
+    with served_run(config) as (engine, receiver, server, _controller):
+        until_state(receiver, State.BACKFILLED, timeout=30)
+        before = engine.health.snapshot()["counters"]["rest"]
+        simulator.faults.fail_next(1, status=500)  # one failed trial: a restart
+        until_state(receiver, State.RECOVERING, timeout=30)
+        until_state(receiver, State.BACKFILLED, timeout=30)
+        after = engine.health.snapshot()["counters"]["rest"]
+        assert after["errors"] >= before["errors"] + 1, (before, after)
+        for key, value in before.items():
+            assert after[key] >= value, (key, before, after)
+        _, metrics = fetch(f"{server.url}/metrics")
+        requests = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("qx_rest_requests_total ")
+        )
+        assert requests >= after["requests"] > before["requests"]

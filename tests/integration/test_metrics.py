@@ -18,11 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from qx_actors.config import config_from_mapping
 from qx_actors.observability._metrics import COUNTER_KEYS, GAUGE_KEYS, METRICS
-from qx_actors.observability.health import HealthServer
 from qx_actors.simulator import Simulator
 from qx_actors.status import State
 from qx_actors.sync_engine import SyncController, SyncEngine
-from tests.helpers import until_state
+from tests.helpers import served_run, until_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,18 +73,9 @@ def live_run(
             "sync": {"price_history_reach": "1d", "rest_rate_limit_per_s": 1000},
         }
     )
-    engine = SyncEngine(config)
-    receiver = engine.update_receiver()
-    server = HealthServer(engine.health, engine.run_id, "127.0.0.1", 0).start()
-    try:
-        controller = engine.start()
-        try:
-            until_state(receiver, State.SYNCED, timeout=30)
-            yield engine, controller, server.url
-        finally:
-            controller.shutdown()
-    finally:
-        server.stop()
+    with served_run(config) as (engine, receiver, server, controller):
+        until_state(receiver, State.SYNCED, timeout=30)
+        yield engine, controller, server.url
 
 
 def test_the_families_are_exactly_the_documented_ones(
