@@ -214,6 +214,7 @@ class SyncEngine:
         self._hub = UpdateHub(
             config.sync.update_queue_capacity,
             observer=self.health.observe,
+            batch_observer=self.health.observe_batch,
             lossless=window is not None,
         )
         self.health.register_gauges("updates", self._hub.backlog)

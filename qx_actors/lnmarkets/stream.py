@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn, Protocol
+from typing import Literal, NoReturn, Protocol
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -35,6 +35,22 @@ _log = get_logger()
 
 LAST_PRICE_TOPIC = wire.LAST_PRICE_TOPIC
 _FRAME_EXCERPT = 200
+
+
+class _TickParams(msgspec.Struct, frozen=True, gc=False):
+    topic: str
+    data: wire.LastPriceData
+
+
+class _TickFrame(msgspec.Struct, frozen=True, gc=False):
+    """The usual frame, a last-price notification, decoded in one pass (other members and
+    other frames: the general path of :meth:`_Session._handle`)."""
+
+    method: Literal["subscription"]
+    params: _TickParams
+
+
+_tick_frame_decoder = msgspec.json.Decoder(_TickFrame)
 
 
 class _Abortable(Protocol):
@@ -171,6 +187,8 @@ class _Session:
         self.subscribe_id = secrets.token_hex(8)
         self.subscribed = False
         self.ping_ids: set[str] = set()
+        #: Subscribed topics whose notifications are ticks (the fast path of ``_handle``).
+        self.tick_topics = frozenset(t for t in client.topics if t.endswith("/lastPrice"))
 
     async def run(self, on_connected: Callable[[], None] | None) -> NoReturn:
         client = self.client
@@ -247,6 +265,17 @@ class _Session:
 
     def _handle(self, frame: str | bytes) -> None:
         """Dispatch one frame; only a failed subscription raises."""
+        try:
+            fast = _tick_frame_decoder.decode(frame)
+        except msgspec.DecodeError:
+            pass  # not a well-formed tick: the general path tells what it is
+        else:
+            if fast.params.topic in self.tick_topics:
+                try:
+                    self.pending.append(wire.to_tick(fast.params.data))
+                    return
+                except (OverflowError, ValueError):
+                    pass  # rejected below, with the reason
         try:
             msg = wire.rpc_frame_decoder.decode(frame)
         except msgspec.DecodeError as exc:

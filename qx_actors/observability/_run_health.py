@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -228,9 +228,29 @@ class RunHealth:
                 case Lagged(missed=missed):
                     self._count(("run", "updates_lagged"), missed)
 
-    def _count_second(self) -> None:
+    def observe_batch(self, updates: Sequence[SyncUpdate]) -> None:
+        """:meth:`observe` of each of ``updates`` in order, under one lock (a committed tick
+        batch): the ticks counted once, at the time of the call."""
+        ticks = 0
+        last: PriceTickUpdate | None = None
+        with self._lock:
+            for update in updates:
+                if type(update) is PriceTickUpdate:
+                    ticks += 1
+                    last = update
+                    self._progress_since_error = True
+                else:
+                    self.observe(update)  # the lock is reentrant
+            if last is not None:
+                self._count(("run", "ticks_committed"), ticks)
+                self._last_tick_time = last.tick.time
+                self._last_tick_at = utc_now()
+                self._last_price = last.tick.last_price
+                self._count_second(ticks)
+
+    def _count_second(self, ticks: int = 1) -> None:
         second = int(self._monotonic())
-        self._per_second[second] = self._per_second.get(second, 0) + 1
+        self._per_second[second] = self._per_second.get(second, 0) + ticks
         if len(self._per_second) > TICK_WINDOW_S:
             for old in [s for s in self._per_second if s < second - TICK_WINDOW_S]:
                 del self._per_second[old]
