@@ -2,8 +2,9 @@
 
 It opens the storage (creating or checking the schema) and takes the single-writer lock when it
 starts (then tells the Engine :class:`DbWriterReady`: the WS feed may send ticks), upserts
-pages in one transaction each (acknowledging each page to the REST fetcher,
-with the error if the write failed), answers the Engine's state queries (so that they see every
+pages in one transaction each, or the candle pages already waiting in its inbox together in one
+(group commit; acknowledging each page to the REST fetcher, every page of a failed
+transaction with its error), answers the Engine's state queries (so that they see every
 write before them), and releases the lock when it stops. On a restart the Engine starts a new
 DB writer (new connection, writer lock taken again); after a database error only the writer
 and what needs it are restarted, the WS feed holds its ticks meanwhile.
@@ -20,9 +21,12 @@ not store hands them to the Engine (:class:`UnwrittenTicks`) for the next writer
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
+import queue
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from qx_actors.actors._base import QxActor, RunThreads, tell
 from qx_actors.actors.messages import (
@@ -54,6 +58,22 @@ from qx_actors.updates import CandleClosedUpdate, PriceTickUpdate, UpdateHub
 
 #: Opens the run's storage (a new connection each call).
 StorageOpener = Callable[[], Storage]
+#: Candles of the pages waiting in the inbox that one transaction takes at most.
+GROUP_MAX_CANDLES = 20_000
+
+
+def _page_bounds(candles: tuple[Candle, ...]) -> tuple[datetime, datetime] | None:
+    """The first and last minute of a page in strict time order (either way, checked at C
+    speed); ``None`` for an empty page or one out of order (never grouped)."""
+    if not candles:
+        return None
+    times = [c.time for c in candles]
+    after = itertools.islice(times, 1, None)
+    if all(map(operator.gt, times, after)):
+        return times[-1], times[0]
+    if all(map(operator.lt, times, itertools.islice(times, 1, None))):
+        return times[0], times[-1]
+    return None
 
 
 class DbWriterActor(QxActor):
@@ -130,8 +150,8 @@ class DbWriterActor(QxActor):
             self._refuse(message, self._open_error or StorageError("the database is not open"))
             return None
         match message:
-            case StoreCandlePage(candles=candles, ack_to=ack_to, request_id=rid, asked_at=asked):
-                self._store_page(ack_to, rid, lambda: self._upsert_candles(storage, candles, asked))
+            case StoreCandlePage():
+                self._store_candle_pages(storage, [message, *self._waiting_pages(message)])
             case StoreSettlementPage(settlements=settlements, ack_to=ack_to, request_id=rid):
                 self._store_page(ack_to, rid, lambda: storage.upsert_settlements(settlements))
             case StoreTicks(ticks=ticks, ack_to=ack_to):
@@ -176,12 +196,77 @@ class DbWriterActor(QxActor):
         else:
             tell(ack_to, PageStored(request_id))
 
+    def _waiting_pages(self, first: StoreCandlePage) -> list[StoreCandlePage]:
+        """The candle pages queued right behind ``first`` in the inbox that can share its
+        transaction (group commit, sized by what is waiting), taken out of the inbox.
+
+        Only pages at the head of the inbox are taken (the order of every message is kept),
+        at most :data:`GROUP_MAX_CANDLES` candles in all, and only while the group stays exact:
+        no minute in two pages (the later page must win) and every candle older than the
+        stable cutoff of every page (then one ``served_at`` classifies each candle as its own
+        page would). A backfill, its pages an hour old or more, is the usual case. Each page
+        is in strict time order (no minute twice in it) and the pages' spans do not overlap.
+        """
+        inbox = cast("queue.Queue[Any]", self.actor_inbox)  # pykka's ThreadingActor inbox
+        now = self._clock()
+        bounds = _page_bounds(first.candles)
+        cutoff = min(now, first.asked_at or now) - UNSTABLE_AGE
+        if bounds is None or bounds[1] >= cutoff:
+            return []
+        spans = [bounds]
+        count, newest = len(first.candles), bounds[1]
+        taken: list[StoreCandlePage] = []
+        while True:
+            with inbox.mutex:
+                envelope = inbox.queue[0] if inbox.queue else None
+            message = getattr(envelope, "message", None)
+            if type(message) is not StoreCandlePage:
+                return taken
+            bounds = _page_bounds(message.candles)
+            if bounds is None or count + len(message.candles) > GROUP_MAX_CANDLES:
+                return taken
+            lo, hi = bounds
+            cutoff = min(cutoff, min(now, message.asked_at or now) - UNSTABLE_AGE)
+            newest = max(newest, hi)
+            if newest >= cutoff or any(lo <= b and a <= hi for a, b in spans):
+                return taken
+            inbox.get_nowait()  # the head looked at: only this thread takes from the inbox
+            taken.append(message)
+            spans.append(bounds)
+            count += len(message.candles)
+
+    def _store_candle_pages(self, storage: Storage, pages: list[StoreCandlePage]) -> None:
+        """Upsert ``pages`` in one transaction and acknowledge each (all with the error if the
+        transaction failed: no page is half-written)."""
+        if len(pages) == 1:
+            page = pages[0]
+            write: Callable[[], Any] = lambda: self._upsert_candles(  # noqa: E731
+                storage, [page.candles], page.asked_at
+            )
+            self._store_page(page.ack_to, page.request_id, write)
+            return
+        asked = [page.asked_at for page in pages]
+        served_at = None if None in asked else min(a for a in asked if a is not None)
+        try:
+            self._upsert_candles(storage, [page.candles for page in pages], served_at)
+        except Exception as exc:
+            self._log.debug(
+                "db_writer_error", error=f"{type(exc).__name__}: {exc}", pages=len(pages)
+            )
+            for page in pages:
+                tell(page.ack_to, PageStored(page.request_id, exc))
+        else:
+            for page in pages:
+                tell(page.ack_to, PageStored(page.request_id))
+
     def _upsert_candles(
-        self, storage: Storage, candles: tuple[Candle, ...], asked: datetime | None
+        self, storage: Storage, pages: list[tuple[Candle, ...]], asked: datetime | None
     ) -> None:
-        """Upsert a page; publish ``CandleClosed`` for the minutes it makes stable first."""
+        """Upsert pages in one transaction; publish ``CandleClosed`` for the minutes they make
+        stable first (page by page, each page's in time order)."""
         now = self._clock()
         since = self._closed_from
+        candles = pages[0] if len(pages) == 1 else list(itertools.chain.from_iterable(pages))
         followed = (
             [c for c in candles if c.time >= since]
             if since is not None and self._hub is not None
@@ -195,13 +280,15 @@ class DbWriterActor(QxActor):
         if not followed or self._hub is None:
             return
         cutoff = min(now, asked or now) - UNSTABLE_AGE  # the rule upsert_candles applies
-        closed = {c.time: c for c in followed if c.time < cutoff and c.time not in known}
-        for time in sorted(closed):
-            candle = closed[time]
-            final = Candle(
-                candle.time, candle.open, candle.high, candle.low, candle.close, candle.volume
-            )
-            self._hub.publish(CandleClosedUpdate(final))
+        assert since is not None
+        for page in pages:
+            closed = {c.time: c for c in page if since <= c.time < cutoff and c.time not in known}
+            for time in sorted(closed):
+                candle = closed[time]
+                final = Candle(
+                    candle.time, candle.open, candle.high, candle.low, candle.close, candle.volume
+                )
+                self._hub.publish(CandleClosedUpdate(final))
 
     def _store_ticks(self, storage: Storage, ticks: tuple[PriceTick, ...]) -> None:
         """Write the kept ticks and ``ticks`` in one transaction; on failure keep them all."""
@@ -212,9 +299,9 @@ class DbWriterActor(QxActor):
             self._unwritten = batch
             raise
         self._unwritten = []
-        if self._hub is not None:
-            for tick in new:
-                self._hub.publish(PriceTickUpdate(tick))
+        if self._hub is not None and new:
+            # One call for the batch: every receiver gets its ticks in order, woken once.
+            self._hub.publish_many([PriceTickUpdate(tick) for tick in new])
 
     def _answer(self, storage: Storage, payload: Request[Any]) -> Any:
         match payload:
