@@ -240,15 +240,15 @@ class _Session:
 
     async def _drain_buffered(self) -> None:
         """Handle the frames already received, without waiting for new ones."""
-        while len(self.pending) < self.client.max_batch:
-            try:
-                # A zero timeout: recv() returns at once when a frame is buffered and is
-                # cancelled (safely, per websockets) at the next loop turn otherwise.
-                async with asyncio.timeout(0):
-                    frame = await self.ws.recv()
-            except TimeoutError:
-                return
-            self._handle(frame)
+        try:
+            # A zero timeout for the whole drain: recv() returns at once (without suspending)
+            # while a frame is buffered, and the first recv() that has to wait is cancelled
+            # (safely, per websockets) at the next loop turn. One timer per drain, not per frame.
+            async with asyncio.timeout(0):
+                while len(self.pending) < self.client.max_batch:
+                    self._handle(await self.ws.recv())
+        except TimeoutError:
+            return
 
     def _flush(self) -> None:
         if self.pending:
