@@ -301,7 +301,7 @@ class DbWriterActor(QxActor):
         self._unwritten = []
         if self._hub is not None and new:
             # One call for the batch: every receiver gets its ticks in order, woken once.
-            self._hub.publish_many([PriceTickUpdate(tick) for tick in new])
+            self._hub.publish_many(list(map(PriceTickUpdate, new)))
 
     def _answer(self, storage: Storage, payload: Request[Any]) -> Any:
         match payload:

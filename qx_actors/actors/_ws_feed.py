@@ -130,6 +130,21 @@ class RecentTimes:
             self._seen.discard(self._order.popleft())
         return True
 
+    def fresh(self, ticks: list[PriceTick]) -> list[PriceTick]:
+        """The ticks whose times were not seen (remembered now), in order: :meth:`add` of
+        each; a batch of distinct, unseen times (the usual) is taken with set operations."""
+        seen, order = self._seen, self._order
+        times = [tick.time for tick in ticks]
+        if seen.isdisjoint(times):
+            unique = set(times)
+            if len(unique) == len(times):
+                seen |= unique
+                order.extend(times)
+                for _ in range(len(order) - self._capacity):
+                    seen.discard(order.popleft())
+                return ticks
+        return [tick for tick in ticks if self.add(tick.time)]
+
 
 @dataclass
 class FeedGauges:
@@ -339,7 +354,7 @@ class WsFeedActor(AsyncQxActor):
             if self._quiet:
                 self._quiet = False
                 tell(self._engine, TicksFlowing())
-        fresh = [tick for tick in ticks if self._recent.add(tick.time)]
+        fresh = self._recent.fresh(ticks)
         self.counters.duplicates += len(ticks) - len(fresh)
         if not fresh:
             return
