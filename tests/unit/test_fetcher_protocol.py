@@ -6,6 +6,7 @@ the DB writer was acknowledged: on success, when the exchange fails, and when a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -70,7 +71,9 @@ class Writer(pykka.ThreadingActor):
             else:
                 with self.lock:
                     self.stored.extend(c.time for c in message.candles)
-            message.ack_to.tell(PageStored(message.request_id, error))
+            # as the real writer: a fetcher that already answered (and stopped) may be gone
+            with contextlib.suppress(pykka.ActorDeadError):
+                message.ack_to.tell(PageStored(message.request_id, error))
 
 
 def answer(market: Market) -> Callable[[HttpRequest], HttpResponse]:
