@@ -173,7 +173,11 @@ class RestFetcherActor(AsyncQxActor):
                 self._requests.pop(request_id, None)
 
         self._windows[request_id] = _WriteWindow()
-        self._requests[request_id] = self.start_task(answered(), name=f"request-{request_id}")
+        task = self.start_task(answered(), name=f"request-{request_id}")
+        # cancelled before it first ran (a shutdown, a cancelled request), ``work`` was never
+        # awaited: close it (a no-op once it ran) rather than let Python warn about it
+        task.add_done_callback(lambda _: work.close())
+        self._requests[request_id] = task
 
     async def _send_page(
         self, window: _WriteWindow, message: StoreCandlePage | StoreSettlementPage
