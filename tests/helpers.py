@@ -143,3 +143,18 @@ def served_run(
             controller.shutdown()
     finally:
         server.stop()
+
+
+class RecordingInbox(pykka.ThreadingActor):
+    """Stands in for the Engine and the REST fetcher of a DB writer: keeps what it is told
+    (asked ``"messages"``, answers what it kept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[object] = []
+
+    def on_receive(self, message: object) -> object:
+        if message == "messages":
+            return list(self.messages)
+        self.messages.append(message)
+        return None

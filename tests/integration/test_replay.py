@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
-import pykka
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +31,7 @@ from qx_actors.updates import (
     UpdateHub,
     UpdateReceiver,
 )
+from tests.helpers import RecordingInbox
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -232,20 +232,6 @@ def test_lossless_hub_queues_statuses_beyond_capacity() -> None:
     assert 0 == receiver.total_missed
 
 
-class _Inbox(pykka.ThreadingActor):
-    """Stands in for the Engine and the REST fetcher: keeps what it is told."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[object] = []
-
-    def on_receive(self, message: object) -> object:
-        if message == "messages":
-            return list(self.messages)
-        self.messages.append(message)
-        return None
-
-
 def test_db_writer_publishes_candle_closed_once_when_a_followed_minute_becomes_stable(
     tmp_path: Path,
 ) -> None:
@@ -256,7 +242,7 @@ def test_db_writer_publishes_candle_closed_once_when_a_followed_minute_becomes_s
     clock = ManualClock(started + timedelta(hours=2))  # each page says when it was asked for
     hub = UpdateHub(100)
     receiver = hub.receiver()
-    inbox = _Inbox.start()
+    inbox = RecordingInbox.start()
     writer = DbWriterActor.start(
         threads=RunThreads(),
         open_storage=partial(open_storage, url),

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pykka
 import pytest
 
 from qx_actors.actors import RunThreads
@@ -18,24 +17,11 @@ from qx_actors.actors.messages import PageStored, StoreCandlePage
 from qx_actors.domain.values import Candle
 from qx_actors.errors import StorageError
 from qx_actors.storage import Database, Storage, open_storage
+from tests.helpers import RecordingInbox
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 NOW = T0 + timedelta(days=2)
-
-
-class _Inbox(pykka.ThreadingActor):
-    """Stands in for the Engine and the REST fetcher: keeps what it is told."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[object] = []
-
-    def on_receive(self, message: object) -> object:
-        if message == "messages":
-            return list(self.messages)
-        self.messages.append(message)
-        return None
 
 
 class _CountingStorage:
@@ -78,7 +64,7 @@ def _write(
         made.append(storage)
         return storage  # type: ignore[return-value]
 
-    inbox = _Inbox.start()
+    inbox = RecordingInbox.start()
     writer = DbWriterActor.start(
         threads=RunThreads(),
         open_storage=opener,
