@@ -16,7 +16,8 @@ Usage
         sim.faults.fail_next(2, status=503)
         ...
         sim.market.final_candles(start, end)  # the truth, to compare a database with
-        sim.sent_ticks()                       # every tick the Stream server sent
+        sim.sent_ticks()                       # every tick a subscriber took
+        sim.published_ticks()                  # every tick published, received or not
 
 ``Simulator.start()`` serves from a background thread and returns once listening;
 ``stop()`` is idempotent and prompt (hanging responses are released, connections closed).
@@ -115,9 +116,9 @@ Observations and controls (thread-safe, for tests): ``sim.requests()`` (``Reques
 endpoint, path, query, status) / ``sim.request_count(endpoint, status)``,
 ``sim.wait_in_flight(n)`` (requests being answered, e.g. delayed), ``faults.wait_hung(n)``,
 ``faults.corrupted_pages()`` (the pages served with bad data in them),
-``sim.sent_ticks()`` (``PriceTick`` list), ``sim.push_ticks(n)`` (broadcast n ticks now),
-``sim.set_tick_rate(r)``, ``sim.wait_for_subscribers(n)``,
-``sim.stream.wait_for_connections(n)``.
+``sim.sent_ticks()`` / ``sim.published_ticks()`` (``PriceTick`` lists),
+``sim.push_ticks(n)`` (broadcast n ticks now), ``sim.set_tick_rate(r)``,
+``sim.wait_for_subscribers(n)``, ``sim.stream.wait_for_connections(n)``.
 """
 
 from __future__ import annotations

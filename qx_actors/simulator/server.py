@@ -236,6 +236,11 @@ class Simulator:
         """Every tick the Stream server sent (see :meth:`StreamServer.sent_ticks`)."""
         return self.stream.sent_ticks()
 
+    def published_ticks(self) -> list[PriceTick]:
+        """Every tick the Stream server published, received or not (see
+        :meth:`StreamServer.published_ticks`)."""
+        return self.stream.published_ticks()
+
     def wait_for_subscribers(self, n: int = 1, timeout: float = 5.0) -> bool:
         """Block until ``n`` Stream connections are subscribed to last price."""
         return self.stream.wait_for_subscribers(n, timeout)

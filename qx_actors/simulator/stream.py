@@ -53,14 +53,24 @@ _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
-async def _send_to_each(connections: list[Any], frames: list[str]) -> None:
-    """Send ``frames`` in order to each connection; one that closed meanwhile is skipped."""
+async def _send_to_each(connections: list[Any], frames: list[str]) -> int:
+    """Send ``frames`` in order to each connection; one that closed meanwhile is skipped.
+
+    Returns how many of the leading frames at least one connection took: a frame offered to
+    a connection that is closing (a dropped stream) reached nobody, and the accounting of what
+    was *sent* must not count it.
+    """
+    taken = 0
     for conn in connections:
+        sent = 0
         try:
             for frame in frames:
                 await conn.send(frame)
+                sent += 1
         except ConnectionClosed:
-            continue
+            pass
+        taken = max(taken, sent)
+    return taken
 
 
 def _frame(ms: int, price: float) -> str:
@@ -88,6 +98,9 @@ class StreamServer:
         self._always = publish_without_subscribers
         self._conns: dict[ServerConnection, set[str]] = {}
         self._cond = threading.Condition()
+        # every tick published (to subscribers or, with publish_without_subscribers, to nobody)
+        # and those at least one subscriber's connection took; the same tuples in both
+        self._published: list[tuple[int, float]] = []
         self._sent: list[tuple[int, float]] = []
         self._last_ms = 0
         self._held: tuple[str, tuple[int, float]] | None = None
@@ -156,10 +169,19 @@ class StreamServer:
         return self._rate
 
     def sent_ticks(self) -> list[PriceTick]:
-        """Every tick sent so far (once per broadcast, in send order, duplicates included)."""
+        """Every tick sent so far: taken by at least one subscriber's connection (once per
+        broadcast, in send order, duplicates included). A tick offered to a connection that
+        was already closing is published but not sent."""
         with self._cond:
             sent = list(self._sent)
         return [PriceTick(time=from_epoch_ms(ms), last_price=price) for ms, price in sent]
+
+    def published_ticks(self) -> list[PriceTick]:
+        """Every tick published so far, whether or not anyone received it (in order,
+        duplicates included): what the exchange put out."""
+        with self._cond:
+            published = list(self._published)
+        return [PriceTick(time=from_epoch_ms(ms), last_price=price) for ms, price in published]
 
     def subscriber_count(self) -> int:
         """Connections subscribed to the last-price topic."""
@@ -326,10 +348,24 @@ class StreamServer:
         sent (``qx-actors serve``: recorded ticks, live or replayed)."""
         records = [(to_epoch_ms(t.time), t.last_price) for t in ticks]
         frames = [_frame(ms, price) for ms, price in records]
-        with self._cond:
-            self._sent.extend(records)
         subs = [c for c, topics in list(self._conns.items()) if LAST_PRICE_TOPIC in topics]
-        await _send_to_each(subs, frames)
+        with self._cond:
+            self._published.extend(records)
+            self._sent.extend(records)
+        taken = await _send_to_each(subs, frames)
+        if taken < len(records):
+            self._unrecord_sent(records[taken:])
+
+    def _unrecord_sent(self, lost: list[tuple[int, float]]) -> None:
+        """Take back ticks recorded as sent that no connection took (each the latest record of
+        that very tuple: they were recorded last, by the emit that could not send them)."""
+        with self._cond:
+            sent = self._sent
+            for tick in reversed(lost):
+                for i in range(len(sent) - 1, -1, -1):
+                    if sent[i] is tick:
+                        del sent[i]
+                        break
 
     async def emit(self, n: int) -> list[PriceTick]:
         """Broadcast ``n`` ticks now (faults applied); returns the ticks actually sent."""
@@ -349,7 +385,8 @@ class StreamServer:
             if armed is not None:
                 self._drop_countdown = (int(armed[0]), bool(armed[1]))
         frames: list[str] = []
-        ticks: list[tuple[int, float]] = []
+        # the tick each frame carries (None: a malformed frame), to account for what was taken
+        carried: list[tuple[int, float] | None] = []
         now_ms = self.market.now_ms()
         last = self._last_ms
         price_at = self.market.price_at_ms
@@ -360,17 +397,18 @@ class StreamServer:
             frame = _frame(*tick)
             if faults.take("bad_frame") is not None:
                 frames.append(MALFORMED_FRAME)
+                carried.append(None)
             if self._held is None and faults.take("ooo_tick") is not None:
                 self._held = (frame, tick)
                 continue
             frames.append(frame)
-            ticks.append(tick)
+            carried.append(tick)
             if faults.take("dup_tick") is not None:
                 frames.append(frame)
-                ticks.append(tick)
+                carried.append(tick)
             if self._held is not None:
                 frames.append(self._held[0])
-                ticks.append(self._held[1])
+                carried.append(self._held[1])
                 self._held = None
             if self._drop_countdown is not None:
                 remaining, close_frame = self._drop_countdown
@@ -381,9 +419,16 @@ class StreamServer:
                     self._drop_countdown = None
                     break
         self._last_ms = last
+        ticks = [t for t in carried if t is not None]
         with self._cond:
+            # recorded before the send, so a tick can never be stored before it counts as sent
+            self._published.extend(ticks)
             self._sent.extend(ticks)
-        await _send_to_each(subs, frames)
+        taken = await _send_to_each(subs, frames)
+        lost = [t for t in carried[taken:] if t is not None]
+        if lost:
+            self._unrecord_sent(lost)
+            ticks = [t for t in carried[:taken] if t is not None]
         if drop is not None:
             self._drop_all(drop)
         return [PriceTick(time=from_epoch_ms(ms), last_price=p) for ms, p in ticks]

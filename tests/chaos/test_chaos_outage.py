@@ -63,7 +63,7 @@ MAX_MISSING = 0.01
 def _published_between(sim: Simulator, start: datetime, end: datetime) -> set[int]:
     """Epoch-ms times of the distinct ticks the simulator published in ``[start, end]``."""
     lo, hi = to_epoch_ms(start), to_epoch_ms(end)
-    return {ms for t in sim.sent_ticks() if lo <= (ms := to_epoch_ms(t.time)) <= hi}
+    return {ms for t in sim.published_ticks() if lo <= (ms := to_epoch_ms(t.time)) <= hi}
 
 
 def _wait_published(watch: RunProbe, sim: Simulator, since: datetime, count: int) -> None:

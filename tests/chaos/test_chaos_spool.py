@@ -64,7 +64,7 @@ def _published_between(sim: Simulator, start: datetime, end: datetime) -> list[i
     """Epoch-ms times of the distinct ticks the simulator published in ``[start, end]``,
     oldest first."""
     lo, hi = to_epoch_ms(start), to_epoch_ms(end)
-    return sorted({ms for t in sim.sent_ticks() if lo <= (ms := to_epoch_ms(t.time)) <= hi})
+    return sorted({ms for t in sim.published_ticks() if lo <= (ms := to_epoch_ms(t.time)) <= hi})
 
 
 def _config(url: str, sim: Simulator, log_file: Path | None = None, **sync: Any) -> dict[str, Any]:

@@ -94,6 +94,6 @@ def test_serve_replay_sends_the_recorded_ticks_on_the_stream(recorded: str) -> N
     server = RecordedServer(fast_config(recorded), replay=window).start()
     try:
         assert server.wait_replayed(timeout=30)
-        assert ticks == server.simulator.sent_ticks()
+        assert ticks == server.simulator.published_ticks()
     finally:
         server.stop()

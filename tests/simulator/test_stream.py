@@ -173,6 +173,28 @@ def test_drop_after_ticks(sim: Simulator) -> None:
     assert len(sim.sent_ticks()) == 3
 
 
+def test_ticks_offered_to_a_closing_connection_are_published_not_sent(sim: Simulator) -> None:
+    """Ticks pushed right after a drop began reach no one: they count as published, not as
+    sent (what a recorder could not receive is not held against it), and what the subscriber
+    received is exactly what counts as sent."""
+
+    async def body(ws: ClientConnection) -> list[PriceTick]:
+        before = await asyncio.to_thread(sim.push_ticks, 2)
+        sim.faults.drop_stream(close_frame=True)  # the close starts before the push below
+        await asyncio.to_thread(sim.push_ticks, 4)
+        received = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                received.append(as_tick(str(await asyncio.wait_for(ws.recv(), TIMEOUT))))
+        assert received[:2] == before
+        return received
+
+    received = run(with_subscribed(sim, body))
+    assert len(sim.published_ticks()) == 6
+    assert sim.sent_ticks() == received
+    assert len(received) == 2
+
+
 def test_silent_stream_keeps_the_socket_open(sim: Simulator) -> None:
     """A silent stream sends no ticks but still answers requests."""
     sim.faults.set_stream_silent(True)
