@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -131,11 +132,22 @@ class SimProcess(Child):
     """The simulator in a child process."""
 
     def __init__(
-        self, workdir: Path, *, rate_limit: float = 0.0, tick_rate: float = 0.0, name: str = "sim"
+        self,
+        workdir: Path,
+        *,
+        rate_limit: float = 0.0,
+        tick_rate: float = 0.0,
+        name: str = "sim",
+        cache_days: int = 96,
     ) -> None:
         super().__init__(
-            ["_sim", "--rate-limit", str(rate_limit), "--tick-rate", str(tick_rate)], name, workdir
-        )
+            [
+                "_sim", "--rate-limit", str(rate_limit), "--tick-rate", str(tick_rate),
+                "--cache-days", str(cache_days),
+            ],
+            name,
+            workdir,
+        )  # fmt: skip
         try:
             info = self.recv(30.0)
         except BaseException:
@@ -149,6 +161,13 @@ class SimProcess(Child):
         result: dict[str, Any] = self.ask("stats")
         return result
 
+    def prewarm(self, start: datetime) -> int:
+        """Build and encode the simulated days from ``start`` to now (kept while they fit in
+        ``cache_days``): serving them then costs the simulator only the HTTP answer; the
+        number of days."""
+        answer: dict[str, Any] = self.ask(f"prewarm {start.isoformat()}", timeout=120)
+        return int(answer["days"])
+
 
 def child_sim(args: argparse.Namespace) -> int:
     """``bench.py _sim``: serve the simulator; answer commands on stdin."""
@@ -158,6 +177,7 @@ def child_sim(args: argparse.Namespace) -> int:
             rate_limit_per_s=args.rate_limit or None,
             rate_limit_burst=1,
             tick_rate_per_s=args.tick_rate,
+            cache_days=args.cache_days,
         )
     )
     # Record when each batch of ticks started to be sent (wall clock): tick times can't say.
@@ -200,6 +220,9 @@ def child_sim(args: argparse.Namespace) -> int:
                 )
             elif cmd == "ticks":
                 send_line({"sent": len(stream.sent_ticks()), "batches": list(batches)})
+            elif cmd == "prewarm":
+                start = datetime.fromisoformat(rest[0])
+                send_line({"days": sim.market.prewarm(start, sim.market.now())})
             elif cmd == "tick_rate":
                 sim.set_tick_rate(float(rest[0]))
                 send_line({"ok": True})

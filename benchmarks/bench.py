@@ -109,6 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = sub.add_parser("_sim", help=argparse.SUPPRESS)
     p.add_argument("--rate-limit", type=float, default=0.0)
     p.add_argument("--tick-rate", type=float, default=0.0)
+    p.add_argument("--cache-days", type=int, default=96)
     p = sub.add_parser("_backfill", help=argparse.SUPPRESS)
     p.add_argument("--database", required=True)
     p.add_argument("--rest-url", required=True)
