@@ -82,7 +82,9 @@ def run(report: Report, opts: argparse.Namespace, workdir: Path) -> None:
             return
         reach = iso_reach(days, datetime.now(UTC))
         log(f"    e2e backfill into PostgreSQL, reach {reach} ({days} days) ...")
-        with SimProcess(workdir, name="sim-postgres") as sim:
+        # the days built before the clock starts, as in section 1
+        with SimProcess(workdir, name="sim-postgres", cache_days=days + 2) as sim:
+            sim.prewarm(datetime.fromisoformat(reach).replace(tzinfo=UTC))
             result = run_backfill_child(
                 workdir, "engine-postgres", database=e2e_url, rest_url=sim.rest_url,
                 reach=reach, timeout=300,
