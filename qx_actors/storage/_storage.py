@@ -104,8 +104,8 @@ class Storage:
         cutoff = min(now, served_at or now) - UNSTABLE_AGE
         if isinstance(backend, PostgresBackend):
             # one INSERT ... ON CONFLICT can't touch a row twice: the last duplicate wins
-            times = {c.time for c in candles}
-            if len(times) != len(candles):
+            distinct = {c.time for c in candles}
+            if len(distinct) != len(candles):
                 candles = list({c.time: c for c in candles}.values())
         rows = [
             (c.time, c.open, c.high, c.low, c.close, c.volume, c.time < cutoff) for c in candles
