@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import peewee as pw
 
@@ -101,6 +103,23 @@ def _sqlite_insert_ticks_sql(rows: int, returning: bool) -> str:
     return INSERT_TICK_SQL.format(values=values) + (" RETURNING time" if returning else "")
 
 
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (``None`` elsewhere: another libc or OS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own C library
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return cast("Callable[[int], int]", trim)
+
+
+#: Hands the C heap's free pages back to the OS (see :meth:`SqliteBackend.close`).
+_MALLOC_TRIM = _glibc_malloc_trim()
+
+
 class SqliteBackend(Backend):
     """SQLite in WAL mode; times as fixed-width UTC text."""
 
@@ -164,6 +183,18 @@ class SqliteBackend(Backend):
             check_same_thread=False,
             **connect,
         )
+
+    def close(self) -> None:
+        """Close this thread's connection, and hand the memory its page cache held back to the
+        OS (glibc): the cache (up to 16 MiB) lives in the malloc arena of the thread that used
+        the connection. A DB writer restarted after a database fault is a new thread, which
+        glibc may give an arena of its own, and the freed pages of the old one stay resident:
+        a 2-hour soak grew by about a page cache after a database fault. Trimming costs a few
+        milliseconds, once per connection."""
+        was_open = not self.db.is_closed()
+        super().close()
+        if was_open and _MALLOC_TRIM is not None:
+            _MALLOC_TRIM(0)
 
     def time_param(self, value: datetime) -> Any:
         """A UTC time as fixed-width text."""
