@@ -18,8 +18,9 @@ all the run long:
   exclusive transaction for 8 s, past the engine's 5 s busy timeout.
 
 Every ``--soak-sample-s`` seconds (default 30) the engine's resident memory (``VmRSS``), threads
-and open file descriptors are read from ``/proc``. At the end the engine gets SIGINT and, once it
-exited, the figures:
+and open file descriptors are read from ``/proc``. At the end the simulator stops publishing,
+the bench waits until every tick sent is stored (at most 30 s: a tick the socket took while the
+engine shut down was never received), the engine gets SIGINT and, once it exited, the figures:
 
 * *RSS slope after warm-up*, MB/h: least squares over the samples after the first 40 % of the
   run (the SQLite page cache fills during the first ~40 minutes); target < 2 MB/h;
@@ -87,6 +88,8 @@ class SoakRun:
     db_faults: list[str] = field(default_factory=list)
     stream_drops: int = 0
     exit_code: int | None = None
+    #: seconds from the exchange going quiet to every sent tick stored (None: not within 30 s)
+    settle_s: float | None = None
 
 
 def read_proc(pid: int) -> tuple[float, int, int] | None:
@@ -138,6 +141,19 @@ def write_config(path: Path, database: str, sim: Simulator, log_file: Path) -> N
         "logging": {"format": "json", "level": "info", "file": str(log_file)},
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def wait_stored(database: str, sim: Simulator, timeout: float) -> float | None:
+    """Seconds until every tick sent is stored (polled: the engine runs in another process),
+    or ``None`` if some still are not after ``timeout``."""
+    started = time.monotonic()
+    while True:
+        sent = {round(t.time.timestamp() * 1000) for t in sim.sent_ticks()}
+        if sent <= stored_tick_times(database):
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            return None
+        time.sleep(0.5)
 
 
 def stored_tick_times(database: str) -> set[int]:
@@ -252,6 +268,10 @@ def soak_one(
             time.sleep(min(1.0, max(length_s - elapsed, 0.0)))
         if faulting is not None:
             faulting.join(60)
+        # The exchange goes quiet before the engine is stopped: a tick the socket took while
+        # the engine was shutting down was never received, so it can't be lost.
+        sim.set_tick_rate(0)
+        run.settle_s = wait_stored(database, sim, timeout=30.0)
         engine.send_signal(signal.SIGINT)
         try:
             run.exit_code = engine.wait(120)
@@ -274,6 +294,7 @@ def soak_one(
         stream_drops=run.stream_drops,
         db_faults=run.db_faults,
         exit_code=run.exit_code,
+        settle_s=run.settle_s,
         minutes=minutes,
     )
     return run, figures
@@ -345,7 +366,12 @@ def report_rows(report: Report, backend: str, f: dict[str, Any]) -> None:
             ok=f["ticks_missing"] == 0 and f["ticks_invented"] == 0,
             note=f"sent {f['ticks_sent']}, stored {f['ticks_stored']}, "
             f"invented {f['ticks_invented']}; published {f['ticks_published']} "
-            "(offered to a closing stream: published, not sent)",
+            "(offered to a closing stream: published, not sent); all stored "
+            + (
+                f"{f['settle_s']:.1f} s after the exchange went quiet"
+                if f["settle_s"] is not None
+                else "NOT within 30 s of the exchange going quiet"
+            ),
         )
     )
     report.add(
