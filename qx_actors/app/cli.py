@@ -41,6 +41,7 @@ from qx_actors.storage import (
     ArrowUnavailable,
     adopt_database,
     import_pyarrow,
+    limit_malloc_arenas,
     probe_database,
     rebuild_catalog,
     verify_catalog,
@@ -529,6 +530,9 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``qx-actors``: the command's exit code; every error is one line on
     stderr (a non-zero exit), never a traceback."""
+    # A service runs for days: threads share malloc arenas, so a DB writer restarted after a
+    # database fault reuses its predecessor's page cache in place (flat memory; glibc only).
+    limit_malloc_arenas()
     args: Any = build_parser().parse_args(argv)
     install_redacting_excepthooks()
     where = f"qx-actors {args.command}"

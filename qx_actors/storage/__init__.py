@@ -36,7 +36,7 @@ from ._schema import (
     classify_database,
     create_schema,
 )
-from ._sqlite import SQLITE_UPSERT_CANDLES_SQL
+from ._sqlite import SQLITE_UPSERT_CANDLES_SQL, limit_malloc_arenas
 from ._storage import Storage, open_storage
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "default_catalog_dir",
     "from_utc_text",
     "import_pyarrow",
+    "limit_malloc_arenas",
     "open_storage",
     "probe_database",
     "rebuild_catalog",

@@ -26,6 +26,7 @@ __all__ = [
     "SQLITE_ROWS_PER_STATEMENT",
     "SQLITE_UPSERT_CANDLES_SQL",
     "SqliteBackend",
+    "limit_malloc_arenas",
     "sqlite_upsert_candles_sql",
     "statement_chunks",
 ]
@@ -103,21 +104,44 @@ def _sqlite_insert_ticks_sql(rows: int, returning: bool) -> str:
     return INSERT_TICK_SQL.format(values=values) + (" RETURNING time" if returning else "")
 
 
-def _glibc_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim`` (``None`` elsewhere: another libc or OS)."""
+def _glibc_function(name: str, *argtypes: Any) -> Callable[..., int] | None:
+    """A function of glibc (``None`` elsewhere: another C library or OS)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        trim = ctypes.CDLL(None).malloc_trim  # the process's own C library
-    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        function = getattr(ctypes.CDLL(None), name)  # the process's own C library
+    except (OSError, AttributeError):  # musl and others have neither
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return cast("Callable[[int], int]", trim)
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return cast("Callable[..., int]", function)
 
 
 #: Hands the C heap's free pages back to the OS (see :meth:`SqliteBackend.close`).
-_MALLOC_TRIM = _glibc_malloc_trim()
+_MALLOC_TRIM = _glibc_function("malloc_trim", ctypes.c_size_t)
+_MALLOPT = _glibc_function("mallopt", ctypes.c_int, ctypes.c_int)
+_M_ARENA_MAX = -8  # glibc's malloc.h
+#: Whether closing a connection trims the C heap (off once arenas are shared: see
+#: :func:`limit_malloc_arenas`).
+_trim_on_close = _MALLOC_TRIM is not None
+
+
+def limit_malloc_arenas(count: int = 2) -> bool:
+    """Share ``count`` malloc arenas among all threads of this process (glibc; call it before
+    any thread starts: ``qx-actors`` does, first thing). Returns whether it took effect.
+
+    For a process that runs an engine for days. glibc gives threads up to 8 arenas a core, and
+    a DB writer restarted after a database fault is a new thread: its page cache (up to 16 MiB)
+    may fill an arena of its own while the old writer's freed cache stays resident in another.
+    Closing a connection then trims the heap (:meth:`SqliteBackend.close`), and the memory goes
+    up and down by a page cache at every restart. With shared arenas the next writer reuses the
+    freed cache in place, and closing no longer trims: the memory stays flat.
+    """
+    global _trim_on_close
+    if _MALLOPT is None or _MALLOPT(_M_ARENA_MAX, count) != 1:
+        return False
+    _trim_on_close = False
+    return True
 
 
 class SqliteBackend(Backend):
@@ -190,10 +214,11 @@ class SqliteBackend(Backend):
         the connection. A DB writer restarted after a database fault is a new thread, which
         glibc may give an arena of its own, and the freed pages of the old one stay resident:
         a 2-hour soak grew by about a page cache after a database fault. Trimming costs a few
-        milliseconds, once per connection."""
+        milliseconds, once per connection; not done where :func:`limit_malloc_arenas` made the
+        threads share arenas (the freed cache is reused in place)."""
         was_open = not self.db.is_closed()
         super().close()
-        if was_open and _MALLOC_TRIM is not None:
+        if was_open and _trim_on_close and _MALLOC_TRIM is not None:
             _MALLOC_TRIM(0)
 
     def time_param(self, value: datetime) -> Any:
