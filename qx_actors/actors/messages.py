@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, dataclass_transform
 
 import pykka
 
@@ -93,15 +93,25 @@ T = TypeVar("T")
 #: A reference to any actor of the run.
 ActorRef = pykka.ActorRef[Any]
 
+
+@dataclass_transform(frozen_default=True)
+class _Message:
+    """Every message derives from it: each subclass is a frozen dataclass (compared and hashed
+    by its fields), as if written with ``@dataclass(frozen=True)``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(frozen=True)(cls)
+
+
 # === requests and their answers ============================================================
 
 
-class Request(Generic[T]):
+class Request(_Message, Generic[T]):
     """A payload the Engine sends to one child in an :class:`Envelope`, answered with a ``T``."""
 
 
-@dataclass(frozen=True)
-class Envelope(Generic[T]):
+class Envelope(_Message, Generic[T]):
     """A request to a child actor; it answers ``reply_to`` with a :class:`Reply`."""
 
     request_id: int
@@ -109,8 +119,7 @@ class Envelope(Generic[T]):
     payload: Request[T]
 
 
-@dataclass(frozen=True)
-class Reply(Generic[T]):
+class Reply(_Message, Generic[T]):
     """The one answer to an :class:`Envelope`: a value or an error, from the child asked."""
 
     request_id: int
@@ -118,8 +127,7 @@ class Reply(Generic[T]):
     error: BaseException | None = None
 
 
-@dataclass(frozen=True)
-class CancelRequest:
+class CancelRequest(_Message):
     """The Engine no longer waits for ``request_id`` (its program restarted): drop the work."""
 
     request_id: int
@@ -128,8 +136,7 @@ class CancelRequest:
 # --- to the REST fetcher -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CandleRangeStored:
+class CandleRangeStored(_Message):
     """The answer to :class:`FetchCandleRange`: every page of it is in the database.
 
     ``missing``: the inclusive minute ranges of the requested range that the exchange returned
@@ -142,7 +149,6 @@ class CandleRangeStored:
     missing: tuple[Span, ...]
 
 
-@dataclass(frozen=True)
 class FetchCandleRange(Request[CandleRangeStored]):
     """Fetch the candles of ``download`` in pages of ``batch_size`` and store them."""
 
@@ -150,14 +156,12 @@ class FetchCandleRange(Request[CandleRangeStored]):
     batch_size: int
 
 
-@dataclass(frozen=True)
-class SettlementRangeStored:
+class SettlementRangeStored(_Message):
     """The answer to :class:`FetchSettlementRange`: every page of it is in the database."""
 
     received_count: int
 
 
-@dataclass(frozen=True)
 class FetchSettlementRange(Request[SettlementRangeStored]):
     """Fetch the settlements in ``[start, end]`` and store them."""
 
@@ -169,15 +173,13 @@ class FetchSettlementRange(Request[SettlementRangeStored]):
 # --- to the replayer ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReplayFinished:
+class ReplayFinished(_Message):
     """The answer to :class:`PlayReplay`: everything up to the end was delivered."""
 
     #: updates delivered by this replayer (after a restart: since it resumed)
     delivered: int
 
 
-@dataclass(frozen=True)
 class PlayReplay(Request[ReplayFinished]):
     """Deliver the run's replay window (from where the run's replay clock stands) to the
     update hub, paced; answered once the end is reached."""
@@ -186,33 +188,28 @@ class PlayReplay(Request[ReplayFinished]):
 # --- to the DB writer ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class QueryPriceHistory(Request[PriceHistoryFacts]):
     """What the stored candles look like (every write before it included)."""
 
 
-@dataclass(frozen=True)
 class QueryFunding(Request[FundingSettlementsFacts]):
     """What the stored settlements look like from ``scan_from`` on."""
 
     scan_from: datetime
 
 
-@dataclass(frozen=True)
 class FlagHoles(Request[None]):
     """Mark the candles around these holes (gap / unstable flags)."""
 
     holes: tuple[Span, ...]
 
 
-@dataclass(frozen=True)
 class RecordVerifiedEmpty(Request[None]):
     """The exchange confirmed these inclusive minute ranges have no candle."""
 
     ranges: tuple[Span, ...]
 
 
-@dataclass(frozen=True)
 class PruneTicks(Request[int]):
     """Delete ticks at or before ``up_to``; answered with how many went."""
 
@@ -222,8 +219,7 @@ class PruneTicks(Request[int]):
 # === flow control: pages and ticks to the DB writer =========================================
 
 
-@dataclass(frozen=True)
-class StoreCandlePage:
+class StoreCandlePage(_Message):
     """From the REST fetcher: validated candles to upsert; acknowledged to ``ack_to``.
 
     ``asked_at``: the run-clock time the first of these pages was asked for (``None``: now);
@@ -236,8 +232,7 @@ class StoreCandlePage:
     asked_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class StoreSettlementPage:
+class StoreSettlementPage(_Message):
     """From the REST fetcher: validated settlements to upsert; acknowledged to ``ack_to``."""
 
     settlements: tuple[FundingSettlement, ...]
@@ -245,16 +240,14 @@ class StoreSettlementPage:
     request_id: int
 
 
-@dataclass(frozen=True)
-class PageStored:
+class PageStored(_Message):
     """To the REST fetcher: a page of ``request_id`` was written, or failed with ``error``."""
 
     request_id: int
     error: BaseException | None = None
 
 
-@dataclass(frozen=True)
-class StoreTicks:
+class StoreTicks(_Message):
     """From the WS feed (or the Engine, ticks carried over): insert, duplicates ignored.
 
     Acknowledged to ``ack_to`` if set. The writer publishes the new ones to the update hub.
@@ -264,22 +257,19 @@ class StoreTicks:
     ack_to: ActorRef | None
 
 
-@dataclass(frozen=True)
-class TicksStored:
+class TicksStored(_Message):
     """To the WS feed: the batch is done (``committed``, or kept by the writer); send the next."""
 
     committed: bool = True
 
 
-@dataclass(frozen=True)
-class StartStream:
+class StartStream(_Message):
     """To the WS feed: connect and subscribe. A feed that follows its stream already keeps the
     connection (it outlived a restart of the DB writer) and tells ``TicksFlowing`` again at its
     next committed batch."""
 
 
-@dataclass(frozen=True)
-class UseDbWriter:
+class UseDbWriter(_Message):
     """From the Engine to the WS feed: send tick batches to ``writer`` from now on; ``None``:
     the DB writer is being replaced, hold every tick (the batch in flight included, unless it
     is acknowledged) until the next one."""
@@ -290,63 +280,54 @@ class UseDbWriter:
 # === events to the Engine ==================================================================
 
 
-@dataclass(frozen=True)
-class ChildFailed:
+class ChildFailed(_Message):
     """From a child: an error that answers no request (e.g. a tick write, a stale stream)."""
 
     source: str
     error: BaseException
 
 
-@dataclass(frozen=True)
-class ChildExited:
+class ChildExited(_Message):
     """From a child: it stopped. Unexpected unless the Engine stopped it (a ``ChildDied``)."""
 
     source: str
     ref: ActorRef
 
 
-@dataclass(frozen=True)
-class DbWriterReady:
+class DbWriterReady(_Message):
     """From the DB writer: the database is open and the writer lock held; ticks may come."""
 
     ref: ActorRef
 
 
-@dataclass(frozen=True)
-class UnwrittenTicks:
+class UnwrittenTicks(_Message):
     """From a stopping DB writer (or a stopping WS feed without a writer): received ticks not
     stored, for the next writer."""
 
     ticks: tuple[PriceTick, ...]
 
 
-@dataclass(frozen=True)
-class StreamUp:
+class StreamUp(_Message):
     """From the WS feed: subscribed; the silence watch starts over."""
 
 
-@dataclass(frozen=True)
-class StreamDown:
+class StreamDown(_Message):
     """From the WS feed: the connection failed; it reconnects with backoff by itself."""
 
     error: BaseException
 
 
-@dataclass(frozen=True)
-class FeedQuiet:
+class FeedQuiet(_Message):
     """From the WS feed: connected, but no tick for ``silent_s`` (half the stale limit)."""
 
     silent_s: float
 
 
-@dataclass(frozen=True)
-class TicksFlowing:
+class TicksFlowing(_Message):
     """From the WS feed: a batch was committed, the first since it started or went quiet."""
 
 
-@dataclass(frozen=True)
-class FeedState:
+class FeedState(_Message):
     """The stream as the Engine last heard of it; what a live program's ``Sleep`` resumes with."""
 
     #: the connection failed: data flows by REST polling (degraded) until it is back
@@ -355,38 +336,32 @@ class FeedState:
     quiet: bool = False
 
 
-@dataclass(frozen=True)
-class EngineBegin:
+class EngineBegin(_Message):
     """From the Controller: start the children and run the mode program."""
 
 
-@dataclass(frozen=True)
-class EngineStop:
+class EngineStop(_Message):
     """From the Controller: graceful stop; children flush and stop, then ``EngineStopped``."""
 
 
 # === events to the Controller ==============================================================
 
 
-@dataclass(frozen=True)
-class BeginRun:
+class BeginRun(_Message):
     """Ask (from the public handle): fire ``start`` and spawn the Engine."""
 
 
-@dataclass(frozen=True)
-class RequestShutdown:
+class RequestShutdown(_Message):
     """Ask: fire ``shutdown`` (or raise the user-facing refusal) and stop the Engine."""
 
 
-@dataclass(frozen=True)
-class ForceStop:
+class ForceStop(_Message):
     """Ask: the graceful shutdown timed out; stop every actor and fail the run."""
 
     error: BaseException
 
 
-@dataclass(frozen=True)
-class StatusEvent:
+class StatusEvent(_Message):
     """From the Engine: fire ``trigger`` (with the error it carries, if any)."""
 
     trigger: Trigger
@@ -394,36 +369,31 @@ class StatusEvent:
     degraded: bool | None = None
 
 
-@dataclass(frozen=True)
-class RunComplete:
+class RunComplete(_Message):
     """From the Engine: the program has done everything it was to do (a replay reached its
     end): shut the run down as a user's ``shutdown()`` would."""
 
 
-@dataclass(frozen=True)
-class PublishUpdates:
+class PublishUpdates(_Message):
     """From the Engine: deliver these updates (the program's states) to subscribers."""
 
     updates: tuple[SyncUpdate, ...]
 
 
-@dataclass(frozen=True)
-class DegradedChanged:
+class DegradedChanged(_Message):
     """From the Engine: live data now flows (or no longer flows) by REST polling only."""
 
     degraded: bool
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class ChildrenStarted:
+class ChildrenStarted(_Message):
     """From the Engine: the actors it started (so a forced stop can reach them)."""
 
     refs: tuple[ActorRef, ...]
 
 
-@dataclass(frozen=True)
-class EngineStopped:
+class EngineStopped(_Message):
     """From the Engine: every child has stopped; ``error`` is the fatal cause, if any."""
 
     error: BaseException | None = None
@@ -432,8 +402,7 @@ class EngineStopped:
 # === effects yielded by mode programs =======================================================
 
 
-@dataclass(frozen=True)
-class Sleep:
+class Sleep(_Message):
     """Resume the program after ``seconds`` with the current :class:`FeedState`.
 
     ``until_feed_changes``: resume early, as soon as the feed's state changes.
@@ -443,31 +412,27 @@ class Sleep:
     until_feed_changes: bool = False
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(_Message):
     """Fire a status trigger (``progress``, ``synced``, ``backfilled``); resumes at once."""
 
     trigger: Trigger
     degraded: bool | None = None
 
 
-@dataclass(frozen=True)
-class SetDegraded:
+class SetDegraded(_Message):
     """Tell the Controller that live data does (not) flow by REST polling only; resumes at once."""
 
     degraded: bool
     reason: str
 
 
-@dataclass(frozen=True)
-class Publish:
+class Publish(_Message):
     """Deliver an update to subscribers; resumes at once."""
 
     update: SyncUpdate
 
 
-@dataclass(frozen=True)
-class EndRun:
+class EndRun(_Message):
     """The program's work is done (a replay reached its end): the run shuts down."""
 
 
@@ -475,16 +440,14 @@ class EndRun:
 Notice = StartStream
 
 
-@dataclass(frozen=True)
-class Tell:
+class Tell(_Message):
     """Send ``message`` to the child actor ``target``; resumes at once."""
 
     target: str
     message: Notice
 
 
-@dataclass(frozen=True)
-class Call(Generic[T]):
+class Call(_Message, Generic[T]):
     """Send ``payload`` to the child actor ``target``; resumes with its ``T`` (or its error)."""
 
     target: str
