@@ -26,7 +26,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 import pykka
 
@@ -52,8 +52,14 @@ __all__ = [
 ]
 
 
+@dataclass_transform(frozen_default=True)
 class SyncUpdate:
-    """Base of every update; the variants are attributes of this class."""
+    """Base of every update; the variants are attributes of this class.
+
+    A variant is a frozen dataclass deriving from it (as if written with
+    ``@dataclass(frozen=True)``), set as ``SyncUpdate.<variant>`` by its class statement's
+    ``variant`` keyword.
+    """
 
     Status: ClassVar[type[StatusUpdate]]
     PriceTick: ClassVar[type[PriceTickUpdate]]
@@ -63,64 +69,53 @@ class SyncUpdate:
     FundingSettlementsState: ClassVar[type[FundingSettlementsStateUpdate]]
     Lagged: ClassVar[type[Lagged]]
 
+    def __init_subclass__(cls, *, variant: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(frozen=True)(cls)
+        setattr(SyncUpdate, variant, cls)
 
-@dataclass(frozen=True)
-class StatusUpdate(SyncUpdate):
+
+class StatusUpdate(SyncUpdate, variant="Status"):
     """The status changed."""
 
     status: SyncStatus
 
 
-@dataclass(frozen=True)
-class PriceTickUpdate(SyncUpdate):
+class PriceTickUpdate(SyncUpdate, variant="PriceTick"):
     """A tick was committed to the database."""
 
     tick: PriceTick
 
 
-@dataclass(frozen=True)
-class CandleClosedUpdate(SyncUpdate):
+class CandleClosedUpdate(SyncUpdate, variant="CandleClosed"):
     """A minute's candle is final: stored stable (live, full), or replayed at the close of
     its minute (replay). ``candle.time`` is the start of the minute."""
 
     candle: Candle
 
 
-@dataclass(frozen=True)
-class FundingSettlementUpdate(SyncUpdate):
+class FundingSettlementUpdate(SyncUpdate, variant="FundingSettlement"):
     """A funding settlement fell due (replay: at its time)."""
 
     settlement: FundingSettlement
 
 
-@dataclass(frozen=True)
-class PriceHistoryStateUpdate(SyncUpdate):
+class PriceHistoryStateUpdate(SyncUpdate, variant="PriceHistoryState"):
     """The price-history state was evaluated."""
 
     state: PriceHistoryState
 
 
-@dataclass(frozen=True)
-class FundingSettlementsStateUpdate(SyncUpdate):
+class FundingSettlementsStateUpdate(SyncUpdate, variant="FundingSettlementsState"):
     """The funding-settlements state was evaluated."""
 
     state: FundingSettlementsState
 
 
-@dataclass(frozen=True)
-class Lagged(SyncUpdate):
+class Lagged(SyncUpdate, variant="Lagged"):
     """The receiver was full and dropped its ``missed`` oldest updates."""
 
     missed: int
-
-
-SyncUpdate.Status = StatusUpdate
-SyncUpdate.PriceTick = PriceTickUpdate
-SyncUpdate.CandleClosed = CandleClosedUpdate
-SyncUpdate.FundingSettlement = FundingSettlementUpdate
-SyncUpdate.PriceHistoryState = PriceHistoryStateUpdate
-SyncUpdate.FundingSettlementsState = FundingSettlementsStateUpdate
-SyncUpdate.Lagged = Lagged
 
 
 class ReceiverClosed(QxError):
