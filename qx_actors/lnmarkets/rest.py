@@ -98,6 +98,11 @@ class _PageMsg(Protocol):
 
 _M = TypeVar("_M", bound=_PageMsg)
 
+#: Gets one page of an endpoint: ``(from, to, limit, cursor, check)`` -> the page.
+_PageGet = Callable[
+    [datetime | None, datetime | None, int, datetime | None, _PageCheck[_R] | None], Awaitable[_M]
+]
+
 
 @dataclasses.dataclass
 class RestCounters:
@@ -326,14 +331,8 @@ class RestClient:
         that does not decode or breaks the exchange's rules is asked for again like any failed
         request, then raised. See :meth:`_pages` for how the bounds are made exact.
         """
-
-        async def fetch(
-            cursor: datetime | None, check: _PageCheck[Candle]
-        ) -> tuple[list[Candle], datetime | None]:
-            page = await self._candles_page(start - MINUTE, end + MINUTE, limit, cursor, check)
-            return page.candles, page.next_cursor
-
-        async for items in _pages(fetch, start, end, limit, lambda c: c.time):
+        pages = _pages(self._candles_page, lambda p: p.candles, start, end, limit, lambda c: c.time)
+        async for items in pages:
             yield items
 
     async def settlement_pages(
@@ -341,14 +340,10 @@ class RestClient:
     ) -> AsyncIterator[list[FundingSettlement]]:
         """Every settlement with ``start <= time <= end``, page by page, newest page first
         (checked as :meth:`candle_pages` checks candles)."""
-
-        async def fetch(
-            cursor: datetime | None, check: _PageCheck[FundingSettlement]
-        ) -> tuple[list[FundingSettlement], datetime | None]:
-            page = await self._settlements_page(start - MINUTE, end + MINUTE, limit, cursor, check)
-            return page.settlements, page.next_cursor
-
-        async for items in _pages(fetch, start, end, limit, lambda s: s.time):
+        pages = _pages(
+            self._settlements_page, lambda p: p.settlements, start, end, limit, lambda s: s.time
+        )
+        async for items in pages:
             yield items
 
     # --- transport ------------------------------------------------------------------------
@@ -473,7 +468,8 @@ class RestClient:
 
 
 async def _pages(
-    fetch: Callable[[datetime | None, _PageCheck[_R]], Awaitable[tuple[list[_R], datetime | None]]],
+    get_page: _PageGet[_R, _M],
+    items_of: Callable[[_M], list[_R]],
     start: datetime,
     end: datetime,
     limit: int,
@@ -481,14 +477,15 @@ async def _pages(
 ) -> AsyncIterator[list[_R]]:
     """Page backwards through ``[start, end]`` following ``nextCursor``.
 
-    Which of ``from``/``to`` the exchange treats as inclusive is not documented, so the
-    callers ask for ``from = start - 1 min`` and ``to = end + 1 min``: whichever way the
-    exchange reads the bounds, ``start`` and ``end`` themselves are inside the answer, and
-    the extra items just outside are filtered out here. The cursor is documented as
+    ``get_page`` asks for one page (``from``, ``to``, ``limit``, ``cursor``, the check), and
+    ``items_of`` takes its items. Which of ``from``/``to`` the exchange treats as inclusive is
+    not documented, so it asks for ``from = start - 1 min`` and ``to = end + 1 min``: whichever
+    way the exchange reads the bounds, ``start`` and ``end`` themselves are inside the answer,
+    and the extra items just outside are filtered out here. The cursor is documented as
     exclusive; should the exchange repeat the cursor item anyway, items not older than what
     was already yielded are dropped, so nothing is yielded twice. Paging stops at an empty
     page, a null ``nextCursor``, a page reaching ``start``, or a page shorter than ``limit``
-    (the exchange had no more items in the range). ``fetch`` gets the check of a page that
+    (the exchange had no more items in the range). ``get_page`` gets the check of a page that
     continues the paging (its ``nextCursor`` must move back from the cursor), to run it inside
     the request's trials.
     """
@@ -502,7 +499,8 @@ async def _pages(
     upper = end  # inclusive bound for the next yielded item
     while True:
         check = _cursor_check(cursor, start, limit, time_of)
-        items, next_cursor = await fetch(cursor, check)
+        page = await get_page(start - MINUTE, end + MINUTE, limit, cursor, check)
+        items, next_cursor = items_of(page), page.next_cursor
         if not items:
             return
         kept = [item for item in items if start <= time_of(item) <= upper]
