@@ -428,18 +428,11 @@ class UpdateHub:
         """Deliver ``update`` to every receiver and subscribed actor."""
         if self._observer is not None:
             self._observer(update)
-        with self._lock:
-            receivers = list(self._receivers)
-            actors = list(self._actors)
+        receivers, actors = self._targets()
         for receiver in receivers:
             receiver._push(update)
         for ref in actors:
-            try:
-                ref.tell(update)
-            except pykka.ActorDeadError:
-                with self._lock:
-                    if ref in self._actors:
-                        self._actors.remove(ref)
+            self._tell(ref, (update,))
 
     def publish_many(self, updates: Sequence[SyncUpdate]) -> None:
         """Deliver ``updates`` in order, as :meth:`publish` of each would (the same items,
@@ -453,19 +446,26 @@ class UpdateHub:
             observer = self._observer
             for update in updates:
                 observer(update)
-        with self._lock:
-            receivers = list(self._receivers)
-            actors = list(self._actors)
+        receivers, actors = self._targets()
         for receiver in receivers:
             receiver._push_many(updates)
         for ref in actors:
-            try:
-                for update in updates:
-                    ref.tell(update)
-            except pykka.ActorDeadError:
-                with self._lock:
-                    if ref in self._actors:
-                        self._actors.remove(ref)
+            self._tell(ref, updates)
+
+    def _targets(self) -> tuple[list[UpdateReceiver], list[pykka.ActorRef[Any]]]:
+        """The receivers and subscribed actors now (delivered to outside the lock)."""
+        with self._lock:
+            return list(self._receivers), list(self._actors)
+
+    def _tell(self, ref: pykka.ActorRef[Any], updates: Sequence[SyncUpdate]) -> None:
+        """Tell ``updates`` to ``ref`` in order; an actor that has died is unsubscribed."""
+        try:
+            for update in updates:
+                ref.tell(update)
+        except pykka.ActorDeadError:
+            with self._lock:
+                if ref in self._actors:
+                    self._actors.remove(ref)
 
     def close(self) -> None:
         """No more updates: receivers end once drained."""
