@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ._day_tokens import DAY, day_number
+from ._day_tokens import day_number, day_start
 
 __all__ = [
     "CATALOG_SUFFIX",
@@ -46,7 +46,6 @@ __all__ = [
 CATALOG_SUFFIX = "-catalog"
 #: a day enters the copy once it ended this long ago (its candles are final by then)
 SETTLE = timedelta(hours=2)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _META_KEY = b"qx_catalog"
 _FORMAT = 1
 
@@ -80,7 +79,7 @@ def months_between(first_day: int, after_day: int) -> Iterator[tuple[datetime, i
     number, the day number after it)."""
     if after_day <= first_day:
         return
-    at = _EPOCH + first_day * DAY
+    at = day_start(first_day)
     start = _month_start(at.year, at.month)
     while True:
         after = _next_month(start)
@@ -205,7 +204,7 @@ class Catalog:
 
         table = table.combine_chunks()
         bounds = pa.array(
-            [(_EPOCH + (first_day + i) * DAY) for i in range(len(tokens) + 1)],
+            [day_start(first_day + i) for i in range(len(tokens) + 1)],
             type=self._schema.field("time").type,
         )
         # the rows before each day boundary (times are sorted): one pass in C

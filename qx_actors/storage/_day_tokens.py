@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+
+from qx_actors.domain.timeutil import DAY
 
 from ._backend import Backend
 from ._postgres import PostgresBackend
@@ -22,6 +24,7 @@ __all__ = [
     "DAY",
     "TOKENS_TABLE",
     "day_number",
+    "day_start",
     "days_of_spans",
     "new_token",
     "read_tokens",
@@ -30,7 +33,6 @@ __all__ = [
 ]
 
 TOKENS_TABLE = "ohlc_day_tokens"
-DAY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: days per multi-row statement (2 parameters each)
 _ROWS_PER_STATEMENT = 400
@@ -44,6 +46,11 @@ def new_token() -> int:
 def day_number(time: datetime) -> int:
     """Days since 1970-01-01 of the UTC day holding ``time``."""
     return (time - _EPOCH) // DAY
+
+
+def day_start(day: int) -> datetime:
+    """The start (UTC midnight) of the day numbered ``day``: the inverse of :func:`day_number`."""
+    return _EPOCH + day * DAY
 
 
 def days_of_spans(spans: Iterable[tuple[datetime, datetime]]) -> list[int]:
@@ -64,7 +71,7 @@ def touch_days(backend: Backend, days: Sequence[int]) -> None:
     for at in range(0, len(days), _ROWS_PER_STATEMENT):
         chunk = days[at : at + _ROWS_PER_STATEMENT]
         values = ", ".join(["(?, ?)"] * len(chunk))
-        params = [v for d in chunk for v in (tp(_EPOCH + d * DAY), token)]
+        params = [v for d in chunk for v in (tp(day_start(d)), token)]
         backend.defer(
             f"INSERT INTO {TOKENS_TABLE} (day, token) VALUES {values} "
             "ON CONFLICT (day) DO UPDATE SET token = excluded.token",
@@ -77,7 +84,7 @@ def read_tokens(backend: Backend, first_day: int, after_day: int) -> dict[int, i
     tp, tv = backend.time_param, backend.time_value
     cursor = backend.execute(
         f"SELECT day, token FROM {TOKENS_TABLE} WHERE day >= ? AND day < ?",
-        (tp(_EPOCH + first_day * DAY), tp(_EPOCH + after_day * DAY)),
+        (tp(day_start(first_day)), tp(day_start(after_day))),
     )
     return {day_number(tv(day)): int(token) for day, token in cursor.fetchall()}
 

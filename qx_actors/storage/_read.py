@@ -28,7 +28,7 @@ from ._catalog import (
     month_days,
     months_between,
 )
-from ._day_tokens import DAY, day_number, read_tokens
+from ._day_tokens import day_number, day_start, read_tokens
 from ._models import (
     KEPT_ROLLUP_LEVELS,
     as_utc,
@@ -619,7 +619,7 @@ class Database:
     ) -> Any:
         """The rows of the days ``[first, after)`` within ``[lo, hi)``: from the file
         ``source``, or the database when None (inside the read transaction)."""
-        day_lo, day_hi = _EPOCH + first * DAY, _EPOCH + after * DAY
+        day_lo, day_hi = day_start(first), day_start(after)
         if source is None:
             return self._minutes_arrow(pa, schema, max(lo, day_lo), min(hi, day_hi))
         rows = source.days(first, after)
@@ -658,7 +658,7 @@ class Database:
                 run < closed_after and (held is not None and held.current(run, tokens)) == current
             ):
                 run += 1
-            everything = (_EPOCH, _EPOCH + (closed_after + 1) * DAY)
+            everything = (_EPOCH, day_start(closed_after + 1))
             pieces.append(
                 self._segment(pa, schema, held if current else None, day, run, *everything)
             )
