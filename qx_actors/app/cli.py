@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -388,6 +388,18 @@ def _add_duration_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_config_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    func: Callable[[argparse.Namespace], int],
+) -> None:
+    """A command whose one option is ``--config`` (``status``, ``plan``, ``config``)."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``qx-actors`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -447,9 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_duration_argument(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("status", help="print the database's history state")
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.set_defaults(func=cmd_status)
+    _add_config_command(sub, "status", "print the database's history state", cmd_status)
 
     p = sub.add_parser(
         "export", help="export candles, ticks or settlements (CSV / JSON lines / Parquet)"
@@ -473,9 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("plan", help="dry run: ranges to fetch, requests, ETA (writes nothing)")
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.set_defaults(func=cmd_plan)
+    _add_config_command(
+        sub, "plan", "dry run: ranges to fetch, requests, ETA (writes nothing)", cmd_plan
+    )
 
     p = sub.add_parser("adopt", help="adopt a quantoxide database (adds the qx_actors tables)")
     p.add_argument("--database", required=True, help="database URL (postgresql://...)")
@@ -487,9 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="catalog directory (default: beside a SQLite file)")
     p.set_defaults(func=cmd_catalog)
 
-    p = sub.add_parser("config", help="print the effective config with defaults")
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.set_defaults(func=cmd_config)
+    _add_config_command(sub, "config", "print the effective config with defaults", cmd_config)
 
     p = sub.add_parser("graph", help="print the status machine as Mermaid")
     p.set_defaults(func=cmd_graph)
