@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 
@@ -63,6 +63,15 @@ LAST_PRICE_TOPIC = "futures/inverse/btc_usd/lastPrice"
 
 # --- REST v3 ------------------------------------------------------------------------------
 
+_I = TypeVar("_I")
+
+
+class _PageMsg(msgspec.Struct, Generic[_I], frozen=True, rename="camel"):
+    """A REST v3 page: ``{"data": [item...], "nextCursor": time | null}``, newest first."""
+
+    data: list[_I]
+    next_cursor: UtcTime | None = None
+
 
 class WireCandle(msgspec.Struct, frozen=True, gc=False):
     """One candle of ``GET /v3/futures/candles``."""
@@ -75,11 +84,8 @@ class WireCandle(msgspec.Struct, frozen=True, gc=False):
     volume: float
 
 
-class CandlePageMsg(msgspec.Struct, frozen=True, rename="camel"):
+class CandlePageMsg(_PageMsg[WireCandle], frozen=True, rename="camel"):
     """``{"data": [candle...], "nextCursor": time | null}``, newest first."""
-
-    data: list[WireCandle]
-    next_cursor: UtcTime | None = None
 
 
 class WireSettlement(msgspec.Struct, frozen=True, gc=False, rename="camel"):
@@ -91,11 +97,8 @@ class WireSettlement(msgspec.Struct, frozen=True, gc=False, rename="camel"):
     funding_rate: float
 
 
-class SettlementPageMsg(msgspec.Struct, frozen=True, rename="camel"):
+class SettlementPageMsg(_PageMsg[WireSettlement], frozen=True, rename="camel"):
     """``{"data": [settlement...], "nextCursor": time | null}``, newest first."""
-
-    data: list[WireSettlement]
-    next_cursor: UtcTime | None = None
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
