@@ -59,6 +59,15 @@ class LoopThread:
         """Run ``coro`` on the loop and block the calling thread for its result."""
         return self.submit(coro).result(timeout)
 
+    def run_or_stop(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """:meth:`run`, and should ``coro`` fail (or not end within ``timeout``) :meth:`stop`
+        the loop before raising: a server that could not start leaves no thread behind."""
+        try:
+            return self.run(coro, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel every task, stop the loop and join the thread (idempotent)."""
         if not self._thread.is_alive():

@@ -80,11 +80,7 @@ class HealthServer:
     def start(self) -> HealthServer:
         """Listen (in a background loop thread); ``OSError`` if the address can't be had."""
         self._thread.start()
-        try:
-            self._thread.run(self._start(), timeout=10)
-        except BaseException:
-            self._thread.stop()
-            raise
+        self._thread.run_or_stop(self._start(), timeout=10)
         return self
 
     def stop(self) -> None:

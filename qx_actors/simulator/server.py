@@ -151,11 +151,7 @@ class Simulator:
         if self._thread is not None:
             raise RuntimeError("the simulator was already started")
         self._thread = LoopThread("qx-simulator").start()
-        try:
-            self._thread.run(self._start_async(), timeout=10.0)
-        except BaseException:
-            self._thread.stop()
-            raise
+        self._thread.run_or_stop(self._start_async(), timeout=10.0)
         return self
 
     def stop(self) -> None:
