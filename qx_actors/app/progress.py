@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -73,13 +74,15 @@ class ProgressView:
         self._logged: dict[str, dict[str, Any]] = {}
         self._live: Live | None = None
 
-    def _log_state(self, event: str, summary: dict[str, Any]) -> bool:
-        """Log ``event`` unless it repeats the last one; whether it was logged."""
+    def _log_state(self, event: str, summary: dict[str, Any], line: Callable[[], str]) -> None:
+        """Log ``event`` unless it repeats the last one; when it was logged and the log goes
+        to a file, say ``line()`` on the terminal."""
         if self._logged.get(event) == summary:
-            return False
+            return
         self._logged[event] = summary
         self._log.info(event, **summary)
-        return True
+        if self._echo:
+            self._say(line())
 
     def _say(self, text: str) -> None:
         print(redact_text(f"qx-actors: {text}"), file=sys.stderr, flush=True)
@@ -89,23 +92,26 @@ class ProgressView:
             case StatusUpdate(status=status):
                 if self._echo:
                     self._say(f"status {status.text}")
-            case PriceHistoryStateUpdate(state=state):
-                if not self._interactive:
-                    summary = state.summary()
-                    if self._log_state("price_history_state", summary) and self._echo:
-                        self._say(
-                            f"candles {state.coverage_ratio:.2%} of the reach stored, "
-                            f"{state.missing_minutes:,} minute(s) missing, "
-                            f"{len(state.gaps)} gap(s)"
-                        )
-            case FundingSettlementsStateUpdate(state=state):
-                if not self._interactive:
-                    summary = state.summary()
-                    if self._log_state("funding_settlements_state", summary) and self._echo:
-                        self._say(
-                            f"settlements {summary['earliest']} .. {summary['latest']}, "
-                            f"missing {summary['missing']}"
-                        )
+            case PriceHistoryStateUpdate(state=history) if not self._interactive:
+                self._log_state(
+                    "price_history_state",
+                    history.summary(),
+                    lambda: (
+                        f"candles {history.coverage_ratio:.2%} of the reach stored, "
+                        f"{history.missing_minutes:,} minute(s) missing, "
+                        f"{len(history.gaps)} gap(s)"
+                    ),
+                )
+            case FundingSettlementsStateUpdate(state=funding) if not self._interactive:
+                summary = funding.summary()
+                self._log_state(
+                    "funding_settlements_state",
+                    summary,
+                    lambda: (
+                        f"settlements {summary['earliest']} .. {summary['latest']}, "
+                        f"missing {summary['missing']}"
+                    ),
+                )
 
     def _view(self) -> RunView:
         view = self._health.view()
