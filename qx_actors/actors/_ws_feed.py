@@ -436,9 +436,8 @@ class WsFeedActor(AsyncQxActor):
             self._flush_timer = self.call_later(SPOOL_FLUSH_S, self._on_flush_due)
 
     def _stop_flush_timer(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
+        _cancel(self._flush_timer)
+        self._flush_timer = None
 
     def _on_flush_due(self) -> None:
         """:data:`SPOOL_FLUSH_S` passed with the batch unacknowledged (an outage starts) or
@@ -499,9 +498,8 @@ class WsFeedActor(AsyncQxActor):
         self._arm_flush_timer()
 
     def _stop_ack_watch(self) -> None:
-        if self._ack_watch is not None:
-            self._ack_watch.cancel()
-            self._ack_watch = None
+        _cancel(self._ack_watch)
+        self._ack_watch = None
 
     def _on_ack_overdue(self) -> None:
         self._ack_watch = None
@@ -584,9 +582,8 @@ class WsFeedActor(AsyncQxActor):
         self._watch = self.call_later(due - time.monotonic(), self._on_watch_due)
 
     def _stop_watch(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        _cancel(self._watch)
+        self._watch = None
 
     def _on_watch_due(self) -> None:
         self._watch = None
@@ -603,3 +600,9 @@ class WsFeedActor(AsyncQxActor):
             self._quiet = True
             tell(self._engine, FeedQuiet(limit / 2))
         self._arm_watch()
+
+
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    """Cancel ``timer``, if set (the caller forgets it)."""
+    if timer is not None:
+        timer.cancel()
