@@ -10,7 +10,7 @@ import abc
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import peewee as pw
 
@@ -23,6 +23,7 @@ __all__ = [
     "CANDLE_ON_CONFLICT",
     "INSERT_TICK_SQL",
     "Backend",
+    "Closing",
     "Transaction",
     "guard",
 ]
@@ -41,6 +42,20 @@ _INSERT_SETTLEMENT_SQL = (
     "INSERT INTO funding_settlements (id, time, fixing_price, funding_rate, created_at) "
     "VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING"
 )
+
+
+class Closing:
+    """A database opened through a backend (``Database``, ``Storage``): the end of a ``with``
+    block closes it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Transaction:

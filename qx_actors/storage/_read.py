@@ -19,7 +19,7 @@ from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import DatabaseUnavailable, QxError
 
 from . import _queries
-from ._backend import Backend, guard
+from ._backend import Backend, Closing, guard
 from ._catalog import (
     Catalog,
     MonthFile,
@@ -246,7 +246,7 @@ def _source(resolution: str, rollups: bool) -> tuple[str, int, bool]:
     return rollup_table(name), divisor, True
 
 
-class Database:
+class Database(Closing):
     """A database opened for reading (safe to use while an engine writes to it).
 
     Opened read-only (SQLite ``mode=ro``, PostgreSQL read-only transactions): a file the
@@ -720,12 +720,6 @@ class Database:
         """Close this thread's connection."""
         with guard(None, "close"):
             self._backend.close()
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def probe_database(url: str) -> bool:

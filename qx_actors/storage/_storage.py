@@ -20,7 +20,7 @@ from qx_actors.domain.values import Candle, FundingSettlement, PriceTick
 from qx_actors.errors import StorageError
 
 from . import _queries
-from ._backend import Backend, guard
+from ._backend import Backend, Closing, guard
 from ._day_tokens import day_number, days_of_spans, touch_days
 from ._lock import AdvisoryWriterLock, FileWriterLock, NullWriterLock, WriterLock
 from ._open import open_backend
@@ -58,7 +58,7 @@ def _require_whole_minutes(times: list[datetime]) -> None:
         raise ValueError(f"candle time {bad.isoformat()} is not a whole minute")
 
 
-class Storage:
+class Storage(Closing):
     """A database opened for writing (see :func:`open_storage`)."""
 
     def __init__(self, backend: Backend) -> None:
@@ -403,12 +403,6 @@ class Storage:
         finally:
             with guard(None, "close"):
                 self._backend.close()
-
-    def __enter__(self) -> Storage:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def open_storage(url: str, *, busy_timeout_s: float | None = None) -> Storage:
