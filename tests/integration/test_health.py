@@ -25,16 +25,22 @@ def fetch(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_health_and_metrics_of_a_live_run(simulator: Simulator, tmp_path: object) -> None:
-    """/health reports status, ticks and counters; /metrics exposes them; 503 before start."""
-    config = config_from_mapping(
+def _day_config(simulator: Simulator, tmp_path: object, mode: str, **sync: Any) -> QxConfig:
+    """A run of ``mode`` with a reach of a day against ``simulator``, into a SQLite file in
+    ``tmp_path``; ``sync`` adds to (or overrides) the sync settings."""
+    return config_from_mapping(
         {
-            "mode": "live",
+            "mode": mode,
             "database": f"sqlite:///{tmp_path}/qx.db",
             "exchange": {"rest_url": simulator.rest_url, "stream_url": simulator.stream_url},
-            "sync": {"price_history_reach": "1d", "rest_rate_limit_per_s": 1000},
+            "sync": {"price_history_reach": "1d", "rest_rate_limit_per_s": 1000, **sync},
         }
     )
+
+
+def test_health_and_metrics_of_a_live_run(simulator: Simulator, tmp_path: object) -> None:
+    """/health reports status, ticks and counters; /metrics exposes them; 503 before start."""
+    config = _day_config(simulator, tmp_path, "live")
     engine = SyncEngine(config)
     receiver = engine.update_receiver()
     server = HealthServer(engine.health, engine.run_id, "127.0.0.1", 0).start()
@@ -83,14 +89,7 @@ def test_client_log_events_carry_the_run_id(simulator: Simulator, tmp_path: obje
     out = io.StringIO()
     configure_logging(LoggingConfig(format="json", level="info"), stream=out)
     try:
-        config = config_from_mapping(
-            {
-                "mode": "live",
-                "database": f"sqlite:///{tmp_path}/qx.db",
-                "exchange": {"rest_url": simulator.rest_url, "stream_url": simulator.stream_url},
-                "sync": {"price_history_reach": "1d", "rest_rate_limit_per_s": 1000},
-            }
-        )
+        config = _day_config(simulator, tmp_path, "live")
         engine = SyncEngine(config)
         receiver = engine.update_receiver()
         controller = engine.start()
@@ -105,20 +104,14 @@ def test_client_log_events_carry_the_run_id(simulator: Simulator, tmp_path: obje
 
 def _restarting_backfill(simulator: Simulator, tmp_path: object, **sync: Any) -> QxConfig:
     """A backfill of a day against ``simulator`` that passes and restarts 0.05 s apart."""
-    return config_from_mapping(
-        {
-            "mode": "backfill",
-            "database": f"sqlite:///{tmp_path}/qx.db",
-            "exchange": {"rest_url": simulator.rest_url, "stream_url": simulator.stream_url},
-            "sync": {
-                "price_history_reach": "1d",
-                "funding_settlement_reach": "3d",
-                "rest_rate_limit_per_s": 1000,
-                "restart_interval_s": 0.05,
-                "price_history_re_backfill_interval_s": 0.05,
-                **sync,
-            },
-        }
+    return _day_config(
+        simulator,
+        tmp_path,
+        "backfill",
+        funding_settlement_reach="3d",
+        restart_interval_s=0.05,
+        price_history_re_backfill_interval_s=0.05,
+        **sync,
     )
 
 
