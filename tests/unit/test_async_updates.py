@@ -33,6 +33,18 @@ def ticks_of(updates: list[SyncUpdate]) -> list[Any]:
     return [u.tick for u in updates if isinstance(u, PriceTickUpdate)]
 
 
+def publish_ticks(hub: UpdateHub, count: int) -> None:
+    """Publish the ticks ``0`` to ``count - 1`` on ``hub``, then close it (the run ends)."""
+    for i in range(count):
+        hub.publish(tick(i))
+    hub.close()
+
+
+async def collect(receiver: AsyncUpdateReceiver) -> list[SyncUpdate]:
+    """Every update of ``receiver`` until its iteration ends."""
+    return [update async for update in receiver]
+
+
 def waiters(receiver: AsyncUpdateReceiver) -> int:
     """How many waits are registered on ``receiver`` (none once every wait has ended)."""
     return len(receiver._receiver._async_waiters)
@@ -42,14 +54,8 @@ def test_updates_arrive_in_order_then_iteration_ends_at_close() -> None:
     """Queued updates come out in publication order; after close the iteration ends."""
     hub = UpdateHub(capacity=10)
     receiver = hub.async_receiver()
-    for i in range(5):
-        hub.publish(tick(i))
-    hub.close()
-
-    async def read() -> list[SyncUpdate]:
-        return [update async for update in receiver]
-
-    assert [0, 1, 2, 3, 4] == ticks_of(asyncio.run(read()))
+    publish_ticks(hub, 5)
+    assert [0, 1, 2, 3, 4] == ticks_of(asyncio.run(collect(receiver)))
 
 
 def test_updates_published_from_another_thread_wake_the_task_in_order() -> None:
@@ -58,16 +64,11 @@ def test_updates_published_from_another_thread_wake_the_task_in_order() -> None:
     receiver = hub.async_receiver()
     count = 2000
 
-    def publish_all() -> None:
-        for i in range(count):
-            hub.publish(tick(i))
-        hub.close()
-
     async def read() -> list[SyncUpdate]:
-        publisher = threading.Thread(target=publish_all)
+        publisher = threading.Thread(target=publish_ticks, args=(hub, count))
         publisher.start()
         try:
-            return [update async for update in receiver]
+            return await collect(receiver)
         finally:
             await asyncio.to_thread(publisher.join)
 
@@ -81,14 +82,8 @@ def test_a_full_receiver_yields_lagged_first_then_the_newest() -> None:
     """On overflow the next item is Lagged(missed=N), as from the sync receiver's get()."""
     hub = UpdateHub(capacity=3)
     receiver = hub.async_receiver()
-    for i in range(10):
-        hub.publish(tick(i))
-    hub.close()
-
-    async def read() -> list[SyncUpdate]:
-        return [update async for update in receiver]
-
-    updates = asyncio.run(read())
+    publish_ticks(hub, 10)
+    updates = asyncio.run(collect(receiver))
     assert [Lagged(missed=7), tick(7), tick(8), tick(9)] == updates
     assert 7 == receiver.total_missed
 
@@ -116,15 +111,12 @@ def test_close_while_waiting_ends_the_iteration() -> None:
     receiver = hub.async_receiver()
 
     async def scenario() -> list[SyncUpdate]:
-        reading = asyncio.create_task(read_all())
+        reading = asyncio.create_task(collect(receiver))
         await waiting(receiver)
         closer = threading.Thread(target=hub.close)
         closer.start()
         await asyncio.to_thread(closer.join)
         return await reading
-
-    async def read_all() -> list[SyncUpdate]:
-        return [update async for update in receiver]
 
     assert [] == asyncio.run(scenario())
     assert 0 == waiters(receiver)
@@ -190,7 +182,7 @@ def test_cancelling_after_the_wakeup_keeps_the_update_in_the_queue() -> None:
             await consumer
         assert 0 == waiters(receiver)
         hub.close()
-        return [update async for update in receiver]
+        return await collect(receiver)
 
     assert [1, 2] == ticks_of(asyncio.run(scenario()))
 
@@ -214,15 +206,10 @@ def test_two_receivers_each_get_everything() -> None:
     """Each asyncio receiver has its own queue; reading one takes nothing from the other."""
     hub = UpdateHub(capacity=10)
     first, second = hub.async_receiver(), hub.async_receiver()
-    for i in range(3):
-        hub.publish(tick(i))
-    hub.close()
-
-    async def read(receiver: AsyncUpdateReceiver) -> list[SyncUpdate]:
-        return [update async for update in receiver]
+    publish_ticks(hub, 3)
 
     async def scenario() -> tuple[list[SyncUpdate], list[SyncUpdate]]:
-        return await asyncio.gather(read(first), read(second))
+        return await asyncio.gather(collect(first), collect(second))
 
     a, b = asyncio.run(scenario())
     assert [0, 1, 2] == ticks_of(a) == ticks_of(b)
