@@ -57,6 +57,28 @@ def run_statements(
         pg.close()
 
 
+def other_sessions(url: str) -> list[tuple[int, str]]:
+    """``(pid, application_name)`` of the other sessions on the PostgreSQL database of ``url``."""
+    return [
+        (int(pid), str(name))
+        for pid, name in run_sql(
+            url,
+            "SELECT pid, application_name FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+    ]
+
+
+def advisory_lock_pids(url: str) -> list[int]:
+    """Pids holding an advisory lock in the PostgreSQL database of ``url``."""
+    rows = run_sql(
+        url,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    return [int(pid) for (pid,) in rows]
+
+
 def wipe(url: str) -> None:
     """Delete every stored row (between Hypothesis examples)."""
     rollups = tuple(rollup_table(name) for name, _, _ in KEPT_ROLLUP_LEVELS)

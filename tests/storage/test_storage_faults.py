@@ -23,7 +23,7 @@ from pathlib import Path
 import peewee as pw
 import psycopg2
 import pytest
-from storage_helpers import candle, minute, run_sql
+from storage_helpers import advisory_lock_pids, candle, minute, other_sessions, run_sql
 
 from qx_actors.domain.values import PriceTick
 from qx_actors.errors import (
@@ -381,22 +381,7 @@ def test_postgres_wrong_password_at_open_is_unavailable(
 
 def _sessions(url: str) -> list[int]:
     """Pids of the other sessions on the database of ``url``."""
-    rows = run_sql(
-        url,
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid()",
-    )
-    return [int(pid) for (pid,) in rows]
-
-
-def _lock_holders(url: str) -> list[int]:
-    """Pids holding an advisory lock in the database of ``url``."""
-    rows = run_sql(
-        url,
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    return [int(pid) for (pid,) in rows]
+    return [pid for pid, _ in other_sessions(url)]
 
 
 @pytest.mark.postgres
@@ -409,7 +394,7 @@ def test_terminated_writer_session_is_unavailable_for_good(postgres_db_url: str)
         first.acquire_writer_lock("engine one")
         first.upsert_candles([candle(0)], now=NOW)
         (writer,) = _sessions(url)
-        assert [writer] == _lock_holders(url)
+        assert [writer] == advisory_lock_pids(url)
         run_sql(url, "SELECT pg_terminate_backend(?)", (writer,))
         _until(lambda: writer not in _sessions(url), 30, "the writer's session ended")
 
@@ -425,7 +410,7 @@ def test_terminated_writer_session_is_unavailable_for_good(postgres_db_url: str)
                 attempt()
         assert first.writer_lock_holder is None
         assert [] == _sessions(url)  # it did not reconnect
-        assert [] == _lock_holders(url)
+        assert [] == advisory_lock_pids(url)
 
         with open_storage(url) as second:
             second.acquire_writer_lock("engine two", wait_s=10)

@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 
 import pytest
-from storage_helpers import candle, run_sql
+from storage_helpers import advisory_lock_pids, candle, other_sessions, run_sql
 
 from qx_actors.errors import DatabaseInUseError, SchemaError
 from qx_actors.storage import SCHEMA_VERSION, Database, open_storage, writer_holder
@@ -101,28 +101,6 @@ def test_reader_refuses_a_database_without_schema(storage_url: str) -> None:
         Database(storage_url)
 
 
-def _database_sessions(url: str) -> list[tuple[int, str]]:
-    """``(pid, application_name)`` of the other sessions on the database of ``url``."""
-    return [
-        (int(pid), str(name))
-        for pid, name in run_sql(
-            url,
-            "SELECT pid, application_name FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-    ]
-
-
-def _advisory_lock_pids(url: str) -> list[int]:
-    """Pids holding an advisory lock in the database of ``url``."""
-    rows = run_sql(
-        url,
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    return [int(pid) for (pid,) in rows]
-
-
 @pytest.mark.postgres
 def test_postgres_lock_is_held_by_the_writing_session(postgres_db_url: str) -> None:
     """The advisory lock lives on the session that writes (no second connection): it exists
@@ -131,12 +109,12 @@ def test_postgres_lock_is_held_by_the_writing_session(postgres_db_url: str) -> N
     with open_storage(postgres_db_url) as storage:
         storage.acquire_writer_lock("the writer")
         storage.upsert_candles([candle(0)], now=datetime.now(UTC))
-        ((writer, name),) = _database_sessions(postgres_db_url)
+        ((writer, name),) = other_sessions(postgres_db_url)
         assert "qx_actors" == name
-        assert [writer] == _advisory_lock_pids(postgres_db_url)
+        assert [writer] == advisory_lock_pids(postgres_db_url)
         assert [("the writer",)] == run_sql(postgres_db_url, "SELECT holder FROM qx_writer")
         storage.release_writer_lock()
-        assert [] == _advisory_lock_pids(postgres_db_url)
+        assert [] == advisory_lock_pids(postgres_db_url)
         assert 1 == storage.upsert_candles([candle(1)], now=datetime.now(UTC))
-        assert [(writer, name)] == _database_sessions(postgres_db_url)
-    assert [] == _database_sessions(postgres_db_url)
+        assert [(writer, name)] == other_sessions(postgres_db_url)
+    assert [] == other_sessions(postgres_db_url)
