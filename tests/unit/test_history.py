@@ -745,12 +745,23 @@ def fetched_spans(fetched: Iterable[DownloadRange]) -> list[TimeRange]:
     return [TimeRange(f.start, f.end) for f in fetched]
 
 
-def check_converges(world: dict[str, object], newest_gap_first: bool, recheck: bool) -> None:
+def check_pass(
+    world: dict[str, object],
+    newest_gap_first: bool,
+    *,
+    recheck: bool = False,
+    lookback: int | None = None,
+) -> tuple[dict[int, bool], list[tuple[int, int]]] | None:
+    """Follow one pass of the plan on a copy of ``world``'s stored minutes and verified-empty
+    ranges and check its result (:func:`check_pass_result`, from ``lookback`` if set, else from
+    the reach); the stored minutes and verified ranges after it, or None where the pass failed
+    (ReachBeforeHistory), which it may only when the exchange has no candle at its lower end."""
     stored = dict(world["stored"])  # type: ignore[call-overload]
     verified = list(world["verified"])  # type: ignore[call-overload]
     truth: frozenset[int] = world["truth"]  # type: ignore[assignment]
     reach: int = world["reach"]  # type: ignore[assignment]
     now: datetime = world["now"]  # type: ignore[assignment]
+    lower = reach if lookback is None else lookback
     try:
         fetched = follow_plan(
             stored,
@@ -760,11 +771,23 @@ def check_converges(world: dict[str, object], newest_gap_first: bool, recheck: b
             now=now,
             newest_gap_first=newest_gap_first,
             recheck=recheck,
+            lookback=lookback,
         )
     except Fatal:
-        assert reach not in truth
+        assert lower not in truth
+        return None
+    check_pass_result(stored, verified, fetched, truth=truth, reach=reach, lower=lower, now=now)
+    return stored, verified
+
+
+def check_converges(world: dict[str, object], newest_gap_first: bool, recheck: bool) -> None:
+    passed = check_pass(world, newest_gap_first, recheck=recheck)
+    if passed is None:
         return
-    check_pass_result(stored, verified, fetched, truth=truth, reach=reach, lower=reach, now=now)
+    stored, verified = passed
+    truth: frozenset[int] = world["truth"]  # type: ignore[assignment]
+    reach: int = world["reach"]  # type: ignore[assignment]
+    now: datetime = world["now"]  # type: ignore[assignment]
     if not recheck:
         assert not truth & {m for a, b in verified for m in range(a, b + 1)}
     if set(range(reach, idx(now) + 1)) <= truth:
@@ -799,23 +822,6 @@ def test_lookback_plan_converges_in_the_window(
     """Live lookback fills exactly the exchange's minutes of [lookback, now], and still
     revises unstable candles anywhere in the reach."""
     head: int = world["head"]  # type: ignore[assignment]
-    truth: frozenset[int] = world["truth"]  # type: ignore[assignment]
-    now: datetime = world["now"]  # type: ignore[assignment]
     reach: int = world["reach"]  # type: ignore[assignment]
     lookback = data.draw(st.integers(reach, head))
-    stored = dict(world["stored"])  # type: ignore[call-overload]
-    verified = list(world["verified"])  # type: ignore[call-overload]
-    try:
-        fetched = follow_plan(
-            stored,
-            verified,
-            truth,
-            reach=reach,
-            now=now,
-            newest_gap_first=True,
-            lookback=lookback,
-        )
-    except Fatal:
-        assert lookback not in truth
-        return
-    check_pass_result(stored, verified, fetched, truth=truth, reach=reach, lower=lookback, now=now)
+    check_pass(world, newest_gap_first=True, lookback=lookback)
