@@ -110,6 +110,25 @@ def run_engine(live_harness: LiveHarness) -> Callable[..., testing.RunProbe]:
     return live_harness.start
 
 
+#: the types of the ``sim`` and ``run_engine`` fixtures, as the tests use them
+SimFactory = Callable[..., Simulator]
+RunFactory = Callable[..., LiveRun]
+
+
+def start_live(
+    sim: SimFactory,
+    run_engine: RunFactory,
+    url: str,
+    sim_config: dict[str, Any] | None = None,
+    **config: Any,
+) -> tuple[Simulator, LiveRun]:
+    """A simulator (``sim_config``) and an engine on ``url`` against it (:func:`live_config`
+    with ``config``), both started."""
+    simulator = sim(**(sim_config or {}))
+    cfg = live_config(url, rest_url=simulator.rest_url, stream_url=simulator.stream_url, **config)
+    return simulator, run_engine(cfg)
+
+
 # -- reading the database back (URL + plain SQL only) ---------------------------------------
 
 
@@ -160,6 +179,16 @@ def tick_pairs(ticks: list[PriceTick]) -> list[tuple[datetime, float]]:
 
 
 # -- logs -------------------------------------------------------------------------------------
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The logged events named ``name``."""
+    return [e for e in logs if e["event"] == name]
+
+
+def feed_received(logs: list[dict[str, Any]]) -> int:
+    """The ticks the WS feeds received, less the duplicates, over all their ``ws_feed_stopped``."""
+    return sum(e["received"] - e["duplicates"] for e in events(logs, "ws_feed_stopped"))
 
 
 def transitions(logs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:

@@ -4,9 +4,7 @@ a real database; faults on the Stream API; shutdown in the middle of a burst."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -15,19 +13,21 @@ from qx_actors.domain.settlements import floor_settlement_time
 from qx_actors.domain.timeutil import floor_minute, utc_now
 from qx_actors.domain.values import PriceTick
 from qx_actors.errors import StaleFeedError
-from qx_actors.simulator import Simulator
 from qx_actors.status import State
 from qx_actors.storage import open_storage
 
 pytest.register_assert_rewrite("tests.integration.live_fixtures")
 
 from tests.integration.live_fixtures import (  # noqa: E402
-    LiveRun,
+    RunFactory,
     SilentListener,
+    SimFactory,
     assert_follows_graph,
+    events,
     live_config,
     newest_stable_candle,
     sql,
+    start_live,
     stored_candle_times,
     stored_ticks,
     tick_pairs,
@@ -35,26 +35,6 @@ from tests.integration.live_fixtures import (  # noqa: E402
 )
 
 pytest_plugins = ["tests.integration.live_fixtures"]
-
-SimFactory = Callable[..., Simulator]
-RunFactory = Callable[..., LiveRun]
-
-
-def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return [e for e in logs if e["event"] == name]
-
-
-def _start(
-    sim: SimFactory,
-    run_engine: RunFactory,
-    url: str,
-    sim_config: dict[str, Any] | None = None,
-    **config: Any,
-) -> tuple[Simulator, LiveRun]:
-    simulator = sim(**(sim_config or {}))
-    cfg = live_config(url, rest_url=simulator.rest_url, stream_url=simulator.stream_url, **config)
-    return simulator, run_engine(cfg)
-
 
 # -- ticks: every tick received is stored exactly once -----------------------------------------
 
@@ -64,7 +44,7 @@ def test_every_sent_tick_is_stored_once(
 ) -> None:
     """With ticks pushed one burst at a time, the stored ticks equal the ticks sent."""
     with capture_logs() as logs:
-        simulator, run = _start(sim, run_engine, live_database_url, {"tick_rate_per_s": 0})
+        simulator, run = start_live(sim, run_engine, live_database_url, {"tick_rate_per_s": 0})
         assert simulator.wait_for_subscribers(1, timeout=10)
         simulator.push_ticks(1)
         run.until_state(State.SYNCED)
@@ -88,7 +68,7 @@ def test_shutdown_in_a_burst_stores_every_received_tick(
     ``received`` counter (logged when it stops) tells how many reached the client.
     """
     with capture_logs() as logs:
-        simulator, run = _start(
+        simulator, run = start_live(
             sim, run_engine, live_database_url, {"tick_rate_per_s": 20_000}, shutdown_timeout_s=5.0
         )
         run.until_state(State.SYNCED)
@@ -96,7 +76,7 @@ def test_shutdown_in_a_burst_stores_every_received_tick(
         sent_before = len(simulator.sent_ticks())
         # Shutdown, not Failed(ShutdownTimeout): done within shutdown_timeout_s
         assert State.SHUTDOWN == run.shutdown().state
-    stopped = _events(logs, "ws_feed_stopped")
+    stopped = events(logs, "ws_feed_stopped")
     assert 1 == len(stopped)
     received = stopped[0]["received"]
     sent = tick_pairs(simulator.sent_ticks())
@@ -114,7 +94,7 @@ def test_duplicate_out_of_order_and_malformed_frames(
 ) -> None:
     """Duplicated and swapped ticks are stored once; malformed frames are skipped, the feed runs."""
     with capture_logs() as logs:
-        simulator, run = _start(sim, run_engine, live_database_url, {"tick_rate_per_s": 0})
+        simulator, run = start_live(sim, run_engine, live_database_url, {"tick_rate_per_s": 0})
         assert simulator.wait_for_subscribers(1, timeout=10)
         simulator.push_ticks(1)
         run.until_state(State.SYNCED)
@@ -133,9 +113,9 @@ def test_duplicate_out_of_order_and_malformed_frames(
     assert sorted(distinct) == stored_ticks(live_database_url)
     published = tick_pairs(run.ticks)
     assert len(set(published)) == len(published), "a duplicate was published as committed"
-    rejected = _events(logs, "stream_frame_rejected")
+    rejected = events(logs, "stream_frame_rejected")
     assert 4 == len(rejected)
-    assert [] == _events(logs, "stream_reconnect_scheduled")
+    assert [] == events(logs, "stream_reconnect_scheduled")
     assert_follows_graph(logs)
 
 
@@ -148,7 +128,7 @@ def test_stream_drop_degrades_then_recovers(
 ) -> None:
     """A dropped stream sets degraded, reconnects with backoff, clears it; Synced throughout."""
     with capture_logs() as logs:
-        simulator, run = _start(sim, run_engine, live_database_url, {"tick_rate_per_s": 50})
+        simulator, run = start_live(sim, run_engine, live_database_url, {"tick_rate_per_s": 50})
         run.until_state(State.SYNCED)
         assert not run.controller.status_snapshot().degraded
         simulator.faults.refuse_connections(n=2)
@@ -160,11 +140,11 @@ def test_stream_drop_degrades_then_recovers(
         ticks_before = len(run.ticks)
         run.until_ticks(ticks_before + 10)
         assert State.SHUTDOWN == run.shutdown().state
-    changes = _events(logs, "degraded_mode_changed")
+    changes = events(logs, "degraded_mode_changed")
     assert [True, False] == [e["degraded"] for e in changes]
     reason = changes[0]["reason"]
     assert ("code 1011" in reason) if close_frame else ("without a close frame" in reason), reason
-    scheduled = _events(logs, "stream_reconnect_scheduled")
+    scheduled = events(logs, "stream_reconnect_scheduled")
     assert len(scheduled) >= 3  # the drop and two refused handshakes
     assert any("HTTP 503" in e["error"] for e in scheduled)
     # Backoff 0.1 s, 0.2 s, 0.4 s (each ±50 %), restarting from 0.1 s after a good connection.
@@ -209,8 +189,8 @@ def test_refused_stream_is_synced_degraded_by_rest_polling_and_never_restarts(
         assert State.SHUTDOWN == run.shutdown().state
     assert State.SYNCED == healthy.state
     assert polls_at_healthy >= polls_at_synced + 2  # live data kept flowing by REST
-    assert [True, False] == [e["degraded"] for e in _events(logs, "degraded_mode_changed")]
-    assert len(_events(logs, "stream_reconnect_scheduled")) >= 2
+    assert [True, False] == [e["degraded"] for e in events(logs, "degraded_mode_changed")]
+    assert len(events(logs, "stream_reconnect_scheduled")) >= 2
     assert [] == [t for t in transitions(logs) if t[0] in ("recoverable_error", "restart")]
     assert_follows_graph(logs)
 
@@ -220,7 +200,7 @@ def test_silent_stream_is_stale_and_restarts(
 ) -> None:
     """No tick for live_price_tick_max_interval_s (pings answered): restart, then Synced."""
     with capture_logs() as logs:
-        simulator, run = _start(
+        simulator, run = start_live(
             sim,
             run_engine,
             live_database_url,
@@ -249,10 +229,10 @@ def test_silent_stream_is_stale_and_restarts(
         "Shutdown",
     ] == [t[2] for t in transitions(logs)]
     # The connection itself stayed up: pings were answered, no heartbeat timeout.
-    assert not any("ping" in e["error"] for e in _events(logs, "stream_reconnect_scheduled"))
+    assert not any("ping" in e["error"] for e in events(logs, "stream_reconnect_scheduled"))
     # Half-way to stale the run said it was degraded (head polled over REST), and the
     # reconnect after the restart cleared it.
-    changes = [(e["degraded"], e["reason"]) for e in _events(logs, "degraded_mode_changed")]
+    changes = [(e["degraded"], e["reason"]) for e in events(logs, "degraded_mode_changed")]
     assert (True, "no tick for 0.5 s") == changes[0]
     assert False is changes[-1][0]
     assert_follows_graph(logs)
@@ -298,7 +278,7 @@ def test_unanswered_pings_time_out_and_reconnect(
 ) -> None:
     """Silent stream and no pong: heartbeat timeout, degraded, reconnect, then healthy again."""
     with capture_logs() as logs:
-        simulator, run = _start(
+        simulator, run = start_live(
             sim,
             run_engine,
             live_database_url,
@@ -316,7 +296,7 @@ def test_unanswered_pings_time_out_and_reconnect(
         run.until_ticks(ticks_before + 10)
         assert not run.controller.status_snapshot().degraded
         assert State.SHUTDOWN == run.shutdown().state
-    scheduled = _events(logs, "stream_reconnect_scheduled")
+    scheduled = events(logs, "stream_reconnect_scheduled")
     assert scheduled and "after a ping" in scheduled[0]["error"]
     assert [] == [t for t in transitions(logs) if t[0] == "recoverable_error"]
     assert_follows_graph(logs)
@@ -330,7 +310,7 @@ def test_polling_only_is_synced_after_catch_up_and_keeps_the_head_current(
 ) -> None:
     """stream_enabled false: Synced after the first catch-up; each re-sync re-fetches the head."""
     with capture_logs() as logs:
-        simulator, run = _start(
+        simulator, run = start_live(
             sim,
             run_engine,
             live_database_url,
@@ -361,7 +341,7 @@ def test_lookback_fetches_only_the_head(
 ) -> None:
     """live "30 x 1m" on an empty database with reach 3d fetches ~30 candles, not 3 days."""
     with capture_logs() as logs:
-        simulator, run = _start(
+        simulator, run = start_live(
             sim,
             run_engine,
             live_database_url,
@@ -429,7 +409,7 @@ def test_full_mode_backfills_settles_then_goes_live(
     """full: the reach is backfilled gap-free, settlements synced, then Synced with ticks."""
     started = utc_now()
     with capture_logs() as logs:
-        simulator, run = _start(
+        simulator, run = start_live(
             sim,
             run_engine,
             live_database_url,

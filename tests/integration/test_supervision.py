@@ -4,7 +4,7 @@ child that dies is a recoverable ``ChildDied``, and no received tick is lost on 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -26,21 +26,18 @@ pytest.register_assert_rewrite("tests.integration.live_fixtures")
 from tests.helpers import FlakyProgram, until_state  # noqa: E402
 from tests.integration.live_fixtures import (  # noqa: E402
     LiveRun,
+    RunFactory,
+    SimFactory,
     assert_follows_graph,
-    live_config,
+    events,
+    feed_received,
+    start_live,
     stored_ticks,
     tick_pairs,
     transitions,
 )
 
 pytest_plugins = ["tests.integration.live_fixtures"]
-
-SimFactory = Callable[..., Simulator]
-RunFactory = Callable[..., LiveRun]
-
-
-def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return [e for e in logs if e["event"] == name]
 
 
 def _feeds() -> list[pykka.ActorRef[Any]]:
@@ -54,11 +51,7 @@ def test_a_child_stopped_by_someone_else_is_restarted_with_the_others(
 ) -> None:
     """The WS feed stopped from outside: ChildDied names it, a fresh generation syncs again."""
     with capture_logs() as logs:
-        simulator = sim(tick_rate_per_s=50)
-        cfg = live_config(
-            live_database_url, rest_url=simulator.rest_url, stream_url=simulator.stream_url
-        )
-        run = run_engine(cfg)
+        simulator, run = start_live(sim, run_engine, live_database_url, {"tick_rate_per_s": 50})
         run.until_state(State.SYNCED)
         [feed] = _feeds()
         feed.stop()
@@ -76,8 +69,7 @@ def test_a_child_stopped_by_someone_else_is_restarted_with_the_others(
     assert len(set(stored)) == len(stored)
     assert set(stored) <= set(tick_pairs(simulator.sent_ticks()))
     # every tick a feed received was stored (the stopped feed handed its queue over)
-    received = sum(e["received"] - e["duplicates"] for e in _events(logs, "ws_feed_stopped"))
-    assert received == len(stored)
+    assert feed_received(logs) == len(stored)
 
 
 class _Exploding(QxActor):
@@ -144,6 +136,20 @@ def _terminate_writer_sessions(url: str) -> int:
         conn.close()
 
 
+def _writer_session_terminated(
+    sim: SimFactory, run_engine: RunFactory, url: str, restart_interval_s: float
+) -> tuple[Simulator, LiveRun]:
+    """A live run on ``url`` at 200 ticks/s, Synced with 20 ticks stored; then its writer's
+    session is terminated."""
+    simulator, run = start_live(
+        sim, run_engine, url, {"tick_rate_per_s": 200}, restart_interval_s=restart_interval_s
+    )
+    run.until_state(State.SYNCED)
+    run.until_ticks(20)
+    assert _terminate_writer_sessions(url) >= 1
+    return simulator, run
+
+
 @pytest.mark.postgres
 def test_a_failed_tick_write_restarts_the_writer_and_loses_no_tick(
     sim: SimFactory,
@@ -153,17 +159,7 @@ def test_a_failed_tick_write_restarts_the_writer_and_loses_no_tick(
     """The writer's session dies mid-run: DatabaseUnavailable, restart, ticks keep flowing and
     every tick a feed received is stored once (the failed batch goes to the next writer)."""
     with capture_logs() as logs:
-        simulator = sim(tick_rate_per_s=200)
-        cfg = live_config(
-            postgres_db_url,
-            rest_url=simulator.rest_url,
-            stream_url=simulator.stream_url,
-            restart_interval_s=0.2,
-        )
-        run = run_engine(cfg)
-        run.until_state(State.SYNCED)
-        run.until_ticks(20)
-        assert _terminate_writer_sessions(postgres_db_url) >= 1
+        simulator, run = _writer_session_terminated(sim, run_engine, postgres_db_url, 0.2)
         recovering = run.until_state(State.RECOVERING)
         assert isinstance(recovering.error, DatabaseUnavailable), recovering
         run.until_state(State.SYNCED)
@@ -182,8 +178,7 @@ def test_a_failed_tick_write_restarts_the_writer_and_loses_no_tick(
     stored = stored_ticks(postgres_db_url)
     assert len(set(stored)) == len(stored)
     assert set(stored) <= set(tick_pairs(simulator.sent_ticks()))
-    received = sum(e["received"] - e["duplicates"] for e in _events(logs, "ws_feed_stopped"))
-    assert received == len(stored)
+    assert feed_received(logs) == len(stored)
     assert set(tick_pairs(run.ticks)) <= set(stored)
 
 
@@ -195,25 +190,14 @@ def test_ticks_handed_back_while_recovering_are_stored_at_shutdown(
 ) -> None:
     """Shut down during Recovering (after a failed tick write): the carried ticks are stored."""
     with capture_logs() as logs:
-        simulator = sim(tick_rate_per_s=200)
-        cfg = live_config(
-            postgres_db_url,
-            rest_url=simulator.rest_url,
-            stream_url=simulator.stream_url,
-            restart_interval_s=60,
-        )
-        run = run_engine(cfg)
-        run.until_state(State.SYNCED)
-        run.until_ticks(20)
-        assert _terminate_writer_sessions(postgres_db_url) >= 1
+        _, run = _writer_session_terminated(sim, run_engine, postgres_db_url, 60)
         run.until_state(State.RECOVERING)
         assert State.SHUTDOWN == run.shutdown().state
     stored = stored_ticks(postgres_db_url)
-    received = sum(e["received"] - e["duplicates"] for e in _events(logs, "ws_feed_stopped"))
-    assert received == len(stored) == len(set(stored))
+    assert feed_received(logs) == len(stored) == len(set(stored))
     # the path under test was taken: the failed batch came back and a last writer stored it
-    assert _events(logs, "ticks_carried_over")
-    assert [] == _events(logs, "ticks_not_stored")
+    assert events(logs, "ticks_carried_over")
+    assert [] == events(logs, "ticks_not_stored")
 
 
 class _SlowToStop(QxActor):
