@@ -5,6 +5,8 @@ receiver of their own)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +25,26 @@ from qx_actors.status import State, SyncStatus, Trigger
 from qx_actors.sync_engine import SyncController, SyncEngine
 from qx_actors.testing import RunProbe
 from qx_actors.updates import SyncUpdate, UpdateReceiver
+
+
+@contextmanager
+def locking_child(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """A Python process running ``code`` with ``args`` (stdin and stdout piped), inside the block
+    once it has printed ``locked``; killed at the end if it still runs then."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert "locked" == child.stdout.readline().strip()
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def pinned_start(text: str, today: datetime | None = None) -> datetime:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 from qx_actors.config import QxConfig, config_from_mapping
@@ -11,7 +9,7 @@ from qx_actors.errors import DatabaseInUseError
 from qx_actors.simulator import Simulator
 from qx_actors.status import State
 from qx_actors.sync_engine import SyncEngine
-from tests.helpers import until_state
+from tests.helpers import locking_child, until_state
 
 
 def backfill_config(sim: Simulator, database_url: str) -> QxConfig:
@@ -31,6 +29,16 @@ def backfill_config(sim: Simulator, database_url: str) -> QxConfig:
     )
 
 
+def assert_backfills(engine: SyncEngine) -> None:
+    """``engine``, started, reaches Backfilled (within 30 s); then it is shut down."""
+    receiver = engine.update_receiver()
+    controller = engine.start()
+    try:
+        assert State.BACKFILLED == until_state(receiver, State.BACKFILLED, timeout=30)[-1].state
+    finally:
+        controller.shutdown()
+
+
 def test_second_engine_is_refused_then_allowed_after_stop(
     simulator: Simulator, storage_url: str
 ) -> None:
@@ -48,13 +56,7 @@ def test_second_engine_is_refused_then_allowed_after_stop(
         assert f"run {first.run_id}" in str(final.error)
     finally:
         controller.shutdown()
-    third = SyncEngine(config)
-    receiver = third.update_receiver()
-    controller = third.start()
-    try:
-        assert State.BACKFILLED == until_state(receiver, State.BACKFILLED, timeout=30)[-1].state
-    finally:
-        controller.shutdown()
+    assert_backfills(SyncEngine(config))
 
 
 HOLDER = textwrap.dedent(
@@ -71,26 +73,11 @@ HOLDER = textwrap.dedent(
 
 def test_lock_is_free_after_the_holder_is_killed(simulator: Simulator, storage_url: str) -> None:
     """An engine starts once the process that held the lock was killed with SIGKILL."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, storage_url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert "locked" == holder.stdout.readline().strip()
+    with locking_child(HOLDER, storage_url) as holder:
         refused = SyncEngine(backfill_config(simulator, storage_url)).start()
         final = refused.until_stopped(timeout=30)
         assert isinstance(final.error, DatabaseInUseError)
         assert "killed-holder" in str(final.error)
-    finally:
         holder.kill()
         holder.wait()
-    engine = SyncEngine(backfill_config(simulator, storage_url))
-    receiver = engine.update_receiver()
-    controller = engine.start()
-    try:
-        assert State.BACKFILLED == until_state(receiver, State.BACKFILLED, timeout=30)[-1].state
-    finally:
-        controller.shutdown()
+    assert_backfills(SyncEngine(backfill_config(simulator, storage_url)))

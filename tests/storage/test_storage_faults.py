@@ -12,7 +12,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from qx_actors.errors import (
 from qx_actors.storage import Database, open_storage
 from qx_actors.storage._errors import map_error
 from tests import pg_server
+from tests.helpers import locking_child
 from tests.small_fs import mount_small_fs, unmount_small_fs
 
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
@@ -99,25 +99,13 @@ def sqlite_url(tmp_path: Path) -> str:
 @contextlib.contextmanager
 def _exclusive_lock(path: str) -> Iterator[None]:
     """Another process holds ``BEGIN EXCLUSIVE`` on ``path`` inside the block."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", _LOCKER, path],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert "locked" == child.stdout.readline().strip()
-        yield
-    finally:
-        if child.stdin is not None:
-            child.stdin.close()
+    with locking_child(_LOCKER, path) as child:
         try:
-            child.wait(timeout=30)
+            yield
         finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+            if child.stdin is not None:
+                child.stdin.close()  # the locker rolls back and ends
+            child.wait(timeout=30)
 
 
 def test_sqlite_locked_by_another_process_is_busy_and_stores_nothing(sqlite_url: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -11,6 +9,7 @@ from storage_helpers import advisory_lock_pids, candle, other_sessions, run_sql
 
 from qx_actors.errors import DatabaseInUseError, SchemaError
 from qx_actors.storage import SCHEMA_VERSION, Database, open_storage, writer_holder
+from tests.helpers import locking_child
 
 _CHILD = """
 import sys
@@ -41,27 +40,14 @@ def test_second_writer_is_refused_naming_the_holder(storage_url: str) -> None:
 def test_lock_is_freed_when_the_holder_process_is_killed(storage_url: str) -> None:
     """SIGKILL of the holding process frees the lock."""
     holder = "run child-run (child process)"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, storage_url, holder],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "locked"
-        with open_storage(storage_url) as storage:
-            with pytest.raises(DatabaseInUseError, match="child-run"):
-                storage.acquire_writer_lock("parent")
-            child.kill()
-            child.wait(timeout=30)
-            # the server may need a moment to notice the dead connection: wait on the lock
-            storage.acquire_writer_lock("parent", wait_s=20)
-            assert storage.writer_lock_holder == "parent"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    with locking_child(_CHILD, storage_url, holder) as child, open_storage(storage_url) as storage:
+        with pytest.raises(DatabaseInUseError, match="child-run"):
+            storage.acquire_writer_lock("parent")
+        child.kill()
+        child.wait(timeout=30)
+        # the server may need a moment to notice the dead connection: wait on the lock
+        storage.acquire_writer_lock("parent", wait_s=20)
+        assert storage.writer_lock_holder == "parent"
 
 
 def test_schema_version_is_stored(storage_url: str) -> None:
