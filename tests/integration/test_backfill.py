@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from qx_actors.config import QxConfig
 from qx_actors.domain.history import last_stable_minute
 from qx_actors.domain.timeutil import MINUTE, floor_minute, parse_rfc3339
 from qx_actors.errors import (
@@ -339,13 +340,22 @@ def re_search(pattern: str, text: str) -> bool:
     return re.search(pattern, text) is not None
 
 
-def test_reach_before_the_exchange_history_fails(harness: Harness) -> None:
-    """No candle within hours of the reach (history starts later) → Failed(ReachBeforeHistory)."""
+def _down_until_after_the_reach(
+    harness: Harness, hours: int
+) -> tuple[datetime, Simulator, QxConfig, datetime]:
+    """A config with a reach of 2 days at ``t0`` (now), against a simulator without a candle
+    from a day before the reach to ``hours`` after it: ``(t0, sim, config, reach)``."""
     t0 = harness.now()
     sim = harness.simulator()
     config = harness.config(sim, price_history_reach="2d")
     reach = config.sync.price_history_reach_at(t0)
-    sim.market.add_downtime(reach - timedelta(days=1), reach + timedelta(hours=7))
+    sim.market.add_downtime(reach - timedelta(days=1), reach + timedelta(hours=hours))
+    return t0, sim, config, reach
+
+
+def test_reach_before_the_exchange_history_fails(harness: Harness) -> None:
+    """No candle within hours of the reach (history starts later) → Failed(ReachBeforeHistory)."""
+    _, _, config, reach = _down_until_after_the_reach(harness, 7)
     run = harness.start(config)
     final = run.controller.until_stopped(timeout=10)
     assert State.FAILED == final.state
@@ -430,11 +440,7 @@ def test_backfill_is_exact_whichever_bounds_the_exchange_includes(
 def test_downtime_right_at_the_reach_is_recorded_not_fatal(harness: Harness) -> None:
     """No candle for the first hours after the reach (within tolerance) → verified-empty, and
     later passes don't ask for the range below the oldest candle again."""
-    t0 = harness.now()
-    sim = harness.simulator()
-    config = harness.config(sim, price_history_reach="2d")
-    reach = config.sync.price_history_reach_at(t0)
-    sim.market.add_downtime(reach - timedelta(days=1), reach + timedelta(hours=2))
+    t0, sim, config, reach = _down_until_after_the_reach(harness, 2)
     run = harness.start(config)
     run.wait_for_state(State.BACKFILLED)
     assert [(reach, reach + timedelta(hours=2) - MINUTE)] == verified_empty(harness.database_url)
