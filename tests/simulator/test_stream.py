@@ -131,30 +131,29 @@ def test_ticks_flow_at_the_tick_rate(make_sim: SimFactory) -> None:
     assert received == sim.sent_ticks()[:20]
 
 
-def test_drop_with_close_frame(sim: Simulator) -> None:
-    """drop_stream(close_frame=True) closes with code 1011."""
+def _dropped(sim: Simulator, *, close_frame: bool) -> ConnectionClosed:
+    """How a subscribed client's connection ends after ``drop_stream(close_frame=..)``."""
 
-    async def body(ws: ClientConnection) -> Any:
-        sim.faults.drop_stream(close_frame=True)
+    async def body(ws: ClientConnection) -> ConnectionClosed:
+        sim.faults.drop_stream(close_frame=close_frame)
         with pytest.raises(ConnectionClosed) as info:
             await asyncio.wait_for(ws.recv(), TIMEOUT)
         return info.value
 
-    closed = run(with_subscribed(sim, body))
+    closed: ConnectionClosed = run(with_subscribed(sim, body))
+    return closed
+
+
+def test_drop_with_close_frame(sim: Simulator) -> None:
+    """drop_stream(close_frame=True) closes with code 1011."""
+    closed = _dropped(sim, close_frame=True)
     assert closed.rcvd is not None
     assert closed.rcvd.code == 1011
 
 
 def test_drop_without_close_frame(sim: Simulator) -> None:
     """drop_stream(close_frame=False) aborts the TCP connection: no close frame."""
-
-    async def body(ws: ClientConnection) -> Any:
-        sim.faults.drop_stream(close_frame=False)
-        with pytest.raises(ConnectionClosed) as info:
-            await asyncio.wait_for(ws.recv(), TIMEOUT)
-        return info.value
-
-    assert run(with_subscribed(sim, body)).rcvd is None
+    assert _dropped(sim, close_frame=False).rcvd is None
 
 
 def test_drop_after_ticks(sim: Simulator) -> None:
