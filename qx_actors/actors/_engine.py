@@ -70,6 +70,7 @@ import pykka
 from qx_actors.actors import _program
 from qx_actors.actors._base import AsyncQxActor, RunThreads, tell
 from qx_actors.actors._feed_watch import FeedWatch
+from qx_actors.actors._tick_spool import TickSpool
 from qx_actors.actors.messages import (
     ActorRef,
     Call,
@@ -684,10 +685,7 @@ class EngineActor(AsyncQxActor):
             # A graceful stop that left a child running did not complete: the run fails.
             if self._final_error is None:
                 self._final_error = self._shutdown_timeout(stuck)
-            if self._carried_ticks:
-                self._log.error("ticks_not_stored", count=len(self._carried_ticks))
-                self._carried_ticks = []
-                self._ctx.ticks_waiting.carried = 0
+            self._set_aside_carried_ticks()
             self._stops = None
             self._stop_self()
         # Recovering: the restart waits for the lingering ones to exit.
@@ -700,10 +698,8 @@ class EngineActor(AsyncQxActor):
                 self._stop_children()
                 return
         if self._phase in _ENDING:
-            if self._carried_ticks:  # handed back by the last writer too: the database fails
-                self._log.error("ticks_not_stored", count=len(self._carried_ticks))
-                self._carried_ticks = []
-                self._ctx.ticks_waiting.carried = 0
+            # handed back by the last writer too: the database fails
+            self._set_aside_carried_ticks()
             self._stop_self()
         elif self._phase is Phase.RECOVERING:
             if self._restart is None:  # the restart was due already
@@ -733,15 +729,44 @@ class EngineActor(AsyncQxActor):
     def _spawn_flush_writer(self) -> ActorRef | None:
         name = self._tick_sink
         spawn = self._spawners.get(name) if name else None
+        if name is None or spawn is None:
+            self._set_aside_carried_ticks()
+            return None
         ticks, self._carried_ticks = tuple(self._carried_ticks), []
         self._ctx.ticks_waiting.carried = 0
-        if name is None or spawn is None:
-            self._log.error("ticks_not_stored", count=len(ticks))
-            return None
         self._children[name] = sink = spawn(self._ctx, self.actor_ref, {})
         sink.tell(StoreTicks(ticks, None))
         # If the database still fails, the writer logs what it could not store as it stops.
         return sink
+
+    def _set_aside_carried_ticks(self) -> None:
+        """The run ends with ticks no writer could store: with a spool (``sync.tick_spool``)
+        they are appended to it and stored at the next start, else they are lost, and said so.
+
+        The WS feed has exited by now (or is stuck past the shutdown deadline: each append is one
+        write of whole lines to a file opened for appending, so it can't tear the feed's). With
+        a spool the feed appended every batch a writer failed with, so these are usually in the
+        file already: stored twice, which the database ignores, and published once."""
+        ticks, self._carried_ticks = tuple(self._carried_ticks), []
+        self._ctx.ticks_waiting.carried = 0
+        if not ticks:
+            return
+        path = self._ctx.config.sync.tick_spool
+        if path is not None:
+            try:
+                spool = TickSpool.open(path, log=self._log)
+                try:
+                    spool.append(ticks)
+                finally:
+                    spool.close()
+            except OSError as exc:
+                self._log.error(
+                    "tick_spool_write_failed", path=path, ticks=len(ticks), error=str(exc)
+                )
+            else:
+                self._log.warning("ticks_spooled_at_stop", path=path, count=len(ticks))
+                return
+        self._log.error("ticks_not_stored", count=len(ticks))
 
     def _stop_self(self) -> None:
         with contextlib.suppress(pykka.ActorDeadError):

@@ -26,25 +26,25 @@ replaced) in the run's :class:`TicksWaiting` (``/health``'s ticks waiting). The 
 ``sync.tick_queue_capacity`` (default :data:`MAX_QUEUED_TICKS`).
 
 **The spool** (``sync.tick_spool``, off by default): with one, the ticks held during a database
-outage go to an append-only local file (:mod:`~qx_actors.actors._tick_spool`, each append
-flushed and fsync'ed), counted in ``FeedCounters.spooled`` and ``TicksWaiting.spooled``. The
-feed is in an outage while it has no DB writer (``UseDbWriter(None)``) or while the writer has
-not acknowledged the batch in flight for :data:`SPOOL_FLUSH_S`; then every tick it holds is
-appended (the unacknowledged batch first, it is older): at once, then whenever
-:data:`SPOOL_FLUSH_S` passed or the queue reached a spool batch (:data:`SPOOL_BATCH_TICKS`, a
-quarter of the bound if that is smaller), and the queue keeps only what is not on disk yet.
-**A crash during an outage loses at most the last unflushed batch**: the ticks received since
-the last append, fewer than a spool batch and none received more than :data:`SPOOL_FLUSH_S`
-before it (the first append of an outage also holds the batch the writer kept for that
-second). Past the bound without an outage (a writer slower than the stream), the oldest ticks
-go to the spool too, a spool batch at a time, instead of being dropped. A healthy writer (each
-batch acknowledged within :data:`SPOOL_FLUSH_S`) costs no file I/O. The feed sends the spool's
-records to the DB writer before its queue (they are older), :data:`REPLAY_BATCH_TICKS` a batch;
-a committed batch confirms the records up to it (the writer stores the ticks it holds from a
-failed write together with the next batch), a new writer gets the unconfirmed ones again (a
-record may be stored twice, which the database ignores), and the file is removed once all are
-stored. A spool left by a crash is replayed first when the next feed starts; a feed stopped
-during an outage adds what it holds to it.
+outage go to an append-only local file (:mod:`~qx_actors.actors._tick_spool`, each append flushed
+and fsync'ed), counted in ``FeedCounters.spooled`` and ``TicksWaiting.spooled``. The feed is in an
+outage while it has no DB writer (``UseDbWriter(None)``) or while the writer has not acknowledged
+the batch in flight for :data:`SPOOL_FLUSH_S`; then every tick it holds is appended (the
+unacknowledged batch first, it is older): at once, then whenever :data:`SPOOL_FLUSH_S` passed or
+the queue reached a spool batch (:data:`SPOOL_BATCH_TICKS`, a quarter of the bound if that is
+smaller), and the queue keeps only what is not on disk yet. **A crash during an outage loses at
+most the last unflushed batch**: the ticks received since the last append, fewer than a spool batch
+and none received more than :data:`SPOOL_FLUSH_S` before it (the first append of an outage also
+holds the batch the writer kept for that second; and a batch the writer failed at once, a database
+down or full, is appended as soon as the writer says so). Past the bound without an outage (a
+writer slower than the stream), the oldest ticks go to the spool too, a spool batch at a time,
+instead of being dropped. A healthy writer (each batch acknowledged within :data:`SPOOL_FLUSH_S`)
+costs no file I/O. The feed sends the spool's records to the DB writer before its queue (they are
+older), :data:`REPLAY_BATCH_TICKS` a batch; a committed batch confirms the records up to it (the
+writer stores the ticks it holds from a failed write together with the next batch), a new writer
+gets the unconfirmed ones again (a record may be stored twice, which the database ignores), and the
+file is removed once all are stored. A spool left by a crash is replayed first when the next feed
+starts; a feed stopped during an outage adds what it holds to it.
 
 The feed watches its own stream and tells the Engine what it sees: ``StreamUp``,
 ``StreamDown``, ``TicksFlowing`` (a batch committed, the first since the start of the stream
@@ -514,6 +514,13 @@ class WsFeedActor(AsyncQxActor):
         self.tell_supervisor(ChildFailed(self.child_name, error))
 
     def _written(self, committed: bool) -> None:
+        if not committed and self._in_flight is not None:
+            # The writer failed with this batch and keeps it for the next writer, in memory
+            # only: a database that refuses at once (down, full) answers before the spool's
+            # second. The spool (if any) takes it now unless it has it, before anything newer,
+            # so that a crash during the outage can't lose it (stored twice later, which the
+            # database ignores).
+            self._spill([])
         self._in_flight = None
         self._in_flight_spooled = False
         self._writer_late = False

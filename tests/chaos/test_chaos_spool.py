@@ -10,6 +10,10 @@ time, past the busy timeout:
   every received tick stored once, committed in time order, and the spool file removed;
 * without a spool: the oldest ticks held are dropped, counted (``overflowed``), and only they
   are missing;
+* a database that refuses at once (a busy timeout shorter than the spool's second), with a
+  spool, and a stop while it still refuses: the batches the writer failed with are in the file
+  as soon as it says so, the ticks the Engine carries for the next writer go to the file at
+  the stop, and the next start stores every one of them;
 * a real ``qx-actors sync`` killed with SIGKILL during the lock, with a spool: what the feed
   received up to its last append is on disk, at most a spool batch of it was only in memory,
   and the next start stores every tick of the spool file before anything else, then removes
@@ -22,6 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from qx_actors.actors._tick_spool import decode_record
 from qx_actors.actors._ws_feed import SPOOL_BATCH_TICKS
 from qx_actors.config import config_from_mapping
@@ -29,6 +35,7 @@ from qx_actors.domain.timeutil import to_epoch_ms, utc_now
 from qx_actors.domain.values import PriceTick
 from qx_actors.simulator import Simulator
 from qx_actors.status import State
+from qx_actors.storage import _open
 from qx_actors.testing import RunProbe
 from tests.chaos.chaos_helpers import (
     CliSync,
@@ -263,3 +270,72 @@ def test_sigkill_during_an_outage_loses_at_most_the_last_unflushed_batch(
     events = [e["event"] for e in second.log.read()]
     assert "tick_spool_found" in events
     assert "tick_spool_stored" in events
+
+
+#: A busy timeout shorter than the spool's second (``SPOOL_FLUSH_S``): the writer fails each
+#: batch at once, as a database that is down or full does.
+FAST_FAILURE_BUSY_TIMEOUT_S = 0.1
+
+
+def test_a_stop_while_the_database_refuses_at_once_keeps_every_tick_on_disk(
+    sim: SimFactory,
+    engines: EngineFactory,
+    tmp_path: Path,
+    logs: Logs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQLite locked with a busy timeout of 0.1 s: the writer fails each batch at once and hands
+    it to the Engine for the next writer. With a spool, the feed appends each such batch to the
+    file when the writer says it failed, and a stop while the lock is still held appends the
+    ticks the Engine carries too (``ticks_spooled_at_stop``; nothing ``ticks_not_stored``): the
+    database and the file hold every tick the feed received, and the next start stores them."""
+    monkeypatch.setattr(_open, "SQLITE_BUSY_TIMEOUT_S", FAST_FAILURE_BUSY_TIMEOUT_S)
+    simulator = sim(tick_rate_per_s=TICK_RATE, publish_without_subscribers=True)
+    path, spool = tmp_path / "qx.db", tmp_path / "ticks.spool"
+    url = f"sqlite:///{path}"
+    config = config_from_mapping(_config(url, simulator, tick_spool=str(spool)))
+    watch = engines(config)
+    watch.wait_for_state(State.SYNCED, 60)
+
+    def named(event: str, run_id: str) -> list[dict[str, Any]]:
+        return [e for e in logs if e["event"] == event and e.get("run_id") == run_id]
+
+    with sqlite_locker(str(path)) as locker:
+        watch.wait_for_ticks(TICK_RATE, 30)
+        locker.lock()
+        watch.wait_until(
+            lambda: bool(named("ticks_carried_over", watch.run_id)),
+            30,
+            what="a failed batch carried by the Engine",
+        )
+        final = watch.shutdown()  # the lock still held: no writer can store anything
+    assert State.SHUTDOWN is final.state, str(final)
+
+    first_run = watch.run_id
+    counters = feed_counters(logs, first_run)
+    received = counters["received"] - counters["duplicates"]
+    committed, spooled = stored_ticks(url), _spool_ticks(spool)
+    on_disk = {t.time for t in committed} | {t.time for t in spooled}
+    sent = {t.time: t.last_price for t in simulator.sent_ticks()}
+    figures = {"received": received, "committed": len(committed), "spool_lines": len(spooled)}
+    print(f"stopped while refused: {figures}; on disk {len(on_disk)}")
+    assert [] == named("ticks_not_stored", first_run)
+    assert [] == [t for t in spooled if sent.get(t.time) != t.last_price], "never sent"
+    assert received == len(on_disk), f"{received} received, {len(on_disk)} on disk"
+    # What the Engine carried went to the file last, and the feed had put it there before:
+    # a crash at any moment of the outage would have lost none of it.
+    (set_aside,) = named("ticks_spooled_at_stop", first_run)
+    count = set_aside["count"]
+    earlier = {t.time for t in spooled[:-count]}
+    assert [] == [t for t in spooled[-count:] if t.time not in earlier]
+
+    again = engines(config)
+    again.wait_for_state(State.SYNCED, 60)
+    again.wait_until(lambda: not spool.exists(), 60, what="the spool stored and removed")
+    assert State.SHUTDOWN is again.shutdown().state
+    stored = stored_ticks(url)
+    assert [] == tick_problems(stored, simulator.sent_ticks())
+    assert on_disk <= {t.time for t in stored}
+    # the second run published the spooled ticks in time order, each once
+    replayed = [t.time for t in again.ticks]
+    assert replayed == sorted(set(replayed))

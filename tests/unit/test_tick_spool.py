@@ -195,16 +195,18 @@ class _Told:
 
 class _Recorder(pykka.ThreadingActor):
     """The Engine or a DB writer: records what it is told in ``told``; as a writer,
-    acknowledges (committed) each batch if ``acks``."""
+    acknowledges each batch if ``acks``: committed, or failed at once (``committed=False``:
+    the writer keeps it for the next writer, as one does with a database down or full)."""
 
-    def __init__(self, told: _Told, *, acks: bool = False) -> None:
+    def __init__(self, told: _Told, *, acks: bool = False, committed: bool = True) -> None:
         super().__init__()
         self.told = told
         self.acks = acks
+        self.committed = committed
 
     def on_receive(self, message: Any) -> Any:
         if self.acks and isinstance(message, StoreTicks) and message.ack_to is not None:
-            message.ack_to.tell(TicksStored(committed=True))
+            message.ack_to.tell(TicksStored(committed=self.committed))
         self.told.add(message)
         return None
 
@@ -288,6 +290,24 @@ def test_a_writer_that_does_not_acknowledge_starts_an_outage(spool_path: Path) -
     assert 0 == waiting.in_feed
     stream.push(ticks[30:])  # still late: a spool batch held goes at once
     assert ticks == _spool_file(spool_path)
+    feed.stop()
+
+
+def test_a_batch_the_writer_failed_at_once_goes_to_disk_at_once(spool_path: Path) -> None:
+    """A writer that fails each batch at once (before the spool's second: a database down or
+    full) keeps it in memory for the next writer: the feed appends the batch to the spool as
+    soon as the writer says so, and sends it from there again; a crash can't lose it."""
+    stream, told = _FakeStream(), _Told()
+    engine = _Recorder.start(_Told())
+    failing = _Recorder.start(told, acks=True, committed=False)
+    feed, _ = _start_feed(stream, failing, engine, spool_path)
+    ticks = _ticks(10)
+    stream.push(ticks)
+    told.wait_for(
+        lambda m: sum(batch.count(ticks[-1]) for batch in _batches(m)) >= 2,
+        "the failed batch sent again, from the spool",
+    )
+    assert ticks == _spool_file(spool_path), "on disk, once"
     feed.stop()
 
 
