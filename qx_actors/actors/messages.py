@@ -107,8 +107,13 @@ class _Message:
 # === requests and their answers ============================================================
 
 
-class Request(_Message, Generic[T]):
-    """A payload the Engine sends to one child in an :class:`Envelope`, answered with a ``T``."""
+class Request(Generic[T]):
+    """A payload the Engine sends to one child in an :class:`Envelope`, answered with a ``T``.
+
+    Not a :class:`_Message` itself: a request of one's own is declared as before,
+    ``@dataclass(frozen=True) class MyRequest(Request[int])`` (a second dataclass decorator on
+    a class that already is one would fail); the library's requests take ``_Message`` first.
+    """
 
 
 class Envelope(_Message, Generic[T]):
@@ -149,7 +154,7 @@ class CandleRangeStored(_Message):
     missing: tuple[Span, ...]
 
 
-class FetchCandleRange(Request[CandleRangeStored]):
+class FetchCandleRange(_Message, Request[CandleRangeStored]):
     """Fetch the candles of ``download`` in pages of ``batch_size`` and store them."""
 
     download: DownloadRange
@@ -162,7 +167,7 @@ class SettlementRangeStored(_Message):
     received_count: int
 
 
-class FetchSettlementRange(Request[SettlementRangeStored]):
+class FetchSettlementRange(_Message, Request[SettlementRangeStored]):
     """Fetch the settlements in ``[start, end]`` and store them."""
 
     start: datetime
@@ -180,7 +185,7 @@ class ReplayFinished(_Message):
     delivered: int
 
 
-class PlayReplay(Request[ReplayFinished]):
+class PlayReplay(_Message, Request[ReplayFinished]):
     """Deliver the run's replay window (from where the run's replay clock stands) to the
     update hub, paced; answered once the end is reached."""
 
@@ -188,29 +193,29 @@ class PlayReplay(Request[ReplayFinished]):
 # --- to the DB writer ----------------------------------------------------------------------
 
 
-class QueryPriceHistory(Request[PriceHistoryFacts]):
+class QueryPriceHistory(_Message, Request[PriceHistoryFacts]):
     """What the stored candles look like (every write before it included)."""
 
 
-class QueryFunding(Request[FundingSettlementsFacts]):
+class QueryFunding(_Message, Request[FundingSettlementsFacts]):
     """What the stored settlements look like from ``scan_from`` on."""
 
     scan_from: datetime
 
 
-class FlagHoles(Request[None]):
+class FlagHoles(_Message, Request[None]):
     """Mark the candles around these holes (gap / unstable flags)."""
 
     holes: tuple[Span, ...]
 
 
-class RecordVerifiedEmpty(Request[None]):
+class RecordVerifiedEmpty(_Message, Request[None]):
     """The exchange confirmed these inclusive minute ranges have no candle."""
 
     ranges: tuple[Span, ...]
 
 
-class PruneTicks(Request[int]):
+class PruneTicks(_Message, Request[int]):
     """Delete ticks at or before ``up_to``; answered with how many went."""
 
     up_to: datetime

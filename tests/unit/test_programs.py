@@ -8,7 +8,7 @@ decisions off that trace: which passes run when, what is reported, what the feed
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from qx_actors.actors.messages import (
     QueryPriceHistory,
     RecordVerifiedEmpty,
     Report,
+    Request,
     SettlementRangeStored,
     Sleep,
     StartStream,
@@ -296,6 +297,32 @@ def test_call_returns_the_checked_answer_of_its_request() -> None:
     assert driver.finished
     with pytest.raises(TypeError, match="Sleep was answered with None"):
         run_program(program(), lambda effect: facts if isinstance(effect, Call) else None)
+
+
+def test_a_request_of_ones_own_is_a_frozen_dataclass_declared_as_before() -> None:
+    """``@dataclass(frozen=True) class MyRequest(Request[int])``, as the library's requests
+    were once declared: the decorator works on a ``Request`` subclass, the request compares by
+    its fields, is frozen, and ``call`` checks its answer against its ``T``."""
+
+    @dataclass(frozen=True)
+    class CountRows(Request[int]):
+        table: str
+
+    request = CountRows("ohlc_candles")
+    assert request == CountRows("ohlc_candles") and hash(request) == hash(CountRows("ohlc_candles"))
+    with pytest.raises(FrozenInstanceError):
+        request.table = "price_ticks"  # type: ignore[misc]
+
+    def program() -> Any:
+        rows = yield from call("db", request)
+        return rows
+
+    driver = ProgramDriver(program())
+    assert Call("db", request) == driver.start()
+    assert driver.answer(3) is None
+    assert driver.finished and 3 == driver.result
+    with pytest.raises(TypeError, match="CountRows was answered with a str"):
+        run_program(program(), lambda effect: "3")
 
 
 def test_run_program_throws_an_answer_error_into_the_program() -> None:
