@@ -44,12 +44,13 @@ _INSERT_SETTLEMENT_SQL = (
 )
 
 
-class Closing:
+class Closing(abc.ABC):
     """A database opened through a backend (``Database``, ``Storage``): the end of a ``with``
     block closes it."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the database (each handle its own way)."""
 
     def __enter__(self) -> Self:
         return self
